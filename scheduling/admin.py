@@ -1,0 +1,333 @@
+"""Admin pages: jobs (edit, pause, resume, run now, preview) and executions (read-only).
+
+Thin by design: every write goes through :mod:`scheduling.services`.
+"""
+
+import zoneinfo
+
+from django import forms
+from django.contrib import admin, messages
+from django.core.exceptions import ValidationError
+from django.db.models import QuerySet
+from django.http import HttpRequest, JsonResponse
+from django.urls import path, reverse
+from django.utils import timezone
+from django.utils.formats import date_format
+from django.utils.html import format_html, format_html_join
+from django.utils.translation import gettext_lazy as _
+from django.utils.translation import ngettext
+from django_celery_beat import models as beat_models
+
+from scheduling import registry, schedules, selectors, services
+from scheduling.models import ExecutionStatus, Job, JobExecution, TriggerType
+
+# Our scheduler reads Job rows only: the stock periodic-task pages would define tasks
+# that never run, so they are hidden.
+for _model in (
+    beat_models.PeriodicTask,
+    beat_models.IntervalSchedule,
+    beat_models.CrontabSchedule,
+    beat_models.SolarSchedule,
+    beat_models.ClockedSchedule,
+):
+    if admin.site.is_registered(_model):
+        admin.site.unregister(_model)
+
+
+def _local(moment, tz_name: str) -> str:
+    try:
+        tz = schedules.get_timezone(tz_name)
+    except ValueError:
+        tz = timezone.get_current_timezone()
+    return date_format(moment.astimezone(tz), "Y-m-d H:i:s T")
+
+
+class JobAdminForm(forms.ModelForm):
+    """Shows only registered tasks; the model's ``clean`` names any bad field."""
+
+    task = forms.ChoiceField(label=_("task"), choices=())
+    timezone = forms.ChoiceField(label=_("timezone"), choices=())
+
+    class Meta:
+        model = Job
+        fields = (
+            "name",
+            "description",
+            "group",
+            "task",
+            "args",
+            "kwargs",
+            "enabled",
+            "trigger_type",
+            "timezone",
+            "cron_expression",
+            "interval_every",
+            "interval_period",
+            "run_at",
+            "coalesce",
+            "max_instances",
+            "misfire_grace_time",
+        )
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        task_choices = [("", "---------"), *registry.choices()]
+        current = self.instance.task if self.instance.pk else None
+        if current and not registry.is_registered(current):
+            task_choices.append((current, _("%(task)s (not registered)") % {"task": current}))
+        self.fields["task"].choices = task_choices
+        self.fields["timezone"].choices = [
+            (name, name) for name in sorted(schedules.available_timezones())
+        ]
+        self.fields["timezone"].initial = self.instance.timezone
+
+
+@admin.register(Job)
+class JobAdmin(admin.ModelAdmin):
+    form = JobAdminForm
+    list_display = (
+        "name",
+        "group",
+        "task",
+        "trigger_words",
+        "enabled",
+        "next_run",
+        "last_outcome",
+        "executions_link",
+    )
+    list_filter = ("enabled", "trigger_type", "group", "last_status", "task")
+    search_fields = ("name", "description", "task", "group")
+    actions = ("pause_jobs", "resume_jobs", "run_jobs_now")
+    readonly_fields = (
+        "schedule_preview",
+        "next_run_at",
+        "last_run_at",
+        "last_status",
+        "last_duration",
+        "total_run_count",
+        "created_at",
+        "updated_at",
+    )
+    fieldsets = (
+        (None, {"fields": ("name", "description", "group", "task", "args", "kwargs", "enabled")}),
+        (_("Trigger"), {"fields": ("trigger_type", "timezone")}),
+        (
+            _("Cron"),
+            {"fields": ("cron_expression",), "classes": ("trigger-section", "trigger-cron")},
+        ),
+        (
+            _("Interval"),
+            {
+                "fields": ("interval_every", "interval_period"),
+                "classes": ("trigger-section", "trigger-interval"),
+            },
+        ),
+        (
+            _("Once at a date"),
+            {"fields": ("run_at",), "classes": ("trigger-section", "trigger-date")},
+        ),
+        (_("Schedule preview"), {"fields": ("schedule_preview",)}),
+        (_("Execution options"), {"fields": ("coalesce", "max_instances", "misfire_grace_time")}),
+        (
+            _("Status"),
+            {
+                "fields": (
+                    "next_run_at",
+                    "last_run_at",
+                    "last_status",
+                    "last_duration",
+                    "total_run_count",
+                    "created_at",
+                    "updated_at",
+                )
+            },
+        ),
+    )
+
+    class Media:
+        js = ("scheduling/job_form.js",)
+
+    # --- list columns ---------------------------------------------------------------------
+    @admin.display(description=_("trigger"))
+    def trigger_words(self, job: Job) -> str:
+        return job.describe_trigger()
+
+    @admin.display(description=_("next run"), ordering="next_run_at")
+    def next_run(self, job: Job) -> str:
+        if not job.enabled:
+            return _("paused")
+        return _local(job.next_run_at, job.timezone) if job.next_run_at else "—"
+
+    @admin.display(description=_("last run"), ordering="last_run_at")
+    def last_outcome(self, job: Job) -> str:
+        if not job.last_status:
+            return "—"
+        icon = {"success": "✔", "failure": "✘"}.get(job.last_status, "…")
+        duration = f" {job.last_duration:.3f}s" if job.last_duration is not None else ""
+        return f"{icon} {ExecutionStatus(job.last_status).label}{duration}"
+
+    @admin.display(description=_("executions"))
+    def executions_link(self, job: Job) -> str:
+        url = reverse("admin:scheduling_jobexecution_changelist") + f"?job__id__exact={job.pk}"
+        return format_html('<a href="{}">{}</a>', url, _("history"))
+
+    @admin.display(description=_("schedule preview"))
+    def schedule_preview(self, job: Job) -> str:
+        if job.pk is None:
+            return _("Shown as you type, and after saving.")
+        runs = selectors.job_upcoming_runs(job=job, count=5)
+        items = format_html_join("", "<li>{}</li>", ((_local(r, job.timezone),) for r in runs))
+        return format_html(
+            '<div id="schedule-preview"><p>{}</p><ol>{}</ol></div>',
+            job.describe_trigger(),
+            items or _("No upcoming runs."),
+        )
+
+    # --- saving through the services -----------------------------------------------------
+    def save_model(self, request, obj, form, change):
+        services.job_save(job=obj, changed=form.changed_data if change else None)
+
+    def delete_model(self, request, obj):
+        services.job_remove(job=obj)
+
+    def delete_queryset(self, request, queryset):
+        for job in queryset:
+            services.job_remove(job=job)
+
+    # --- permissions for the actions -------------------------------------------------------
+    def has_pause_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("scheduling.pause_job")
+
+    def has_run_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("scheduling.run_job")
+
+    @admin.action(description=_("Pause selected jobs"), permissions=["pause"])
+    def pause_jobs(self, request, queryset: QuerySet[Job]):
+        for job in queryset:
+            services.job_pause(job=job)
+        self._report(request, queryset.count(), "%(n)d job paused.", "%(n)d jobs paused.")
+
+    @admin.action(description=_("Resume selected jobs"), permissions=["pause"])
+    def resume_jobs(self, request, queryset: QuerySet[Job]):
+        for job in queryset:
+            services.job_resume(job=job)
+        self._report(request, queryset.count(), "%(n)d job resumed.", "%(n)d jobs resumed.")
+
+    @admin.action(description=_("Run selected jobs now"), permissions=["run"])
+    def run_jobs_now(self, request, queryset: QuerySet[Job]):
+        sent = 0
+        for job in queryset:
+            try:
+                services.job_run_now(job=job)
+            except registry.UnknownTaskError as exc:
+                self.message_user(request, f"{job}: {exc}", messages.ERROR)
+            else:
+                sent += 1
+        self._report(request, sent, "%(n)d run sent to the workers.", "%(n)d runs sent.")
+
+    def _report(self, request, count: int, singular: str, plural: str) -> None:
+        self.message_user(request, ngettext(singular, plural, count) % {"n": count})
+
+    # --- live preview of a trigger while the form is edited ---------------------------------
+    def get_urls(self):
+        preview = path(
+            "preview/",
+            self.admin_site.admin_view(self.preview_view),
+            name="scheduling_job_preview",
+        )
+        return [preview, *super().get_urls()]
+
+    def preview_view(self, request: HttpRequest) -> JsonResponse:
+        """JSON: the trigger in words and its next 5 fire times, or the error in it."""
+        if not (self.has_view_permission(request) or self.has_add_permission(request)):
+            return JsonResponse({"error": "permission denied"}, status=403)
+        data = request.GET
+        job = Job(
+            trigger_type=data.get("trigger_type", TriggerType.CRON),
+            cron_expression=data.get("cron_expression", ""),
+            interval_period=data.get("interval_period", "minutes"),
+            timezone=data.get("timezone") or Job().timezone,
+        )
+        try:
+            if data.get("interval_every"):
+                job.interval_every = int(data["interval_every"])
+            if data.get("run_at"):
+                job.run_at = forms.DateTimeField().clean(data["run_at"])
+            runs = selectors.job_upcoming_runs(job=job, count=5)
+            job.trigger()
+        except (ValueError, ValidationError, zoneinfo.ZoneInfoNotFoundError) as exc:
+            message = "; ".join(exc.messages) if isinstance(exc, ValidationError) else str(exc)
+            return JsonResponse({"error": message}, status=400)
+        return JsonResponse(
+            {
+                "description": job.describe_trigger(),
+                "next_runs": [_local(run, job.timezone) for run in runs],
+            }
+        )
+
+
+@admin.register(JobExecution)
+class JobExecutionAdmin(admin.ModelAdmin):
+    list_display = (
+        "job_name",
+        "trigger",
+        "status",
+        "scheduled_at",
+        "started_at",
+        "duration_s",
+        "lateness_s",
+        "worker",
+    )
+    list_filter = ("status", "trigger", "started_at", "job")
+    search_fields = ("job_name", "task", "exception")
+    list_select_related = False
+    show_full_result_count = False
+    readonly_fields = (
+        "job",
+        "job_name",
+        "task",
+        "trigger",
+        "status",
+        "scheduled_at",
+        "started_at",
+        "finished_at",
+        "duration",
+        "lateness_s",
+        "worker",
+        "result",
+        "exception",
+        "traceback_block",
+        "task_result_link",
+    )
+    exclude = ("traceback", "task_result")
+
+    @admin.display(description=_("duration (s)"), ordering="duration")
+    def duration_s(self, execution: JobExecution) -> str:
+        return f"{execution.duration:.3f}" if execution.duration is not None else "—"
+
+    @admin.display(description=_("lateness (s)"))
+    def lateness_s(self, execution: JobExecution) -> str:
+        late = execution.lateness
+        return f"{late:.3f}" if late is not None else "—"
+
+    @admin.display(description=_("traceback"))
+    def traceback_block(self, execution: JobExecution) -> str:
+        return format_html("<pre>{}</pre>", execution.traceback) if execution.traceback else "—"
+
+    @admin.display(description=_("Celery task result"))
+    def task_result_link(self, execution: JobExecution) -> str:
+        if not execution.task_result_id:
+            return "—"
+        url = reverse("admin:django_celery_results_taskresult_changelist")
+        return format_html(
+            '<a href="{}?task_id={}">{}</a>',
+            url,
+            execution.task_result_id,
+            execution.task_result_id,
+        )
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False

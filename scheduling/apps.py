@@ -1,0 +1,15 @@
+"""App config: fills the task registry when Django starts (web, beat and workers alike)."""
+
+from django.apps import AppConfig
+from django.utils.translation import gettext_lazy as _
+
+
+class SchedulingConfig(AppConfig):
+    name = "scheduling"
+    verbose_name = _("Scheduled jobs")
+    default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from scheduling import checks, registry  # noqa: F401
+
+        registry.autodiscover()

@@ -1,0 +1,29 @@
+"""App settings: defaults here, overrides in ``settings.SCHEDULING``; read them with :func:`get`."""
+
+from typing import Any
+
+from django.conf import settings
+
+DEFAULTS: dict[str, Any] = {
+    # Timezone of a new job when none is given.
+    "DEFAULT_TIMEZONE": "Asia/Shanghai",
+    # Modules imported at start-up (besides every installed app's ``jobs`` module)
+    # whose @job_task functions become runnable jobs.
+    "EXTRA_JOB_MODULES": [],
+    # Per-job defaults from the guide's APScheduler job_defaults.
+    "DEFAULT_COALESCE": False,
+    "DEFAULT_MAX_INSTANCES": 3,
+    "DEFAULT_MISFIRE_GRACE_TIME": 15,
+    # Longest result summary stored on an execution row.
+    "RESULT_SUMMARY_MAX_CHARS": 2000,
+    # Where the admin links to for the live view.
+    "FLOWER_URL": "http://127.0.0.1:5555/",
+}
+
+
+def get(name: str) -> Any:
+    """Return the app setting ``name``: ``settings.SCHEDULING[name]`` or its default."""
+    overrides = getattr(settings, "SCHEDULING", {})
+    if name in overrides:
+        return overrides[name]
+    return DEFAULTS[name]

@@ -1,0 +1,33 @@
+"""Job tasks shipped with the app: small demo tasks an operator can try jobs with.
+
+Any installed app can register its own in a ``jobs`` module with ``@job_task``.
+"""
+
+import asyncio
+import time
+from typing import Any
+
+from scheduling.registry import job_task
+
+
+@job_task("demo.echo", description="Return the arguments it was given.")
+def echo(*args: Any, **kwargs: Any) -> dict[str, Any]:
+    return {"args": list(args), "kwargs": kwargs}
+
+
+@job_task("demo.sleep", description="Sleep for the given number of seconds (sync).")
+def sleep(seconds: float = 1.0) -> float:
+    time.sleep(seconds)
+    return seconds
+
+
+@job_task("demo.async_sleep", description="Sleep for the given number of seconds (async def).")
+async def async_sleep(seconds: float = 1.0) -> dict[str, Any]:
+    started = asyncio.get_running_loop().time()
+    await asyncio.sleep(seconds)
+    return {"slept": round(asyncio.get_running_loop().time() - started, 3), "async": True}
+
+
+@job_task("demo.fail", description="Raise an error, to see how failures are recorded.")
+def fail(message: str = "This job failed on purpose.") -> None:
+    raise RuntimeError(message)

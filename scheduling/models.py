@@ -1,0 +1,308 @@
+"""Jobs (what to run and when) and their executions (every run, with its timings)."""
+
+import datetime as dt
+
+from django.core.exceptions import ValidationError
+from django.core.validators import MinValueValidator
+from django.db import models
+from django.utils import timezone as dj_timezone
+from django.utils.translation import gettext_lazy as _
+from django_celery_results.models import TaskResult
+
+from scheduling import conf, registry, schedules
+
+
+def default_timezone() -> str:
+    return conf.get("DEFAULT_TIMEZONE")
+
+
+def default_max_instances() -> int:
+    return conf.get("DEFAULT_MAX_INSTANCES")
+
+
+def default_misfire_grace_time() -> int:
+    return conf.get("DEFAULT_MISFIRE_GRACE_TIME")
+
+
+def default_coalesce() -> bool:
+    return conf.get("DEFAULT_COALESCE")
+
+
+class TriggerType(models.TextChoices):
+    CRON = "cron", _("Cron")
+    INTERVAL = "interval", _("Interval")
+    DATE = "date", _("Once at a date")
+
+
+class IntervalPeriod(models.TextChoices):
+    SECONDS = "seconds", _("seconds")
+    MINUTES = "minutes", _("minutes")
+    HOURS = "hours", _("hours")
+    DAYS = "days", _("days")
+    WEEKS = "weeks", _("weeks")
+
+
+class ExecutionStatus(models.TextChoices):
+    RUNNING = "running", _("Running")
+    SUCCESS = "success", _("Success")
+    FAILURE = "failure", _("Failure")
+
+
+class ExecutionTrigger(models.TextChoices):
+    SCHEDULE = "schedule", _("Schedule")
+    MANUAL = "manual", _("Manual")
+
+
+class Job(models.Model):
+    """A registered task function, its arguments and one trigger (cron, interval or date)."""
+
+    name = models.CharField(
+        _("name"), max_length=200, unique=True, help_text=_("Unique name of the job.")
+    )
+    description = models.TextField(
+        _("description"), blank=True, help_text=_("What the job is for.")
+    )
+    group = models.CharField(
+        _("group"),
+        max_length=100,
+        default="default",
+        db_index=True,
+        help_text=_("Free-form group used to filter jobs."),
+    )
+    task = models.CharField(
+        _("task"),
+        max_length=200,
+        help_text=_("Registered task function the job runs."),
+    )
+    args = models.JSONField(
+        _("positional arguments"),
+        default=list,
+        blank=True,
+        help_text=_('JSON list, e.g. ["a", 1].'),
+    )
+    kwargs = models.JSONField(
+        _("keyword arguments"),
+        default=dict,
+        blank=True,
+        help_text=_('JSON object, e.g. {"days": 7}.'),
+    )
+    enabled = models.BooleanField(
+        _("enabled"),
+        default=True,
+        help_text=_("A paused job keeps its definition but never fires."),
+    )
+    trigger_type = models.CharField(
+        _("trigger"), max_length=10, choices=TriggerType.choices, default=TriggerType.CRON
+    )
+    cron_expression = models.CharField(
+        _("cron expression"),
+        max_length=200,
+        blank=True,
+        help_text=_(
+            "6 fields, seconds first (second minute hour day month weekday), "
+            "e.g. '0 */5 * * * *'; 5-field cron runs at second 0. Monday is 1."
+        ),
+    )
+    interval_every = models.PositiveIntegerField(
+        _("every"),
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1)],
+        help_text=_("Number of periods between runs."),
+    )
+    interval_period = models.CharField(
+        _("period"),
+        max_length=10,
+        choices=IntervalPeriod.choices,
+        default=IntervalPeriod.MINUTES,
+        blank=True,
+    )
+    run_at = models.DateTimeField(
+        _("run at"), null=True, blank=True, help_text=_("When a one-off job runs.")
+    )
+    timezone = models.CharField(
+        _("timezone"),
+        max_length=64,
+        default=default_timezone,
+        help_text=_("IANA timezone the cron expression is read in, e.g. Asia/Shanghai."),
+    )
+    coalesce = models.BooleanField(
+        _("coalesce"),
+        default=default_coalesce,
+        help_text=_("Run missed fire times once instead of once each."),
+    )
+    max_instances = models.PositiveSmallIntegerField(
+        _("max instances"),
+        default=default_max_instances,
+        validators=[MinValueValidator(1)],
+        help_text=_("Most runs of this job at the same time."),
+    )
+    misfire_grace_time = models.PositiveIntegerField(
+        _("misfire grace time (s)"),
+        default=default_misfire_grace_time,
+        help_text=_("How late a run may start after its fire time and still run."),
+    )
+    schedule_anchor = models.DateTimeField(
+        _("schedule anchor"),
+        default=dj_timezone.now,
+        help_text=_("Start of an interval schedule; set whenever the trigger changes."),
+    )
+    next_run_at = models.DateTimeField(
+        _("next run"), null=True, blank=True, db_index=True, editable=False
+    )
+    version = models.PositiveIntegerField(
+        _("version"),
+        default=1,
+        editable=False,
+        help_text=_("Bumped on every change, so beat never overwrites a newer definition."),
+    )
+    last_run_at = models.DateTimeField(_("last run"), null=True, blank=True, editable=False)
+    last_status = models.CharField(
+        _("last outcome"),
+        max_length=10,
+        choices=ExecutionStatus.choices,
+        blank=True,
+        editable=False,
+    )
+    last_duration = models.FloatField(_("last duration (s)"), null=True, blank=True, editable=False)
+    total_run_count = models.PositiveIntegerField(_("runs"), default=0, editable=False)
+    created_at = models.DateTimeField(_("created"), auto_now_add=True)
+    updated_at = models.DateTimeField(_("updated"), auto_now=True)
+
+    class Meta:
+        verbose_name = _("job")
+        verbose_name_plural = _("jobs")
+        ordering = ["name"]
+        indexes = [models.Index(fields=["enabled", "next_run_at"], name="job_due_idx")]
+        permissions = [
+            ("run_job", _("Can run a job now")),
+            ("pause_job", _("Can pause and resume a job")),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def trigger(self) -> schedules.Trigger:
+        """The trigger object for this job's fields; ``ValueError`` when they are invalid."""
+        if self.trigger_type == TriggerType.CRON:
+            return schedules.CronTrigger(self.cron_expression, self.timezone)
+        if self.trigger_type == TriggerType.INTERVAL:
+            if not self.interval_every or self.interval_period not in schedules.INTERVAL_UNITS:
+                raise ValueError("An interval job needs 'every' (at least 1) and a period.")
+            seconds = self.interval_every * schedules.INTERVAL_UNITS[self.interval_period]
+            return schedules.IntervalTrigger(seconds=seconds, anchor=self.schedule_anchor)
+        if self.trigger_type == TriggerType.DATE:
+            if self.run_at is None:
+                raise ValueError("A one-off job needs 'run at'.")
+            return schedules.DateTrigger(self.run_at)
+        raise ValueError(f"Unknown trigger type {self.trigger_type!r}.")
+
+    def compute_next_run(self, after: dt.datetime | None = None) -> dt.datetime | None:
+        return self.trigger().next_after(after or dj_timezone.now())
+
+    def clean(self) -> None:
+        errors: dict[str, str] = {}
+        if self.task and not registry.is_registered(self.task):
+            errors["task"] = str(registry.UnknownTaskError(self.task))
+        if not isinstance(self.args, list):
+            errors["args"] = _('Positional arguments must be a JSON list, e.g. [1, "a"].')
+        if not isinstance(self.kwargs, dict):
+            errors["kwargs"] = _('Keyword arguments must be a JSON object, e.g. {"days": 7}.')
+        try:
+            schedules.get_timezone(self.timezone)
+        except ValueError as exc:
+            errors["timezone"] = str(exc)
+        if self.trigger_type == TriggerType.CRON:
+            try:
+                self.cron_expression = schedules.normalize_cron(self.cron_expression)
+            except ValueError as exc:
+                errors["cron_expression"] = str(exc)
+            else:
+                if "timezone" not in errors and self.compute_next_run() is None:
+                    errors["cron_expression"] = _(
+                        "The cron expression %(expr)s never fires (no such date)."
+                    ) % {"expr": repr(self.cron_expression)}
+        elif self.trigger_type == TriggerType.INTERVAL:
+            if not self.interval_every:
+                errors["interval_every"] = _("An interval job needs 'every' of at least 1.")
+            if self.interval_period not in schedules.INTERVAL_UNITS:
+                errors["interval_period"] = _("Choose a period for the interval.")
+        elif self.trigger_type == TriggerType.DATE and self.run_at is None:
+            errors["run_at"] = _("A one-off job needs the date and time it runs at.")
+        if errors:
+            raise ValidationError(errors)
+
+    def describe_trigger(self) -> str:
+        """The trigger in plain words, e.g. "Every 5 minutes (Asia/Shanghai)"."""
+        try:
+            if self.trigger_type == TriggerType.CRON:
+                return f"{schedules.describe_cron(self.cron_expression)} ({self.timezone})"
+            if self.trigger_type == TriggerType.INTERVAL:
+                return _("Every %(every)s %(period)s") % {
+                    "every": self.interval_every,
+                    "period": IntervalPeriod(self.interval_period).label,
+                }
+            if self.trigger_type == TriggerType.DATE and self.run_at:
+                local = self.run_at.astimezone(schedules.get_timezone(self.timezone))
+                return _("Once at %(when)s (%(tz)s)") % {
+                    "when": local.strftime("%Y-%m-%d %H:%M:%S"),
+                    "tz": self.timezone,
+                }
+        except ValueError as exc:
+            return _("Invalid trigger: %(error)s") % {"error": exc}
+        return ""
+
+
+class JobExecution(models.Model):
+    """One run of a job: when it was due, when it ran, how it ended and where."""
+
+    job = models.ForeignKey(
+        Job,
+        verbose_name=_("job"),
+        on_delete=models.SET_NULL,
+        null=True,
+        related_name="executions",
+    )
+    job_name = models.CharField(
+        _("job name"), max_length=200, help_text=_("Kept when the job is removed.")
+    )
+    task = models.CharField(_("task"), max_length=200)
+    trigger = models.CharField(_("trigger"), max_length=10, choices=ExecutionTrigger.choices)
+    status = models.CharField(
+        _("outcome"), max_length=10, choices=ExecutionStatus.choices, db_index=True
+    )
+    scheduled_at = models.DateTimeField(_("scheduled at"), null=True, blank=True)
+    started_at = models.DateTimeField(_("started at"), db_index=True)
+    finished_at = models.DateTimeField(_("finished at"), null=True, blank=True)
+    duration = models.FloatField(_("duration (s)"), null=True, blank=True)
+    result = models.TextField(_("result"), blank=True)
+    exception = models.TextField(_("exception"), blank=True)
+    traceback = models.TextField(_("traceback"), blank=True)
+    worker = models.CharField(_("worker"), max_length=255, blank=True)
+    task_result = models.ForeignKey(
+        TaskResult,
+        verbose_name=_("Celery task result"),
+        to_field="task_id",
+        db_column="task_id",
+        db_constraint=False,
+        null=True,
+        blank=True,
+        on_delete=models.DO_NOTHING,
+        related_name="+",
+    )
+
+    class Meta:
+        verbose_name = _("execution")
+        verbose_name_plural = _("executions")
+        ordering = ["-started_at"]
+        indexes = [models.Index(fields=["job", "-started_at"], name="execution_job_started_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.job_name} @ {self.started_at:%Y-%m-%d %H:%M:%S} ({self.status})"
+
+    @property
+    def lateness(self) -> float | None:
+        """Seconds between the fire time and the start."""
+        if self.scheduled_at is None:
+            return None
+        return (self.started_at - self.scheduled_at).total_seconds()

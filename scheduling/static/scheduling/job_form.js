@@ -1,0 +1,73 @@
+/* Job form: show only the fields of the chosen trigger, and preview the schedule live. */
+"use strict";
+window.addEventListener("load", function () {
+  const select = document.getElementById("id_trigger_type");
+  if (!select) return;
+  const previewUrl = window.location.pathname.replace(/(add|\d+\/change)\/?$/, "preview/");
+  const box = document.createElement("div");
+  box.id = "schedule-live-preview";
+  box.className = "help";
+  const anchor = document.querySelector(".field-timezone") || select.closest(".form-row");
+  anchor.after(box);
+
+  function value(name) {
+    const el = document.getElementById("id_" + name);
+    if (!el) {
+      const parts = ["0", "1"].map((i) => document.getElementById("id_" + name + "_" + i));
+      return parts.every((p) => p && p.value) ? parts.map((p) => p.value).join(" ") : "";
+    }
+    return el.value;
+  }
+
+  function toggle() {
+    document.querySelectorAll("fieldset.trigger-section").forEach(function (fs) {
+      fs.style.display = fs.classList.contains("trigger-" + select.value) ? "" : "none";
+    });
+  }
+
+  let timer = null;
+  function preview() {
+    clearTimeout(timer);
+    timer = setTimeout(function () {
+      const params = new URLSearchParams({
+        trigger_type: select.value,
+        cron_expression: value("cron_expression"),
+        interval_every: value("interval_every"),
+        interval_period: value("interval_period"),
+        run_at: value("run_at"),
+        timezone: value("timezone"),
+      });
+      fetch(previewUrl + "?" + params.toString(), { credentials: "same-origin" })
+        .then((r) => r.json())
+        .then(function (data) {
+          box.replaceChildren();
+          if (data.error) {
+            box.textContent = data.error;
+            box.style.color = "var(--error-fg, #ba2121)";
+            return;
+          }
+          box.style.color = "";
+          const p = document.createElement("p");
+          p.textContent = data.description;
+          const ol = document.createElement("ol");
+          data.next_runs.forEach(function (run) {
+            const li = document.createElement("li");
+            li.textContent = run;
+            ol.appendChild(li);
+          });
+          box.append(p, ol);
+        })
+        .catch(function () {});
+    }, 250);
+  }
+
+  select.addEventListener("change", function () { toggle(); preview(); });
+  document.querySelectorAll("input, select").forEach(function (el) {
+    if (/^id_(cron_expression|interval_|run_at|timezone)/.test(el.id)) {
+      el.addEventListener("input", preview);
+      el.addEventListener("change", preview);
+    }
+  });
+  toggle();
+  preview();
+});
