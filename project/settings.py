@@ -115,6 +115,9 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = VAR_DIR / "static"
+STATIC_ROOT.mkdir(exist_ok=True)
+# Serve app static files straight from their folders while developing.
+WHITENOISE_USE_FINDERS = DEBUG
 
 LOGGING = {
     "version": 1,

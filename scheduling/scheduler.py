@@ -21,7 +21,7 @@ from typing import Any
 
 from celery import schedules as celery_schedules
 from celery.beat import ScheduleEntry
-from django.db import DatabaseError, close_old_connections
+from django.db import DatabaseError, close_old_connections, connection
 from django.utils import timezone
 from django_celery_beat.schedulers import DatabaseScheduler
 
@@ -166,7 +166,8 @@ class JobScheduler(DatabaseScheduler):
     def reserve(self, entry: JobEntry) -> JobEntry:
         new_entry = next(entry)
         try:
-            close_old_connections()
+            if not connection.in_atomic_block:
+                close_old_connections()  # recover from a dropped database connection
             # A job edited or removed since beat read it is not sent under its old
             # definition; the change marker makes beat reload it within a second.
             entry.stale = not self._store_next_run(new_entry)

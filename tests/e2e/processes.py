@@ -1,0 +1,132 @@
+"""Start real Celery beat and worker processes against the test database and broker."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from urllib.parse import quote
+
+from django.db import connection
+
+from project.celery import app
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def database_url() -> str:
+    """The URL of the database this test runs on (the test database, not the real one)."""
+    s = connection.settings_dict
+    if s["ENGINE"].endswith("sqlite3"):
+        return f"sqlite:///{s['NAME']}"
+    auth = quote(s["USER"] or "")
+    if s.get("PASSWORD"):
+        auth += ":" + quote(s["PASSWORD"])
+    host = s["HOST"] or "127.0.0.1"
+    port = f":{s['PORT']}" if s.get("PORT") else ""
+    return f"postgres://{auth}@{host}{port}/{s['NAME']}"
+
+
+class CeleryProcesses:
+    """A beat and workers as separate OS processes; their logs go to ``log_dir``."""
+
+    def __init__(self, log_dir: Path) -> None:
+        self.log_dir = log_dir
+        self.procs: dict[str, subprocess.Popen] = {}
+        self.env = {
+            **os.environ,
+            "DATABASE_URL": database_url(),
+            "PYTHONUNBUFFERED": "1",
+            "C_FORCE_ROOT": "1",
+        }
+
+    def _start(self, name: str, args: list[str], extra_env: dict[str, str] | None = None) -> None:
+        log = open(self.log_dir / f"{name}.log", "w")  # noqa: SIM115 - closed with the process
+        self.procs[name] = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "project", *args],
+            cwd=ROOT,
+            env={**self.env, **(extra_env or {})},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def start_worker(self, name: str = "w1", concurrency: int = 2) -> str:
+        hostname = f"{name}@e2e"
+        self._start(
+            name,
+            [
+                "worker",
+                "-l",
+                "info",
+                "-c",
+                str(concurrency),
+                "-n",
+                hostname,
+                "--without-mingle",
+                "--without-gossip",
+            ],
+        )
+        wait_for(
+            lambda: hostname in {k for r in app.control.ping(timeout=0.5) for k in r},
+            timeout=60,
+            what=f"worker {hostname} to answer a ping",
+            processes=self,
+        )
+        return hostname
+
+    def start_beat(self, name: str = "beat") -> None:
+        self._start(name, ["beat", "-l", "info", "--pidfile="])
+
+    def stop(self, name: str, sig: int = signal.SIGTERM, timeout: float = 20) -> None:
+        proc = self.procs.pop(name, None)
+        if proc is None or proc.poll() is not None:
+            return
+        os.killpg(proc.pid, sig)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+
+    def stop_all(self) -> None:
+        """Kill every process group at once: a test's teardown needs no warm shutdown."""
+        for name in list(self.procs):
+            self.stop(name, sig=signal.SIGKILL)
+
+    def check_alive(self) -> None:
+        for name, proc in self.procs.items():
+            if proc.poll() is not None:
+                raise AssertionError(f"{name} exited with {proc.returncode}:\n{self.log(name)}")
+
+    def log(self, name: str) -> str:
+        path = self.log_dir / f"{name}.log"
+        return path.read_text()[-5000:] if path.exists() else ""
+
+
+def wait_for(
+    condition: Callable[[], object],
+    *,
+    timeout: float,
+    what: str,
+    interval: float = 0.2,
+    processes: CeleryProcesses | None = None,
+):
+    """Poll ``condition`` until it returns something truthy; fail naming ``what``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = condition()
+        if result:
+            return result
+        if processes is not None:
+            processes.check_alive()
+        if time.monotonic() > deadline:
+            logs = (
+                "\n".join(f"--- {n}\n{processes.log(n)}" for n in processes.procs)
+                if processes
+                else ""
+            )
+            raise AssertionError(f"Timed out after {timeout}s waiting for {what}\n{logs}")
+        time.sleep(interval)

@@ -1,0 +1,220 @@
+"""The whole path with real processes: job saved → beat fires it → worker runs it → on record."""
+
+import datetime as dt
+import time
+
+import pytest
+from django_celery_results.models import TaskResult
+
+from scheduling import services
+from scheduling.models import Job, JobExecution
+from tests.e2e.processes import wait_for
+from tests.factories import make_job
+
+pytestmark = [pytest.mark.e2e]
+
+
+def executions(job: Job, **filters):
+    return list(JobExecution.objects.filter(job=job, **filters).order_by("scheduled_at"))
+
+
+def test_cron_with_seconds_fires_every_second_and_records_each_run(celery_processes):
+    job = make_job(cron_expression="*/1 * * * * *", args=["tick"])
+    celery_processes.start_worker()
+    celery_processes.start_beat()
+
+    runs = wait_for(
+        lambda: (r := executions(job, status="success")) and len(r) >= 6 and r,
+        timeout=60,
+        what="6 successful runs",
+        processes=celery_processes,
+    )
+    fire_times = [run.scheduled_at for run in runs]
+    assert len(set(fire_times)) == len(fire_times), "a fire time ran twice"
+    assert all(t.microsecond == 0 for t in fire_times)
+    gaps = [(b - a).total_seconds() for a, b in zip(fire_times, fire_times[1:], strict=False)]
+    assert all(gap >= 1 for gap in gaps), gaps
+    # About once a second: over the run, at most one fire time in ten may be skipped.
+    span = (fire_times[-1] - fire_times[0]).total_seconds()
+    assert len(fire_times) - 1 >= 0.9 * span, (len(fire_times), span)
+    for run in runs:
+        assert run.trigger == "schedule"
+        assert run.worker == "w1@e2e"
+        assert run.started_at >= run.scheduled_at
+        assert run.lateness < 2.0, run.lateness
+        assert run.finished_at >= run.started_at
+        assert run.duration is not None and run.duration >= 0
+        assert '"tick"' in run.result
+    result = wait_for(
+        lambda: TaskResult.objects.filter(task_id=runs[0].task_result_id).first(),
+        timeout=10,
+        what="the Celery task result",
+    )
+    assert result.status == "SUCCESS"
+    assert result.task_name == "scheduling.run_job"
+    assert result.periodic_task_name == job.name
+    job.refresh_from_db()
+    assert job.last_status == "success" and job.total_run_count >= 6
+    assert job.next_run_at > runs[-1].scheduled_at
+
+
+def test_paused_job_stops_running_and_resumed_job_runs_again(celery_processes):
+    job = make_job(cron_expression="*/1 * * * * *")
+    celery_processes.start_worker()
+    celery_processes.start_beat()
+    wait_for(
+        lambda: len(executions(job)) >= 2, timeout=60, what="first runs", processes=celery_processes
+    )
+
+    services.job_pause(job=job)
+    paused_at = dt.datetime.now(dt.UTC)
+    time.sleep(5)
+    late_runs = [r for r in executions(job) if r.scheduled_at > paused_at + dt.timedelta(seconds=2)]
+    assert late_runs == [], "a paused job kept running"
+
+    services.job_resume(job=job)
+    resumed_at = dt.datetime.now(dt.UTC)
+    wait_for(
+        lambda: len([r for r in executions(job) if r.scheduled_at > resumed_at]) >= 2,
+        timeout=15,
+        what="runs after resume",
+        processes=celery_processes,
+    )
+
+
+def test_schedule_edit_takes_effect_without_restart(celery_processes):
+    job = make_job(cron_expression="0 0 0 1 1 *")  # once a year: never during the test
+    celery_processes.start_worker()
+    celery_processes.start_beat()
+    time.sleep(3)
+    assert executions(job) == []
+
+    services.job_reschedule(job=job, cron_expression="*/1 * * * * *")
+    edited_at = dt.datetime.now(dt.UTC)
+    runs = wait_for(
+        lambda: (r := executions(job)) and len(r) >= 3 and r,
+        timeout=20,
+        what="runs under the new schedule",
+        processes=celery_processes,
+    )
+    assert (runs[0].scheduled_at - edited_at).total_seconds() < 5
+
+    services.job_reschedule(
+        job=job, trigger_type="interval", interval_every=3, interval_period="seconds"
+    )
+    switched_at = dt.datetime.now(dt.UTC)
+    time.sleep(1.5)
+    later = wait_for(
+        lambda: (
+            (
+                r := [
+                    x
+                    for x in executions(job)
+                    if x.scheduled_at > switched_at + dt.timedelta(seconds=1)
+                ]
+            )
+            and len(r) >= 2
+            and r
+        ),
+        timeout=20,
+        what="runs under the interval schedule",
+        processes=celery_processes,
+    )
+    gap = (later[1].scheduled_at - later[0].scheduled_at).total_seconds()
+    assert gap == pytest.approx(3, abs=0.01)
+
+
+def test_removed_job_stops_running(celery_processes):
+    job = make_job(cron_expression="*/1 * * * * *")
+    celery_processes.start_worker()
+    celery_processes.start_beat()
+    wait_for(
+        lambda: len(executions(job)) >= 1,
+        timeout=60,
+        what="a first run",
+        processes=celery_processes,
+    )
+    name = job.name
+    services.job_remove(job=job)
+    removed_at = dt.datetime.now(dt.UTC)
+    time.sleep(5)
+    late = JobExecution.objects.filter(
+        job_name=name, scheduled_at__gt=removed_at + dt.timedelta(seconds=2)
+    )
+    assert not late.exists()
+    assert JobExecution.objects.filter(job_name=name).exists(), "history kept after removal"
+
+
+def test_run_now_records_a_manual_run(celery_processes):
+    job = make_job(cron_expression="0 0 0 1 1 *", kwargs={"who": "operator"})
+    celery_processes.start_worker()
+    task_id = services.job_run_now(job=job)
+    run = wait_for(
+        lambda: JobExecution.objects.filter(job=job, status="success").first(),
+        timeout=30,
+        what="the manual run",
+        processes=celery_processes,
+    )
+    assert run.trigger == "manual"
+    assert run.task_result_id == task_id
+    assert '"operator"' in run.result
+
+
+def test_async_def_job_runs_on_a_worker(celery_processes):
+    job = make_job(
+        task="demo.async_sleep", cron_expression="*/2 * * * * *", kwargs={"seconds": 0.3}
+    )
+    celery_processes.start_worker()
+    celery_processes.start_beat()
+    run = wait_for(
+        lambda: JobExecution.objects.filter(job=job, status="success").first(),
+        timeout=60,
+        what="an async run",
+        processes=celery_processes,
+    )
+    assert '"async": true' in run.result
+    assert run.duration >= 0.3
+
+
+def test_failing_job_records_its_traceback(celery_processes):
+    job = make_job(
+        task="demo.fail",
+        trigger_type="interval",
+        interval_every=1,
+        interval_period="seconds",
+        kwargs={"message": "disk on fire"},
+    )
+    celery_processes.start_worker()
+    celery_processes.start_beat()
+    run = wait_for(
+        lambda: JobExecution.objects.filter(job=job, status="failure").first(),
+        timeout=60,
+        what="a failed run",
+        processes=celery_processes,
+    )
+    assert run.exception == "RuntimeError: disk on fire"
+    assert "Traceback (most recent call last)" in run.traceback
+    assert "raise RuntimeError(message)" in run.traceback
+    assert run.finished_at is not None and run.duration is not None
+    result = wait_for(
+        lambda: TaskResult.objects.filter(task_id=run.task_result_id).first(),
+        timeout=10,
+        what="the task result",
+    )
+    assert result.status == "FAILURE"
+
+
+def test_job_whose_task_was_unregistered_is_refused_on_the_worker(celery_processes):
+    job = make_job(cron_expression="*/1 * * * * *")
+    # Tampered with behind the services' back: the worker must still refuse it.
+    Job.objects.filter(pk=job.pk).update(task="os.system", args=["touch /tmp/pwned"])
+    celery_processes.start_worker()
+    celery_processes.start_beat()
+    run = wait_for(
+        lambda: JobExecution.objects.filter(job=job).exclude(status="running").first(),
+        timeout=60,
+        what="the refused run",
+        processes=celery_processes,
+    )
+    assert run.status == "failure"
+    assert "'os.system' is not registered" in run.exception

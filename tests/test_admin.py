@@ -1,0 +1,128 @@
+"""Admin pages as an operator uses them, through Django's test client."""
+
+import pytest
+from django.contrib.auth.models import Permission
+from django.urls import reverse
+
+from scheduling.models import Job
+from tests.factories import make_job
+
+pytestmark = pytest.mark.django_db
+
+ADD_URL = reverse("admin:scheduling_job_add")
+
+
+def form_data(**overrides):
+    data = {
+        "name": "from-admin",
+        "description": "",
+        "group": "default",
+        "task": "demo.echo",
+        "args": "[]",
+        "kwargs": "{}",
+        "enabled": "on",
+        "trigger_type": "cron",
+        "timezone": "Asia/Shanghai",
+        "cron_expression": "0 */5 * * * *",
+        "interval_every": "",
+        "interval_period": "minutes",
+        "run_at_0": "",
+        "run_at_1": "",
+        "coalesce": "",
+        "max_instances": "3",
+        "misfire_grace_time": "15",
+    }
+    data.update(overrides)
+    return data
+
+
+def test_create_a_cron_job_with_seconds(admin_client_logged_in):
+    response = admin_client_logged_in.post(ADD_URL, form_data(cron_expression="*/10 * * * * *"))
+    assert response.status_code == 302, response.content
+    job = Job.objects.get(name="from-admin")
+    assert job.cron_expression == "*/10 * * * * *"
+    assert job.next_run_at is not None
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"cron_expression": "0 61 * * * *"}, "The minute field &#x27;61&#x27;"),
+        ({"cron_expression": "* *"}, "has 2"),
+        ({"args": "[1, 2"}, "Enter a valid JSON"),
+        ({"args": '{"a": 1}'}, "must be a JSON list"),
+        ({"kwargs": "[1]"}, "must be a JSON object"),
+        ({"task": "os.system"}, "Select a valid choice"),
+        ({"trigger_type": "interval"}, "at least 1"),
+    ],
+)
+def test_bad_input_shows_an_error_and_saves_nothing(admin_client_logged_in, overrides, message):
+    response = admin_client_logged_in.post(ADD_URL, form_data(**overrides))
+    assert response.status_code == 200
+    assert message in response.content.decode()
+    assert not Job.objects.exists()
+
+
+def test_change_page_shows_the_trigger_in_words_and_next_runs(admin_client_logged_in):
+    job = make_job(cron_expression="0 */5 * * * *")
+    page = admin_client_logged_in.get(reverse("admin:scheduling_job_change", args=[job.pk]))
+    html = page.content.decode()
+    assert "Every 5 minutes (Asia/Shanghai)" in html
+    assert html.count("<li>") >= 5
+
+
+def test_changelist_shows_trigger_next_run_and_last_outcome(admin_client_logged_in):
+    make_job(name="listed", cron_expression="0 0 9 * * 1")
+    html = admin_client_logged_in.get(reverse("admin:scheduling_job_changelist")).content.decode()
+    assert "listed" in html and "only on Monday" in html
+    assert "history" in html
+
+
+def test_preview_endpoint_explains_or_names_the_error(admin_client_logged_in):
+    url = reverse("admin:scheduling_job_preview")
+    ok = admin_client_logged_in.get(
+        url, {"trigger_type": "cron", "cron_expression": "*/1 * * * * *", "timezone": "UTC"}
+    ).json()
+    assert ok["description"] == "Every second (UTC)"
+    assert len(ok["next_runs"]) == 5
+    bad = admin_client_logged_in.get(
+        url, {"trigger_type": "cron", "cron_expression": "0 0 25 * * *"}
+    )
+    assert bad.status_code == 400
+    assert "hour field '25'" in bad.json()["error"]
+
+
+def test_pause_and_resume_actions(admin_client_logged_in):
+    job = make_job()
+    url = reverse("admin:scheduling_job_changelist")
+    admin_client_logged_in.post(url, {"action": "pause_jobs", "_selected_action": [job.pk]})
+    job.refresh_from_db()
+    assert not job.enabled and job.next_run_at is None
+    admin_client_logged_in.post(url, {"action": "resume_jobs", "_selected_action": [job.pk]})
+    job.refresh_from_db()
+    assert job.enabled and job.next_run_at is not None
+
+
+def test_actions_need_their_permissions(client, django_user_model):
+    user = django_user_model.objects.create_user("viewer", password="pw", is_staff=True)
+    user.user_permissions.add(
+        Permission.objects.get(codename="view_job"), Permission.objects.get(codename="change_job")
+    )
+    client.force_login(user)
+    job = make_job()
+    url = reverse("admin:scheduling_job_changelist")
+    page = client.get(url).content.decode()
+    assert "pause_jobs" not in page and "run_jobs_now" not in page
+    client.post(url, {"action": "pause_jobs", "_selected_action": [job.pk]})
+    job.refresh_from_db()
+    assert job.enabled
+
+    user.user_permissions.add(Permission.objects.get(codename="pause_job"))
+    user = django_user_model.objects.get(pk=user.pk)
+    client.force_login(user)
+    assert "pause_jobs" in client.get(url).content.decode()
+
+
+def test_executions_are_read_only(admin_client_logged_in):
+    response = admin_client_logged_in.get(reverse("admin:scheduling_jobexecution_add"))
+    assert response.status_code == 403

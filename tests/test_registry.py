@@ -1,0 +1,46 @@
+"""The allow-list of runnable functions."""
+
+import pytest
+
+from scheduling import registry
+
+
+def test_registered_demo_tasks_are_listed_with_descriptions():
+    names = dict(registry.choices())
+    assert "demo.echo" in names
+    assert "Return the arguments" in names["demo.echo"]
+
+
+def test_async_functions_are_recognised():
+    assert registry.get_task("demo.async_sleep").is_async
+    assert not registry.get_task("demo.sleep").is_async
+
+
+def test_unknown_task_is_refused_with_its_name():
+    with pytest.raises(registry.UnknownTaskError, match="'os.system' is not registered"):
+        registry.get_task("os.system")
+
+
+def test_a_name_cannot_be_registered_twice_for_different_functions():
+    @registry.job_task("tests.once")
+    def first():
+        return 1
+
+    with pytest.raises(ValueError, match="registered twice"):
+
+        @registry.job_task("tests.once")
+        def second():
+            return 2
+
+
+def test_name_and_description_default_to_module_path_and_docstring():
+    @registry.job_task()
+    def documented():
+        """Does a documented thing.
+
+        More text."""
+
+    task = registry.get_task(
+        f"{__name__}.test_name_and_description_default_to_module_path_and_docstring.<locals>.documented"
+    )
+    assert task.description == "Does a documented thing."

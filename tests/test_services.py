@@ -1,0 +1,188 @@
+"""The service API: register, pause, resume, reschedule, remove, delay, status, run."""
+
+import datetime as dt
+
+import pytest
+from django.core.exceptions import ValidationError
+from django.utils import timezone
+from django_celery_beat.models import PeriodicTasks
+
+from scheduling import registry, selectors, services
+from scheduling.models import Job, JobExecution
+from tests.factories import make_job
+
+pytestmark = pytest.mark.django_db
+
+
+def test_register_cron_computes_next_run_in_the_jobs_timezone():
+    job = services.job_register_cron(
+        name="nightly", task="demo.echo", expression="0 0 2 * * *", timezone="Asia/Shanghai"
+    )
+    local = job.next_run_at.astimezone(job.trigger().tz)
+    assert (local.hour, local.minute, local.second) == (2, 0, 0)
+    assert job.next_run_at > timezone.now()
+
+
+def test_guide_defaults_are_the_job_defaults():
+    job = make_job()
+    assert (job.coalesce, job.max_instances, job.misfire_grace_time) == (False, 3, 15)
+    assert job.timezone == "Asia/Shanghai"
+
+
+@pytest.mark.parametrize(
+    ("fields", "field", "message"),
+    [
+        ({"cron_expression": "0 61 * * * *"}, "cron_expression", "minute field '61'"),
+        ({"cron_expression": "0 0 0 30 2 *"}, "cron_expression", "never fires"),
+        ({"task": "os.system"}, "task", "'os.system' is not registered"),
+        ({"args": {"a": 1}}, "args", "JSON list"),
+        ({"kwargs": [1, 2]}, "kwargs", "JSON object"),
+        ({"timezone": "Mars/Olympus"}, "timezone", "Unknown timezone 'Mars/Olympus'"),
+        ({"trigger_type": "interval", "interval_every": None}, "interval_every", "at least 1"),
+        ({"trigger_type": "date", "run_at": None}, "run_at", "date and time"),
+    ],
+)
+def test_bad_input_is_refused_naming_the_field_and_nothing_is_saved(fields, field, message):
+    with pytest.raises(ValidationError) as caught:
+        make_job(name="bad", **fields)
+    assert message in " ".join(caught.value.message_dict[field])
+    assert not Job.objects.filter(name="bad").exists()
+
+
+def test_duplicate_name_is_refused():
+    make_job(name="same")
+    with pytest.raises(ValidationError, match="already exists"):
+        make_job(name="same")
+
+
+def test_every_change_tells_beat():
+    before = PeriodicTasks.last_change()
+    job = make_job()
+    created = PeriodicTasks.last_change()
+    assert created and (before is None or created > before)
+    services.job_pause(job=job)
+    assert PeriodicTasks.last_change() > created
+
+
+def test_pause_clears_next_run_and_resume_restores_it():
+    job = make_job(cron_expression="*/10 * * * * *")
+    services.job_pause(job=job)
+    job.refresh_from_db()
+    assert (job.enabled, job.next_run_at) == (False, None)
+    services.job_resume(job=job)
+    job.refresh_from_db()
+    assert job.enabled and job.next_run_at > timezone.now()
+    assert job.version == 3
+
+
+def test_reschedule_moves_the_next_run():
+    job = make_job(cron_expression="0 0 0 1 1 *")
+    services.job_reschedule(
+        job=job, trigger_type="interval", interval_every=30, interval_period="seconds"
+    )
+    job.refresh_from_db()
+    assert 0 < (job.next_run_at - timezone.now()).total_seconds() <= 30
+
+
+def test_reschedule_rejects_non_trigger_fields():
+    job = make_job()
+    with pytest.raises(TypeError, match="Not trigger fields: args"):
+        services.job_reschedule(job=job, args=[1])
+
+
+def test_editing_arguments_keeps_the_pending_fire_time():
+    job = make_job(cron_expression="0 0 * * * *")
+    pending = job.next_run_at
+    services.job_update(job=job, kwargs={"x": 1})
+    job.refresh_from_db()
+    assert job.next_run_at == pending and job.kwargs == {"x": 1}
+
+
+def test_delay_registers_a_one_off_job():
+    job = services.job_schedule_delay(task="demo.echo", delay_seconds=30)
+    assert job.trigger_type == "date"
+    assert 29 <= (job.next_run_at - timezone.now()).total_seconds() <= 30
+    assert job.name.startswith("delayed:demo.echo:")
+
+
+def test_register_date_in_the_past_never_fires():
+    job = services.job_register_date(
+        name="past", task="demo.echo", run_at=timezone.now() - dt.timedelta(hours=1)
+    )
+    assert job.next_run_at is None
+
+
+def test_remove_keeps_execution_history():
+    job = make_job()
+    JobExecution.objects.create(
+        job=job,
+        job_name=job.name,
+        task=job.task,
+        trigger="manual",
+        status="success",
+        started_at=timezone.now(),
+    )
+    services.job_remove(job=job)
+    assert not Job.objects.filter(name=job.name).exists()
+    assert JobExecution.objects.get(job_name=job.name).job is None
+
+
+def test_status_mirrors_the_guide():
+    job = make_job(name="status", args=[1], kwargs={"k": "v"}, cron_expression="0 */5 * * * *")
+    status = selectors.job_status(job=job)
+    assert status["id"] == job.pk
+    assert status["name"] == "status"
+    assert status["next_run_time"] == job.next_run_at.isoformat()
+    assert status["trigger"] == "cron[0 */5 * * * *] Asia/Shanghai"
+    assert status["trigger_description"] == "Every 5 minutes (Asia/Shanghai)"
+    assert (status["task"], status["args"], status["kwargs"]) == ("demo.echo", [1], {"k": "v"})
+    assert [s["name"] for s in selectors.job_status_list()] == ["status"]
+
+
+def test_upcoming_runs_lists_the_next_five():
+    job = make_job(cron_expression="0 */5 * * * *")
+    runs = selectors.job_upcoming_runs(job=job, count=5)
+    assert len(runs) == 5
+    assert all((b - a) == dt.timedelta(minutes=5) for a, b in zip(runs, runs[1:], strict=False))
+
+
+def test_run_now_refuses_an_unregistered_task():
+    job = make_job()
+    Job.objects.filter(pk=job.pk).update(task="os.system")
+    job.refresh_from_db()
+    with pytest.raises(registry.UnknownTaskError):
+        services.job_run_now(job=job)
+
+
+def test_execution_run_records_success_with_timings():
+    job = make_job(task="demo.sleep", kwargs={"seconds": 0.05})
+    value = services.execution_run(
+        job_id=job.pk, trigger="manual", scheduled_at=timezone.now(), task_id="t-1", worker="here"
+    )
+    run = JobExecution.objects.get(job=job)
+    assert value == 0.05
+    assert run.status == "success" and run.duration >= 0.05
+    assert run.finished_at > run.started_at
+    assert (run.worker, run.task_result_id, run.result) == ("here", "t-1", "0.05")
+    job.refresh_from_db()
+    assert (job.last_status, job.total_run_count) == ("success", 1)
+
+
+def test_execution_run_records_failure_and_reraises():
+    job = make_job(task="demo.fail")
+    with pytest.raises(RuntimeError):
+        services.execution_run(
+            job_id=job.pk, trigger="manual", scheduled_at=None, task_id=None, worker=""
+        )
+    run = JobExecution.objects.get(job=job)
+    assert run.status == "failure"
+    assert run.exception == "RuntimeError: This job failed on purpose."
+    assert "raise RuntimeError" in run.traceback
+
+
+def test_execution_run_of_an_async_function():
+    job = make_job(task="demo.async_sleep", kwargs={"seconds": 0.01})
+    value = services.execution_run(
+        job_id=job.pk, trigger="manual", scheduled_at=None, task_id=None, worker=""
+    )
+    assert value["async"] is True
