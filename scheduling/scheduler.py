@@ -136,9 +136,10 @@ class JobScheduler(DatabaseScheduler):
     def _load_entry(self, job: Job, now: dt.datetime) -> JobEntry:
         entry = JobEntry(job, app=self.app)
         grace = dt.timedelta(seconds=job.misfire_grace_time)
-        if job.next_run_at is None and job.last_run_at is None:
-            entry.next_run_at = entry.trigger.next_after(now)
-        elif job.next_run_at is not None and job.next_run_at < now - grace:
+        # The services set next_run_at whenever a schedule changes; beat clears it after
+        # the last fire of a one-off job. None therefore means "no more runs": recomputing
+        # it here would run a finished one-off job again after a restart.
+        if job.next_run_at is not None and job.next_run_at < now - grace:
             logger.warning(
                 "Job %s: fire time %s is past its grace time (beat was down?); not sent",
                 job,
