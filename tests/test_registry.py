@@ -17,7 +17,7 @@ def test_async_functions_are_recognised():
 
 
 def test_unknown_task_is_refused_with_its_name():
-    with pytest.raises(registry.UnknownTaskError, match="'os.system' is not registered"):
+    with pytest.raises(registry.UnknownTaskError, match=r"'os\.system' is not registered"):
         registry.get_task("os.system")
 
 

