@@ -165,4 +165,7 @@ SCHEDULING = {
     "DEFAULT_TIMEZONE": os.environ.get("SCHEDULING_DEFAULT_TIMEZONE", TIME_ZONE),
     "EXTRA_JOB_MODULES": env_list("SCHEDULING_EXTRA_JOB_MODULES"),
     "FLOWER_URL": os.environ.get("FLOWER_URL", "http://127.0.0.1:5555/"),
+    "BACKUP_DIR": os.environ.get("SCHEDULING_BACKUP_DIR") or str(VAR_DIR / "backups"),
+    "EXECUTION_RETENTION_DAYS": int(os.environ.get("SCHEDULING_RETENTION_DAYS", "30")),
+    "KEEP_LAST_RUNS": int(os.environ.get("SCHEDULING_KEEP_LAST_RUNS", "100")),
 }

@@ -52,6 +52,7 @@ class JobAdminForm(forms.ModelForm):
         model = Job
         fields = (
             "name",
+            "title",
             "description",
             "group",
             "task",
@@ -109,7 +110,21 @@ class JobAdmin(admin.ModelAdmin):
         "updated_at",
     )
     fieldsets = (
-        (None, {"fields": ("name", "description", "group", "task", "args", "kwargs", "enabled")}),
+        (
+            None,
+            {
+                "fields": (
+                    "name",
+                    "title",
+                    "description",
+                    "group",
+                    "task",
+                    "args",
+                    "kwargs",
+                    "enabled",
+                )
+            },
+        ),
         (_("Trigger"), {"fields": ("trigger_type", "timezone")}),
         (
             _("Cron"),

@@ -16,6 +16,20 @@ DEFAULTS: dict[str, Any] = {
     "DEFAULT_MISFIRE_GRACE_TIME": 15,
     # Longest result summary stored on an execution row.
     "RESULT_SUMMARY_MAX_CHARS": 2000,
+    # Maintenance: cleanup.
+    "EXECUTION_RETENTION_DAYS": 30,
+    "KEEP_LAST_RUNS": 100,
+    "CLEANUP_BATCH_SIZE": 1000,
+    "BACKUP_RETENTION_DAYS": 30,
+    # Maintenance: backup (folder defaults to VAR_DIR/backups).
+    "BACKUP_DIR": None,
+    "BACKUP_KEEP": 14,
+    "BACKUP_HISTORY_DAYS": 7,
+    # Maintenance: health check.
+    "HEALTH_WORKER_PING_TIMEOUT": 2.0,
+    "HEALTH_BEAT_MAX_SILENCE": 60,
+    "HEALTH_DISK_MIN_FREE_PERCENT": 5,
+    "HEALTH_MEMORY_MIN_AVAILABLE_PERCENT": 5,
     # Where the admin links to for the live view.
     "FLOWER_URL": "http://127.0.0.1:5555/",
 }

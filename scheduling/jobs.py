@@ -31,3 +31,28 @@ async def async_sleep(seconds: float = 1.0) -> dict[str, Any]:
 @job_task("demo.fail", description="Raise an error, to see how failures are recorded.")
 def fail(message: str = "This job failed on purpose.") -> None:
     raise RuntimeError(message)
+
+
+@job_task(
+    "maintenance.cleanup", description="Delete old runs and results; tidy one-off jobs and backups."
+)
+def maintenance_cleanup(**options: Any) -> dict[str, Any]:
+    from scheduling import maintenance
+
+    return maintenance.cleanup(**options)
+
+
+@job_task(
+    "maintenance.health_check", description="Check database, broker, workers, beat, disk, memory."
+)
+def maintenance_health_check(checks: list[str] | None = None) -> dict[str, Any]:
+    from scheduling import maintenance
+
+    return maintenance.health_check(checks=checks)
+
+
+@job_task("maintenance.backup", description="Export all jobs and recent runs to a backup file.")
+def maintenance_backup(**options: Any) -> dict[str, Any]:
+    from scheduling import maintenance
+
+    return maintenance.backup(**options)

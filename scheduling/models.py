@@ -59,6 +59,12 @@ class Job(models.Model):
     name = models.CharField(
         _("name"), max_length=200, unique=True, help_text=_("Unique name of the job.")
     )
+    title = models.CharField(
+        _("title"),
+        max_length=200,
+        blank=True,
+        help_text=_("Display name (the guide's task_name), e.g. 'Daily cleanup'."),
+    )
     description = models.TextField(
         _("description"), blank=True, help_text=_("What the job is for.")
     )
@@ -306,3 +312,32 @@ class JobExecution(models.Model):
         if self.scheduled_at is None:
             return None
         return (self.started_at - self.scheduled_at).total_seconds()
+
+
+class BeatHeartbeat(models.Model):
+    """When each beat process last ran its loop: health checks and monitoring read it."""
+
+    name = models.CharField(_("beat"), max_length=255, unique=True, help_text=_("host:pid"))
+    started_at = models.DateTimeField(_("started"))
+    last_tick_at = models.DateTimeField(_("last tick"), db_index=True)
+
+    class Meta:
+        verbose_name = _("beat heartbeat")
+        verbose_name_plural = _("beat heartbeats")
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class InstalledDefault(models.Model):
+    """A default job that was installed once; it is never installed again, even if removed."""
+
+    name = models.CharField(_("job name"), max_length=200, unique=True)
+    installed_at = models.DateTimeField(_("installed"), auto_now_add=True)
+
+    class Meta:
+        verbose_name = _("installed default job")
+        verbose_name_plural = _("installed default jobs")
+
+    def __str__(self) -> str:
+        return self.name

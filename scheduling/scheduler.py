@@ -16,6 +16,8 @@ services bump on every change.
 
 import datetime as dt
 import logging
+import os
+import socket
 import time
 from typing import Any
 
@@ -26,13 +28,14 @@ from django.utils import timezone
 from django_celery_beat.schedulers import DatabaseScheduler
 
 from scheduling import services
-from scheduling.models import ExecutionTrigger, Job
+from scheduling.models import BeatHeartbeat, ExecutionTrigger, Job
 
 logger = logging.getLogger(__name__)
 
 # How long to sleep for an entry that will never fire again (beat's loop caps it anyway).
 NEVER = 3600.0
 CHANGE_CHECK_INTERVAL = 1.0
+HEARTBEAT_INTERVAL = 5.0
 
 
 class JobEntry(ScheduleEntry):
@@ -113,6 +116,30 @@ class JobScheduler(DatabaseScheduler):
     Entry = JobEntry
     Model = Job
     _last_change_check = 0.0
+    _last_heartbeat = 0.0
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.beat_name = f"{socket.gethostname()}:{os.getpid()}"
+        self.beat_started_at = timezone.now()
+        super().__init__(*args, **kwargs)
+
+    def tick(self, *args: Any, **kwargs: Any) -> float:
+        self._heartbeat()
+        return super().tick(*args, **kwargs)
+
+    def _heartbeat(self) -> None:
+        """Record that this beat is alive, at most every few seconds."""
+        now = time.monotonic()
+        if now - self._last_heartbeat < HEARTBEAT_INTERVAL:
+            return
+        self._last_heartbeat = now
+        try:
+            BeatHeartbeat.objects.update_or_create(
+                name=self.beat_name,
+                defaults={"last_tick_at": timezone.now(), "started_at": self.beat_started_at},
+            )
+        except DatabaseError:
+            logger.exception("Could not record beat's heartbeat")
 
     def setup_schedule(self) -> None:
         if self.app.conf.beat_schedule:

@@ -86,3 +86,36 @@ def execution_list(*, job: Job | None = None) -> QuerySet[JobExecution]:
     if job is not None:
         executions = executions.filter(job=job)
     return executions.order_by("-started_at")
+
+
+def config_export(*, history_days: int | None = None) -> dict[str, Any]:
+    """All job definitions in the config format; with ``history_days``, recent runs too.
+
+    The document holds no timestamp of its own, so exporting the same jobs twice gives
+    the same file.
+    """
+    from scheduling.config import FORMAT, job_to_entry
+
+    document: dict[str, Any] = {
+        "format": FORMAT,
+        "jobs": [job_to_entry(job) for job in Job.objects.order_by("name")],
+    }
+    if history_days is not None:
+        since = timezone.now() - dt.timedelta(days=history_days)
+        document["executions"] = [
+            {
+                "job": run.job_name,
+                "task": run.task,
+                "trigger": run.trigger,
+                "status": run.status,
+                "scheduled_at": run.scheduled_at.isoformat() if run.scheduled_at else None,
+                "started_at": run.started_at.isoformat(),
+                "finished_at": run.finished_at.isoformat() if run.finished_at else None,
+                "duration": run.duration,
+                "result": run.result,
+                "exception": run.exception,
+                "worker": run.worker,
+            }
+            for run in JobExecution.objects.filter(started_at__gte=since).order_by("started_at")
+        ]
+    return document

@@ -6,6 +6,7 @@ change marker), so edits take effect without restarting anything.
 """
 
 import asyncio
+import dataclasses
 import datetime as dt
 import json
 import logging
@@ -21,9 +22,11 @@ from django.utils import timezone
 from django_celery_beat.models import PeriodicTasks
 
 from scheduling import conf, registry
+from scheduling.config import DEFAULT_JOBS, JobSpec, config_parse, spec_differences
 from scheduling.models import (
     ExecutionStatus,
     ExecutionTrigger,
+    InstalledDefault,
     Job,
     JobExecution,
     TriggerType,
@@ -46,6 +49,7 @@ SCHEDULE_FIELDS = frozenset(
 TRIGGER_FIELDS = SCHEDULE_FIELDS - {"timezone", "enabled"}
 EDITABLE_FIELDS = SCHEDULE_FIELDS | {
     "name",
+    "title",
     "description",
     "group",
     "task",
@@ -315,3 +319,87 @@ def _execution_finish(
         total_run_count=F("total_run_count") + 1,
     )
     logger.info("Job %s %s in %.3fs", execution.job_name, status, execution.duration)
+
+
+@dataclasses.dataclass
+class ImportReport:
+    """What an import did (or, in a dry run, would do)."""
+
+    created: list[str] = dataclasses.field(default_factory=list)
+    updated: list[str] = dataclasses.field(default_factory=list)
+    unchanged: list[str] = dataclasses.field(default_factory=list)
+    removed: list[str] = dataclasses.field(default_factory=list)
+    diff: list[str] = dataclasses.field(default_factory=list)
+    dry_run: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "created": self.created,
+            "updated": self.updated,
+            "unchanged": self.unchanged,
+            "removed": self.removed,
+            "diff": self.diff,
+            "dry_run": self.dry_run,
+        }
+
+
+def config_import(
+    *, data: Any, dry_run: bool = False, prune: bool = False, only_missing: bool = False
+) -> ImportReport:
+    """Create or update jobs from a config document, all or nothing.
+
+    The whole document is validated before anything is written (``ConfigError`` lists
+    every problem). Importing the same document twice changes nothing. ``prune`` removes
+    jobs that are not in the document; ``only_missing`` never touches existing jobs;
+    ``dry_run`` reports the changes without making them.
+    """
+    specs = config_parse(data)
+    report = ImportReport(dry_run=dry_run)
+    with transaction.atomic():
+        existing = {job.name: job for job in Job.objects.filter(name__in=[s.name for s in specs])}
+        for spec in specs:
+            _import_one(
+                spec=spec, job=existing.get(spec.name), report=report, only_missing=only_missing
+            )
+        if prune:
+            names = {spec.name for spec in specs}
+            for job in Job.objects.exclude(name__in=names).order_by("name"):
+                report.removed.append(job.name)
+                report.diff.append(f"- {job.name}")
+                job_remove(job=job)
+        if dry_run:
+            transaction.set_rollback(True)
+    return report
+
+
+def _import_one(
+    *, spec: JobSpec, job: Job | None, report: ImportReport, only_missing: bool
+) -> None:
+    if job is None:
+        job_create(name=spec.name, **spec.fields)
+        report.created.append(spec.name)
+        report.diff.append(f"+ {spec.name}")
+        return
+    changes = {} if only_missing else spec_differences(job, spec)
+    if not changes:
+        report.unchanged.append(spec.name)
+        return
+    job_update(job=job, **{name: new for name, (_old, new) in changes.items()})
+    report.updated.append(spec.name)
+    for name, (old, new) in sorted(changes.items()):
+        report.diff.append(f"~ {spec.name}: {name}: {old!r} -> {new!r}")
+
+
+@transaction.atomic
+def defaults_install() -> list[str]:
+    """Install the guide's default jobs that were never installed; return their names.
+
+    An operator's edits are never overwritten, and a default job the operator removed is
+    not brought back.
+    """
+    installed = set(InstalledDefault.objects.values_list("name", flat=True))
+    wanted = [entry for entry in DEFAULT_JOBS if entry["task_id"] not in installed]
+    report = config_import(data=wanted, only_missing=True)
+    for entry in wanted:
+        InstalledDefault.objects.get_or_create(name=entry["task_id"])
+    return report.created

@@ -1,9 +1,11 @@
 """Prepare a fresh installation: an admin login and a few demo jobs (idempotent)."""
 
+import os
 import secrets
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.core.management import call_command
 from django.core.management.base import BaseCommand
 
 from scheduling import services
@@ -49,9 +51,21 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("--no-demo", action="store_true", help="Do not create demo jobs.")
+        parser.add_argument(
+            "--config",
+            default=os.environ.get("SCHEDULING_CONFIG_FILE"),
+            help="Import this job config file (default: $SCHEDULING_CONFIG_FILE). Without "
+            "one, the default maintenance jobs are installed.",
+        )
 
-    def handle(self, *args, no_demo: bool = False, **options):
+    def handle(self, *args, no_demo: bool = False, config: str | None = None, **options):
         password = self._admin_password()
+        if config:
+            call_command("jobs", "import", config, stdout=self.stdout, stderr=self.stderr)
+        else:
+            created = services.defaults_install()
+            if created:
+                self.stdout.write(f"Installed default jobs: {', '.join(created)}")
         if not no_demo:
             for spec in DEMO_JOBS:
                 if not Job.objects.filter(name=spec["name"]).exists():
@@ -64,8 +78,6 @@ class Command(BaseCommand):
         )
 
     def _admin_password(self) -> str:
-        import os
-
         path = settings.VAR_DIR / "admin-password.txt"
         User = get_user_model()
         user = User.objects.filter(username="admin").first()

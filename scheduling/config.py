@@ -1,0 +1,320 @@
+"""Job definitions as JSON: the guide's task-config shape, extended with what our jobs have.
+
+One entry::
+
+    {
+      "task_id": "daily_cleanup",            # our Job.name (unique key)
+      "task_name": "Daily cleanup",          # Job.title
+      "task_func": "maintenance.cleanup",    # a registered task
+      "trigger_type": "cron",                # cron | interval | date
+      "trigger_args": {"expression": "0 0 2 * * *"},
+      "enabled": true,
+      "description": "...",
+      "timezone": "Asia/Shanghai",
+      "args": [], "kwargs": {},
+      "options": {"group": "maintenance", "coalesce": false, "max_instances": 3,
+                  "misfire_grace_time": 15}
+    }
+
+``trigger_args`` also takes the guide's APScheduler style: cron fields
+(``{"hour": 2, "minute": 0}``; APScheduler's day_of_week counts from Monday = 0),
+``{"minutes": 30}`` for intervals and ``{"run_date": "2024-12-31 23:59:59"}`` (in the job's
+timezone when it has no offset) for dates. A file is either that list or an object with a
+``"jobs"`` list (backups add ``"executions"``, which import ignores).
+"""
+
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.core.exceptions import ValidationError
+
+from scheduling import conf, schedules
+from scheduling.models import Job, TriggerType
+
+FORMAT = "scheduled-jobs/v1"
+ENTRY_KEYS = {
+    "task_id",
+    "task_name",
+    "task_func",
+    "trigger_type",
+    "trigger_args",
+    "enabled",
+    "description",
+    "timezone",
+    "args",
+    "kwargs",
+    "options",
+}
+REQUIRED_KEYS = ("task_id", "task_func", "trigger_type", "trigger_args")
+OPTION_KEYS = {"group", "coalesce", "max_instances", "misfire_grace_time"}
+# Fields an import sets; compared to decide created / updated / unchanged.
+SPEC_FIELDS = (
+    "title",
+    "description",
+    "group",
+    "task",
+    "args",
+    "kwargs",
+    "enabled",
+    "trigger_type",
+    "cron_expression",
+    "interval_every",
+    "interval_period",
+    "run_at",
+    "timezone",
+    "coalesce",
+    "max_instances",
+    "misfire_grace_time",
+)
+CRON_KEYS = ("second", "minute", "hour", "day", "month", "day_of_week")
+APS_WEEKDAYS = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+
+
+class ConfigError(ValueError):
+    """A config file with problems; ``problems`` lists each one, naming the entry and field."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("; ".join(problems))
+
+
+@dataclass
+class JobSpec:
+    """One job definition read from a config file, validated, ready to save."""
+
+    name: str
+    fields: dict[str, Any] = field(default_factory=dict)
+
+
+def _aps_day_of_week(value: str) -> str:
+    """APScheduler counts weekdays from Monday = 0; cron from Sunday = 0 (Monday = 1)."""
+
+    def one(token: str) -> str:
+        return str((int(token) + 1) % 7) if token.isdigit() else token
+
+    parts = []
+    for item in value.split(","):
+        base, _, step = item.partition("/")
+        if "-" in base and all(p.isdigit() for p in base.split("-", 1)):
+            low, high = (int(p) for p in base.split("-", 1))
+            days = [str((d + 1) % 7) for d in range(low, high + 1)]
+            parts.append(",".join(days) if not step else f"{one(str(low))}-{one(str(high))}/{step}")
+        else:
+            parts.append(one(base) + (f"/{step}" if step else ""))
+    return ",".join(parts)
+
+
+def cron_from_trigger_args(trigger_args: dict[str, Any]) -> str:
+    """A 6-field cron expression from ``{"expression": ...}`` or APScheduler cron fields."""
+    if "expression" in trigger_args:
+        extra = set(trigger_args) - {"expression"}
+        if extra:
+            raise ValueError(f"give either 'expression' or cron fields, not both ({sorted(extra)})")
+        return schedules.normalize_cron(str(trigger_args["expression"]))
+    unknown = set(trigger_args) - set(CRON_KEYS)
+    if unknown:
+        raise ValueError(f"unknown cron fields {sorted(unknown)}; use {list(CRON_KEYS)}")
+    if not trigger_args:
+        raise ValueError("give 'expression' or at least one cron field")
+    # APScheduler: fields below the smallest one given default to their minimum, the
+    # others to '*'.
+    smallest = max(i for i, key in enumerate(CRON_KEYS) if key in trigger_args)
+    values = []
+    for index, key in enumerate(CRON_KEYS):
+        if key in trigger_args:
+            value = str(trigger_args[key])
+            values.append(_aps_day_of_week(value) if key == "day_of_week" else value)
+        elif index < smallest and key in ("second", "minute", "hour"):
+            values.append("0")
+        else:
+            values.append("*")
+    return schedules.normalize_cron(" ".join(values))
+
+
+def _interval_from_trigger_args(trigger_args: dict[str, Any]) -> tuple[int, str]:
+    given = {k: v for k, v in trigger_args.items() if v not in (None, 0)}
+    unknown = set(trigger_args) - set(schedules.INTERVAL_UNITS)
+    if unknown or len(given) != 1:
+        raise ValueError(
+            f"give exactly one of {list(schedules.INTERVAL_UNITS)} with a whole number, "
+            f'e.g. {{"minutes": 30}}'
+        )
+    ((period, every),) = given.items()
+    if not isinstance(every, int) or isinstance(every, bool) or every < 1:
+        raise ValueError(f"{period} must be a whole number of at least 1")
+    return every, period
+
+
+def _date_from_trigger_args(trigger_args: dict[str, Any], tz_name: str) -> dt.datetime:
+    if set(trigger_args) != {"run_date"}:
+        raise ValueError('give {"run_date": "YYYY-MM-DD HH:MM:SS"}')
+    try:
+        moment = dt.datetime.fromisoformat(str(trigger_args["run_date"]))
+    except ValueError:
+        raise ValueError(f"run_date {trigger_args['run_date']!r} is not an ISO date-time") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=schedules.get_timezone(tz_name))
+    return moment
+
+
+def _entry_to_spec(entry: Any, where: str) -> tuple[JobSpec | None, list[str]]:
+    if not isinstance(entry, dict):
+        return None, [f"{where}: must be a JSON object"]
+    problems = [f"{where}: missing {key!r}" for key in REQUIRED_KEYS if key not in entry]
+    problems += [f"{where}: unknown key {key!r}" for key in sorted(set(entry) - ENTRY_KEYS)]
+    options = entry.get("options", {})
+    if not isinstance(options, dict):
+        problems.append(f"{where}: 'options' must be an object")
+        options = {}
+    problems += [f"{where}: unknown option {key!r}" for key in sorted(set(options) - OPTION_KEYS)]
+    if problems:
+        return None, problems
+    name = entry["task_id"]
+    if not isinstance(name, str) or not name.strip():
+        return None, [f"{where}: 'task_id' must be a non-empty string"]
+    where = f"{where} ({name})"
+    tz_name = entry.get("timezone") or conf.get("DEFAULT_TIMEZONE")
+    fields: dict[str, Any] = {
+        "title": entry.get("task_name", ""),
+        "description": entry.get("description", ""),
+        "group": options.get("group", "default"),
+        "task": entry["task_func"],
+        "args": entry.get("args", []),
+        "kwargs": entry.get("kwargs", {}),
+        "enabled": entry.get("enabled", True),
+        "trigger_type": entry["trigger_type"],
+        "cron_expression": "",
+        "interval_every": None,
+        "interval_period": "minutes",
+        "run_at": None,
+        "timezone": tz_name,
+        "coalesce": options.get("coalesce", conf.get("DEFAULT_COALESCE")),
+        "max_instances": options.get("max_instances", conf.get("DEFAULT_MAX_INSTANCES")),
+        "misfire_grace_time": options.get(
+            "misfire_grace_time", conf.get("DEFAULT_MISFIRE_GRACE_TIME")
+        ),
+    }
+    trigger_args = entry["trigger_args"]
+    if not isinstance(trigger_args, dict):
+        return None, [f"{where}: 'trigger_args' must be an object"]
+    if not isinstance(fields["enabled"], bool):
+        return None, [f"{where}: 'enabled' must be true or false"]
+    try:
+        if fields["trigger_type"] == TriggerType.CRON:
+            fields["cron_expression"] = cron_from_trigger_args(trigger_args)
+        elif fields["trigger_type"] == TriggerType.INTERVAL:
+            fields["interval_every"], fields["interval_period"] = _interval_from_trigger_args(
+                trigger_args
+            )
+        elif fields["trigger_type"] == TriggerType.DATE:
+            fields["run_at"] = _date_from_trigger_args(trigger_args, tz_name)
+        else:
+            return None, [
+                f"{where}: trigger_type {fields['trigger_type']!r} is not one of cron, interval, date"
+            ]
+    except ValueError as exc:
+        return None, [f"{where}: trigger_args: {exc}"]
+    job = Job(name=name, **fields)
+    try:
+        job.clean_fields(exclude=["schedule_anchor"])
+        job.clean()
+    except ValidationError as exc:
+        return None, [
+            f"{where}: {field_name}: {' '.join(messages)}"
+            for field_name, messages in exc.message_dict.items()
+        ]
+    fields["cron_expression"] = job.cron_expression
+    return JobSpec(name=name, fields=fields), []
+
+
+def config_parse(data: Any) -> list[JobSpec]:
+    """Validate a whole config document; raise :class:`ConfigError` listing every problem."""
+    entries = data.get("jobs") if isinstance(data, dict) else data
+    if not isinstance(entries, list):
+        raise ConfigError(['the file must be a list of jobs or an object with a "jobs" list'])
+    specs: list[JobSpec] = []
+    problems: list[str] = []
+    seen: set[str] = set()
+    for index, entry in enumerate(entries):
+        spec, entry_problems = _entry_to_spec(entry, f"jobs[{index}]")
+        problems += entry_problems
+        if spec is not None:
+            if spec.name in seen:
+                problems.append(f"jobs[{index}]: task_id {spec.name!r} appears twice")
+            seen.add(spec.name)
+            specs.append(spec)
+    if problems:
+        raise ConfigError(problems)
+    return specs
+
+
+def job_to_entry(job: Job) -> dict[str, Any]:
+    """One job in the config format (the inverse of :func:`config_parse` for one entry)."""
+    if job.trigger_type == TriggerType.CRON:
+        trigger_args: dict[str, Any] = {"expression": job.cron_expression}
+    elif job.trigger_type == TriggerType.INTERVAL:
+        trigger_args = {job.interval_period: job.interval_every}
+    else:
+        local = job.run_at.astimezone(schedules.get_timezone(job.timezone))
+        trigger_args = {"run_date": local.isoformat()}
+    return {
+        "task_id": job.name,
+        "task_name": job.title,
+        "task_func": job.task,
+        "trigger_type": job.trigger_type,
+        "trigger_args": trigger_args,
+        "enabled": job.enabled,
+        "description": job.description,
+        "timezone": job.timezone,
+        "args": job.args,
+        "kwargs": job.kwargs,
+        "options": {
+            "group": job.group,
+            "coalesce": job.coalesce,
+            "max_instances": job.max_instances,
+            "misfire_grace_time": job.misfire_grace_time,
+        },
+    }
+
+
+def spec_differences(job: Job, spec: JobSpec) -> dict[str, tuple[Any, Any]]:
+    """Fields whose stored value differs from the spec: ``{field: (old, new)}``."""
+    return {
+        name: (getattr(job, name), value)
+        for name, value in spec.fields.items()
+        if getattr(job, name) != value
+    }
+
+
+# The guide's DEFAULT_TASKS, as a config document.
+DEFAULT_JOBS: list[dict[str, Any]] = [
+    {
+        "task_id": "daily_cleanup",
+        "task_name": "Daily cleanup",
+        "task_func": "maintenance.cleanup",
+        "trigger_type": "cron",
+        "trigger_args": {"hour": 2, "minute": 0},
+        "description": "Delete old execution records and task results, disable finished "
+        "one-off jobs, remove old backups.",
+        "options": {"group": "maintenance"},
+    },
+    {
+        "task_id": "health_check",
+        "task_name": "Health check",
+        "task_func": "maintenance.health_check",
+        "trigger_type": "interval",
+        "trigger_args": {"minutes": 30},
+        "description": "Check the database, broker, workers, beat, disk and memory.",
+        "options": {"group": "maintenance"},
+    },
+    {
+        "task_id": "data_backup",
+        "task_name": "Data backup",
+        "task_func": "maintenance.backup",
+        "trigger_type": "cron",
+        "trigger_args": {"hour": 3, "minute": 0},
+        "description": "Write a timestamped export of all jobs and recent runs.",
+        "options": {"group": "maintenance"},
+    },
+]

@@ -1,0 +1,350 @@
+"""``manage.py jobs``: every control of the guide from the console, thin over the services.
+
+Each action has its own ``--help`` with examples; ``--json`` prints machine-readable output.
+Bad input exits with status 1 and a one-line reason.
+"""
+
+import argparse
+import datetime as dt
+import json
+import sys
+import time
+from typing import Any
+
+from django.core.exceptions import ValidationError
+from django.core.management.base import BaseCommand, CommandError
+from django.utils import timezone
+
+from scheduling import registry, schedules, selectors, services
+from scheduling.config import ConfigError
+from scheduling.models import Job, JobExecution
+
+EXAMPLES = {
+    "list": "  manage.py jobs list\n  manage.py jobs list --group maintenance --json",
+    "show": "  manage.py jobs show daily_cleanup\n  manage.py jobs show 12 --json",
+    "add": (
+        "  manage.py jobs add report --task demo.echo --cron '0 */5 * * * *'\n"
+        "  manage.py jobs add ping --task demo.echo --every 30 --period seconds --args '[1]'\n"
+        "  manage.py jobs add once --task demo.echo --at '2026-12-31 23:59:59' "
+        "--timezone Asia/Shanghai\n"
+        "  manage.py jobs add later --task demo.echo --delay 60 --kwargs '{\"x\": 1}'"
+    ),
+    "modify": (
+        "  manage.py jobs modify report --cron '*/10 * * * * *'\n"
+        "  manage.py jobs modify report --kwargs '{\"days\": 7}' --description 'Weekly view'"
+    ),
+    "pause": "  manage.py jobs pause report",
+    "resume": "  manage.py jobs resume report",
+    "remove": "  manage.py jobs remove report",
+    "run": "  manage.py jobs run report\n  manage.py jobs run report --wait --timeout 60 --json",
+    "history": "  manage.py jobs history report --limit 20",
+    "export": "  manage.py jobs export jobs.json\n  manage.py jobs export > jobs.json",
+    "import": (
+        "  manage.py jobs import jobs.json --dry-run\n"
+        "  manage.py jobs import jobs.json --prune   # also removes jobs not in the file"
+    ),
+    "install-defaults": "  manage.py jobs install-defaults",
+}
+
+
+def _json_arg(value: str, option: str) -> Any:
+    try:
+        return json.loads(value)
+    except json.JSONDecodeError as exc:
+        raise CommandError(f"{option} is not valid JSON: {exc}") from None
+
+
+def _one_line(exc: ValidationError) -> str:
+    if hasattr(exc, "error_dict"):
+        return "; ".join(f"{field}: {' '.join(msgs)}" for field, msgs in exc.message_dict.items())
+    return " ".join(exc.messages)
+
+
+class Command(BaseCommand):
+    help = "Manage scheduled jobs: list, show, add, modify, pause, resume, remove, run, history, export, import."
+
+    def add_arguments(self, parser):
+        sub = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+
+        def action(name: str, help_text: str):
+            p = sub.add_parser(
+                name,
+                help=help_text,
+                description=help_text,
+                epilog="examples:\n" + EXAMPLES[name],
+                formatter_class=argparse.RawDescriptionHelpFormatter,
+            )
+            if name not in {"export", "import", "install-defaults", "list"}:
+                p.add_argument("job", help="job name or id")
+            if name not in {"pause", "resume", "remove"}:
+                p.add_argument("--json", action="store_true", help="print JSON")
+            return p
+
+        p = action("list", "List jobs with trigger, enabled, next run and last outcome.")
+        p.add_argument("--group", help="only this group")
+        action("show", "Show one job's status and its next 5 run times.")
+        for name, text in (
+            ("add", "Add a job: give a task and one trigger (--cron, --every, --at or --delay)."),
+            ("modify", "Change a job's trigger, arguments or options."),
+        ):
+            p = action(name, text)
+            if name == "add":
+                p.add_argument("--task", required=True, help="registered task name")
+            else:
+                p.add_argument("--task", help="registered task name")
+            trigger = p.add_mutually_exclusive_group(required=name == "add")
+            trigger.add_argument("--cron", help="cron, 6 fields seconds first, or 5 fields")
+            trigger.add_argument("--every", type=int, help="interval length (with --period)")
+            trigger.add_argument("--at", help="run once at this date-time (job timezone)")
+            if name == "add":
+                trigger.add_argument("--delay", type=float, help="run once after N seconds")
+            p.add_argument("--period", default="minutes", choices=list(schedules.INTERVAL_UNITS))
+            p.add_argument("--args", dest="job_args", help="JSON list of positional arguments")
+            p.add_argument("--kwargs", dest="job_kwargs", help="JSON object of keyword arguments")
+            p.add_argument("--timezone", help="IANA timezone, e.g. Asia/Shanghai")
+            p.add_argument("--group")
+            p.add_argument("--title")
+            p.add_argument("--description")
+            p.add_argument("--max-instances", type=int)
+            p.add_argument("--misfire-grace-time", type=int)
+            if name == "add":
+                p.add_argument("--paused", action="store_true", help="create it paused")
+        action("pause", "Pause a job: it keeps its definition but does not fire.")
+        action("resume", "Resume a paused job from its next fire time.")
+        action("remove", "Remove a job; its executions stay on record.")
+        p = action("run", "Run a job now, once (a manual run).")
+        p.add_argument("--wait", action="store_true", help="wait for the outcome")
+        p.add_argument("--timeout", type=float, default=60, help="seconds to wait (default 60)")
+        p = action("history", "Recent executions of a job.")
+        p.add_argument("--limit", type=int, default=10)
+        p = action("export", "Export all job definitions as JSON (to a file or stdout).")
+        p.add_argument("file", nargs="?", help="output file (default: stdout)")
+        p = action("import", "Import job definitions from a JSON file, all or nothing.")
+        p.add_argument("file", help="JSON file ('-' for stdin)")
+        p.add_argument("--dry-run", action="store_true", help="print the changes, write nothing")
+        p.add_argument("--prune", action="store_true", help="remove jobs not in the file")
+        action("install-defaults", "Install the default maintenance jobs that are missing.")
+
+    def handle(self, *args, action: str, **options):
+        self.as_json = options.get("json", False)
+        handler = getattr(self, "do_" + action.replace("-", "_"))
+        try:
+            handler(**options)
+        except ValidationError as exc:
+            raise CommandError(_one_line(exc)) from None
+        except (Job.DoesNotExist, registry.UnknownTaskError, ConfigError, TypeError) as exc:
+            raise CommandError(str(exc)) from None
+
+    # --- output ------------------------------------------------------------------------------
+    def emit(self, data: Any, text: str) -> None:
+        if self.as_json:
+            self.stdout.write(json.dumps(data, ensure_ascii=False, indent=2, default=str))
+        else:
+            self.stdout.write(text)
+
+    def _job(self, ident: str) -> Job:
+        return selectors.job_get(ident=ident)
+
+    # --- actions -----------------------------------------------------------------------------
+    def do_list(self, group: str | None = None, **_):
+        rows = selectors.job_status_list(group=group)
+        lines = [f"{'ID':>4}  {'NAME':<32} {'ON':<3} {'NEXT RUN':<25} {'LAST':<8} TRIGGER"]
+        for row in rows:
+            lines.append(
+                f"{row['id']:>4}  {row['name'][:32]:<32} {'yes' if row['enabled'] else 'no':<3} "
+                f"{(row['next_run_time'] or '-')[:25]:<25} {row['last_status'] or '-':<8} "
+                f"{row['trigger_description']}"
+            )
+        self.emit(rows, "\n".join(lines))
+
+    def do_show(self, job: str, **_):
+        found = self._job(job)
+        status = selectors.job_status(job=found)
+        status["upcoming"] = [t.isoformat() for t in selectors.job_upcoming_runs(job=found)]
+        text = "\n".join(f"{key}: {value}" for key, value in status.items())
+        self.emit(status, text)
+
+    def _trigger_fields(self, options: dict[str, Any], tz_name: str) -> dict[str, Any]:
+        if options.get("cron"):
+            return {"trigger_type": "cron", "cron_expression": options["cron"]}
+        if options.get("every") is not None:
+            return {
+                "trigger_type": "interval",
+                "interval_every": options["every"],
+                "interval_period": options["period"],
+            }
+        if options.get("at"):
+            try:
+                moment = dt.datetime.fromisoformat(options["at"])
+            except ValueError:
+                raise CommandError(
+                    f"--at {options['at']!r} is not a date-time like 2026-12-31 23:59:59"
+                ) from None
+            if moment.tzinfo is None:
+                try:
+                    moment = moment.replace(tzinfo=schedules.get_timezone(tz_name))
+                except ValueError as exc:
+                    raise CommandError(str(exc)) from None
+            return {"trigger_type": "date", "run_at": moment}
+        return {}
+
+    def _common_fields(self, options: dict[str, Any]) -> dict[str, Any]:
+        fields: dict[str, Any] = {}
+        if options.get("job_args") is not None:
+            fields["args"] = _json_arg(options["job_args"], "--args")
+        if options.get("job_kwargs") is not None:
+            fields["kwargs"] = _json_arg(options["job_kwargs"], "--kwargs")
+        for option in (
+            "task",
+            "timezone",
+            "group",
+            "title",
+            "description",
+            "max_instances",
+            "misfire_grace_time",
+        ):
+            if options.get(option) is not None:
+                fields[option] = options[option]
+        return fields
+
+    def do_add(self, job: str, **options):
+        fields = self._common_fields(options)
+        task = fields.pop("task")
+        if options.get("paused"):
+            fields["enabled"] = False
+        if options.get("delay") is not None:
+            if options["delay"] < 0:
+                raise CommandError("--delay must not be negative")
+            created = services.job_schedule_delay(
+                task=task, delay_seconds=options["delay"], name=job, **fields
+            )
+        else:
+            tz_name = fields.get("timezone") or Job().timezone
+            created = services.job_create(
+                name=job, task=task, **self._trigger_fields(options, tz_name), **fields
+            )
+        status = selectors.job_status(job=created)
+        self.emit(
+            status,
+            f"Added job {created.name} (id {created.pk}); next run "
+            f"{status['next_run_time'] or '-'}",
+        )
+
+    def do_modify(self, job: str, **options):
+        found = self._job(job)
+        fields = self._common_fields(options)
+        fields.update(self._trigger_fields(options, fields.get("timezone") or found.timezone))
+        if not fields:
+            raise CommandError("nothing to change: give a trigger, --args, --kwargs or an option")
+        services.job_update(job=found, **fields)
+        status = selectors.job_status(job=found)
+        self.emit(status, f"Modified job {found.name}; next run {status['next_run_time'] or '-'}")
+
+    def do_pause(self, job: str, **_):
+        found = services.job_pause(job=self._job(job))
+        self.stdout.write(f"Paused job {found.name}")
+
+    def do_resume(self, job: str, **_):
+        found = services.job_resume(job=self._job(job))
+        self.stdout.write(f"Resumed job {found.name}; next run {found.next_run_at or '-'}")
+
+    def do_remove(self, job: str, **_):
+        found = self._job(job)
+        services.job_remove(job=found)
+        self.stdout.write(f"Removed job {found.name}")
+
+    def do_run(self, job: str, wait: bool = False, timeout: float = 60, **_):
+        found = self._job(job)
+        task_id = services.job_run_now(job=found)
+        if not wait:
+            self.emit({"task_id": task_id}, f"Sent a run of {found.name} (task {task_id})")
+            return
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            run = (
+                JobExecution.objects.filter(task_result_id=task_id)
+                .exclude(status="running")
+                .first()
+            )
+            if run is not None:
+                data = self._execution(run)
+                self.emit(
+                    data,
+                    f"{found.name}: {run.status} in {run.duration:.3f}s on {run.worker}"
+                    + (f"\n{run.exception}" if run.exception else f"\nresult: {run.result}"),
+                )
+                if run.status != "success":
+                    sys.exit(1)
+                return
+            time.sleep(0.2)
+        raise CommandError(
+            f"no outcome for {found.name} within {timeout:g}s (task {task_id}); "
+            "is a worker running?"
+        )
+
+    @staticmethod
+    def _execution(run: JobExecution) -> dict[str, Any]:
+        return {
+            "id": run.pk,
+            "job": run.job_name,
+            "trigger": run.trigger,
+            "status": run.status,
+            "scheduled_at": run.scheduled_at,
+            "started_at": run.started_at,
+            "finished_at": run.finished_at,
+            "duration": run.duration,
+            "result": run.result,
+            "exception": run.exception,
+            "worker": run.worker,
+            "task_id": run.task_result_id,
+        }
+
+    def do_history(self, job: str, limit: int = 10, **_):
+        found = self._job(job)
+        runs = list(selectors.execution_list(job=found)[:limit])
+        lines = [f"{'STARTED':<26} {'TRIGGER':<9} {'OUTCOME':<8} {'SECONDS':>8}  WORKER"]
+        for run in runs:
+            duration = f"{run.duration:.3f}" if run.duration is not None else "-"
+            lines.append(
+                f"{timezone.localtime(run.started_at).isoformat()[:26]:<26} "
+                f"{run.trigger:<9} {run.status:<8} {duration:>8}  {run.worker}"
+            )
+        self.emit([self._execution(run) for run in runs], "\n".join(lines))
+
+    def do_export(self, file: str | None = None, **_):
+        text = json.dumps(selectors.config_export(), ensure_ascii=False, indent=2) + "\n"
+        if file:
+            with open(file, "w", encoding="utf-8") as handle:
+                handle.write(text)
+            self.stderr.write(f"Exported {Job.objects.count()} jobs to {file}")
+        else:
+            self.stdout.write(text, ending="")
+
+    def do_import(self, file: str, dry_run: bool = False, prune: bool = False, **_):
+        try:
+            if file == "-":
+                data = json.load(sys.stdin)
+            else:
+                with open(file, encoding="utf-8") as handle:
+                    data = json.load(handle)
+        except OSError as exc:
+            raise CommandError(f"cannot read {file}: {exc.strerror}") from None
+        except json.JSONDecodeError as exc:
+            raise CommandError(f"{file} is not valid JSON: {exc}") from None
+        report = services.config_import(data=data, dry_run=dry_run, prune=prune)
+        summary = (
+            f"{'Would create' if dry_run else 'Created'} {len(report.created)}, "
+            f"{'update' if dry_run else 'updated'} {len(report.updated)}, "
+            f"unchanged {len(report.unchanged)}, "
+            f"{'remove' if dry_run else 'removed'} {len(report.removed)}"
+        )
+        self.emit(report.as_dict(), "\n".join([*report.diff, summary]))
+
+    def do_install_defaults(self, **_):
+        created = services.defaults_install()
+        self.emit(
+            {"created": created},
+            f"Installed default jobs: {', '.join(created)}"
+            if created
+            else "Default jobs already installed",
+        )

@@ -1,0 +1,154 @@
+"""``manage.py jobs``: every action, JSON output and bad input."""
+
+import io
+import json
+
+import pytest
+from django.core.management import CommandError, call_command
+
+from scheduling.models import Job
+from tests.factories import make_job
+
+pytestmark = pytest.mark.django_db
+
+
+def jobs(*args) -> str:
+    out = io.StringIO()
+    call_command("jobs", *args, stdout=out, stderr=io.StringIO())
+    return out.getvalue()
+
+
+def test_add_each_trigger_type():
+    jobs("add", "c", "--task", "demo.echo", "--cron", "*/10 * * * * *")
+    jobs("add", "i", "--task", "demo.echo", "--every", "30", "--period", "seconds", "--args", "[1]")
+    jobs("add", "d", "--task", "demo.echo", "--at", "2099-01-01 08:00:00", "--timezone", "UTC")
+    jobs("add", "l", "--task", "demo.echo", "--delay", "60", "--kwargs", '{"x": 1}')
+    found = {job.name: job for job in Job.objects.all()}
+    assert found["c"].cron_expression == "*/10 * * * * *"
+    assert (found["i"].interval_every, found["i"].interval_period, found["i"].args) == (
+        30,
+        "seconds",
+        [1],
+    )
+    assert found["d"].run_at.isoformat() == "2099-01-01T08:00:00+00:00"
+    assert found["l"].trigger_type == "date" and found["l"].kwargs == {"x": 1}
+
+
+def test_list_and_show_as_table_and_json():
+    make_job(name="listed", cron_expression="0 */5 * * * *")
+    table = jobs("list")
+    assert "listed" in table and "Every 5 minutes" in table
+    rows = json.loads(jobs("list", "--json"))
+    assert rows[0]["name"] == "listed" and rows[0]["next_run_time"]
+    shown = json.loads(jobs("show", "listed", "--json"))
+    assert len(shown["upcoming"]) == 5
+
+
+def test_modify_pause_resume_remove():
+    job = make_job(name="m")
+    jobs("modify", "m", "--cron", "0 0 3 * * *", "--kwargs", '{"days": 7}')
+    job.refresh_from_db()
+    assert job.cron_expression == "0 0 3 * * *" and job.kwargs == {"days": 7}
+    jobs("pause", "m")
+    assert not Job.objects.get(name="m").enabled
+    jobs("resume", str(job.pk))
+    assert Job.objects.get(name="m").enabled
+    jobs("remove", "m")
+    assert not Job.objects.filter(name="m").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["show", "nope"], "No job with id or name 'nope'"),
+        (["pause", "nope"], "No job with id or name 'nope'"),
+        (
+            ["add", "x", "--task", "demo.echo", "--cron", "0 0 25 * * *"],
+            "cron_expression: The hour field '25'",
+        ),
+        (
+            ["add", "x", "--task", "demo.echo", "--every", "5", "--args", "[1,"],
+            "--args is not valid JSON",
+        ),
+        (
+            ["add", "x", "--task", "demo.echo", "--every", "5", "--kwargs", "[1]"],
+            "kwargs: Keyword arguments must be a JSON object",
+        ),
+        (["add", "x", "--task", "os.system", "--every", "5"], "Task 'os.system' is not registered"),
+        (
+            ["add", "x", "--task", "demo.echo", "--at", "tomorrow"],
+            "--at 'tomorrow' is not a date-time",
+        ),
+        (["add", "x", "--task", "demo.echo", "--delay", "-1"], "--delay must not be negative"),
+        (["modify", "existing"], "nothing to change"),
+        (["import", "/nonexistent.json"], "cannot read /nonexistent.json"),
+    ],
+)
+def test_bad_input_is_a_one_line_error_and_nothing_is_written(args, message):
+    make_job(name="existing")
+    with pytest.raises(CommandError, match=None) as caught:
+        jobs(*args)
+    assert message in str(caught.value)
+    assert "\n" not in str(caught.value)
+    assert list(Job.objects.values_list("name", flat=True)) == ["existing"]
+
+
+def test_bad_input_exits_non_zero_from_the_shell(transactional_db):
+    import os
+    import subprocess
+    import sys
+
+    from tests.e2e.processes import database_url
+
+    result = subprocess.run(
+        [sys.executable, "manage.py", "jobs", "add", "x", "--task", "demo.echo", "--cron", "bad"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "DATABASE_URL": database_url()},
+    )
+    assert result.returncode == 1
+    assert result.stderr.strip() == (
+        "CommandError: cron_expression: A cron expression has 6 fields (second minute hour "
+        "day-of-month month day-of-week) or 5 (without seconds); 'bad' has 1."
+    )
+
+
+def test_export_then_import_with_dry_run(tmp_path):
+    make_job(name="one", cron_expression="0 0 1 * * *")
+    path = tmp_path / "jobs.json"
+    call_command("jobs", "export", str(path), stdout=io.StringIO(), stderr=io.StringIO())
+    document = json.loads(path.read_text())
+    assert document["jobs"][0]["task_id"] == "one"
+    document["jobs"][0]["trigger_args"] = {"expression": "0 0 5 * * *"}
+    document["jobs"].append({**document["jobs"][0], "task_id": "two"})
+    path.write_text(json.dumps(document))
+    out = jobs("import", str(path), "--dry-run")
+    assert "+ two" in out and "~ one: cron_expression" in out
+    assert "Would create 1, update 1, unchanged 0, remove 0" in out
+    assert list(Job.objects.values_list("name", flat=True)) == ["one"]
+    report = json.loads(jobs("import", str(path), "--json"))
+    assert (report["created"], report["updated"]) == (["two"], ["one"])
+
+
+def test_malformed_import_file_is_refused(tmp_path):
+    path = tmp_path / "broken.json"
+    path.write_text('[{"task_id": "x",')
+    with pytest.raises(CommandError, match="is not valid JSON"):
+        jobs("import", str(path))
+    path.write_text(
+        '[{"task_id": "x", "task_func": "demo.echo", "trigger_type": "cron", '
+        '"trigger_args": {"expression": "0 0 2 * * *"}}, {"task_id": "y"}]'
+    )
+    with pytest.raises(CommandError, match=r"jobs\[1\]: missing 'task_func'"):
+        jobs("import", str(path))
+    assert not Job.objects.exists()
+
+
+def test_help_of_each_action_has_examples():
+    from scheduling.management.commands.jobs import EXAMPLES, Command
+
+    parser = Command().create_parser("manage.py", "jobs")
+    subparsers = next(a for a in parser._actions if a.dest == "action").choices
+    assert set(subparsers) == set(EXAMPLES)
+    for name, sub in subparsers.items():
+        assert "examples:" in sub.format_help(), name
