@@ -80,6 +80,14 @@ class CeleryProcesses:
     def start_beat(self, name: str = "beat") -> None:
         self._start(name, ["beat", "-l", "info", "--pidfile="])
 
+    def start_flower(self, port: int) -> str:
+        self._start(
+            "flower",
+            ["flower", "--address=127.0.0.1", f"--port={port}"],
+            extra_env={"FLOWER_UNAUTHENTICATED_API": "1"},
+        )
+        return f"http://127.0.0.1:{port}"
+
     def stop(self, name: str, sig: int = signal.SIGTERM, timeout: float = 20) -> None:
         proc = self.procs.pop(name, None)
         if proc is None or proc.poll() is not None:

@@ -1,0 +1,110 @@
+"""Operating the product with real processes: Flower's live view and the maintenance jobs."""
+
+import io
+import json
+import socket
+import urllib.request
+
+import pytest
+from django.core.management import call_command
+
+from scheduling import maintenance, services
+from scheduling.models import BeatHeartbeat, Job, JobExecution
+from tests.e2e.processes import wait_for
+from tests.factories import make_job
+
+pytestmark = [pytest.mark.e2e]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def get_json(url: str):
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return json.loads(response.read())
+    except OSError:
+        return None
+
+
+def test_flower_shows_the_worker_and_a_running_job(celery_processes):
+    job = make_job(task="demo.sleep", cron_expression="*/2 * * * * *", kwargs={"seconds": 1})
+    flower = celery_processes.start_flower(free_port())
+    celery_processes.start_worker()
+    celery_processes.start_beat()
+
+    workers = wait_for(
+        lambda: (w := get_json(f"{flower}/api/workers?refresh=1")) and "w1@e2e" in w and w,
+        timeout=60,
+        what="Flower to list the worker",
+        processes=celery_processes,
+    )
+    assert workers["w1@e2e"]["stats"]["pool"]["max-concurrency"] == 2
+
+    def our_tasks():
+        tasks = get_json(f"{flower}/api/tasks?taskname=scheduling.run_job") or {}
+        return [
+            t for t in tasks.values() if t.get("kwargs") and f"'job_id': {job.pk}" in t["kwargs"]
+        ]
+
+    tasks = wait_for(
+        lambda: (t := our_tasks()) and any(x["state"] == "SUCCESS" for x in t) and t,
+        timeout=60,
+        what="Flower to show the job's runs",
+        processes=celery_processes,
+    )
+    done = next(t for t in tasks if t["state"] == "SUCCESS")
+    assert done["worker"] == "w1@e2e"
+    assert done["runtime"] >= 1.0
+    assert JobExecution.objects.filter(task_result_id=done["uuid"], status="success").exists()
+
+
+def test_health_check_job_passes_with_beat_and_a_worker_running(celery_processes, settings):
+    services.defaults_install()
+    celery_processes.start_worker()
+    celery_processes.start_beat()
+    wait_for(
+        BeatHeartbeat.objects.exists,
+        timeout=30,
+        what="beat's heartbeat",
+        processes=celery_processes,
+    )
+    task_id = services.job_run_now(job=Job.objects.get(name="health_check"))
+    run = wait_for(
+        lambda: (
+            JobExecution.objects.filter(task_result_id=task_id).exclude(status="running").first()
+        ),
+        timeout=60,
+        what="the health check run",
+        processes=celery_processes,
+    )
+    assert run.status == "success", run.exception
+    report = json.loads(run.result)
+    assert [c["check"] for c in report["checks"]] == [
+        "database",
+        "broker",
+        "workers",
+        "beat",
+        "disk",
+        "memory",
+    ]
+    assert all(c["ok"] for c in report["checks"])
+
+    celery_processes.stop("beat")
+    # With beat gone the heartbeat goes stale; the check must say so.
+    settings.SCHEDULING = {**settings.SCHEDULING, "HEALTH_BEAT_MAX_SILENCE": 0}
+    with pytest.raises(maintenance.HealthCheckFailed, match="beat last ticked"):
+        maintenance.health_check(checks=["beat"])
+
+
+def test_run_command_waits_for_the_outcome(celery_processes):
+    make_job(name="cli", task="demo.sleep", cron_expression="0 0 0 1 1 *", kwargs={"seconds": 0.2})
+    celery_processes.start_worker()
+    out = io.StringIO()
+    call_command("jobs", "run", "cli", "--wait", "--timeout", "60", "--json", stdout=out)
+    result = json.loads(out.getvalue())
+    assert result["status"] == "success" and result["duration"] >= 0.2
+    assert result["trigger"] == "manual" and result["worker"] == "w1@e2e"
