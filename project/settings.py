@@ -152,6 +152,8 @@ CELERY_ENABLE_UTC = True
 CELERY_TASK_SERIALIZER = "json"
 CELERY_RESULT_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
+# One message at a time per worker process: a long job never holds others in its prefetch.
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 # Task events feed Flower's live view.
 CELERY_WORKER_SEND_TASK_EVENTS = True
 CELERY_TASK_SEND_SENT_EVENT = True
@@ -168,4 +170,5 @@ SCHEDULING = {
     "BACKUP_DIR": os.environ.get("SCHEDULING_BACKUP_DIR") or str(VAR_DIR / "backups"),
     "EXECUTION_RETENTION_DAYS": int(os.environ.get("SCHEDULING_RETENTION_DAYS", "30")),
     "KEEP_LAST_RUNS": int(os.environ.get("SCHEDULING_KEEP_LAST_RUNS", "100")),
+    "LEASE_SECONDS": float(os.environ.get("SCHEDULING_LEASE_SECONDS", "30")),
 }

@@ -68,6 +68,14 @@ class JobAdminForm(forms.ModelForm):
             "coalesce",
             "max_instances",
             "misfire_grace_time",
+            "jitter",
+            "soft_time_limit",
+            "time_limit",
+            "max_retries",
+            "retry_backoff",
+            "retry_backoff_max",
+            "retry_jitter",
+            "retry_on",
         )
 
     def __init__(self, *args, **kwargs):
@@ -142,7 +150,23 @@ class JobAdmin(admin.ModelAdmin):
             {"fields": ("run_at",), "classes": ("trigger-section", "trigger-date")},
         ),
         (_("Schedule preview"), {"fields": ("schedule_preview",)}),
-        (_("Execution options"), {"fields": ("coalesce", "max_instances", "misfire_grace_time")}),
+        (
+            _("Execution options"),
+            {"fields": ("coalesce", "max_instances", "misfire_grace_time", "jitter")},
+        ),
+        (_("Time limits"), {"fields": ("soft_time_limit", "time_limit")}),
+        (
+            _("Retries"),
+            {
+                "fields": (
+                    "max_retries",
+                    "retry_backoff",
+                    "retry_backoff_max",
+                    "retry_jitter",
+                    "retry_on",
+                )
+            },
+        ),
         (
             _("Status"),
             {

@@ -14,6 +14,11 @@ DEFAULTS: dict[str, Any] = {
     "DEFAULT_COALESCE": False,
     "DEFAULT_MAX_INSTANCES": 3,
     "DEFAULT_MISFIRE_GRACE_TIME": 15,
+    # A running execution's lease: renewed every third of this; a run whose worker died
+    # is counted as lost (and its max-instances slot freed) once it expires.
+    "LEASE_SECONDS": 30,
+    # Most missed fire times beat records one by one after downtime (the rest are logged).
+    "MISSED_RECORD_LIMIT": 1000,
     # Longest result summary stored on an execution row.
     "RESULT_SUMMARY_MAX_CHARS": 2000,
     # Maintenance: cleanup.

@@ -47,7 +47,32 @@ ENTRY_KEYS = {
     "options",
 }
 REQUIRED_KEYS = ("task_id", "task_func", "trigger_type", "trigger_args")
-OPTION_KEYS = {"group", "coalesce", "max_instances", "misfire_grace_time"}
+OPTION_KEYS = {
+    "group",
+    "coalesce",
+    "max_instances",
+    "misfire_grace_time",
+    "jitter",
+    "soft_time_limit",
+    "time_limit",
+    "max_retries",
+    "retry_backoff",
+    "retry_backoff_max",
+    "retry_jitter",
+    "retry_on",
+}
+# Options with their defaults when a file leaves them out (group and the guide's three
+# come from settings).
+OPTION_DEFAULTS = {
+    "jitter": 0,
+    "soft_time_limit": None,
+    "time_limit": None,
+    "max_retries": 0,
+    "retry_backoff": 2,
+    "retry_backoff_max": 300,
+    "retry_jitter": True,
+    "retry_on": [],
+}
 # Fields an import sets; compared to decide created / updated / unchanged.
 SPEC_FIELDS = (
     "title",
@@ -66,6 +91,7 @@ SPEC_FIELDS = (
     "coalesce",
     "max_instances",
     "misfire_grace_time",
+    *OPTION_DEFAULTS,
 )
 CRON_KEYS = ("second", "minute", "hour", "day", "month", "day_of_week")
 APS_WEEKDAYS = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
@@ -194,6 +220,7 @@ def _entry_to_spec(entry: Any, where: str) -> tuple[JobSpec | None, list[str]]:
         "misfire_grace_time": options.get(
             "misfire_grace_time", conf.get("DEFAULT_MISFIRE_GRACE_TIME")
         ),
+        **{name: options.get(name, default) for name, default in OPTION_DEFAULTS.items()},
     }
     trigger_args = entry["trigger_args"]
     if not isinstance(trigger_args, dict):
@@ -274,6 +301,7 @@ def job_to_entry(job: Job) -> dict[str, Any]:
             "coalesce": job.coalesce,
             "max_instances": job.max_instances,
             "misfire_grace_time": job.misfire_grace_time,
+            **{name: getattr(job, name) for name in OPTION_DEFAULTS},
         },
     }
 

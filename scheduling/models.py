@@ -6,6 +6,7 @@ from django.core.exceptions import ValidationError
 from django.core.validators import MinValueValidator
 from django.db import models
 from django.utils import timezone as dj_timezone
+from django.utils.translation import get_language
 from django.utils.translation import gettext_lazy as _
 from django_celery_results.models import TaskResult
 
@@ -46,6 +47,14 @@ class ExecutionStatus(models.TextChoices):
     RUNNING = "running", _("Running")
     SUCCESS = "success", _("Success")
     FAILURE = "failure", _("Failure")
+    TIMEOUT = "timeout", _("Timed out")
+    SKIPPED = "skipped", _("Skipped")
+    MISSED = "missed", _("Missed")
+    LOST = "lost", _("Lost")
+
+
+#: Outcomes of a run that did not finish by itself or never started.
+NOT_RUN_STATUSES = (ExecutionStatus.SKIPPED, ExecutionStatus.MISSED)
 
 
 class ExecutionTrigger(models.TextChoices):
@@ -148,6 +157,49 @@ class Job(models.Model):
         default=default_misfire_grace_time,
         help_text=_("How late a run may start after its fire time and still run."),
     )
+    jitter = models.PositiveIntegerField(
+        _("jitter (s)"),
+        default=0,
+        help_text=_("Delay each fire time by a random 0..N seconds, to spread load."),
+    )
+    soft_time_limit = models.PositiveIntegerField(
+        _("soft time limit (s)"),
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1)],
+        help_text=_("A run still going after this long is interrupted and recorded as timed out."),
+    )
+    time_limit = models.PositiveIntegerField(
+        _("hard time limit (s)"),
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1)],
+        help_text=_(
+            "A run still going after this long is killed (its worker process is replaced)."
+        ),
+    )
+    max_retries = models.PositiveSmallIntegerField(
+        _("retries"), default=0, help_text=_("How many times a failed run is tried again.")
+    )
+    retry_backoff = models.PositiveIntegerField(
+        _("retry backoff (s)"),
+        default=2,
+        help_text=_("First retry delay; it doubles with every attempt."),
+    )
+    retry_backoff_max = models.PositiveIntegerField(_("longest retry delay (s)"), default=300)
+    retry_jitter = models.BooleanField(
+        _("retry jitter"),
+        default=True,
+        help_text=_("Pick each retry delay at random between 0 and the backoff."),
+    )
+    retry_on = models.JSONField(
+        _("retry on"),
+        default=list,
+        blank=True,
+        help_text=_(
+            'Exception class names that are retried, e.g. ["ConnectionError"]; empty: any error.'
+        ),
+    )
     schedule_anchor = models.DateTimeField(
         _("schedule anchor"),
         default=dj_timezone.now,
@@ -161,6 +213,13 @@ class Job(models.Model):
         default=1,
         editable=False,
         help_text=_("Bumped on every change, so beat never overwrites a newer definition."),
+    )
+    coalesced_until = models.DateTimeField(
+        _("coalesced until"),
+        null=True,
+        blank=True,
+        editable=False,
+        help_text=_("With coalesce on: fire times up to this one are covered by a run."),
     )
     last_run_at = models.DateTimeField(_("last run"), null=True, blank=True, editable=False)
     last_status = models.CharField(
@@ -235,6 +294,14 @@ class Job(models.Model):
                 errors["interval_period"] = _("Choose a period for the interval.")
         elif self.trigger_type == TriggerType.DATE and self.run_at is None:
             errors["run_at"] = _("A one-off job needs the date and time it runs at.")
+        if not isinstance(self.retry_on, list) or not all(
+            isinstance(name, str) and name for name in self.retry_on
+        ):
+            errors["retry_on"] = _(
+                'Retry on must be a JSON list of exception names, e.g. ["ConnectionError"].'
+            )
+        if self.soft_time_limit and self.time_limit and self.time_limit <= self.soft_time_limit:
+            errors["time_limit"] = _("The hard time limit must be longer than the soft one.")
         if errors:
             raise ValidationError(errors)
 
@@ -242,7 +309,9 @@ class Job(models.Model):
         """The trigger in plain words, e.g. "Every 5 minutes (Asia/Shanghai)"."""
         try:
             if self.trigger_type == TriggerType.CRON:
-                return f"{schedules.describe_cron(self.cron_expression)} ({self.timezone})"
+                locale = "zh_CN" if (get_language() or "").startswith("zh") else "en_US"
+                words = schedules.describe_cron(self.cron_expression, locale=locale)
+                return f"{words} ({self.timezone})"
             if self.trigger_type == TriggerType.INTERVAL:
                 return _("Every %(every)s %(period)s") % {
                     "every": self.interval_every,
@@ -285,6 +354,28 @@ class JobExecution(models.Model):
     exception = models.TextField(_("exception"), blank=True)
     traceback = models.TextField(_("traceback"), blank=True)
     worker = models.CharField(_("worker"), max_length=255, blank=True)
+    reason = models.CharField(
+        _("reason"),
+        max_length=500,
+        blank=True,
+        help_text=_("Why a run was skipped, missed or lost."),
+    )
+    jitter = models.FloatField(_("jitter (s)"), null=True, blank=True)
+    attempt = models.PositiveSmallIntegerField(_("attempt"), default=0)
+    retry_of = models.ForeignKey(
+        "self",
+        verbose_name=_("first attempt"),
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="retries",
+    )
+    lease_until = models.DateTimeField(
+        _("lease until"),
+        null=True,
+        blank=True,
+        help_text=_("A running run whose worker stops renewing this is counted as lost."),
+    )
     task_result = models.ForeignKey(
         TaskResult,
         verbose_name=_("Celery task result"),
@@ -301,7 +392,18 @@ class JobExecution(models.Model):
         verbose_name = _("execution")
         verbose_name_plural = _("executions")
         ordering = ["-started_at"]
-        indexes = [models.Index(fields=["job", "-started_at"], name="execution_job_started_idx")]
+        indexes = [
+            models.Index(fields=["job", "-started_at"], name="execution_job_started_idx"),
+            models.Index(fields=["job", "status"], name="execution_job_status_idx"),
+        ]
+        constraints = [
+            # One row per fire time and attempt: a duplicate message never runs twice.
+            models.UniqueConstraint(
+                fields=["job", "scheduled_at", "attempt"],
+                condition=models.Q(trigger="schedule"),
+                name="execution_unique_fire_time",
+            )
+        ]
 
     def __str__(self) -> str:
         return f"{self.job_name} @ {self.started_at:%Y-%m-%d %H:%M:%S} ({self.status})"

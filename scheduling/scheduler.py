@@ -3,12 +3,18 @@
 What it changes from the stock scheduler:
 - entries come from :class:`~scheduling.models.Job` rows, whose triggers know cron with
   seconds, per-job timezones and the DST policy of :mod:`scheduling.schedules`;
-- each job's next fire time is stored on its row (``next_run_at``) and written the moment
-  a run is dispatched, not lazily every few minutes (django-celery-beat #828), guarded by
-  the job's ``version`` so beat never overwrites an edit made meanwhile;
-- every message carries its fire time, so the execution records when it was due;
+- each job's next fire time is stored on its row (``next_run_at``) and written *before* the
+  run is sent, not lazily every few minutes (django-celery-beat #828), guarded by the job's
+  ``version`` so beat never overwrites an edit made meanwhile; a restarted beat therefore
+  never sends a fire time twice, nor a finished one-off job again;
+- every message carries its fire time and jitter, so the execution records when it was due;
+- fire times beat could not send in time (it was down or stalled) follow the job's misfire
+  policy: those past ``misfire_grace_time`` are recorded as missed; of those still within it,
+  all are sent (coalesce off) or only the newest (coalesce on, the others recorded as
+  missed);
 - the heap is kept in real seconds (stock beat truncates to whole seconds and can wake
-  almost a second late), and the change marker is read at most once a second.
+  almost a second late), and the change marker is read at most once a second;
+- a heartbeat row tells health checks that beat is alive.
 
 Change detection reuses django-celery-beat's ``PeriodicTasks`` marker, which our
 services bump on every change.
@@ -27,7 +33,7 @@ from django.db import DatabaseError, close_old_connections, connection
 from django.utils import timezone
 from django_celery_beat.schedulers import DatabaseScheduler
 
-from scheduling import services
+from scheduling import conf, executions, services
 from scheduling.models import BeatHeartbeat, ExecutionTrigger, Job
 
 logger = logging.getLogger(__name__)
@@ -36,18 +42,56 @@ logger = logging.getLogger(__name__)
 NEVER = 3600.0
 CHANGE_CHECK_INTERVAL = 1.0
 HEARTBEAT_INTERVAL = 5.0
+# Most fire times a coalescing or catch-up pass walks through.
+CATCH_UP_LIMIT = 100_000
+
+
+def plan_next(
+    job: Job, trigger: Any, candidate: dt.datetime | None, now: dt.datetime
+) -> tuple[dt.datetime | None, list[dt.datetime], list[dt.datetime]]:
+    """Choose the next fire time to send, starting from ``candidate`` (the first not sent).
+
+    Returns ``(next, missed, coalesced)``: fire times older than the grace are *missed*;
+    with coalesce on, the due fire times within the grace but the newest are *coalesced*.
+    """
+    oldest_allowed = now - dt.timedelta(seconds=job.misfire_grace_time)
+    limit = conf.get("MISSED_RECORD_LIMIT")
+    missed: list[dt.datetime] = []
+    skipped_unrecorded = 0
+    fire = candidate
+    while fire is not None and fire < oldest_allowed:
+        if len(missed) < limit:
+            missed.append(fire)
+            fire = trigger.next_after(fire)
+        else:
+            # Too many to list one by one: jump to the first fire time within the grace.
+            skipped_unrecorded += 1
+            fire = trigger.next_after(oldest_allowed - dt.timedelta(microseconds=1))
+    if skipped_unrecorded:
+        logger.warning(
+            "Job %s: more than %d fire times missed; only %d recorded", job, limit, limit
+        )
+    coalesced: list[dt.datetime] = []
+    if job.coalesce and fire is not None and fire <= now:
+        for _ in range(CATCH_UP_LIMIT):
+            following = trigger.next_after(fire)
+            if following is None or following > now:
+                break
+            coalesced.append(fire)
+            fire = following
+    return fire, missed, coalesced
 
 
 class JobEntry(ScheduleEntry):
-    """One job in beat's heap, with the fire time it is waiting for."""
+    """One job in beat's heap: the fire time it waits for, and the jitter drawn for it."""
 
-    def __init__(self, job: Job, app: Any = None, next_run_at: dt.datetime | None = None):
+    def __init__(self, job: Job, app: Any = None):
         self.app = app
+        self.job = job
         self.job_id = job.pk
         self.name = job.name
         self.task = "scheduling.run_job"
         self.version = job.version
-        self.misfire_grace_time = job.misfire_grace_time
         self.trigger = job.trigger()
         self.schedule = self.trigger
         self.args: tuple = ()
@@ -55,36 +99,35 @@ class JobEntry(ScheduleEntry):
         self.options: dict = {}
         self.last_run_at = job.last_run_at
         self.total_run_count = job.total_run_count
-        self.next_run_at = next_run_at if next_run_at is not None else job.next_run_at
+        self.next_run_at = job.next_run_at
+        self.jitter = executions.jitter_for(job)
+        self.missed: list[dt.datetime] = []
+        self.coalesced: list[dt.datetime] = []
         self.stale = False
+
+    @property
+    def due_at(self) -> dt.datetime | None:
+        if self.next_run_at is None:
+            return None
+        return self.next_run_at + dt.timedelta(seconds=self.jitter)
 
     def default_now(self) -> dt.datetime:
         return timezone.now()
 
-    def following(self, now: dt.datetime) -> dt.datetime | None:
-        """The fire time after the current one, skipping those already past the grace."""
-        if self.next_run_at is None:
-            return None
-        nxt = self.trigger.next_after(self.next_run_at)
-        oldest_allowed = now - dt.timedelta(seconds=self.misfire_grace_time)
-        if nxt is not None and nxt < oldest_allowed:
-            logger.warning(
-                "Job %s: fire times from %s to %s are past their grace time; not sent",
-                self.name,
-                nxt.isoformat(),
-                oldest_allowed.isoformat(),
-            )
-            nxt = self.trigger.next_after(oldest_allowed)
-        return nxt
+    def plan(self, candidate: dt.datetime | None, now: dt.datetime) -> None:
+        self.next_run_at, self.missed, self.coalesced = plan_next(
+            self.job, self.trigger, candidate, now
+        )
 
     def is_due(self) -> celery_schedules.schedstate:
-        if self.next_run_at is None:
+        due_at = self.due_at
+        if due_at is None:
             return celery_schedules.schedstate(False, NEVER)
         now = timezone.now()
-        remaining = (self.next_run_at - now).total_seconds()
+        remaining = (due_at - now).total_seconds()
         if remaining > 0:
             return celery_schedules.schedstate(False, remaining)
-        following = self.following(now)
+        following = self.trigger.next_after(self.next_run_at)
         delay = max((following - now).total_seconds(), 0.0) if following else NEVER
         return celery_schedules.schedstate(True, delay)
 
@@ -93,8 +136,9 @@ class JobEntry(ScheduleEntry):
         entry.__dict__.update(self.__dict__)
         entry.last_run_at = self.next_run_at
         entry.total_run_count = self.total_run_count + 1
-        entry.next_run_at = self.following(timezone.now())
+        entry.jitter = executions.jitter_for(self.job)
         entry.stale = False
+        entry.plan(self.trigger.next_after(self.next_run_at), timezone.now())
         return entry
 
     next = __next__
@@ -123,6 +167,12 @@ class JobScheduler(DatabaseScheduler):
         self.beat_started_at = timezone.now()
         super().__init__(*args, **kwargs)
 
+    def setup_schedule(self) -> None:
+        if self.app.conf.beat_schedule:
+            logger.warning(
+                "JobScheduler ignores CELERY_BEAT_SCHEDULE; define jobs in the admin instead."
+            )
+
     def tick(self, *args: Any, **kwargs: Any) -> float:
         self._heartbeat()
         return super().tick(*args, **kwargs)
@@ -141,48 +191,47 @@ class JobScheduler(DatabaseScheduler):
         except DatabaseError:
             logger.exception("Could not record beat's heartbeat")
 
-    def setup_schedule(self) -> None:
-        if self.app.conf.beat_schedule:
-            logger.warning(
-                "JobScheduler ignores CELERY_BEAT_SCHEDULE; define jobs in the admin instead."
-            )
-
     def all_as_schedule(self) -> dict[str, JobEntry]:
         now = timezone.now()
         schedule: dict[str, JobEntry] = {}
         for job in Job.objects.filter(enabled=True).order_by("pk"):
             try:
-                entry = self._load_entry(job, now)
+                entry = JobEntry(job, app=self.app)
             except ValueError as exc:
                 logger.error("Job %s has an invalid trigger and is not scheduled: %s", job, exc)
                 continue
+            # The services set next_run_at whenever a schedule changes, and beat clears it
+            # after the last fire of a one-off job: None means "no more runs".
+            if job.next_run_at is not None and job.next_run_at < now:
+                entry.plan(job.next_run_at, now)
+                if self._store(entry):
+                    self._record_not_sent(entry)
             schedule[entry.name] = entry
         logger.info("JobScheduler: %d enabled jobs loaded", len(schedule))
         return schedule
 
-    def _load_entry(self, job: Job, now: dt.datetime) -> JobEntry:
-        entry = JobEntry(job, app=self.app)
-        grace = dt.timedelta(seconds=job.misfire_grace_time)
-        # The services set next_run_at whenever a schedule changes; beat clears it after
-        # the last fire of a one-off job. None therefore means "no more runs": recomputing
-        # it here would run a finished one-off job again after a restart.
-        if job.next_run_at is not None and job.next_run_at < now - grace:
-            logger.warning(
-                "Job %s: fire time %s is past its grace time (beat was down?); not sent",
-                job,
-                job.next_run_at.isoformat(),
-            )
-            entry.next_run_at = entry.trigger.next_after(now - grace)
-        if entry.next_run_at != job.next_run_at:
-            self._store_next_run(entry)
-        return entry
-
-    def _store_next_run(self, entry: JobEntry) -> bool:
+    def _store(self, entry: JobEntry) -> bool:
         """Write the entry's next fire time unless the job changed since beat read it."""
         updated = Job.objects.filter(pk=entry.job_id, version=entry.version).update(
             next_run_at=entry.next_run_at
         )
         return updated == 1
+
+    def _record_not_sent(self, entry: JobEntry) -> None:
+        if entry.missed:
+            executions.execution_record_missed(
+                job=entry.job,
+                fire_times=entry.missed,
+                reason="Not sent: beat was down or behind for longer than the misfire grace "
+                f"time ({entry.job.misfire_grace_time}s).",
+            )
+        if entry.coalesced:
+            executions.execution_record_missed(
+                job=entry.job,
+                fire_times=entry.coalesced,
+                reason=f"Coalesced into the run at {entry.next_run_at.isoformat()}.",
+            )
+        entry.missed, entry.coalesced = [], []
 
     def schedule_changed(self) -> bool:
         now = time.monotonic()
@@ -198,7 +247,9 @@ class JobScheduler(DatabaseScheduler):
                 close_old_connections()  # recover from a dropped database connection
             # A job edited or removed since beat read it is not sent under its old
             # definition; the change marker makes beat reload it within a second.
-            entry.stale = not self._store_next_run(new_entry)
+            entry.stale = not self._store(new_entry)
+            if not entry.stale:
+                self._record_not_sent(new_entry)
         except DatabaseError:
             logger.exception("Job %s: could not store its next fire time", entry.name)
             entry.stale = True
@@ -212,10 +263,10 @@ class JobScheduler(DatabaseScheduler):
             return None
         try:
             task_id = services.job_dispatch(
-                job_id=entry.job_id,
-                job_name=entry.name,
+                job=entry.job,
                 trigger=ExecutionTrigger.SCHEDULE,
                 scheduled_at=entry.next_run_at,
+                jitter=entry.jitter,
                 producer=producer,
             )
         except Exception:

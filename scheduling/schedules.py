@@ -79,7 +79,43 @@ def describe_cron(expression: str, *, locale: str = "en_US") -> str:
     options.locale_code = locale
     options.use_24hour_time_format = True
     options.day_of_week_start_index_zero = True
-    return get_description(normalize_cron(expression), options)
+    text = get_description(normalize_cron(expression), options)
+    if locale.startswith("zh"):
+        # cron-descriptor's Chinese catalogue leaves day and month names in English.
+        for english, chinese in _ZH_NAMES.items():
+            text = text.replace(english, chinese)
+    return text
+
+
+_ZH_NAMES = {
+    **dict(
+        zip(
+            ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"),
+            ("星期一", "星期二", "星期三", "星期四", "星期五", "星期六", "星期日"),
+            strict=True,
+        )
+    ),
+    **{
+        name: f"{number}月"
+        for number, name in enumerate(
+            (
+                "January",
+                "February",
+                "March",
+                "April",
+                "May",
+                "June",
+                "July",
+                "August",
+                "September",
+                "October",
+                "November",
+                "December",
+            ),
+            start=1,
+        )
+    },
+}
 
 
 def _occurs_twice(moment: dt.datetime, tz: zoneinfo.ZoneInfo) -> bool:

@@ -5,30 +5,23 @@ a schedule run in one transaction and tell beat (django-celery-beat's ``Periodic
 change marker), so edits take effect without restarting anything.
 """
 
-import asyncio
 import dataclasses
 import datetime as dt
-import json
 import logging
-import time
-import traceback as tb
 import uuid
 from collections.abc import Iterable
 from typing import Any
 
 from django.db import transaction
-from django.db.models import F
 from django.utils import timezone
 from django_celery_beat.models import PeriodicTasks
 
-from scheduling import conf, registry
+from scheduling import registry
 from scheduling.config import DEFAULT_JOBS, JobSpec, config_parse, spec_differences
 from scheduling.models import (
-    ExecutionStatus,
     ExecutionTrigger,
     InstalledDefault,
     Job,
-    JobExecution,
     TriggerType,
 )
 
@@ -58,11 +51,15 @@ EDITABLE_FIELDS = SCHEDULE_FIELDS | {
     "coalesce",
     "max_instances",
     "misfire_grace_time",
+    "jitter",
+    "soft_time_limit",
+    "time_limit",
+    "max_retries",
+    "retry_backoff",
+    "retry_backoff_max",
+    "retry_jitter",
+    "retry_on",
 }
-
-
-class JobNotFoundError(LookupError):
-    """The job a message or command names does not exist (any more)."""
 
 
 def _notify_beat() -> None:
@@ -192,11 +189,7 @@ def job_run_now(*, job: Job) -> str:
     scheduled_at = timezone.now()
     transaction.on_commit(
         lambda: job_dispatch(
-            job_id=job.pk,
-            job_name=job.name,
-            trigger=ExecutionTrigger.MANUAL,
-            scheduled_at=scheduled_at,
-            task_id=task_id,
+            job=job, trigger=ExecutionTrigger.MANUAL, scheduled_at=scheduled_at, task_id=task_id
         )
     )
     return task_id
@@ -204,121 +197,40 @@ def job_run_now(*, job: Job) -> str:
 
 def job_dispatch(
     *,
-    job_id: int,
-    job_name: str,
+    job: Job,
     trigger: str,
     scheduled_at: dt.datetime,
     task_id: str | None = None,
-    **options: Any,
+    jitter: float = 0.0,
+    producer: Any = None,
 ) -> str:
-    """Publish one run of a job to the broker; used by beat and by run-now."""
+    """Publish one run of ``job`` to the broker; used by beat and by run-now.
+
+    The message carries the job id, the fire time and the jitter applied; the worker
+    reads everything else from the job row. Time limits travel as Celery options: the
+    hard limit always, the soft one only for sync functions (an ``async def`` job gets
+    its soft limit inside its event loop, see :mod:`scheduling.executions`).
+    """
     from scheduling.tasks import run_job
 
-    headers = dict(options.pop("headers", None) or {})
-    headers["periodic_task_name"] = job_name
+    options: dict[str, Any] = {"headers": {"periodic_task_name": job.name}}
+    if job.time_limit:
+        options["time_limit"] = job.time_limit
+    is_async = registry.is_registered(job.task) and registry.get_task(job.task).is_async
+    if job.soft_time_limit and not is_async:
+        options["soft_time_limit"] = job.soft_time_limit
     result = run_job.apply_async(
         kwargs={
-            "job_id": job_id,
+            "job_id": job.pk,
             "trigger": str(trigger),
             "scheduled_at": scheduled_at.isoformat(),
+            "jitter": round(jitter, 3),
         },
         task_id=task_id,
-        headers=headers,
+        producer=producer,
         **options,
     )
     return result.id
-
-
-def _summary(value: Any) -> str:
-    limit = conf.get("RESULT_SUMMARY_MAX_CHARS")
-    try:
-        text = json.dumps(value, ensure_ascii=False, default=repr)
-    except (TypeError, ValueError):
-        text = repr(value)
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def _jsonable(value: Any) -> Any:
-    try:
-        json.dumps(value)
-    except (TypeError, ValueError):
-        return repr(value)
-    return value
-
-
-def _call(task: registry.RegisteredTask, args: list, kwargs: dict) -> Any:
-    if task.is_async:
-        # A fresh event loop per run, in the worker process: never the web server's loop.
-        return asyncio.run(task.func(*args, **kwargs))
-    return task.func(*args, **kwargs)
-
-
-def execution_run(
-    *,
-    job_id: int,
-    trigger: str,
-    scheduled_at: dt.datetime | None,
-    task_id: str | None,
-    worker: str,
-) -> Any:
-    """Run one execution of a job on this worker and record it, success or failure.
-
-    The task name is looked up in the registry here again: a job whose task is not (or
-    no longer) registered is recorded as failed with the reason, and nothing runs.
-    Exceptions are re-raised after recording, so Celery's result shows the failure too.
-    """
-    job = Job.objects.filter(pk=job_id).first()
-    if job is None:
-        raise JobNotFoundError(f"Job {job_id} does not exist (removed before it ran).")
-    started_at = timezone.now()
-    clock = time.perf_counter()
-    execution = JobExecution.objects.create(
-        job=job,
-        job_name=job.name,
-        task=job.task,
-        trigger=trigger,
-        status=ExecutionStatus.RUNNING,
-        scheduled_at=scheduled_at,
-        started_at=started_at,
-        worker=worker,
-        task_result_id=task_id,
-    )
-    try:
-        task = registry.get_task(job.task)
-        value = _call(task, list(job.args or []), dict(job.kwargs or {}))
-    except Exception as exc:
-        _execution_finish(
-            execution=execution,
-            clock=clock,
-            status=ExecutionStatus.FAILURE,
-            exception=f"{type(exc).__name__}: {exc}",
-            traceback=tb.format_exc(),
-        )
-        raise
-    _execution_finish(
-        execution=execution, clock=clock, status=ExecutionStatus.SUCCESS, result=_summary(value)
-    )
-    return _jsonable(value)
-
-
-def _execution_finish(
-    *, execution: JobExecution, clock: float, status: str, **outcome: str
-) -> None:
-    execution.duration = time.perf_counter() - clock
-    execution.finished_at = execution.started_at + dt.timedelta(seconds=execution.duration)
-    execution.status = status
-    for field, value in outcome.items():
-        setattr(execution, field, value)
-    execution.save(
-        update_fields=["duration", "finished_at", "status", *outcome.keys()],
-    )
-    Job.objects.filter(pk=execution.job_id).update(
-        last_run_at=execution.started_at,
-        last_status=status,
-        last_duration=execution.duration,
-        total_run_count=F("total_run_count") + 1,
-    )
-    logger.info("Job %s %s in %.3fs", execution.job_name, status, execution.duration)
 
 
 @dataclasses.dataclass

@@ -31,6 +31,14 @@ def form_data(**overrides):
         "coalesce": "",
         "max_instances": "3",
         "misfire_grace_time": "15",
+        "jitter": "0",
+        "soft_time_limit": "",
+        "time_limit": "",
+        "max_retries": "0",
+        "retry_backoff": "2",
+        "retry_backoff_max": "300",
+        "retry_jitter": "on",
+        "retry_on": "[]",
     }
     data.update(overrides)
     return data

@@ -8,7 +8,7 @@ from django.core.exceptions import ValidationError
 from django.utils import timezone
 from django_celery_beat.models import PeriodicTasks
 
-from scheduling import registry, selectors, services
+from scheduling import executions, registry, selectors, services
 from scheduling.models import Job, JobExecution
 from tests.factories import make_job
 
@@ -157,7 +157,7 @@ def test_run_now_refuses_an_unregistered_task():
 
 def test_execution_run_records_success_with_timings():
     job = make_job(task="demo.sleep", kwargs={"seconds": 0.05})
-    value = services.execution_run(
+    value = executions.execution_run(
         job_id=job.pk, trigger="manual", scheduled_at=timezone.now(), task_id="t-1", worker="here"
     )
     run = JobExecution.objects.get(job=job)
@@ -172,7 +172,7 @@ def test_execution_run_records_success_with_timings():
 def test_execution_run_records_failure_and_reraises():
     job = make_job(task="demo.fail")
     with pytest.raises(RuntimeError):
-        services.execution_run(
+        executions.execution_run(
             job_id=job.pk, trigger="manual", scheduled_at=None, task_id=None, worker=""
         )
     run = JobExecution.objects.get(job=job)
@@ -183,7 +183,7 @@ def test_execution_run_records_failure_and_reraises():
 
 def test_execution_run_of_an_async_function():
     job = make_job(task="demo.async_sleep", kwargs={"seconds": 0.01})
-    value = services.execution_run(
+    value = executions.execution_run(
         job_id=job.pk, trigger="manual", scheduled_at=None, task_id=None, worker=""
     )
     assert value["async"] is True
