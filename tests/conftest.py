@@ -1,9 +1,15 @@
 """Shared fixtures: users for the admin and real Celery processes for end-to-end tests."""
 
+import os
+
 import pytest
 
 from project.celery import app
 from tests.e2e.processes import CeleryProcesses
+
+# Test-only job tasks: registered here, and in the beat and worker processes the tests start.
+os.environ["SCHEDULING_EXTRA_JOB_MODULES"] = "tests.jobs"
+import tests.jobs  # noqa: F401
 
 
 @pytest.fixture

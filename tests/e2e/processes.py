@@ -53,7 +53,9 @@ class CeleryProcesses:
             start_new_session=True,
         )
 
-    def start_worker(self, name: str = "w1", concurrency: int = 2) -> str:
+    def start_worker(
+        self, name: str = "w1", concurrency: int = 2, env: dict[str, str] | None = None
+    ) -> str:
         hostname = f"{name}@e2e"
         self._start(
             name,
@@ -68,6 +70,7 @@ class CeleryProcesses:
                 "--without-mingle",
                 "--without-gossip",
             ],
+            extra_env=env,
         )
         wait_for(
             lambda: hostname in {k for r in app.control.ping(timeout=0.5) for k in r},

@@ -1,0 +1,34 @@
+"""Job tasks that only the tests register (via SCHEDULING_EXTRA_JOB_MODULES)."""
+
+import time
+from pathlib import Path
+
+from celery.exceptions import SoftTimeLimitExceeded
+from django.conf import settings
+
+from scheduling.registry import job_task
+
+
+@job_task("tests.stubborn_sleep", description="Sleep and ignore the soft time limit.")
+def stubborn_sleep(seconds: float = 30) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            time.sleep(0.1)
+        except SoftTimeLimitExceeded:
+            continue
+
+
+@job_task("tests.flaky", description="Fail with ConnectionError the first N times, then succeed.")
+def flaky(key: str, failures: int) -> int:
+    counter = Path(settings.VAR_DIR) / f"flaky-{key}"
+    attempts = int(counter.read_text()) if counter.exists() else 0
+    counter.write_text(str(attempts + 1))
+    if attempts < failures:
+        raise ConnectionError(f"attempt {attempts + 1} fails")
+    return attempts + 1
+
+
+@job_task("tests.value_error", description="Always raise ValueError.")
+def value_error() -> None:
+    raise ValueError("not retried")
