@@ -3,8 +3,6 @@
 Thin by design: every write goes through :mod:`scheduling.services`.
 """
 
-import zoneinfo
-
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import ValidationError
@@ -40,6 +38,13 @@ def _local(moment, tz_name: str) -> str:
     except ValueError:
         tz = timezone.get_current_timezone()
     return date_format(moment.astimezone(tz), "Y-m-d H:i:s T")
+
+
+def _in_job_timezone(moment, tz_name: str):
+    """Read the wall-clock time the operator typed (parsed in the server's timezone) in the
+    job's timezone instead."""
+    naive = timezone.make_naive(moment, timezone.get_current_timezone())
+    return naive.replace(tzinfo=schedules.get_timezone(tz_name))
 
 
 class JobAdminForm(forms.ModelForm):
@@ -89,6 +94,19 @@ class JobAdminForm(forms.ModelForm):
             (name, name) for name in sorted(schedules.available_timezones())
         ]
         self.fields["timezone"].initial = self.instance.timezone
+        if self.instance.run_at and self.instance.timezone in schedules.available_timezones():
+            # Shown as the wall-clock time in the job's timezone, not the server's.
+            local = self.instance.run_at.astimezone(schedules.get_timezone(self.instance.timezone))
+            self.initial["run_at"] = local.replace(tzinfo=None)
+        self.fields["run_at"].help_text = _("Date and time in the job's timezone.")
+
+    def clean(self):
+        cleaned = super().clean()
+        run_at, tz_name = cleaned.get("run_at"), cleaned.get("timezone")
+        if run_at and tz_name in schedules.available_timezones():
+            cleaned["run_at"] = _in_job_timezone(run_at, tz_name)
+            self.instance.run_at = cleaned["run_at"]
+        return cleaned
 
 
 @admin.register(Job)
@@ -222,6 +240,12 @@ class JobAdmin(admin.ModelAdmin):
             items or _("No upcoming runs."),
         )
 
+    def get_readonly_fields(self, request, obj=None):
+        fields = list(super().get_readonly_fields(request, obj))
+        if not self.has_pause_permission(request):
+            fields.append("enabled")  # pausing has its own permission
+        return fields
+
     # --- saving through the services -----------------------------------------------------
     def save_model(self, request, obj, form, change):
         services.job_save(job=obj, changed=form.changed_data if change else None)
@@ -242,30 +266,40 @@ class JobAdmin(admin.ModelAdmin):
 
     @admin.action(description=_("Pause selected jobs"), permissions=["pause"])
     def pause_jobs(self, request, queryset: QuerySet[Job]):
-        for job in queryset:
-            services.job_pause(job=job)
-        self._report(request, queryset.count(), "%(n)d job paused.", "%(n)d jobs paused.")
+        done = self._each(request, queryset, services.job_pause)
+        self.message_user(
+            request, ngettext("%(n)d job paused.", "%(n)d jobs paused.", done) % {"n": done}
+        )
 
     @admin.action(description=_("Resume selected jobs"), permissions=["pause"])
     def resume_jobs(self, request, queryset: QuerySet[Job]):
-        for job in queryset:
-            services.job_resume(job=job)
-        self._report(request, queryset.count(), "%(n)d job resumed.", "%(n)d jobs resumed.")
+        done = self._each(request, queryset, services.job_resume)
+        self.message_user(
+            request, ngettext("%(n)d job resumed.", "%(n)d jobs resumed.", done) % {"n": done}
+        )
 
     @admin.action(description=_("Run selected jobs now"), permissions=["run"])
     def run_jobs_now(self, request, queryset: QuerySet[Job]):
-        sent = 0
+        done = self._each(request, queryset, services.job_run_now)
+        self.message_user(
+            request,
+            ngettext("%(n)d run sent to the workers.", "%(n)d runs sent to the workers.", done)
+            % {"n": done},
+        )
+
+    def _each(self, request, queryset: QuerySet[Job], service) -> int:
+        """Apply ``service`` to each job; a job that cannot be changed is named, not a 500."""
+        done = 0
         for job in queryset:
             try:
-                services.job_run_now(job=job)
+                service(job=job)
+            except ValidationError as exc:
+                self.message_user(request, f"{job}: {'; '.join(exc.messages)}", messages.ERROR)
             except registry.UnknownTaskError as exc:
                 self.message_user(request, f"{job}: {exc}", messages.ERROR)
             else:
-                sent += 1
-        self._report(request, sent, "%(n)d run sent to the workers.", "%(n)d runs sent.")
-
-    def _report(self, request, count: int, singular: str, plural: str) -> None:
-        self.message_user(request, ngettext(singular, plural, count) % {"n": count})
+                done += 1
+        return done
 
     # --- live preview of a trigger while the form is edited ---------------------------------
     def get_urls(self):
@@ -279,22 +313,31 @@ class JobAdmin(admin.ModelAdmin):
     def preview_view(self, request: HttpRequest) -> JsonResponse:
         """JSON: the trigger in words and its next 5 fire times, or the error in it."""
         if not (self.has_view_permission(request) or self.has_add_permission(request)):
-            return JsonResponse({"error": "permission denied"}, status=403)
+            return JsonResponse({"error": str(_("Permission denied."))}, status=403)
         data = request.GET
+        stored = (
+            Job.objects.filter(pk=data["object_id"]).first()
+            if data.get("object_id", "").isdigit()
+            else None
+        )
         job = Job(
             trigger_type=data.get("trigger_type", TriggerType.CRON),
             cron_expression=data.get("cron_expression", ""),
             interval_period=data.get("interval_period", "minutes"),
             timezone=data.get("timezone") or Job().timezone,
         )
+        if stored is not None:
+            job.schedule_anchor = stored.schedule_anchor
         try:
             if data.get("interval_every"):
                 job.interval_every = int(data["interval_every"])
             if data.get("run_at"):
-                job.run_at = forms.DateTimeField().clean(data["run_at"])
-            runs = selectors.job_upcoming_runs(job=job, count=5)
+                job.run_at = _in_job_timezone(
+                    forms.DateTimeField().clean(data["run_at"]), job.timezone
+                )
             job.trigger()
-        except (ValueError, ValidationError, zoneinfo.ZoneInfoNotFoundError) as exc:
+            runs = selectors.job_upcoming_runs(job=job, count=5)
+        except (ValueError, ValidationError, OverflowError) as exc:
             message = "; ".join(exc.messages) if isinstance(exc, ValidationError) else str(exc)
             return JsonResponse({"error": message}, status=400)
         return JsonResponse(

@@ -128,19 +128,15 @@ def execution_start(
                     **common,
                 )
                 return None
-            if job.coalesce:
-                if job.coalesced_until is not None and scheduled_at <= job.coalesced_until:
-                    _record(
-                        job,
-                        ExecutionStatus.MISSED,
-                        f"Coalesced into the run that covered fire times up to "
-                        f"{job.coalesced_until.isoformat()}.",
-                        **common,
-                    )
-                    return None
-                Job.objects.filter(pk=job.pk).update(
-                    coalesced_until=_latest_due_fire_time(job, scheduled_at, now)
+            if job.coalesce and job.coalesced_until and scheduled_at <= job.coalesced_until:
+                _record(
+                    job,
+                    ExecutionStatus.MISSED,
+                    f"Coalesced into the run that covered fire times up to "
+                    f"{job.coalesced_until.isoformat()}.",
+                    **common,
                 )
+                return None
         execution_reap_lost(job=job)
         running = JobExecution.objects.filter(
             job=job, status=ExecutionStatus.RUNNING, lease_until__gte=now
@@ -153,6 +149,11 @@ def execution_start(
                 **common,
             )
             return None
+        if job.coalesce and trigger == ExecutionTrigger.SCHEDULE and scheduled_at is not None:
+            # This run covers every fire time due by now: their messages will be coalesced.
+            Job.objects.filter(pk=job.pk).update(
+                coalesced_until=_latest_due_fire_time(job, scheduled_at, now)
+            )
         first = None
         if attempt > 0 and task_id:
             first = JobExecution.objects.filter(task_result_id=task_id, attempt=0).first()

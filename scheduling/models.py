@@ -155,6 +155,7 @@ class Job(models.Model):
     misfire_grace_time = models.PositiveIntegerField(
         _("misfire grace time (s)"),
         default=default_misfire_grace_time,
+        validators=[MinValueValidator(1)],
         help_text=_("How late a run may start after its fire time and still run."),
     )
     jitter = models.PositiveIntegerField(
@@ -290,8 +291,13 @@ class Job(models.Model):
         elif self.trigger_type == TriggerType.INTERVAL:
             if not self.interval_every:
                 errors["interval_every"] = _("An interval job needs 'every' of at least 1.")
-            if self.interval_period not in schedules.INTERVAL_UNITS:
+            elif self.interval_period not in schedules.INTERVAL_UNITS:
                 errors["interval_period"] = _("Choose a period for the interval.")
+            else:
+                try:
+                    self.trigger()
+                except ValueError as exc:
+                    errors["interval_every"] = str(exc)
         elif self.trigger_type == TriggerType.DATE and self.run_at is None:
             errors["run_at"] = _("A one-off job needs the date and time it runs at.")
         if not isinstance(self.retry_on, list) or not all(

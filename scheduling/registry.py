@@ -33,7 +33,7 @@ class RegisteredTask:
 
     name: str
     func: Callable[..., Any]
-    description: str
+    description: str  # may be a lazy translation
 
     @property
     def is_async(self) -> bool:
@@ -41,13 +41,13 @@ class RegisteredTask:
 
     @property
     def label(self) -> str:
-        return f"{self.name} — {self.description}" if self.description else self.name
+        return f"{self.name} — {self.description}" if str(self.description) else self.name
 
 
 _registry: dict[str, RegisteredTask] = {}
 
 
-def job_task(name: str | None = None, *, description: str = "") -> Callable:
+def job_task(name: str | None = None, *, description: Any = "") -> Callable:
     """Register a plain or ``async def`` function as a job task.
 
     ``name`` defaults to ``<module>.<function>``; ``description`` defaults to the first line

@@ -29,7 +29,7 @@ from typing import Any
 
 from celery import schedules as celery_schedules
 from celery.beat import ScheduleEntry
-from django.db import DatabaseError, close_old_connections, connection
+from django.db import DatabaseError, InterfaceError, close_old_connections, connection
 from django.utils import timezone
 from django_celery_beat.schedulers import DatabaseScheduler
 
@@ -54,7 +54,8 @@ def plan_next(
     Returns ``(next, missed, coalesced)``: fire times older than the grace are *missed*;
     with coalesce on, the due fire times within the grace but the newest are *coalesced*.
     """
-    oldest_allowed = now - dt.timedelta(seconds=job.misfire_grace_time)
+    # A fire time may be sent up to its jitter late on purpose: that is not a misfire.
+    oldest_allowed = now - dt.timedelta(seconds=job.misfire_grace_time + job.jitter)
     limit = conf.get("MISSED_RECORD_LIMIT")
     missed: list[dt.datetime] = []
     skipped_unrecorded = 0
@@ -188,27 +189,43 @@ class JobScheduler(DatabaseScheduler):
                 name=self.beat_name,
                 defaults={"last_tick_at": timezone.now(), "started_at": self.beat_started_at},
             )
-        except DatabaseError:
+        except (DatabaseError, InterfaceError):
             logger.exception("Could not record beat's heartbeat")
 
     def all_as_schedule(self) -> dict[str, JobEntry]:
+        try:
+            jobs = list(Job.objects.filter(enabled=True).order_by("pk"))
+        except (DatabaseError, InterfaceError):
+            logger.exception("JobScheduler: could not read jobs; keeping the current schedule")
+            return self._schedule or {}
         now = timezone.now()
         schedule: dict[str, JobEntry] = {}
-        for job in Job.objects.filter(enabled=True).order_by("pk"):
+        for job in jobs:
             try:
-                entry = JobEntry(job, app=self.app)
-            except ValueError as exc:
-                logger.error("Job %s has an invalid trigger and is not scheduled: %s", job, exc)
+                entry = self._load_entry(job, now)
+            except (DatabaseError, InterfaceError):
+                logger.exception("JobScheduler: database error loading job %s", job)
+                old = (self._schedule or {}).get(job.name)
+                if old is not None:
+                    schedule[job.name] = old
                 continue
-            # The services set next_run_at whenever a schedule changes, and beat clears it
-            # after the last fire of a one-off job: None means "no more runs".
-            if job.next_run_at is not None and job.next_run_at < now:
-                entry.plan(job.next_run_at, now)
-                if self._store(entry):
-                    self._record_not_sent(entry)
+            except Exception as exc:
+                # One bad row must never stop beat (it would crash again on restart).
+                logger.error("Job %s cannot be scheduled and is skipped: %r", job, exc)
+                continue
             schedule[entry.name] = entry
         logger.info("JobScheduler: %d enabled jobs loaded", len(schedule))
         return schedule
+
+    def _load_entry(self, job: Job, now: dt.datetime) -> JobEntry:
+        entry = JobEntry(job, app=self.app)
+        # The services set next_run_at whenever a schedule changes, and beat clears it
+        # after the last fire of a one-off job: None means "no more runs".
+        if job.next_run_at is not None and job.next_run_at < now:
+            entry.plan(job.next_run_at, now)
+            if self._store(entry):
+                self._record_not_sent(entry)
+        return entry
 
     def _store(self, entry: JobEntry) -> bool:
         """Write the entry's next fire time unless the job changed since beat read it."""
@@ -250,7 +267,7 @@ class JobScheduler(DatabaseScheduler):
             entry.stale = not self._store(new_entry)
             if not entry.stale:
                 self._record_not_sent(new_entry)
-        except DatabaseError:
+        except (DatabaseError, InterfaceError):
             logger.exception("Job %s: could not store its next fire time", entry.name)
             entry.stale = True
         if entry.name in self._schedule:
@@ -269,8 +286,16 @@ class JobScheduler(DatabaseScheduler):
                 jitter=entry.jitter,
                 producer=producer,
             )
-        except Exception:
+        except Exception as exc:
             logger.exception("Job %s: could not send its run", entry.name)
+            try:
+                executions.execution_record_missed(
+                    job=entry.job,
+                    fire_times=[entry.next_run_at],
+                    reason=f"Not sent: the broker refused the message ({exc!r}).",
+                )
+            except (DatabaseError, InterfaceError):
+                logger.exception("Job %s: could not record the unsent run", entry.name)
             return None
         logger.debug("Job %s sent for %s as %s", entry.name, entry.next_run_at, task_id)
         return task_id

@@ -144,6 +144,7 @@ class CronTrigger:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "expression", normalize_cron(self.expression))
+        get_timezone(self.timezone)  # fail here, not later inside beat's loop
 
     @property
     def tz(self) -> zoneinfo.ZoneInfo:
@@ -151,7 +152,10 @@ class CronTrigger:
 
     @property
     def fires_in_repeated_hour(self) -> bool:
-        return self.expression.split()[2] == "*"
+        """True when the expression fires in every hour of the day (``*``, ``*/1``, ``0-23``)."""
+        # croniter expands to [minute, hour, day, month, weekday, second].
+        hours = croniter(self.expression, second_at_beginning=True).expanded[1]
+        return hours == ["*"] or len(set(hours)) == 24
 
     def next_after(self, moment: dt.datetime) -> dt.datetime | None:
         tz = self.tz
@@ -172,6 +176,8 @@ class CronTrigger:
     def __str__(self) -> str:
         return f"cron[{self.expression}] {self.timezone}"
 
+
+MAX_INTERVAL_SECONDS = 100 * 366 * 86400
 
 INTERVAL_UNITS: dict[str, int] = {
     "seconds": 1,
@@ -196,13 +202,18 @@ class IntervalTrigger:
     def __post_init__(self) -> None:
         if self.seconds < 1:
             raise ValueError("An interval must be at least 1 second.")
+        if self.seconds > MAX_INTERVAL_SECONDS:
+            raise ValueError("An interval must be at most 100 years.")
 
     def next_after(self, moment: dt.datetime) -> dt.datetime | None:
         period = dt.timedelta(seconds=self.seconds)
-        if moment < self.anchor + period:
-            return (self.anchor + period).astimezone(UTC)
-        steps = (moment - self.anchor) // period + 1
-        return (self.anchor + steps * period).astimezone(UTC)
+        try:
+            if moment < self.anchor + period:
+                return (self.anchor + period).astimezone(UTC)
+            steps = (moment - self.anchor) // period + 1
+            return (self.anchor + steps * period).astimezone(UTC)
+        except OverflowError:
+            return None  # beyond year 9999: never
 
     def __str__(self) -> str:
         return f"interval[{self.seconds}s]"

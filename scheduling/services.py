@@ -85,7 +85,9 @@ def job_save(*, job: Job, changed: Iterable[str] | None = None) -> Job:
     if creating:
         job.save()
     else:
-        job.version += 1
+        # Under the row lock, so two concurrent edits never share a version number and
+        # beat's version guard always sees the newer one.
+        job.version = _lock_version(job.pk) + 1
         fields = (changed_set & EDITABLE_FIELDS) | {"version", "updated_at", "schedule_anchor"}
         if reschedule:
             fields.add("next_run_at")
@@ -161,13 +163,27 @@ def job_reschedule(*, job: Job, trigger_type: str | None = None, **trigger: Any)
     return job_update(job=job, **fields)
 
 
+def _lock_version(pk: int) -> int:
+    return Job.objects.select_for_update().values_list("version", flat=True).get(pk=pk)
+
+
+@transaction.atomic
 def job_pause(*, job: Job) -> Job:
-    """Stop firing ``job``; its definition stays."""
-    return job_update(job=job, enabled=False)
+    """Stop firing ``job``; its definition stays.
+
+    Only the enabled flag changes, without validating the rest, so an operator can pause
+    exactly the job that is broken (a bad cron, a task no longer registered).
+    """
+    job.version = _lock_version(job.pk) + 1
+    job.enabled = False
+    job.next_run_at = None
+    job.save(update_fields=["enabled", "next_run_at", "version", "updated_at"])
+    _notify_beat()
+    return job
 
 
 def job_resume(*, job: Job) -> Job:
-    """Fire ``job`` again, from its next fire time after now."""
+    """Fire ``job`` again, from its next fire time after now (validated like any edit)."""
     return job_update(job=job, enabled=True)
 
 

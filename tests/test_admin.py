@@ -76,7 +76,8 @@ def test_change_page_shows_the_trigger_in_words_and_next_runs(admin_client_logge
     page = admin_client_logged_in.get(reverse("admin:scheduling_job_change", args=[job.pk]))
     html = page.content.decode()
     assert "Every 5 minutes (Asia/Shanghai)" in html
-    assert html.count("<li>") >= 5
+    preview = html[html.index('id="schedule-preview"') :]
+    assert preview[: preview.index("</ol>")].count("<li>") == 5
 
 
 def test_changelist_shows_trigger_next_run_and_last_outcome(admin_client_logged_in):
@@ -134,3 +135,47 @@ def test_actions_need_their_permissions(client, django_user_model):
 def test_executions_are_read_only(admin_client_logged_in):
     response = admin_client_logged_in.get(reverse("admin:scheduling_jobexecution_add"))
     assert response.status_code == 403
+
+
+def test_run_at_is_read_in_the_jobs_timezone(admin_client_logged_in):
+    response = admin_client_logged_in.post(
+        ADD_URL,
+        form_data(
+            trigger_type="date",
+            cron_expression="",
+            timezone="Europe/Berlin",
+            run_at_0="2099-01-01",
+            run_at_1="09:00:00",
+        ),
+    )
+    assert response.status_code == 302, response.content.decode()[:2000]
+    job = Job.objects.get(name="from-admin")
+    assert job.run_at.isoformat() == "2099-01-01T08:00:00+00:00"
+    page = admin_client_logged_in.get(reverse("admin:scheduling_job_change", args=[job.pk]))
+    assert 'value="09:00:00"' in page.content.decode()
+
+
+def test_pausing_a_broken_job_from_the_admin_works(admin_client_logged_in):
+    job = make_job()
+    Job.objects.filter(pk=job.pk).update(task="gone.task")
+    url = reverse("admin:scheduling_job_changelist")
+    admin_client_logged_in.post(url, {"action": "pause_jobs", "_selected_action": [job.pk]})
+    job.refresh_from_db()
+    assert not job.enabled
+    response = admin_client_logged_in.post(
+        url, {"action": "resume_jobs", "_selected_action": [job.pk]}, follow=True
+    )
+    assert "gone.task" in response.content.decode()
+    job.refresh_from_db()
+    assert not job.enabled
+
+
+def test_enabled_needs_the_pause_permission(client, django_user_model):
+    user = django_user_model.objects.create_user("editor", password="pw", is_staff=True)
+    user.user_permissions.add(
+        Permission.objects.get(codename="view_job"), Permission.objects.get(codename="change_job")
+    )
+    client.force_login(user)
+    job = make_job()
+    page = client.get(reverse("admin:scheduling_job_change", args=[job.pk])).content.decode()
+    assert 'name="enabled"' not in page

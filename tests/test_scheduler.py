@@ -76,3 +76,61 @@ def test_a_finished_one_off_job_is_never_due_again(scheduler):
     assert Job.objects.get(pk=job.pk).next_run_at is None
     # A restarted beat does not run it again.
     assert JobScheduler(app=app, lazy=True).all_as_schedule()["once"].next_run_at is None
+
+
+def test_a_broken_row_is_skipped_and_beat_goes_on(scheduler):
+    make_job(name="good")
+    bad = make_job(name="bad")
+    Job.objects.filter(pk=bad.pk).update(
+        timezone="Mars/Olympus", next_run_at=timezone.now() - dt.timedelta(hours=1)
+    )
+    assert set(scheduler.all_as_schedule()) == {"good"}
+
+
+def test_a_stale_entry_is_not_sent(scheduler, monkeypatch):
+    sent = []
+    monkeypatch.setattr(services, "job_dispatch", lambda **kwargs: sent.append(kwargs))
+    job = make_job(cron_expression="*/1 * * * * *")
+    scheduler._schedule = scheduler.all_as_schedule()
+    entry = scheduler._schedule[job.name]
+    services.job_pause(job=job)
+    scheduler.reserve(entry)
+    scheduler.apply_async(entry)
+    assert sent == []
+
+
+def test_fire_times_missed_while_beat_was_down_are_recorded(scheduler):
+    from scheduling.models import JobExecution
+
+    job = make_job(cron_expression="*/1 * * * * *", misfire_grace_time=5)
+    down_since = timezone.now().replace(microsecond=0) - dt.timedelta(seconds=30)
+    Job.objects.filter(pk=job.pk).update(next_run_at=down_since)
+    entry = scheduler.all_as_schedule()[job.name]
+    missed = JobExecution.objects.filter(job=job, status="missed").order_by("scheduled_at")
+    assert missed.count() >= 24
+    assert missed[0].scheduled_at == down_since
+    assert missed[0].reason.startswith("Not sent: beat was down")
+    # The first fire time still within the grace is the next one sent.
+    assert entry.next_run_at == missed.last().scheduled_at + dt.timedelta(seconds=1)
+    assert (timezone.now() - entry.next_run_at).total_seconds() <= 6
+
+
+def test_with_coalesce_beat_sends_only_the_newest_due_fire_time(scheduler):
+    from scheduling.models import JobExecution
+
+    job = make_job(cron_expression="*/1 * * * * *", misfire_grace_time=60, coalesce=True)
+    since = timezone.now().replace(microsecond=0) - dt.timedelta(seconds=10)
+    Job.objects.filter(pk=job.pk).update(next_run_at=since)
+    entry = scheduler.all_as_schedule()[job.name]
+    coalesced = JobExecution.objects.filter(job=job, status="missed")
+    assert coalesced.count() >= 9
+    assert all(r.reason.startswith("Coalesced into the run at") for r in coalesced)
+    assert 0 <= (timezone.now() - entry.next_run_at).total_seconds() < 1
+
+
+def test_jitter_longer_than_the_grace_is_not_a_misfire(scheduler):
+    job = make_job(cron_expression="0 */5 * * * *", misfire_grace_time=15, jitter=60)
+    fire = timezone.now() - dt.timedelta(seconds=20)
+    Job.objects.filter(pk=job.pk).update(next_run_at=fire)
+    entry = scheduler.all_as_schedule()[job.name]
+    assert entry.next_run_at == fire

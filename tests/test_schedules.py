@@ -134,3 +134,15 @@ def test_cron_in_plain_words():
     assert describe_cron("0 */5 * * * *") == "Every 5 minutes"
     assert describe_cron("*/1 * * * * *") == "Every second"
     assert "Monday" in describe_cron("0 0 9 * * 1")
+
+
+def test_hour_step_of_one_counts_as_hourly_on_fall_back():
+    start = dt.datetime(2026, 11, 1, 4, 50, tzinfo=UTC)  # 00:50 EDT
+    for expression in ("0 30 */1 * * *", "0 30 0-23 * * *"):
+        times = local_times(CronTrigger(expression, "America/New_York"), start, 2)
+        assert times == ["11-01 01:30:00-0400", "11-01 01:30:00-0500"], expression
+
+
+def test_unknown_timezone_is_refused_when_the_trigger_is_built():
+    with pytest.raises(ValueError, match="Unknown timezone 'Mars/Olympus'"):
+        CronTrigger("0 * * * * *", "Mars/Olympus")

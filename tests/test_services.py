@@ -187,3 +187,91 @@ def test_execution_run_of_an_async_function():
         job_id=job.pk, trigger="manual", scheduled_at=None, task_id=None, worker=""
     )
     assert value["async"] is True
+
+
+def test_grace_of_zero_is_refused():
+    with pytest.raises(ValidationError) as caught:
+        make_job(misfire_grace_time=0)
+    assert "greater than or equal to 1" in str(caught.value.message_dict["misfire_grace_time"])
+
+
+def test_absurd_interval_is_refused_not_a_crash():
+    with pytest.raises(ValidationError) as caught:
+        make_job(trigger_type="interval", interval_every=2_000_000, interval_period="weeks")
+    assert "at most 100 years" in " ".join(caught.value.message_dict["interval_every"])
+
+
+def test_a_broken_job_can_still_be_paused():
+    job = make_job()
+    Job.objects.filter(pk=job.pk).update(task="gone.task", cron_expression="0 61 * * * *")
+    job.refresh_from_db()
+    services.job_pause(job=job)
+    job.refresh_from_db()
+    assert not job.enabled and job.next_run_at is None
+    with pytest.raises(ValidationError):
+        services.job_resume(job=job)
+
+
+def test_coalesce_is_not_claimed_by_a_run_that_was_skipped():
+    job = make_job(cron_expression="*/1 * * * * *", coalesce=True, max_instances=1)
+    now = timezone.now()
+    JobExecution.objects.create(
+        job=job,
+        job_name=job.name,
+        task=job.task,
+        trigger="manual",
+        status="running",
+        started_at=now,
+        lease_until=now + dt.timedelta(seconds=30),
+    )
+    fire = now.replace(microsecond=0) - dt.timedelta(seconds=1)
+    started = executions.execution_start(
+        job_id=job.pk,
+        trigger="schedule",
+        scheduled_at=fire,
+        jitter=0,
+        attempt=0,
+        task_id="t",
+        worker="w",
+    )
+    assert started is None
+    assert JobExecution.objects.get(scheduled_at=fire).status == "skipped"
+    job.refresh_from_db()
+    assert job.coalesced_until is None
+
+
+def test_a_run_whose_lease_expired_is_lost_and_frees_its_slot():
+    job = make_job(cron_expression="*/1 * * * * *", max_instances=1)
+    past = timezone.now() - dt.timedelta(seconds=60)
+    dead = JobExecution.objects.create(
+        job=job,
+        job_name=job.name,
+        task=job.task,
+        trigger="manual",
+        status="running",
+        started_at=past,
+        lease_until=past + dt.timedelta(seconds=30),
+    )
+    started = executions.execution_start(
+        job_id=job.pk,
+        trigger="manual",
+        scheduled_at=timezone.now(),
+        jitter=0,
+        attempt=0,
+        task_id="t2",
+        worker="w",
+    )
+    assert started is not None and started.status == "running"
+    dead.refresh_from_db()
+    assert dead.status == "lost" and dead.finished_at == dead.lease_until
+
+
+def test_the_same_fire_time_delivered_twice_runs_once():
+    job = make_job(cron_expression="*/1 * * * * *")
+    fire = timezone.now().replace(microsecond=0)
+    kwargs = dict(
+        job_id=job.pk, trigger="schedule", scheduled_at=fire, jitter=0, attempt=0, worker="w"
+    )
+    assert executions.execution_start(task_id="a", **kwargs) is not None
+    assert executions.execution_start(task_id="b", **kwargs) is None
+    assert JobExecution.objects.filter(job=job).count() == 1

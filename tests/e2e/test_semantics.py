@@ -5,6 +5,7 @@ import datetime as dt
 import itertools
 import signal
 import time
+import uuid
 
 import pytest
 from django.utils import timezone
@@ -226,7 +227,7 @@ def test_retries_back_off_and_record_every_attempt(celery_processes):
         name="flaky",
         task="tests.flaky",
         cron_expression="0 0 0 1 1 *",
-        kwargs={"key": "retry", "failures": 2},
+        kwargs={"key": uuid.uuid4().hex, "failures": 2},
         max_retries=3,
         retry_backoff=1,
         retry_jitter=False,

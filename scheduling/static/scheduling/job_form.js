@@ -3,7 +3,9 @@
 window.addEventListener("load", function () {
   const select = document.getElementById("id_trigger_type");
   if (!select) return;
-  const previewUrl = window.location.pathname.replace(/(add|\d+\/change)\/?$/, "preview/");
+  const path = window.location.pathname;
+  const previewUrl = path.replace(/(add|\d+\/change)\/?$/, "preview/");
+  const objectId = (path.match(/(\d+)\/change\/?$/) || [])[1] || "";
   const box = document.createElement("div");
   box.id = "schedule-live-preview";
   box.className = "help";
@@ -26,10 +28,14 @@ window.addEventListener("load", function () {
   }
 
   let timer = null;
+  let inFlight = null;
   function preview() {
     clearTimeout(timer);
     timer = setTimeout(function () {
+      if (inFlight) inFlight.abort(); // an older answer must not overwrite a newer one
+      inFlight = new AbortController();
       const params = new URLSearchParams({
+        object_id: objectId,
         trigger_type: select.value,
         cron_expression: value("cron_expression"),
         interval_every: value("interval_every"),
@@ -37,7 +43,10 @@ window.addEventListener("load", function () {
         run_at: value("run_at"),
         timezone: value("timezone"),
       });
-      fetch(previewUrl + "?" + params.toString(), { credentials: "same-origin" })
+      fetch(previewUrl + "?" + params.toString(), {
+        credentials: "same-origin",
+        signal: inFlight.signal,
+      })
         .then((r) => r.json())
         .then(function (data) {
           box.replaceChildren();
@@ -62,10 +71,15 @@ window.addEventListener("load", function () {
   }
 
   select.addEventListener("change", function () { toggle(); preview(); });
+  document.addEventListener("click", function (event) {
+    if (event.target.closest(".datetimeshortcuts, .calendarbox, .clockbox")) preview();
+  });
   document.querySelectorAll("input, select").forEach(function (el) {
     if (/^id_(cron_expression|interval_|run_at|timezone)/.test(el.id)) {
       el.addEventListener("input", preview);
       el.addEventListener("change", preview);
+      // The admin's calendar and clock pickers set the value without an input event.
+      el.addEventListener("focusout", preview);
     }
   });
   toggle();
