@@ -176,4 +176,15 @@ SCHEDULING = {
     "EXECUTION_RETENTION_DAYS": int(os.environ.get("SCHEDULING_RETENTION_DAYS", "30")),
     "KEEP_LAST_RUNS": int(os.environ.get("SCHEDULING_KEEP_LAST_RUNS", "100")),
     "LEASE_SECONDS": float(os.environ.get("SCHEDULING_LEASE_SECONDS", "30")),
+    "SLOW_THRESHOLD": float(os.environ.get("SCHEDULING_SLOW_THRESHOLD", "60")),
+    "METRICS_TOKEN": os.environ.get("SCHEDULING_METRICS_TOKEN") or None,
+    "DEADMAN_CHECK_INTERVAL": float(os.environ.get("SCHEDULING_DEADMAN_CHECK_INTERVAL", "60")),
 }
+
+# Alert e-mails: https://docs.djangoproject.com/en/5.2/topics/email/
+EMAIL_HOST = os.environ.get("EMAIL_HOST", "localhost")
+EMAIL_PORT = int(os.environ.get("EMAIL_PORT", "25"))
+EMAIL_HOST_USER = os.environ.get("EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = os.environ.get("EMAIL_HOST_PASSWORD", "")
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
+DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", "scheduler@localhost")

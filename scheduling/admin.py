@@ -5,9 +5,10 @@ Thin by design: every write goes through :mod:`scheduling.services`.
 
 from django import forms
 from django.contrib import admin, messages
-from django.core.exceptions import ValidationError
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import QuerySet
 from django.http import HttpRequest, JsonResponse
+from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.formats import date_format
@@ -16,8 +17,17 @@ from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 from django_celery_beat import models as beat_models
 
-from scheduling import registry, schedules, selectors, services
-from scheduling.models import ExecutionStatus, Job, JobExecution, TriggerType
+from scheduling import charts, registry, schedules, selectors, services
+from scheduling.audit import audit_context
+from scheduling.models import (
+    Alert,
+    ExecutionStatus,
+    Job,
+    JobAlertStatus,
+    JobChange,
+    JobExecution,
+    TriggerType,
+)
 
 # Our scheduler reads Job rows only: the stock periodic-task pages would define tasks
 # that never run, so they are hidden.
@@ -126,6 +136,7 @@ class JobAdmin(admin.ModelAdmin):
     search_fields = ("name", "description", "task", "group")
     actions = ("pause_jobs", "resume_jobs", "run_jobs_now")
     readonly_fields = (
+        "recent_changes",
         "schedule_preview",
         "next_run_at",
         "last_run_at",
@@ -174,6 +185,10 @@ class JobAdmin(admin.ModelAdmin):
         ),
         (_("Time limits"), {"fields": ("soft_time_limit", "time_limit")}),
         (
+            _("Alerts"),
+            {"fields": ("slow_threshold", "alert_emails", "alert_webhooks", "alert_grace")},
+        ),
+        (
             _("Retries"),
             {
                 "fields": (
@@ -199,6 +214,7 @@ class JobAdmin(admin.ModelAdmin):
                 )
             },
         ),
+        (_("Audit trail"), {"fields": ("recent_changes",), "classes": ("collapse",)}),
     )
 
     class Media:
@@ -228,6 +244,38 @@ class JobAdmin(admin.ModelAdmin):
         url = reverse("admin:scheduling_jobexecution_changelist") + f"?job__id__exact={job.pk}"
         return format_html('<a href="{}">{}</a>', url, _("history"))
 
+    @admin.display(description=_("recent changes"))
+    def recent_changes(self, job: Job) -> str:
+        if job.pk is None:
+            return "—"
+        rows = format_html_join(
+            "",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td><code>{}</code></td></tr>",
+            (
+                (
+                    date_format(timezone.localtime(change.at), "Y-m-d H:i:s"),
+                    change.action,
+                    change.get_source_display(),
+                    change.actor or "—",
+                    "; ".join(f"{k}: {v[0]!r} → {v[1]!r}" for k, v in change.changes.items())[:500],
+                )
+                for change in job.changes.all()[:20]
+            ),
+        )
+        url = reverse("admin:scheduling_jobchange_changelist") + f"?job__id__exact={job.pk}"
+        return format_html(
+            "<table><tr><th>{}</th><th>{}</th><th>{}</th><th>{}</th><th>{}</th></tr>{}</table>"
+            '<p><a href="{}">{}</a></p>',
+            _("when"),
+            _("action"),
+            _("source"),
+            _("who"),
+            _("changes"),
+            rows,
+            url,
+            _("all changes"),
+        )
+
     @admin.display(description=_("schedule preview"))
     def schedule_preview(self, job: Job) -> str:
         if job.pk is None:
@@ -245,6 +293,19 @@ class JobAdmin(admin.ModelAdmin):
         if not self.has_pause_permission(request):
             fields.append("enabled")  # pausing has its own permission
         return fields
+
+    # --- every change made here is attributed to the admin and the user ------------------
+    def changeform_view(self, request, *args, **kwargs):
+        with audit_context(source="admin", actor=request.user.get_username()):
+            return super().changeform_view(request, *args, **kwargs)
+
+    def changelist_view(self, request, *args, **kwargs):
+        with audit_context(source="admin", actor=request.user.get_username()):
+            return super().changelist_view(request, *args, **kwargs)
+
+    def delete_view(self, request, *args, **kwargs):
+        with audit_context(source="admin", actor=request.user.get_username()):
+            return super().delete_view(request, *args, **kwargs)
 
     # --- saving through the services -----------------------------------------------------
     def save_model(self, request, obj, form, change):
@@ -308,7 +369,61 @@ class JobAdmin(admin.ModelAdmin):
             self.admin_site.admin_view(self.preview_view),
             name="scheduling_job_preview",
         )
-        return [preview, *super().get_urls()]
+        dashboard = path(
+            "dashboard/",
+            self.admin_site.admin_view(self.dashboard_view),
+            name="scheduling_dashboard",
+        )
+        return [preview, dashboard, *super().get_urls()]
+
+    def dashboard_view(self, request: HttpRequest):
+        """Charts: slowest jobs, outcomes per day, one job's durations; upcoming runs."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        window = request.GET.get("window", "day")
+        try:
+            since, until = selectors.window_bounds(window=window)
+        except ValueError:
+            window, (since, until) = "day", selectors.window_bounds(window="day")
+        slow = selectors.slow_jobs(since=since, until=until, threshold=0)[:15]
+        outcomes = selectors.outcomes_per_day(days=14)
+        days = sorted({row["day"] for row in outcomes})
+        statuses = [s for s in charts.COLORS if any(r["status"] == s for r in outcomes)]
+        series = {
+            status: [
+                sum(r["runs"] for r in outcomes if r["day"] == day and r["status"] == status)
+                for day in days
+            ]
+            for status in statuses
+        }
+        job = Job.objects.filter(name=request.GET.get("job", "")).first()
+        if job is None and slow:
+            job = Job.objects.filter(name=slow[0]["job"]).first()
+        stats = selectors.job_statistics(job=job, since=since, until=until) if job else None
+        points = (
+            [(p["at"], p["duration"], p["status"]) for p in selectors.duration_series(job=job)]
+            if job
+            else []
+        )
+        context = {
+            **self.admin_site.each_context(request),
+            "title": _("Dashboard"),
+            "opts": self.model._meta,
+            "window": window,
+            "windows": list(selectors.WINDOWS),
+            "slow_chart": charts.horizontal_bars(
+                [(row["job"], row["avg"]) for row in slow], title=str(_("Slowest jobs (average)"))
+            ),
+            "outcome_chart": charts.stacked_columns(days, series, title=str(_("Outcomes per day"))),
+            "duration_chart": charts.line(points, title=str(_("Duration over time"))),
+            "job": job,
+            "jobs": Job.objects.order_by("name").values_list("name", flat=True),
+            "stats": stats,
+            "slow_report": selectors.slow_jobs(since=since, until=until),
+            "upcoming": selectors.upcoming_runs(),
+            "firing": JobAlertStatus.objects.filter(firing=True).select_related("job"),
+        }
+        return TemplateResponse(request, "scheduling/dashboard.html", context)
 
     def preview_view(self, request: HttpRequest) -> JsonResponse:
         """JSON: the trigger in words and its next 5 fire times, or the error in it."""
@@ -407,6 +522,47 @@ class JobExecutionAdmin(admin.ModelAdmin):
             execution.task_result_id,
             execution.task_result_id,
         )
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(JobChange)
+class JobChangeAdmin(admin.ModelAdmin):
+    list_display = ("at", "job_name", "action", "source", "actor", "summary")
+    list_filter = ("action", "source", "job")
+    search_fields = ("job_name", "actor")
+    readonly_fields = ("job", "job_name", "action", "source", "actor", "at", "changes")
+
+    @admin.display(description=_("changes"))
+    def summary(self, change: JobChange) -> str:
+        return "; ".join(f"{k}: {v[0]!r} → {v[1]!r}" for k, v in change.changes.items())[:300]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(Alert)
+class AlertAdmin(admin.ModelAdmin):
+    list_display = ("created_at", "job_name", "kind", "state", "message", "delivered")
+    list_filter = ("kind", "state", "job")
+    search_fields = ("job_name", "message")
+    readonly_fields = ("job", "job_name", "kind", "state", "message", "created_at", "deliveries")
+
+    @admin.display(description=_("delivered"), boolean=True)
+    def delivered(self, alert: Alert) -> bool | None:
+        if not alert.deliveries:
+            return None
+        return all(item.get("ok") for item in alert.deliveries)
 
     def has_add_permission(self, request):
         return False

@@ -10,6 +10,6 @@ class SchedulingConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from scheduling import checks, registry  # noqa: F401
+        from scheduling import checks, receivers, registry  # noqa: F401
 
         registry.autodiscover()

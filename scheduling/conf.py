@@ -35,6 +35,14 @@ DEFAULTS: dict[str, Any] = {
     "HEALTH_BEAT_MAX_SILENCE": 60,
     "HEALTH_DISK_MIN_FREE_PERCENT": 5,
     "HEALTH_MEMORY_MIN_AVAILABLE_PERCENT": 5,
+    # Monitoring: a run slower than this (seconds) is slow, unless its job says otherwise.
+    "SLOW_THRESHOLD": 60.0,
+    "WEBHOOK_TIMEOUT": 5.0,
+    # How often each worker runs the dead man's switch check (seconds; 0: never).
+    "DEADMAN_CHECK_INTERVAL": 60,
+    # /metrics: None = staff users with the view permission only; a string = also anyone
+    # sending "Authorization: Bearer <token>"; "public" = no check (trusted networks).
+    "METRICS_TOKEN": None,
     # Where the admin links to for the live view.
     "FLOWER_URL": "http://127.0.0.1:5555/",
 }

@@ -60,6 +60,10 @@ OPTION_KEYS = {
     "retry_backoff_max",
     "retry_jitter",
     "retry_on",
+    "slow_threshold",
+    "alert_emails",
+    "alert_webhooks",
+    "alert_grace",
 }
 # Options with their defaults when a file leaves them out (group and the guide's three
 # come from settings).
@@ -72,6 +76,10 @@ OPTION_DEFAULTS = {
     "retry_backoff_max": 300,
     "retry_jitter": True,
     "retry_on": [],
+    "slow_threshold": None,
+    "alert_emails": "",
+    "alert_webhooks": "",
+    "alert_grace": 300,
 }
 # Fields an import sets; compared to decide created / updated / unchanged.
 SPEC_FIELDS = (

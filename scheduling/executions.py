@@ -33,7 +33,7 @@ from django.db import close_old_connections, connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from scheduling import conf, registry
+from scheduling import conf, registry, signals
 from scheduling.models import ExecutionStatus, ExecutionTrigger, Job, JobExecution
 
 logger = logging.getLogger(__name__)
@@ -52,6 +52,21 @@ class RetryLater(Exception):
         super().__init__(f"retry in {countdown:.1f}s after {type(cause).__name__}: {cause}")
 
 
+def _announce(signal, execution: JobExecution) -> None:
+    """Send a run event once the execution row is committed."""
+    transaction.on_commit(lambda: signal.send_robust(sender=JobExecution, execution=execution))
+
+
+STATUS_EVENTS = {
+    ExecutionStatus.SUCCESS: signals.run_succeeded,
+    ExecutionStatus.FAILURE: signals.run_failed,
+    ExecutionStatus.TIMEOUT: signals.run_failed,
+    ExecutionStatus.LOST: signals.run_failed,
+    ExecutionStatus.MISSED: signals.run_missed,
+    ExecutionStatus.SKIPPED: signals.run_skipped,
+}
+
+
 def _lease() -> dt.timedelta:
     return dt.timedelta(seconds=conf.get("LEASE_SECONDS"))
 
@@ -62,11 +77,14 @@ def execution_reap_lost(*, job: Job | None = None) -> int:
     stale = JobExecution.objects.filter(status=ExecutionStatus.RUNNING, lease_until__lt=now)
     if job is not None:
         stale = stale.filter(job=job)
-    return stale.update(
-        status=ExecutionStatus.LOST,
-        finished_at=F("lease_until"),
-        reason="The worker stopped renewing the run's lease (killed or cut off).",
-    )
+    lost = list(stale)
+    for execution in lost:
+        execution.status = ExecutionStatus.LOST
+        execution.finished_at = execution.lease_until
+        execution.reason = "The worker stopped renewing the run's lease (killed or cut off)."
+        execution.save(update_fields=["status", "finished_at", "reason"])
+        _announce(signals.run_failed, execution)
+    return len(lost)
 
 
 def _record(job: Job, status: str, reason: str, **fields: Any) -> JobExecution:
@@ -82,6 +100,7 @@ def _record(job: Job, status: str, reason: str, **fields: Any) -> JobExecution:
         **fields,
     )
     logger.info("Job %s %s: %s", job.name, status, reason)
+    _announce(STATUS_EVENTS[status], execution)
     return execution
 
 
@@ -157,7 +176,7 @@ def execution_start(
         first = None
         if attempt > 0 and task_id:
             first = JobExecution.objects.filter(task_result_id=task_id, attempt=0).first()
-        return JobExecution.objects.create(
+        execution = JobExecution.objects.create(
             job=job,
             job_name=job.name,
             task=job.task,
@@ -167,6 +186,8 @@ def execution_start(
             retry_of=first,
             **common,
         )
+        _announce(signals.run_started, execution)
+        return execution
 
 
 def _latest_due_fire_time(job: Job, scheduled_at: dt.datetime, now: dt.datetime) -> dt.datetime:
@@ -323,6 +344,7 @@ def execution_mark_timed_out(*, task_id: str, limit: float) -> int:
         execution.reason = "Over its hard time limit; the worker process was replaced."
         execution.save(update_fields=["status", "finished_at", "duration", "exception", "reason"])
         _update_job_last(execution)
+        _announce(signals.run_failed, execution)
         updated += 1
     return updated
 
@@ -356,6 +378,7 @@ def _finish(execution: JobExecution, clock: float, status: str, **outcome: str) 
     )
     _update_job_last(execution)
     logger.info("Job %s %s in %.3fs", execution.job_name, status, execution.duration)
+    _announce(STATUS_EVENTS[status], execution)
 
 
 def _update_job_last(execution: JobExecution) -> None:
@@ -386,9 +409,24 @@ def execution_record_missed(*, job: Job, fire_times: list[dt.datetime], reason: 
         )
         for fire_time in fire_times
     ]
-    JobExecution.objects.bulk_create(rows, ignore_conflicts=True)
+    new = _not_yet_recorded(job, rows)
+    JobExecution.objects.bulk_create(new, ignore_conflicts=True)
+    for execution in new:
+        _announce(signals.run_missed, execution)
     logger.warning("Job %s: %d fire time(s) missed: %s", job.name, len(rows), reason)
-    return len(rows)
+    return len(new)
+
+
+def _not_yet_recorded(job: Job, rows: list[JobExecution]) -> list[JobExecution]:
+    recorded = set(
+        JobExecution.objects.filter(
+            job=job,
+            trigger=ExecutionTrigger.SCHEDULE,
+            attempt=0,
+            scheduled_at__in=[row.scheduled_at for row in rows],
+        ).values_list("scheduled_at", flat=True)
+    )
+    return [row for row in rows if row.scheduled_at not in recorded]
 
 
 def jitter_for(job: Job) -> float:

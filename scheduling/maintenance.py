@@ -19,6 +19,7 @@ from django.utils import timezone
 from django_celery_results.models import TaskResult
 
 from scheduling import conf, selectors, services
+from scheduling.audit import audit_context
 from scheduling.models import BeatHeartbeat, Job, JobExecution, TriggerType
 
 
@@ -88,9 +89,10 @@ def cleanup(
     finished = Job.objects.filter(
         trigger_type=TriggerType.DATE, enabled=True, next_run_at__isnull=True, run_at__lt=now
     )
-    for job in finished:
-        services.job_pause(job=job)
-        disabled.append(job.name)
+    with audit_context(source="system", actor="maintenance.cleanup"):
+        for job in finished:
+            services.job_pause(job=job)
+            disabled.append(job.name)
 
     removed_files = []
     folder = backup_dir()

@@ -201,6 +201,31 @@ class Job(models.Model):
             'Exception class names that are retried, e.g. ["ConnectionError"]; empty: any error.'
         ),
     )
+    slow_threshold = models.FloatField(
+        _("slow threshold (s)"),
+        null=True,
+        blank=True,
+        help_text=_("A run slower than this is slow (empty: the global setting)."),
+    )
+    alert_emails = models.TextField(
+        _("alert e-mails"),
+        blank=True,
+        help_text=_(
+            "Addresses told when the job fails, misses, is slow or stops running; one per line."
+        ),
+    )
+    alert_webhooks = models.TextField(
+        _("alert webhooks"),
+        blank=True,
+        help_text=_("URLs that receive each alert as a JSON POST; one per line."),
+    )
+    alert_grace = models.PositiveIntegerField(
+        _("alert grace (s)"),
+        default=300,
+        help_text=_(
+            "Dead man's switch: alert when no run succeeded within the job's period plus this."
+        ),
+    )
     schedule_anchor = models.DateTimeField(
         _("schedule anchor"),
         default=dj_timezone.now,
@@ -399,8 +424,12 @@ class JobExecution(models.Model):
         verbose_name_plural = _("executions")
         ordering = ["-started_at"]
         indexes = [
-            models.Index(fields=["job", "-started_at"], name="execution_job_started_idx"),
             models.Index(fields=["job", "status"], name="execution_job_status_idx"),
+            models.Index(
+                fields=["job", "started_at"],
+                include=["duration", "status"],
+                name="execution_job_stats_idx",
+            ),
         ]
         constraints = [
             # One row per fire time and attempt: a duplicate message never runs twice.
@@ -449,3 +478,122 @@ class InstalledDefault(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+
+class AuditSource(models.TextChoices):
+    ADMIN = "admin", _("Admin")
+    COMMAND = "command", _("Command")
+    IMPORT = "import", _("Import")
+    API = "api", _("API")
+    SYSTEM = "system", _("System")
+
+
+class JobChange(models.Model):
+    """One change to a job: who, when, through what, and what changed field by field."""
+
+    job = models.ForeignKey(
+        Job, verbose_name=_("job"), null=True, on_delete=models.SET_NULL, related_name="changes"
+    )
+    job_name = models.CharField(_("job name"), max_length=200, db_index=True)
+    action = models.CharField(_("action"), max_length=20)
+    source = models.CharField(_("source"), max_length=10, choices=AuditSource.choices)
+    actor = models.CharField(_("who"), max_length=150, blank=True)
+    at = models.DateTimeField(_("when"), db_index=True)
+    changes = models.JSONField(_("changes"), default=dict, blank=True)
+
+    class Meta:
+        verbose_name = _("job change")
+        verbose_name_plural = _("job changes (audit trail)")
+        ordering = ["-at", "-pk"]
+
+    def __str__(self) -> str:
+        return f"{self.job_name} {self.action} by {self.actor or self.source}"
+
+
+class JobDailyStats(models.Model):
+    """Runs of one job on one (UTC) day with one outcome, kept up to date as runs finish.
+
+    Serves the dashboard, the slow-jobs report and the Prometheus metrics without
+    scanning the executions table. Duration buckets are counts (not cumulative) with
+    upper bounds ``DURATION_BUCKETS`` seconds, the last one unbounded.
+    """
+
+    DURATION_BUCKETS = (0.1, 0.5, 1, 5, 15, 60, 300)
+
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="daily_stats")
+    day = models.DateField(db_index=True)
+    status = models.CharField(max_length=10, choices=ExecutionStatus.choices)
+    count = models.PositiveIntegerField(default=0)
+    duration_count = models.PositiveIntegerField(default=0)
+    duration_sum = models.FloatField(default=0)
+    duration_min = models.FloatField(null=True)
+    duration_max = models.FloatField(null=True)
+    lateness_count = models.PositiveIntegerField(default=0)
+    lateness_sum = models.FloatField(default=0)
+    b0 = models.PositiveIntegerField(default=0)
+    b1 = models.PositiveIntegerField(default=0)
+    b2 = models.PositiveIntegerField(default=0)
+    b3 = models.PositiveIntegerField(default=0)
+    b4 = models.PositiveIntegerField(default=0)
+    b5 = models.PositiveIntegerField(default=0)
+    b6 = models.PositiveIntegerField(default=0)
+    b7 = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        verbose_name = _("daily statistics")
+        verbose_name_plural = _("daily statistics")
+        constraints = [
+            models.UniqueConstraint(fields=["job", "day", "status"], name="daily_stats_unique")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.job_id} {self.day} {self.status}: {self.count}"
+
+
+class AlertKind(models.TextChoices):
+    FAILURE = "failure", _("Failure")
+    MISSED = "missed", _("Missed run")
+    SLOW = "slow", _("Slow run")
+    DEADMAN = "deadman", _("No successful run (dead man's switch)")
+
+
+class AlertState(models.TextChoices):
+    FIRING = "firing", _("Firing")
+    RESOLVED = "resolved", _("Resolved")
+
+
+class JobAlertStatus(models.Model):
+    """Whether an alert of one kind is currently firing for a job (alerts go on change)."""
+
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="alert_status")
+    kind = models.CharField(max_length=10, choices=AlertKind.choices)
+    firing = models.BooleanField(default=False)
+    since = models.DateTimeField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["job", "kind"], name="alert_status_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.job_id} {self.kind}: {'firing' if self.firing else 'ok'}"
+
+
+class Alert(models.Model):
+    """One alert or recovery notice, and how its delivery went."""
+
+    job = models.ForeignKey(
+        Job, verbose_name=_("job"), null=True, on_delete=models.SET_NULL, related_name="alerts"
+    )
+    job_name = models.CharField(_("job name"), max_length=200)
+    kind = models.CharField(_("kind"), max_length=10, choices=AlertKind.choices)
+    state = models.CharField(_("state"), max_length=10, choices=AlertState.choices)
+    message = models.TextField(_("message"))
+    created_at = models.DateTimeField(_("when"), db_index=True)
+    deliveries = models.JSONField(_("deliveries"), default=list, blank=True)
+
+    class Meta:
+        verbose_name = _("alert")
+        verbose_name_plural = _("alerts")
+        ordering = ["-created_at", "-pk"]
+
+    def __str__(self) -> str:
+        return f"{self.job_name}: {self.kind} {self.state}"

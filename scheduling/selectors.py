@@ -119,3 +119,177 @@ def config_export(*, history_days: int | None = None) -> dict[str, Any]:
             for run in JobExecution.objects.filter(started_at__gte=since).order_by("started_at")
         ]
     return document
+
+
+# --- statistics ------------------------------------------------------------------------------
+
+WINDOWS = {
+    "hour": dt.timedelta(hours=1),
+    "day": dt.timedelta(days=1),
+    "week": dt.timedelta(days=7),
+    "month": dt.timedelta(days=30),
+}
+#: Outcomes of runs that actually executed (their durations count).
+EXECUTED = ("success", "failure", "timeout", "lost")
+
+
+def window_bounds(
+    *, window: str = "day", since: dt.datetime | None = None, until: dt.datetime | None = None
+) -> tuple[dt.datetime, dt.datetime]:
+    """``(since, until)`` for a named window (hour, day, week, month) or custom bounds."""
+    until = until or timezone.now()
+    if since is None:
+        if window not in WINDOWS:
+            raise ValueError(
+                f"Unknown window {window!r}; use one of {', '.join(WINDOWS)} or give since."
+            )
+        since = until - WINDOWS[window]
+    if since >= until:
+        raise ValueError("The window must start before it ends.")
+    return since, until
+
+
+def _percentiles(durations_qs, fractions: tuple[float, ...]) -> list[float | None]:
+    from django.db import connection
+
+    if connection.vendor == "postgresql":
+        from django.db.models import Aggregate, FloatField
+
+        class PercentileCont(Aggregate):
+            function = "percentile_cont"
+            template = "%(function)s(%(fraction)s) WITHIN GROUP (ORDER BY %(expressions)s)"
+            output_field = FloatField()
+
+        return list(
+            durations_qs.aggregate(
+                **{f"p{i}": PercentileCont("duration", fraction=f) for i, f in enumerate(fractions)}
+            ).values()
+        )
+    values = sorted(durations_qs.values_list("duration", flat=True))
+    if not values:
+        return [None] * len(fractions)
+    result = []
+    for fraction in fractions:  # linear interpolation, as percentile_cont
+        position = fraction * (len(values) - 1)
+        low = int(position)
+        high = min(low + 1, len(values) - 1)
+        result.append(values[low] + (values[high] - values[low]) * (position - low))
+    return result
+
+
+def job_statistics(*, job: Job, since: dt.datetime, until: dt.datetime) -> dict[str, Any]:
+    """Runs, success rate, min/avg/max and p50/p95/p99 duration of ``job`` in a window."""
+    from django.db.models import Avg, Count, Max, Min, Q
+
+    rows = JobExecution.objects.filter(job=job, started_at__gte=since, started_at__lt=until)
+    executed = rows.filter(status__in=EXECUTED, duration__isnull=False)
+    totals = rows.aggregate(
+        runs=Count("pk", filter=Q(status__in=EXECUTED)),
+        successes=Count("pk", filter=Q(status="success")),
+        failures=Count("pk", filter=Q(status__in=("failure", "timeout", "lost"))),
+        missed=Count("pk", filter=Q(status="missed")),
+        skipped=Count("pk", filter=Q(status="skipped")),
+    )
+    durations = executed.aggregate(min=Min("duration"), avg=Avg("duration"), max=Max("duration"))
+    p50, p95, p99 = _percentiles(executed, (0.5, 0.95, 0.99))
+    last = rows.exclude(status="running").order_by("-started_at").first()
+    runs = totals["runs"]
+    return {
+        "job": job.name,
+        "since": since.isoformat(),
+        "until": until.isoformat(),
+        **totals,
+        "success_rate": round(totals["successes"] / runs, 4) if runs else None,
+        **durations,
+        "p50": p50,
+        "p95": p95,
+        "p99": p99,
+        "last_run_at": last.started_at.isoformat() if last else None,
+        "last_status": last.status if last else None,
+    }
+
+
+def slow_jobs(
+    *, since: dt.datetime, until: dt.datetime, threshold: float | None = None
+) -> list[dict[str, Any]]:
+    """Jobs whose average duration in the window is over their threshold, slowest first.
+
+    The threshold is ``threshold`` if given, else the job's own, else the global setting.
+    """
+    from django.db.models import Avg, Count, Max
+
+    from scheduling import conf
+
+    rows = (
+        JobExecution.objects.filter(
+            started_at__gte=since,
+            started_at__lt=until,
+            status__in=EXECUTED,
+            duration__isnull=False,
+            job__isnull=False,
+        )
+        .values("job_id")
+        .annotate(avg=Avg("duration"), max=Max("duration"), runs=Count("pk"))
+    )
+    jobs = {job.pk: job for job in Job.objects.filter(pk__in=[row["job_id"] for row in rows])}
+    report = []
+    for row in rows:
+        job = jobs.get(row["job_id"])
+        if job is None:
+            continue
+        limit = (
+            threshold
+            if threshold is not None
+            else (
+                job.slow_threshold if job.slow_threshold is not None else conf.get("SLOW_THRESHOLD")
+            )
+        )
+        if row["avg"] > limit:
+            report.append(
+                {
+                    "job": job.name,
+                    "avg": row["avg"],
+                    "max": row["max"],
+                    "runs": row["runs"],
+                    "threshold": limit,
+                }
+            )
+    return sorted(report, key=lambda item: item["avg"], reverse=True)
+
+
+def outcomes_per_day(*, days: int = 14) -> list[dict[str, Any]]:
+    """Runs per UTC day and outcome, from the daily rollup (no scan of executions)."""
+    from django.db.models import Sum
+
+    from scheduling.models import JobDailyStats
+
+    first = (timezone.now() - dt.timedelta(days=days - 1)).astimezone(dt.UTC).date()
+    rows = (
+        JobDailyStats.objects.filter(day__gte=first)
+        .values("day", "status")
+        .annotate(runs=Sum("count"))
+        .order_by("day", "status")
+    )
+    return [
+        {"day": row["day"].isoformat(), "status": row["status"], "runs": row["runs"]}
+        for row in rows
+    ]
+
+
+def duration_series(*, job: Job, limit: int = 200) -> list[dict[str, Any]]:
+    """The last ``limit`` executed runs of ``job``: start time, duration, outcome."""
+    rows = (
+        JobExecution.objects.filter(job=job, status__in=EXECUTED, duration__isnull=False)
+        .order_by("-started_at")
+        .values("started_at", "duration", "status")[:limit]
+    )
+    return [
+        {"at": row["started_at"].isoformat(), "duration": row["duration"], "status": row["status"]}
+        for row in reversed(list(rows))
+    ]
+
+
+def upcoming_runs(*, limit: int = 15) -> list[Job]:
+    return list(
+        Job.objects.filter(enabled=True, next_run_at__isnull=False).order_by("next_run_at")[:limit]
+    )

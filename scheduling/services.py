@@ -16,7 +16,7 @@ from django.db import transaction
 from django.utils import timezone
 from django_celery_beat.models import PeriodicTasks
 
-from scheduling import registry
+from scheduling import audit, registry, signals
 from scheduling.config import DEFAULT_JOBS, JobSpec, config_parse, spec_differences
 from scheduling.models import (
     ExecutionTrigger,
@@ -59,6 +59,10 @@ EDITABLE_FIELDS = SCHEDULE_FIELDS | {
     "retry_backoff_max",
     "retry_jitter",
     "retry_on",
+    "slow_threshold",
+    "alert_emails",
+    "alert_webhooks",
+    "alert_grace",
 }
 
 
@@ -84,16 +88,46 @@ def job_save(*, job: Job, changed: Iterable[str] | None = None) -> Job:
         job.next_run_at = job.compute_next_run(now) if job.enabled else None
     if creating:
         job.save()
+        _emit(
+            signals.job_added,
+            job,
+            {f: [None, _jsonable(getattr(job, f))] for f in sorted(EDITABLE_FIELDS)},
+        )
     else:
         # Under the row lock, so two concurrent edits never share a version number and
         # beat's version guard always sees the newer one.
-        job.version = _lock_version(job.pk) + 1
+        before = Job.objects.select_for_update().get(pk=job.pk)
+        job.version = before.version + 1
         fields = (changed_set & EDITABLE_FIELDS) | {"version", "updated_at", "schedule_anchor"}
         if reschedule:
             fields.add("next_run_at")
         job.save(update_fields=sorted(fields))
+        diff = {
+            f: [_jsonable(getattr(before, f)), _jsonable(getattr(job, f))]
+            for f in sorted(changed_set & EDITABLE_FIELDS)
+            if getattr(before, f) != getattr(job, f)
+        }
+        # One event per change: a pure pause or resume, or else "changed" (with
+        # ``enabled`` among the changes when the edit also paused or resumed the job).
+        if set(diff) == {"enabled"}:
+            _emit(signals.job_resumed if job.enabled else signals.job_paused, job, diff)
+        elif diff:
+            _emit(signals.job_changed, job, diff)
     _notify_beat()
     return job
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dt.datetime):
+        return value.isoformat()
+    return value
+
+
+def _emit(signal, job: Job, changes: dict[str, Any]) -> None:
+    context = audit.current()
+    signal.send_robust(
+        sender=Job, job=job, source=context.source, actor=context.actor, changes=changes
+    )
 
 
 def job_create(*, name: str, task: str, trigger_type: str, **fields: Any) -> Job:
@@ -163,10 +197,6 @@ def job_reschedule(*, job: Job, trigger_type: str | None = None, **trigger: Any)
     return job_update(job=job, **fields)
 
 
-def _lock_version(pk: int) -> int:
-    return Job.objects.select_for_update().values_list("version", flat=True).get(pk=pk)
-
-
 @transaction.atomic
 def job_pause(*, job: Job) -> Job:
     """Stop firing ``job``; its definition stays.
@@ -174,10 +204,13 @@ def job_pause(*, job: Job) -> Job:
     Only the enabled flag changes, without validating the rest, so an operator can pause
     exactly the job that is broken (a bad cron, a task no longer registered).
     """
-    job.version = _lock_version(job.pk) + 1
+    before = Job.objects.select_for_update().get(pk=job.pk)
+    job.version = before.version + 1
     job.enabled = False
     job.next_run_at = None
     job.save(update_fields=["enabled", "next_run_at", "version", "updated_at"])
+    if before.enabled:
+        _emit(signals.job_paused, job, {"enabled": [True, False]})
     _notify_beat()
     return job
 
@@ -190,7 +223,10 @@ def job_resume(*, job: Job) -> Job:
 @transaction.atomic
 def job_remove(*, job: Job) -> None:
     """Delete ``job``; its executions stay on record under its name."""
+    pk = job.pk
     job.delete()
+    job.pk = pk  # receivers see which job it was
+    _emit(signals.job_removed, job, {})
     _notify_beat()
 
 
@@ -283,7 +319,9 @@ def config_import(
     """
     specs = config_parse(data)
     report = ImportReport(dry_run=dry_run)
-    with transaction.atomic():
+    outer = audit.current()
+    source = outer.source if outer.source == "system" else "import"
+    with transaction.atomic(), audit.audit_context(source=source, actor=outer.actor):
         existing = {job.name: job for job in Job.objects.filter(name__in=[s.name for s in specs])}
         for spec in specs:
             _import_one(
@@ -327,7 +365,8 @@ def defaults_install() -> list[str]:
     """
     installed = set(InstalledDefault.objects.values_list("name", flat=True))
     wanted = [entry for entry in DEFAULT_JOBS if entry["task_id"] not in installed]
-    report = config_import(data=wanted, only_missing=True)
+    with audit.audit_context(source="system", actor="default jobs"):
+        report = config_import(data=wanted, only_missing=True)
     for entry in wanted:
         InstalledDefault.objects.get_or_create(name=entry["task_id"])
     return report.created

@@ -1,11 +1,45 @@
 """The one Celery task every job runs through; the logic lives in ``executions``."""
 
 import datetime as dt
+import logging
+import threading
 
 from celery import Task, shared_task
 from celery.exceptions import TimeLimitExceeded
+from celery.signals import worker_ready, worker_shutdown
 
-from scheduling import executions
+from scheduling import conf, executions
+
+logger = logging.getLogger(__name__)
+_deadman_stop = threading.Event()
+
+
+@worker_ready.connect
+def start_deadman_switch(**kwargs):
+    """Check every job's dead man's switch from each worker, independently of beat, so a
+    dead beat is noticed too."""
+    interval = conf.get("DEADMAN_CHECK_INTERVAL")
+    if not interval:
+        return
+
+    def loop() -> None:
+        from django.db import close_old_connections
+
+        from scheduling import alerts
+
+        while not _deadman_stop.wait(interval):
+            try:
+                close_old_connections()
+                alerts.deadman_check()
+            except Exception:
+                logger.exception("Dead man's switch check failed")
+
+    threading.Thread(target=loop, name="deadman-switch", daemon=True).start()
+
+
+@worker_shutdown.connect
+def stop_deadman_switch(**kwargs):
+    _deadman_stop.set()
 
 
 class RunJobTask(Task):

@@ -30,3 +30,12 @@ def admin_client_logged_in(client, django_user_model):
     user = django_user_model.objects.create_superuser("admin", "admin@example.com", "pw")
     client.force_login(user)
     return client
+
+
+@pytest.fixture(autouse=True)
+def _default_language(settings):
+    """A request with Accept-Language activates a language for the thread: reset it."""
+    from django.utils import translation
+
+    yield
+    translation.activate(settings.LANGUAGE_CODE)

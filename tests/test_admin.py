@@ -39,6 +39,10 @@ def form_data(**overrides):
         "retry_backoff_max": "300",
         "retry_jitter": "on",
         "retry_on": "[]",
+        "slow_threshold": "",
+        "alert_emails": "",
+        "alert_webhooks": "",
+        "alert_grace": "300",
     }
     data.update(overrides)
     return data

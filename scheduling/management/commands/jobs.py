@@ -6,6 +6,7 @@ Bad input exits with status 1 and a one-line reason.
 
 import argparse
 import datetime as dt
+import getpass
 import json
 import sys
 import time
@@ -16,6 +17,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
 from scheduling import registry, schedules, selectors, services
+from scheduling.audit import audit_context
 from scheduling.config import ConfigError
 from scheduling.models import Job, JobExecution
 
@@ -44,6 +46,14 @@ EXAMPLES = {
         "  manage.py jobs import jobs.json --prune   # also removes jobs not in the file"
     ),
     "install-defaults": "  manage.py jobs install-defaults",
+    "stats": (
+        "  manage.py jobs stats --window day\n"
+        "  manage.py jobs stats nightly --window week --json\n"
+        "  manage.py jobs stats --since 2026-11-01T00:00:00+08:00 --until 2026-11-02T00:00:00+08:00"
+    ),
+    "slow": "  manage.py jobs slow --window week\n  manage.py jobs slow --threshold 2.5 --json",
+    "alerts-check": "  manage.py jobs alerts-check   # dead man's switch, e.g. from system cron",
+    "stats-rebuild": "  manage.py jobs stats-rebuild",
 }
 
 
@@ -74,7 +84,16 @@ class Command(BaseCommand):
                 epilog="examples:\n" + EXAMPLES[name],
                 formatter_class=argparse.RawDescriptionHelpFormatter,
             )
-            if name not in {"export", "import", "install-defaults", "list"}:
+            if name not in {
+                "export",
+                "import",
+                "install-defaults",
+                "list",
+                "stats",
+                "slow",
+                "alerts-check",
+                "stats-rebuild",
+            }:
                 p.add_argument("job", help="job name or id")
             if name not in {"pause", "resume", "remove"}:
                 p.add_argument("--json", action="store_true", help="print JSON")
@@ -124,12 +143,27 @@ class Command(BaseCommand):
         p.add_argument("--dry-run", action="store_true", help="print the changes, write nothing")
         p.add_argument("--prune", action="store_true", help="remove jobs not in the file")
         action("install-defaults", "Install the default maintenance jobs that are missing.")
+        for name, text in (
+            ("stats", "Run statistics per job: runs, success rate, min/avg/max, p50/p95/p99."),
+            ("slow", "Jobs whose average duration is over their threshold, slowest first."),
+        ):
+            p = action(name, text)
+            if name == "stats":
+                p.add_argument("job", nargs="?", help="only this job (name or id)")
+            else:
+                p.add_argument("--threshold", type=float, help="seconds (default: per job)")
+            p.add_argument("--window", default="day", choices=["hour", "day", "week", "month"])
+            p.add_argument("--since", help="ISO date-time (custom window)")
+            p.add_argument("--until", help="ISO date-time (custom window)")
+        action("alerts-check", "Check every job's dead man's switch now and alert if overdue.")
+        action("stats-rebuild", "Rebuild the daily statistics from the execution records.")
 
     def handle(self, *args, action: str, **options):
         self.as_json = options.get("json", False)
         handler = getattr(self, "do_" + action.replace("-", "_"))
         try:
-            handler(**options)
+            with audit_context(source="command", actor=getpass.getuser()):
+                handler(**options)
         except ValidationError as exc:
             raise CommandError(_one_line(exc)) from None
         except (Job.DoesNotExist, registry.UnknownTaskError, ConfigError, TypeError) as exc:
@@ -339,6 +373,63 @@ class Command(BaseCommand):
             f"{'remove' if dry_run else 'removed'} {len(report.removed)}"
         )
         self.emit(report.as_dict(), "\n".join([*report.diff, summary]))
+
+    def _window(self, options: dict[str, Any]):
+        try:
+            parse = dt.datetime.fromisoformat
+            return selectors.window_bounds(
+                window=options["window"],
+                since=parse(options["since"]) if options.get("since") else None,
+                until=parse(options["until"]) if options.get("until") else None,
+            )
+        except ValueError as exc:
+            raise CommandError(str(exc)) from None
+
+    def do_stats(self, job: str | None = None, **options):
+        since, until = self._window(options)
+        jobs = [self._job(job)] if job else list(Job.objects.order_by("name"))
+        rows = [selectors.job_statistics(job=j, since=since, until=until) for j in jobs]
+
+        def num(value, digits=3):
+            return "-" if value is None else f"{value:.{digits}f}"
+
+        lines = [
+            f"{'JOB':<30} {'RUNS':>6} {'OK%':>6} {'MIN':>8} {'AVG':>8} {'MAX':>8} "
+            f"{'P50':>8} {'P95':>8} {'P99':>8}  LAST"
+        ]
+        for row in rows:
+            rate = "-" if row["success_rate"] is None else f"{100 * row['success_rate']:.1f}"
+            lines.append(
+                f"{row['job'][:30]:<30} {row['runs']:>6} {rate:>6} {num(row['min']):>8} "
+                f"{num(row['avg']):>8} {num(row['max']):>8} {num(row['p50']):>8} "
+                f"{num(row['p95']):>8} {num(row['p99']):>8}  {row['last_status'] or '-'}"
+            )
+        self.emit(rows, "\n".join(lines))
+
+    def do_slow(self, threshold: float | None = None, **options):
+        since, until = self._window(options)
+        rows = selectors.slow_jobs(since=since, until=until, threshold=threshold)
+        lines = [f"{'JOB':<30} {'AVG':>9} {'MAX':>9} {'RUNS':>6} {'THRESHOLD':>9}"]
+        lines += [
+            f"{r['job'][:30]:<30} {r['avg']:>9.3f} {r['max']:>9.3f} {r['runs']:>6} {r['threshold']:>9g}"
+            for r in rows
+        ]
+        self.emit(rows, "\n".join(lines) if rows else "No slow jobs in this window.")
+
+    def do_alerts_check(self, **_):
+        from scheduling import alerts
+
+        overdue = alerts.deadman_check()
+        self.emit(
+            {"overdue": overdue},
+            f"Overdue: {', '.join(overdue)}" if overdue else "No job is overdue.",
+        )
+
+    def do_stats_rebuild(self, **_):
+        from scheduling import stats
+
+        counted = stats.stats_rebuild()
+        self.emit({"runs": counted}, f"Rebuilt daily statistics from {counted} runs.")
 
     def do_install_defaults(self, **_):
         created = services.defaults_install()

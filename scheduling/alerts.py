@@ -1,0 +1,201 @@
+"""Alerts: on failure, missed run, slow run and no successful run in time (dead man's
+switch), with a recovery notice; sent by e-mail and webhook to the job's recipients.
+
+An alert is sent when a job's state *changes* (ok → failing, failing → recovered), not on
+every failed run. Every alert and notice is kept, with how each delivery went.
+"""
+
+import datetime as dt
+import json
+import logging
+import urllib.request
+from typing import Any
+
+from django.conf import settings
+from django.core.mail import send_mail
+from django.db import transaction
+from django.utils import timezone
+
+from scheduling import conf
+from scheduling.models import (
+    Alert,
+    AlertKind,
+    AlertState,
+    ExecutionStatus,
+    Job,
+    JobAlertStatus,
+    JobExecution,
+    TriggerType,
+)
+
+logger = logging.getLogger(__name__)
+
+
+def _recipients(job: Job) -> tuple[list[str], list[str]]:
+    def lines(text: str) -> list[str]:
+        return [
+            line.strip() for line in (text or "").replace(",", "\n").splitlines() if line.strip()
+        ]
+
+    return lines(job.alert_emails), lines(job.alert_webhooks)
+
+
+def slow_threshold(job: Job) -> float | None:
+    return job.slow_threshold if job.slow_threshold is not None else conf.get("SLOW_THRESHOLD")
+
+
+def alert_set(*, job: Job, kind: str, firing: bool, message: str) -> Alert | None:
+    """Move the job's ``kind`` alert to firing or resolved; notify only on a change."""
+    now = timezone.now()
+    with transaction.atomic():
+        status, _created = JobAlertStatus.objects.select_for_update().get_or_create(
+            job=job, kind=kind, defaults={"firing": False, "since": now}
+        )
+        if status.firing == firing:
+            return None
+        status.firing, status.since = firing, now
+        status.save(update_fields=["firing", "since"])
+        alert = Alert.objects.create(
+            job=job,
+            job_name=job.name,
+            kind=kind,
+            state=AlertState.FIRING if firing else AlertState.RESOLVED,
+            message=message,
+            created_at=now,
+        )
+    alert.deliveries = deliver(alert=alert, job=job)
+    Alert.objects.filter(pk=alert.pk).update(deliveries=alert.deliveries)
+    return alert
+
+
+def payload(alert: Alert) -> dict[str, Any]:
+    return {
+        "job": alert.job_name,
+        "kind": alert.kind,
+        "state": alert.state,
+        "message": alert.message,
+        "at": alert.created_at.isoformat(),
+    }
+
+
+def deliver(*, alert: Alert, job: Job) -> list[dict[str, Any]]:
+    """Send ``alert`` to every recipient of ``job``; report each delivery."""
+    emails, webhooks = _recipients(job)
+    results: list[dict[str, Any]] = []
+    subject = f"[scheduled jobs] {alert.job_name}: {alert.get_kind_display()} {alert.state}"
+    if emails:
+        try:
+            send_mail(subject, alert.message, settings.DEFAULT_FROM_EMAIL, emails)
+            results.append({"channel": "email", "to": emails, "ok": True})
+        except Exception as exc:
+            logger.exception("Alert e-mail for %s failed", alert.job_name)
+            results.append({"channel": "email", "to": emails, "ok": False, "error": repr(exc)})
+    for url in webhooks:
+        body = json.dumps(payload(alert)).encode()
+        request = urllib.request.Request(
+            url, data=body, headers={"Content-Type": "application/json"}, method="POST"
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=conf.get("WEBHOOK_TIMEOUT")) as response:
+                results.append(
+                    {"channel": "webhook", "to": url, "ok": True, "status": response.status}
+                )
+        except Exception as exc:
+            logger.warning("Alert webhook %s for %s failed: %r", url, alert.job_name, exc)
+            results.append({"channel": "webhook", "to": url, "ok": False, "error": repr(exc)})
+    return results
+
+
+def on_run(execution: JobExecution) -> None:
+    """Update the job's alert states after a run event."""
+    job = execution.job
+    if job is None:
+        return
+    when = (execution.scheduled_at or execution.started_at).isoformat()
+    if execution.status == ExecutionStatus.SUCCESS:
+        for kind in (AlertKind.FAILURE, AlertKind.MISSED, AlertKind.DEADMAN):
+            alert_set(
+                job=job,
+                kind=kind,
+                firing=False,
+                message=f"{job.name} recovered: run at {when} succeeded.",
+            )
+        threshold = slow_threshold(job)
+        if threshold is not None and execution.duration is not None:
+            slow = execution.duration > threshold
+            alert_set(
+                job=job,
+                kind=AlertKind.SLOW,
+                firing=slow,
+                message=(
+                    f"{job.name} ran {execution.duration:.2f}s at {when}, over its "
+                    f"{threshold:g}s threshold."
+                    if slow
+                    else f"{job.name} is back under its {threshold:g}s threshold "
+                    f"({execution.duration:.2f}s)."
+                ),
+            )
+    elif execution.status in (
+        ExecutionStatus.FAILURE,
+        ExecutionStatus.TIMEOUT,
+        ExecutionStatus.LOST,
+    ):
+        detail = execution.exception or execution.reason
+        alert_set(
+            job=job,
+            kind=AlertKind.FAILURE,
+            firing=True,
+            message=f"{job.name} {execution.status} at {when}: {detail}",
+        )
+    elif execution.status == ExecutionStatus.MISSED:
+        alert_set(
+            job=job,
+            kind=AlertKind.MISSED,
+            firing=True,
+            message=f"{job.name} missed its run at {when}: {execution.reason}",
+        )
+
+
+def expected_period(job: Job) -> float | None:
+    """Seconds between two fire times of the job around now (None for one-off jobs)."""
+    if job.trigger_type == TriggerType.DATE:
+        return None
+    try:
+        trigger = job.trigger()
+    except ValueError:
+        return None
+    first = trigger.next_after(timezone.now())
+    second = trigger.next_after(first) if first else None
+    return (second - first).total_seconds() if first and second else None
+
+
+def deadman_check(*, now: dt.datetime | None = None) -> list[str]:
+    """Alert for every enabled job with no successful run within its period + grace.
+
+    Runs outside beat (in workers and on demand), so it also catches a beat that died.
+    Returns the names of the jobs now overdue.
+    """
+    now = now or timezone.now()
+    overdue = []
+    for job in Job.objects.filter(enabled=True).exclude(alert_emails="", alert_webhooks=""):
+        period = expected_period(job)
+        if period is None:
+            continue
+        last_success = (
+            JobExecution.objects.filter(job=job, status=ExecutionStatus.SUCCESS)
+            .order_by("-started_at")
+            .values_list("started_at", flat=True)
+            .first()
+        )
+        reference = last_success or job.created_at
+        silence = (now - reference).total_seconds()
+        if silence > period + job.alert_grace:
+            overdue.append(job.name)
+            alert_set(
+                job=job,
+                kind=AlertKind.DEADMAN,
+                firing=True,
+                message=f"{job.name} has not succeeded for {silence:.0f}s (period "
+                f"{period:.0f}s + grace {job.alert_grace}s). Is beat or every worker down?",
+            )
+    return overdue

@@ -1,0 +1,45 @@
+"""Our own receivers of the job events: the audit trail, the statistics and the alerts."""
+
+import logging
+
+from django.dispatch import receiver
+
+from scheduling import alerts, signals, stats
+from scheduling.models import JobChange
+
+logger = logging.getLogger(__name__)
+
+ACTIONS = {
+    signals.job_added: "added",
+    signals.job_changed: "changed",
+    signals.job_removed: "removed",
+    signals.job_paused: "paused",
+    signals.job_resumed: "resumed",
+}
+
+
+def record_change(sender, *, signal, job, source, actor, changes, **kwargs) -> None:
+    from django.utils import timezone
+
+    JobChange.objects.create(
+        job_id=None if signal is signals.job_removed else job.pk,
+        job_name=job.name,
+        action=ACTIONS[signal],
+        source=source,
+        actor=actor,
+        at=timezone.now(),
+        changes=changes,
+    )
+
+
+for _signal in ACTIONS:
+    _signal.connect(record_change, dispatch_uid=f"scheduling.audit.{ACTIONS[_signal]}")
+
+
+@receiver(signals.run_succeeded, dispatch_uid="scheduling.run.succeeded")
+@receiver(signals.run_failed, dispatch_uid="scheduling.run.failed")
+@receiver(signals.run_missed, dispatch_uid="scheduling.run.missed")
+@receiver(signals.run_skipped, dispatch_uid="scheduling.run.skipped")
+def on_run_finished(sender, *, execution, **kwargs) -> None:
+    stats.stats_record(execution=execution)
+    alerts.on_run(execution)

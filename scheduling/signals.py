@@ -1,0 +1,40 @@
+"""Job events: the documented extension point.
+
+Connect a receiver to any of these Django signals to react to what happens to jobs; our
+own audit trail, statistics and alerts are receivers like any other
+(:mod:`scheduling.receivers`). Every signal is sent with ``sender=Job`` (job events) or
+``sender=JobExecution`` (run events), after the change is written.
+
+Job events, with keyword arguments ``job``, ``source`` (admin / command / import / api /
+system), ``actor`` (user name or "") and ``changes`` (``{field: [old, new]}``):
+
+- ``job_added``, ``job_changed``, ``job_removed``, ``job_paused``, ``job_resumed``
+  (one event per change: an edit that also pauses or resumes is ``job_changed`` with
+  ``enabled`` among its changes)
+
+Run events, with keyword argument ``execution`` (a saved :class:`JobExecution`):
+
+- ``run_started`` — a run began on a worker
+- ``run_succeeded`` — it returned
+- ``run_failed`` — it raised, timed out or was lost
+- ``run_missed`` — a fire time was not run (misfire grace or coalesced)
+- ``run_skipped`` — a fire time was not run (max instances reached)
+
+Receivers run in the process that made the change (web, command, beat or worker); an
+exception in a receiver is logged and does not undo the change
+(``send_robust``).
+"""
+
+from django.dispatch import Signal
+
+job_added = Signal()
+job_changed = Signal()
+job_removed = Signal()
+job_paused = Signal()
+job_resumed = Signal()
+
+run_started = Signal()
+run_succeeded = Signal()
+run_failed = Signal()
+run_missed = Signal()
+run_skipped = Signal()

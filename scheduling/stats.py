@@ -1,0 +1,87 @@
+"""Writes for the daily statistics rollup (one row per job, UTC day and outcome).
+
+Kept up to date by the run events (:mod:`scheduling.receivers`) with one upsert per
+finished run, and rebuilt from the executions with :func:`stats_rebuild`.
+"""
+
+import datetime as dt
+
+from django.db import connection, transaction
+
+from scheduling.models import JobDailyStats, JobExecution
+
+TABLE = JobDailyStats._meta.db_table
+BUCKETS = JobDailyStats.DURATION_BUCKETS
+
+
+def bucket_index(duration: float) -> int:
+    for index, bound in enumerate(BUCKETS):
+        if duration <= bound:
+            return index
+    return len(BUCKETS)
+
+
+_UPSERT = f"""
+INSERT INTO {TABLE} (job_id, day, status, count, duration_count, duration_sum, duration_min,
+    duration_max, lateness_count, lateness_sum, b0, b1, b2, b3, b4, b5, b6, b7)
+VALUES (%s, %s, %s, 1, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+ON CONFLICT (job_id, day, status) DO UPDATE SET
+    count = {TABLE}.count + 1,
+    duration_count = {TABLE}.duration_count + excluded.duration_count,
+    duration_sum = {TABLE}.duration_sum + excluded.duration_sum,
+    duration_min = CASE WHEN excluded.duration_min IS NOT NULL AND ({TABLE}.duration_min IS NULL
+        OR excluded.duration_min < {TABLE}.duration_min) THEN excluded.duration_min
+        ELSE {TABLE}.duration_min END,
+    duration_max = CASE WHEN excluded.duration_max IS NOT NULL AND ({TABLE}.duration_max IS NULL
+        OR excluded.duration_max > {TABLE}.duration_max) THEN excluded.duration_max
+        ELSE {TABLE}.duration_max END,
+    lateness_count = {TABLE}.lateness_count + excluded.lateness_count,
+    lateness_sum = {TABLE}.lateness_sum + excluded.lateness_sum,
+    b0 = {TABLE}.b0 + excluded.b0, b1 = {TABLE}.b1 + excluded.b1,
+    b2 = {TABLE}.b2 + excluded.b2, b3 = {TABLE}.b3 + excluded.b3,
+    b4 = {TABLE}.b4 + excluded.b4, b5 = {TABLE}.b5 + excluded.b5,
+    b6 = {TABLE}.b6 + excluded.b6, b7 = {TABLE}.b7 + excluded.b7
+"""
+
+
+def _row(execution: JobExecution) -> list:
+    day = (execution.scheduled_at or execution.started_at).astimezone(dt.UTC).date()
+    duration = execution.duration
+    buckets = [0] * (len(BUCKETS) + 1)
+    if duration is not None:
+        buckets[bucket_index(duration)] = 1
+    ran = execution.status not in ("missed", "skipped")
+    lateness = execution.lateness if ran else None
+    return [
+        execution.job_id,
+        day,
+        execution.status,
+        1 if duration is not None else 0,
+        duration or 0.0,
+        duration,
+        duration,
+        1 if lateness is not None else 0,
+        lateness or 0.0,
+        *buckets,
+    ]
+
+
+def stats_record(*, execution: JobExecution) -> None:
+    """Add one finished (or missed, or skipped) run to its day's statistics."""
+    if execution.job_id is None:
+        return
+    with connection.cursor() as cursor:
+        cursor.execute(_UPSERT, _row(execution))
+
+
+@transaction.atomic
+def stats_rebuild(*, batch_size: int = 5000) -> int:
+    """Recompute the rollup from the executions table; return the runs counted."""
+    JobDailyStats.objects.all().delete()
+    counted = 0
+    finished = JobExecution.objects.exclude(status="running").filter(job__isnull=False)
+    with connection.cursor() as cursor:
+        for execution in finished.iterator(chunk_size=batch_size):
+            cursor.execute(_UPSERT, _row(execution))
+            counted += 1
+    return counted
