@@ -75,13 +75,38 @@ def stats_record(*, execution: JobExecution) -> None:
 
 
 @transaction.atomic
-def stats_rebuild(*, batch_size: int = 5000) -> int:
-    """Recompute the rollup from the executions table; return the runs counted."""
+def stats_rebuild() -> int:
+    """Recompute the rollup from the executions table in one statement; return the runs."""
     JobDailyStats.objects.all().delete()
-    counted = 0
-    finished = JobExecution.objects.exclude(status="running").filter(job__isnull=False)
+    if connection.vendor == "postgresql":
+        day = "(COALESCE(scheduled_at, started_at) AT TIME ZONE 'UTC')::date"
+        lateness = "EXTRACT(EPOCH FROM (started_at - scheduled_at))"
+    else:  # SQLite stores UTC text
+        day = "date(COALESCE(scheduled_at, started_at))"
+        lateness = "(julianday(started_at) - julianday(scheduled_at)) * 86400.0"
+    ran = "status NOT IN ('missed', 'skipped') AND scheduled_at IS NOT NULL"
+    bounds = [*BUCKETS]
+    bucket_sql = []
+    for index in range(len(bounds) + 1):
+        low = f"duration > {bounds[index - 1]}" if index else "TRUE"
+        high = f"duration <= {bounds[index]}" if index < len(bounds) else "TRUE"
+        bucket_sql.append(
+            f"SUM(CASE WHEN duration IS NOT NULL AND {low} AND {high} THEN 1 ELSE 0 END)"
+        )
+    executions = JobExecution._meta.db_table
+    sql = f"""
+        INSERT INTO {TABLE} (job_id, day, status, count, duration_count, duration_sum,
+            duration_min, duration_max, lateness_count, lateness_sum,
+            b0, b1, b2, b3, b4, b5, b6, b7)
+        SELECT job_id, {day}, status, COUNT(*), COUNT(duration), COALESCE(SUM(duration), 0),
+            MIN(duration), MAX(duration),
+            SUM(CASE WHEN {ran} THEN 1 ELSE 0 END),
+            COALESCE(SUM(CASE WHEN {ran} THEN {lateness} ELSE 0 END), 0),
+            {", ".join(bucket_sql)}
+        FROM {executions}
+        WHERE status <> 'running' AND job_id IS NOT NULL
+        GROUP BY job_id, {day}, status
+    """.replace("TRUE", "1=1")
     with connection.cursor() as cursor:
-        for execution in finished.iterator(chunk_size=batch_size):
-            cursor.execute(_UPSERT, _row(execution))
-            counted += 1
-    return counted
+        cursor.execute(sql)
+    return JobExecution.objects.exclude(status="running").filter(job__isnull=False).count()

@@ -27,7 +27,9 @@ def test_every_marked_string_has_a_chinese_translation():
     strings = marked_strings()
     assert len(strings) > 100
     with translation.override("zh-hans"):
-        missing = sorted(s for s in strings if translation.gettext(s) == s and s not in {"Cron"})
+        missing = sorted(
+            s for s in strings if translation.gettext(s) == s and s not in {"Cron", "API"}
+        )  # same in both languages
     assert missing == []
 
 
