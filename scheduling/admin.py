@@ -20,7 +20,7 @@ from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 from django_celery_beat import models as beat_models
 
-from scheduling import charts, registry, schedules, selectors, services
+from scheduling import charts, masking, registry, schedules, selectors, services
 from scheduling.audit import audit_context
 from scheduling.models import (
     Alert,
@@ -112,9 +112,17 @@ class JobAdminForm(forms.ModelForm):
             local = self.instance.run_at.astimezone(schedules.get_timezone(self.instance.timezone))
             self.initial["run_at"] = local.replace(tzinfo=None)
         self.fields["run_at"].help_text = _("Date and time in the job's timezone.")
+        if self.instance.pk and isinstance(self.instance.kwargs, dict):
+            # Secrets are shown masked; a masked value sent back keeps the stored one.
+            self.initial["kwargs"] = masking.mask(self.instance.kwargs)
 
     def clean(self):
         cleaned = super().clean()
+        if self.instance.pk and "kwargs" in cleaned:
+            stored = (
+                Job.objects.filter(pk=self.instance.pk).values_list("kwargs", flat=True).first()
+            )
+            cleaned["kwargs"] = masking.unmask(cleaned["kwargs"], stored)
         run_at, tz_name = cleaned.get("run_at"), cleaned.get("timezone")
         if run_at and tz_name in schedules.available_timezones():
             cleaned["run_at"] = _in_job_timezone(run_at, tz_name)

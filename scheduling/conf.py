@@ -43,6 +43,8 @@ DEFAULTS: dict[str, Any] = {
     # /metrics: None = staff users with the view permission only; a string = also anyone
     # sending "Authorization: Bearer <token>"; "public" = no check (trusted networks).
     "METRICS_TOKEN": None,
+    # Keyword-argument names whose values are masked in the admin, exports and results.
+    "SENSITIVE_KWARGS": r"pass(word|wd)?|token|secret|api[_-]?key|private[_-]?key|credential|auth",
     # Where the admin links to for the live view.
     "FLOWER_URL": "http://127.0.0.1:5555/",
 }

@@ -29,11 +29,11 @@ from typing import Any
 
 from celery.exceptions import SoftTimeLimitExceeded
 from celery.utils.time import get_exponential_backoff_interval
-from django.db import close_old_connections, connection, transaction
+from django.db import DatabaseError, InterfaceError, close_old_connections, connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from scheduling import conf, registry, signals
+from scheduling import conf, masking, registry, signals
 from scheduling.models import ExecutionStatus, ExecutionTrigger, Job, JobExecution
 
 logger = logging.getLogger(__name__)
@@ -41,6 +41,10 @@ logger = logging.getLogger(__name__)
 
 class JobNotFoundError(LookupError):
     """The job a message names does not exist (any more)."""
+
+
+class DatabaseUnavailable(Exception):
+    """The run could not be started because the database did not answer; deliver it again."""
 
 
 class RetryLater(Exception):
@@ -287,15 +291,19 @@ def execution_run(
     Exceptions are re-raised after recording, so Celery's result shows the failure too;
     a failure that should be retried raises :class:`RetryLater` instead.
     """
-    execution = execution_start(
-        job_id=job_id,
-        trigger=trigger,
-        scheduled_at=scheduled_at,
-        jitter=jitter,
-        attempt=attempt,
-        task_id=task_id,
-        worker=worker,
-    )
+    try:
+        execution = execution_start(
+            job_id=job_id,
+            trigger=trigger,
+            scheduled_at=scheduled_at,
+            jitter=jitter,
+            attempt=attempt,
+            task_id=task_id,
+            worker=worker,
+        )
+    except (DatabaseError, InterfaceError) as exc:
+        close_old_connections()
+        raise DatabaseUnavailable(f"Could not start job {job_id}: {exc}") from exc
     if execution is None:
         return {"ran": False}
     job = execution.job
@@ -352,13 +360,15 @@ def execution_mark_timed_out(*, task_id: str, limit: float) -> int:
 def _summary(value: Any) -> str:
     limit = conf.get("RESULT_SUMMARY_MAX_CHARS")
     try:
-        text = json.dumps(value, ensure_ascii=False, default=repr)
+        text = json.dumps(masking.mask(value), ensure_ascii=False, default=repr)
     except (TypeError, ValueError):
         text = repr(value)
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _jsonable(value: Any) -> Any:
+    """What Celery's result store gets: JSON, with secrets masked."""
+    value = masking.mask(value)
     try:
         json.dumps(value)
     except (TypeError, ValueError):

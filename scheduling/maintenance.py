@@ -220,7 +220,8 @@ def backup(*, keep: int | None = None, history_days: int | None = None) -> dict[
     history_days = history_days if history_days is not None else conf.get("BACKUP_HISTORY_DAYS")
     folder = backup_dir()
     folder.mkdir(parents=True, exist_ok=True)
-    document = selectors.config_export(history_days=history_days)
+    # A backup must restore everything, secrets included: it is written for the owner only.
+    document = selectors.config_export(history_days=history_days, include_secrets=True)
     stamp = timezone.now().strftime("%Y%m%d-%H%M%S-%f")
     path = folder / f"backup-{stamp}.json"
     # Write to a temporary file and rename, so a half-written backup never exists.
@@ -229,6 +230,7 @@ def backup(*, keep: int | None = None, history_days: int | None = None) -> dict[
     ) as handle:
         json.dump(document, handle, ensure_ascii=False, indent=2)
         temporary = handle.name
+    os.chmod(temporary, 0o600)
     os.replace(temporary, path)
     rotated = sorted(folder.glob("backup-*.json"))[:-keep]
     for old in rotated:

@@ -25,6 +25,7 @@ import logging
 import os
 import socket
 import time
+from collections import deque
 from typing import Any
 
 from celery import schedules as celery_schedules
@@ -42,6 +43,10 @@ logger = logging.getLogger(__name__)
 NEVER = 3600.0
 CHANGE_CHECK_INTERVAL = 1.0
 HEARTBEAT_INTERVAL = 5.0
+# A run sent this long after its fire time + jitter + grace without an execution row was
+# lost on the way (e.g. a broker restarted without persistence): it is recorded as missed.
+LEDGER_MARGIN = 10.0
+LEDGER_CHECK_INTERVAL = 5.0
 # Most fire times a coalescing or catch-up pass walks through.
 CATCH_UP_LIMIT = 100_000
 
@@ -162,10 +167,17 @@ class JobScheduler(DatabaseScheduler):
     Model = Job
     _last_change_check = 0.0
     _last_heartbeat = 0.0
+    # Set when a database error may have left the stored schedule behind beat's own: the
+    # next reload re-reads every job, recording or sending the fire times it missed.
+    _force_reload = False
+
+    _last_ledger_check = 0.0
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self.beat_name = f"{socket.gethostname()}:{os.getpid()}"
         self.beat_started_at = timezone.now()
+        # (deadline, job, fire time) of runs sent and not yet seen starting.
+        self._in_flight: deque[tuple[dt.datetime, Job, dt.datetime]] = deque()
         super().__init__(*args, **kwargs)
 
     def setup_schedule(self) -> None:
@@ -176,7 +188,35 @@ class JobScheduler(DatabaseScheduler):
 
     def tick(self, *args: Any, **kwargs: Any) -> float:
         self._heartbeat()
+        self._check_ledger()
         return super().tick(*args, **kwargs)
+
+    def _check_ledger(self) -> None:
+        """Record as missed the runs that were sent but never reached a worker."""
+        now = time.monotonic()
+        if now - self._last_ledger_check < LEDGER_CHECK_INTERVAL or not self._in_flight:
+            return
+        self._last_ledger_check = now
+        from scheduling.models import JobExecution
+
+        current = timezone.now()
+        while self._in_flight and self._in_flight[0][0] < current:
+            _deadline, job, fire_time = self._in_flight[0]
+            try:
+                arrived = JobExecution.objects.filter(
+                    job_id=job.pk, trigger=ExecutionTrigger.SCHEDULE, scheduled_at=fire_time
+                ).exists()
+                if not arrived and Job.objects.filter(pk=job.pk).exists():
+                    executions.execution_record_missed(
+                        job=job,
+                        fire_times=[fire_time],
+                        reason="Sent to the broker but never started: the message was lost "
+                        "(e.g. the broker restarted without persistence).",
+                    )
+            except (DatabaseError, InterfaceError):
+                logger.exception("JobScheduler: could not check runs in flight; later")
+                return
+            self._in_flight.popleft()
 
     def _heartbeat(self) -> None:
         """Record that this beat is alive, at most every few seconds."""
@@ -197,7 +237,9 @@ class JobScheduler(DatabaseScheduler):
             jobs = list(Job.objects.filter(enabled=True).order_by("pk"))
         except (DatabaseError, InterfaceError):
             logger.exception("JobScheduler: could not read jobs; keeping the current schedule")
+            self._force_reload = True
             return self._schedule or {}
+        self._force_reload = False
         now = timezone.now()
         schedule: dict[str, JobEntry] = {}
         for job in jobs:
@@ -255,7 +297,8 @@ class JobScheduler(DatabaseScheduler):
         if now - self._last_change_check < CHANGE_CHECK_INTERVAL:
             return False
         self._last_change_check = now
-        return super().schedule_changed()
+        changed = super().schedule_changed()
+        return changed or self._force_reload
 
     def reserve(self, entry: JobEntry) -> JobEntry:
         new_entry = next(entry)
@@ -270,6 +313,7 @@ class JobScheduler(DatabaseScheduler):
         except (DatabaseError, InterfaceError):
             logger.exception("Job %s: could not store its next fire time", entry.name)
             entry.stale = True
+            self._force_reload = True
         if entry.name in self._schedule:
             self._schedule[entry.name] = new_entry
         return new_entry
@@ -297,6 +341,10 @@ class JobScheduler(DatabaseScheduler):
             except (DatabaseError, InterfaceError):
                 logger.exception("Job %s: could not record the unsent run", entry.name)
             return None
+        deadline = entry.next_run_at + dt.timedelta(
+            seconds=entry.jitter + entry.job.misfire_grace_time + LEDGER_MARGIN
+        )
+        self._in_flight.append((deadline, entry.job, entry.next_run_at))
         logger.debug("Job %s sent for %s as %s", entry.name, entry.next_run_at, task_id)
         return task_id
 

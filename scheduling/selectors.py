@@ -6,7 +6,7 @@ from typing import Any
 from django.db.models import QuerySet
 from django.utils import timezone
 
-from scheduling import schedules
+from scheduling import masking, schedules
 from scheduling.models import Job, JobExecution
 
 
@@ -56,7 +56,7 @@ def job_status(*, job: Job) -> dict[str, Any]:
         "trigger_description": job.describe_trigger(),
         "task": job.task,
         "args": job.args,
-        "kwargs": job.kwargs,
+        "kwargs": masking.mask(job.kwargs),
         "timezone": job.timezone,
         "coalesce": job.coalesce,
         "max_instances": job.max_instances,
@@ -88,18 +88,22 @@ def execution_list(*, job: Job | None = None) -> QuerySet[JobExecution]:
     return executions.order_by("-started_at")
 
 
-def config_export(*, history_days: int | None = None) -> dict[str, Any]:
+def config_export(
+    *, history_days: int | None = None, include_secrets: bool = False
+) -> dict[str, Any]:
     """All job definitions in the config format; with ``history_days``, recent runs too.
 
-    The document holds no timestamp of its own, so exporting the same jobs twice gives
-    the same file.
+    Sensitive keyword arguments are masked unless ``include_secrets``; importing a masked
+    file keeps the stored secrets. The document holds no timestamp of its own, so
+    exporting the same jobs twice gives the same file.
     """
     from scheduling.config import FORMAT, job_to_entry
 
-    document: dict[str, Any] = {
-        "format": FORMAT,
-        "jobs": [job_to_entry(job) for job in Job.objects.order_by("name")],
-    }
+    entries = [job_to_entry(job) for job in Job.objects.order_by("name")]
+    if not include_secrets:
+        for entry in entries:
+            entry["kwargs"] = masking.mask(entry["kwargs"])
+    document: dict[str, Any] = {"format": FORMAT, "jobs": entries}
     if history_days is not None:
         since = timezone.now() - dt.timedelta(days=history_days)
         document["executions"] = [

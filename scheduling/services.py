@@ -16,7 +16,7 @@ from django.db import transaction
 from django.utils import timezone
 from django_celery_beat.models import PeriodicTasks
 
-from scheduling import audit, registry, signals
+from scheduling import audit, masking, registry, signals
 from scheduling.config import DEFAULT_JOBS, JobSpec, config_parse, spec_differences
 from scheduling.models import (
     ExecutionTrigger,
@@ -120,7 +120,7 @@ def job_save(*, job: Job, changed: Iterable[str] | None = None) -> Job:
 def _jsonable(value: Any) -> Any:
     if isinstance(value, dt.datetime):
         return value.isoformat()
-    return value
+    return masking.mask(value)
 
 
 def _emit(signal, job: Job, changes: dict[str, Any]) -> None:
@@ -346,6 +346,7 @@ def _import_one(
         report.created.append(spec.name)
         report.diff.append(f"+ {spec.name}")
         return
+    spec.fields["kwargs"] = masking.unmask(spec.fields["kwargs"], job.kwargs)
     changes = {} if only_missing else spec_differences(job, spec)
     if not changes:
         report.unchanged.append(spec.name)

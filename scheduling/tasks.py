@@ -3,9 +3,10 @@
 import datetime as dt
 import logging
 import threading
+import time
 
 from celery import Task, shared_task
-from celery.exceptions import TimeLimitExceeded
+from celery.exceptions import Reject, TimeLimitExceeded
 from celery.signals import worker_ready, worker_shutdown
 
 from scheduling import conf, executions
@@ -52,7 +53,12 @@ class RunJobTask(Task):
             )
 
 
-@shared_task(name="scheduling.run_job", bind=True, base=RunJobTask, max_retries=None)
+# acks_late: a message is acknowledged once its run is over, so a run whose worker died, or
+# that could not start because the database was away, is delivered again; the execution
+# row's unique (job, fire time, attempt) key makes sure it never runs twice.
+@shared_task(
+    name="scheduling.run_job", bind=True, base=RunJobTask, max_retries=None, acks_late=True
+)
 def run_job(
     self,
     job_id: int,
@@ -73,3 +79,6 @@ def run_job(
         )
     except executions.RetryLater as retry:
         raise self.retry(countdown=retry.countdown, exc=retry.cause) from retry.cause
+    except executions.DatabaseUnavailable as exc:
+        time.sleep(1)  # do not spin while the database is away
+        raise Reject(str(exc), requeue=True) from exc

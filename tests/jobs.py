@@ -32,3 +32,12 @@ def flaky(key: str, failures: int) -> int:
 @job_task("tests.value_error", description="Always raise ValueError.")
 def value_error() -> None:
     raise ValueError("not retried")
+
+
+@job_task("tests.count_runs", description="Append a line per call, to count real executions.")
+def count_runs(key: str, seconds: float = 0) -> int:
+    path = Path(settings.VAR_DIR) / f"calls-{key}"
+    with path.open("a") as handle:
+        handle.write("x\n")
+    time.sleep(seconds)
+    return 1

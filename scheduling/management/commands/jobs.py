@@ -57,6 +57,27 @@ EXAMPLES = {
 }
 
 
+# The permission each action needs when a --user is given.
+PERMISSIONS = {
+    "list": "view_job",
+    "show": "view_job",
+    "history": "view_job",
+    "export": "view_job",
+    "stats": "view_job",
+    "slow": "view_job",
+    "add": "add_job",
+    "modify": "change_job",
+    "import": "change_job",
+    "install-defaults": "add_job",
+    "pause": "pause_job",
+    "resume": "pause_job",
+    "remove": "delete_job",
+    "run": "run_job",
+    "alerts-check": "view_job",
+    "stats-rebuild": "change_job",
+}
+
+
 def _json_arg(value: str, option: str) -> Any:
     try:
         return json.loads(value)
@@ -74,6 +95,11 @@ class Command(BaseCommand):
     help = "Manage scheduled jobs: list, show, add, modify, pause, resume, remove, run, history, export, import."
 
     def add_arguments(self, parser):
+        parser.add_argument(
+            "--user",
+            help="act as this Django user: the action needs that user's permission "
+            "(view, add, change, delete, run or pause job)",
+        )
         sub = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
 
         def action(name: str, help_text: str):
@@ -138,6 +164,11 @@ class Command(BaseCommand):
         p.add_argument("--limit", type=int, default=10)
         p = action("export", "Export all job definitions as JSON (to a file or stdout).")
         p.add_argument("file", nargs="?", help="output file (default: stdout)")
+        p.add_argument(
+            "--include-secrets",
+            action="store_true",
+            help="write sensitive keyword arguments in clear (masked by default)",
+        )
         p = action("import", "Import job definitions from a JSON file, all or nothing.")
         p.add_argument("file", help="JSON file ('-' for stdin)")
         p.add_argument("--dry-run", action="store_true", help="print the changes, write nothing")
@@ -161,13 +192,29 @@ class Command(BaseCommand):
     def handle(self, *args, action: str, **options):
         self.as_json = options.get("json", False)
         handler = getattr(self, "do_" + action.replace("-", "_"))
+        actor = getpass.getuser()
+        if options.get("user"):
+            actor = self._check_permission(options["user"], action)
         try:
-            with audit_context(source="command", actor=getpass.getuser()):
+            with audit_context(source="command", actor=actor):
                 handler(**options)
         except ValidationError as exc:
             raise CommandError(_one_line(exc)) from None
         except (Job.DoesNotExist, registry.UnknownTaskError, ConfigError, TypeError) as exc:
             raise CommandError(str(exc)) from None
+
+    def _check_permission(self, username: str, action: str) -> str:
+        from django.contrib.auth import get_user_model
+
+        user = get_user_model().objects.filter(username=username, is_active=True).first()
+        if user is None:
+            raise CommandError(f"No active user {username!r}.")
+        permission = f"scheduling.{PERMISSIONS[action]}"
+        if not user.has_perm(permission):
+            raise CommandError(
+                f"User {username!r} lacks the permission {permission!r} for {action!r}."
+            )
+        return username
 
     # --- output ------------------------------------------------------------------------------
     def emit(self, data: Any, text: str) -> None:
@@ -345,8 +392,9 @@ class Command(BaseCommand):
             )
         self.emit([self._execution(run) for run in runs], "\n".join(lines))
 
-    def do_export(self, file: str | None = None, **_):
-        text = json.dumps(selectors.config_export(), ensure_ascii=False, indent=2) + "\n"
+    def do_export(self, file: str | None = None, include_secrets: bool = False, **_):
+        document = selectors.config_export(include_secrets=include_secrets)
+        text = json.dumps(document, ensure_ascii=False, indent=2) + "\n"
         if file:
             with open(file, "w", encoding="utf-8") as handle:
                 handle.write(text)

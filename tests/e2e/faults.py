@@ -1,0 +1,56 @@
+"""Accounting for fault-injection runs: every fire time must end up explained, once."""
+
+import datetime as dt
+from pathlib import Path
+
+from django.conf import settings
+
+from scheduling import schedules
+from scheduling.models import Job, JobExecution
+
+EXPLAINED = {"success", "failure", "timeout", "lost", "missed", "skipped"}
+# Statuses of rows whose function was called (a run still going has been called too).
+CALLED = {"success", "failure", "timeout", "lost", "running"}
+
+
+def account(job: Job, key: str, since: dt.datetime, until: dt.datetime) -> dict:
+    """Compare the fire times of ``job`` in [since, until] with what was recorded.
+
+    ``duplicates``: real executions of the function (counted by the task itself) beyond one
+    per run on record, plus fire times with more than one row; ``unexplained``: fire times
+    with no row at all.
+    """
+    job.refresh_from_db()
+    expected = schedules.upcoming(job.trigger(), after=since, count=100_000)
+    expected = [t for t in expected if t <= until]
+    rows = JobExecution.objects.filter(
+        job=job, trigger="schedule", attempt=0, scheduled_at__gte=since, scheduled_at__lte=until
+    )
+    by_time: dict[dt.datetime, list[str]] = {}
+    for scheduled_at, status in rows.values_list("scheduled_at", "status"):
+        by_time.setdefault(scheduled_at, []).append(status)
+    calls_file = Path(settings.VAR_DIR) / f"calls-{key}"
+    all_calls = len(calls_file.read_text().splitlines()) if calls_file.exists() else 0
+    all_ran = JobExecution.objects.filter(job=job, status__in=CALLED).count()
+    unexplained = [t for t in expected if not (set(by_time.get(t, [])) & EXPLAINED)]
+    statuses: dict[str, int] = {}
+    for values in by_time.values():
+        for status in values:
+            statuses[status] = statuses.get(status, 0) + 1
+    return {
+        "expected": len(expected),
+        "recorded": sum(len(v) for v in by_time.values()),
+        "outcomes": statuses,
+        "duplicates": max(all_calls - all_ran, 0)
+        + sum(len(v) - 1 for v in by_time.values() if len(v) > 1),
+        "unexplained": len(unexplained),
+        "unexplained_times": [t.isoformat() for t in unexplained[:5]],
+    }
+
+
+def report_line(fault: str, result: dict) -> str:
+    return (
+        f"FAULT {fault:<34} expected {result['expected']:>4}  recorded {result['recorded']:>4}  "
+        f"duplicates {result['duplicates']}  unexplained {result['unexplained']}  "
+        f"outcomes {result['outcomes']}"
+    )
