@@ -218,11 +218,14 @@ def _lease_keeper(execution: JobExecution):
     def renew() -> None:
         try:
             while not stop.wait(renew_every):
-                JobExecution.objects.filter(pk=execution.pk, status=ExecutionStatus.RUNNING).update(
-                    lease_until=timezone.now() + _lease()
-                )
-        except Exception:
-            logger.exception("Could not renew the lease of execution %s", execution.pk)
+                try:
+                    JobExecution.objects.filter(
+                        pk=execution.pk, status=ExecutionStatus.RUNNING
+                    ).update(lease_until=timezone.now() + _lease())
+                except (DatabaseError, InterfaceError):
+                    # The database may be back by the next round.
+                    logger.warning("Could not renew the lease of execution %s", execution.pk)
+                    connection.close()
         finally:
             connection.close()
 
