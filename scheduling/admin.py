@@ -72,7 +72,6 @@ class JobAdminForm(forms.ModelForm):
             "name",
             "title",
             "description",
-            "group",
             "task",
             "args",
             "kwargs",
@@ -83,17 +82,7 @@ class JobAdminForm(forms.ModelForm):
             "interval_every",
             "interval_period",
             "run_at",
-            "coalesce",
-            "max_instances",
-            "misfire_grace_time",
-            "jitter",
-            "soft_time_limit",
-            "time_limit",
-            "max_retries",
-            "retry_backoff",
-            "retry_backoff_max",
-            "retry_jitter",
-            "retry_on",
+            *Job.OPTION_FIELDS,
         )
 
     def __init__(self, *args, **kwargs):

@@ -47,24 +47,7 @@ ENTRY_KEYS = {
     "options",
 }
 REQUIRED_KEYS = ("task_id", "task_func", "trigger_type", "trigger_args")
-OPTION_KEYS = {
-    "group",
-    "coalesce",
-    "max_instances",
-    "misfire_grace_time",
-    "jitter",
-    "soft_time_limit",
-    "time_limit",
-    "max_retries",
-    "retry_backoff",
-    "retry_backoff_max",
-    "retry_jitter",
-    "retry_on",
-    "slow_threshold",
-    "alert_emails",
-    "alert_webhooks",
-    "alert_grace",
-}
+OPTION_KEYS = set(Job.OPTION_FIELDS)
 # Options with their defaults when a file leaves them out (group and the guide's three
 # come from settings).
 OPTION_DEFAULTS = {

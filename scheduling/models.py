@@ -65,6 +65,27 @@ class ExecutionTrigger(models.TextChoices):
 class Job(models.Model):
     """A registered task function, its arguments and one trigger (cron, interval or date)."""
 
+    #: How a job runs, beyond what and when: the "options" of a config file, and editable
+    #: everywhere a job is.
+    OPTION_FIELDS = (
+        "group",
+        "coalesce",
+        "max_instances",
+        "misfire_grace_time",
+        "jitter",
+        "soft_time_limit",
+        "time_limit",
+        "max_retries",
+        "retry_backoff",
+        "retry_backoff_max",
+        "retry_jitter",
+        "retry_on",
+        "slow_threshold",
+        "alert_emails",
+        "alert_webhooks",
+        "alert_grace",
+    )
+
     name = models.CharField(
         _("name"), max_length=200, unique=True, help_text=_("Unique name of the job.")
     )

@@ -5,7 +5,7 @@ import os
 import pytest
 
 from project.celery import app
-from tests.e2e.processes import CeleryProcesses
+from tests.e2e.processes import CeleryProcesses, reset_broker_connections
 
 # Test-only job tasks: registered here, and in the beat and worker processes the tests start.
 os.environ["SCHEDULING_EXTRA_JOB_MODULES"] = "tests.jobs"
@@ -19,6 +19,7 @@ def celery_processes(transactional_db, tmp_path):
     Depends on ``transactional_db`` so the rows a test writes are committed and visible to
     the processes, and so the processes stop before the tables are flushed.
     """
+    reset_broker_connections()  # a previous test may have restarted the broker
     app.control.purge()
     processes = CeleryProcesses(tmp_path)
     yield processes

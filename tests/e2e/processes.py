@@ -73,7 +73,7 @@ class CeleryProcesses:
             extra_env=env,
         )
         wait_for(
-            lambda: hostname in {k for r in app.control.ping(timeout=0.5) for k in r},
+            lambda: hostname in _ping(),
             timeout=60,
             what=f"worker {hostname} to answer a ping",
             processes=self,
@@ -115,6 +115,24 @@ class CeleryProcesses:
     def log(self, name: str) -> str:
         path = self.log_dir / f"{name}.log"
         return path.read_text()[-5000:] if path.exists() else ""
+
+
+def reset_broker_connections() -> None:
+    """Drop the test process's pooled broker connections (after a broker restart)."""
+    from kombu import pools
+
+    pools.reset()  # closes and forgets kombu's pools
+    app._pool = None  # Celery builds a fresh pool on next use
+    app.amqp._producer_pool = None
+
+
+def _ping() -> set[str]:
+    """Names of the workers that answer; a broker that restarted under us is reconnected."""
+    try:
+        return {name for reply in app.control.ping(timeout=0.5) for name in reply}
+    except Exception:
+        reset_broker_connections()
+        return set()
 
 
 def wait_for(
