@@ -11,7 +11,7 @@ import pytest
 from django.utils import timezone
 
 from scheduling import services
-from scheduling.models import JobExecution
+from scheduling.models import BeatHeartbeat, JobExecution
 from tests.e2e.processes import wait_for
 from tests.factories import make_job
 
@@ -91,8 +91,10 @@ def test_worker_outage_follows_misfire_grace_and_coalesce(celery_processes):
     celery_processes.stop("w1")
     down_at = timezone.now()
     time.sleep(12)
-    up_at = timezone.now()
+    # "Up" is when the new worker answers, not when it was asked to start: on a loaded
+    # machine start-up alone can outlast the grace.
     celery_processes.start_worker()
+    up_at = timezone.now()
     time.sleep(6)
 
     outage = [down_at + dt.timedelta(seconds=1), up_at - dt.timedelta(seconds=1)]
@@ -140,8 +142,14 @@ def test_beat_outage_records_missed_fire_times_and_catches_up(celery_processes):
     celery_processes.stop("beat", sig=signal.SIGKILL)
     down_at = timezone.now()
     time.sleep(10)
-    up_at = timezone.now()
     celery_processes.start_beat()
+    wait_for(
+        lambda: BeatHeartbeat.objects.filter(started_at__gt=down_at).exists(),
+        timeout=60,
+        what="the new beat's heartbeat",
+        processes=celery_processes,
+    )
+    up_at = timezone.now()
     time.sleep(6)
 
     outage = [down_at + dt.timedelta(seconds=1), up_at - dt.timedelta(seconds=1)]

@@ -1,0 +1,654 @@
+"""Properties that hold for any input: the cron parser, job arguments, import files and the
+admin form never crash, name what is wrong, and save nothing when they refuse.
+
+Each test draws many inputs with Hypothesis. Database tests run every example inside a
+transaction that is rolled back, so each example starts from the same rows.
+"""
+
+import datetime as dt
+from contextlib import contextmanager
+from zoneinfo import ZoneInfo
+
+import pytest
+from croniter import croniter
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, transaction
+from django.urls import reverse
+from hypothesis import HealthCheck, assume, event, example, given, settings
+from hypothesis import strategies as st
+
+from scheduling import conf, services
+from scheduling.config import CRON_KEYS, ENTRY_KEYS, ConfigError, config_parse
+from scheduling.models import Job, JobChange
+from scheduling.schedules import CronTrigger, normalize_cron
+from tests.factories import make_job
+from tests.test_admin import form_data
+
+UTC = dt.UTC
+
+# No example database: nothing is written to the working tree.
+FAST = settings(max_examples=150, deadline=None, database=None)
+DB = settings(
+    max_examples=80,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+
+
+@contextmanager
+def rolled_back():
+    """Run one example in a transaction that is always rolled back."""
+    with transaction.atomic():
+        yield
+        transaction.set_rollback(True)
+
+
+# --- strategies ------------------------------------------------------------------------------
+
+DAY_NAMES = ["SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT", "mon", "Fri"]
+MONTH_NAMES = ["JAN", "FEB", "MAR", "JUN", "DEC", "jan", "Dec"]
+small = st.integers(min_value=0, max_value=70).map(str)
+
+cron_atom = st.one_of(
+    st.sampled_from(["*", "?", "L", "W", "LW", "#", "/", "-", ",", ""]),
+    small,
+    st.sampled_from(DAY_NAMES + MONTH_NAMES),
+    st.tuples(small, small).map("-".join),
+    st.tuples(st.sampled_from(DAY_NAMES), st.sampled_from(DAY_NAMES)).map("-".join),
+    st.tuples(small, small).map("#".join),
+    small.map(lambda n: f"{n}L"),
+    small.map(lambda n: f"{n}W"),
+)
+cron_item = st.tuples(cron_atom, st.none() | small).map(
+    lambda pair: pair[0] if pair[1] is None else f"{pair[0]}/{pair[1]}"
+)
+cron_field = st.lists(cron_item, min_size=1, max_size=3).map(",".join)
+cron_like = st.tuples(
+    st.lists(cron_field, min_size=0, max_size=8),
+    st.sampled_from([" ", "  ", "\t", " \n "]),
+).map(lambda pair: pair[1].join(pair[0]))
+
+
+def _in_range_field(low: int, high: int, names: list[str] | None = None) -> st.SearchStrategy:
+    """A field that is usually valid for the range low..high (sometimes off by a little)."""
+    number = st.integers(min_value=low, max_value=high)
+    options = [
+        st.just("*"),
+        number.map(str),
+        st.tuples(number, st.integers(1, high - low + 1)).map(lambda p: f"{p[0]}/{p[1]}"),
+        st.integers(1, high - low + 1).map(lambda k: f"*/{k}"),
+        st.tuples(number, number).map(lambda p: f"{min(p)}-{max(p)}"),
+        st.lists(number, min_size=1, max_size=4).map(lambda ns: ",".join(map(str, ns))),
+    ]
+    if names:
+        options.append(st.sampled_from(names))
+    return st.one_of(*options)
+
+
+valid_leaning_cron = st.tuples(
+    _in_range_field(0, 59),
+    _in_range_field(0, 59),
+    _in_range_field(0, 23),
+    st.one_of(_in_range_field(1, 31), st.sampled_from(["L", "?", "15W"])),
+    _in_range_field(1, 12, MONTH_NAMES),
+    st.one_of(
+        _in_range_field(0, 7, DAY_NAMES),
+        st.sampled_from(["?", "1#2", "5L", "MON-FRI"]),
+    ),
+    st.booleans(),
+).map(lambda f: " ".join(f[1:6] if f[6] else f[:6]))  # sometimes classic 5-field cron
+
+moments = st.datetimes(
+    min_value=dt.datetime(1970, 1, 1),
+    max_value=dt.datetime(2200, 12, 31),
+    timezones=st.sampled_from([UTC, dt.timezone(dt.timedelta(hours=-5))]),
+)
+
+json_scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.text(max_size=20),
+)
+json_values = st.recursive(
+    json_scalars,
+    lambda children: st.one_of(
+        st.lists(children, max_size=4),
+        st.dictionaries(st.text(max_size=10), children, max_size=4),
+    ),
+    max_leaves=12,
+)
+
+
+# --- 1. the cron parser ----------------------------------------------------------------------
+
+
+def _assert_normalizes_or_names_the_problem(expression: str) -> None:
+    try:
+        result = normalize_cron(expression)
+    except ValueError as exc:
+        assert "field" in str(exc), f"{expression!r}: {exc}"
+    else:
+        assert len(result.split()) == 6
+        assert croniter.is_valid(result, second_at_beginning=True)
+
+
+@FAST
+@given(expression=st.text())
+def test_cron_parser_never_crashes_and_names_the_problem(expression):
+    _assert_normalizes_or_names_the_problem(expression)
+
+
+@FAST
+@given(expression=st.one_of(cron_like, valid_leaning_cron))
+def test_cron_parser_names_the_problem_in_cron_like_text(expression):
+    _assert_normalizes_or_names_the_problem(expression)
+
+
+def _valid_trigger(expression: str, timezone: str) -> CronTrigger:
+    try:
+        return CronTrigger(expression, timezone)
+    except ValueError:
+        assume(False)
+        raise
+
+
+@FAST
+@given(expression=valid_leaning_cron, after=moments)
+def test_next_cron_fire_time_is_utc_and_strictly_later(expression, after):
+    trigger = _valid_trigger(expression, "UTC")
+    moment = after
+    for _ in range(5):
+        nxt = trigger.next_after(moment)
+        if nxt is None:
+            break
+        assert isinstance(nxt, dt.datetime)
+        assert nxt.tzinfo is not None and nxt.utcoffset() == dt.timedelta(0)
+        assert nxt > moment, f"{trigger}: {nxt} is not after {moment}"
+        moment = nxt
+
+
+@settings(FAST, max_examples=60)
+@given(
+    expression=valid_leaning_cron,
+    timezone=st.sampled_from(["America/New_York", "Europe/London", "Australia/Lord_Howe"]),
+    after=moments,
+)
+def test_next_cron_fire_times_keep_increasing_across_daylight_saving(expression, timezone, after):
+    trigger = _valid_trigger(expression, timezone)
+    moment = after
+    for _ in range(5):
+        nxt = trigger.next_after(moment)
+        if nxt is None:
+            break
+        assert nxt.utcoffset() == dt.timedelta(0)
+        assert nxt > moment, f"{trigger}: {nxt} is not after {moment}"
+        moment = nxt
+
+
+# --- 2. job arguments ------------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+@DB
+@given(args=json_values, kwargs=json_values)
+def test_job_arguments_are_a_list_and_an_object_or_refused_whole(args, kwargs):
+    with rolled_back():
+        jobs_before, changes_before = Job.objects.count(), JobChange.objects.count()
+        try:
+            job = services.job_create(
+                name="prop-args",
+                task="demo.echo",
+                trigger_type="cron",
+                cron_expression="0 0 * * * *",
+                args=args,
+                kwargs=kwargs,
+            )
+        except ValidationError as exc:
+            expected = {
+                name
+                for name, ok in (
+                    ("args", isinstance(args, list)),
+                    ("kwargs", isinstance(kwargs, dict)),
+                )
+                if not ok
+            }
+            assert expected, f"valid arguments refused: {exc.message_dict}"
+            assert set(exc.message_dict) == expected
+            assert Job.objects.count() == jobs_before
+            assert not Job.objects.filter(name="prop-args").exists()
+            assert JobChange.objects.count() == changes_before
+        else:
+            assert isinstance(args, list) and isinstance(kwargs, dict)
+            stored = Job.objects.get(pk=job.pk)
+            assert (stored.args, stored.kwargs) == (args, kwargs)
+
+
+# --- 3. import files -------------------------------------------------------------------------
+
+# Mostly valid choices: the mutations below supply the garbage.
+TASK_IDS = ["existing", "nightly", "poll", "backup", "report", "x" * 201]
+TIMEZONES = ["UTC", "Asia/Shanghai", "America/New_York", "Europe/Berlin", "Mars/Base"]
+TASKS = ["demo.echo", "demo.echo", "demo.echo", "demo.fail", "os.system"]
+
+aps_cron_value = st.one_of(
+    st.integers(-2, 70),
+    st.sampled_from(["*", "*/2", "1,3", "1-5", "5-2", "mon-fri", "0-6/2", "L", "last", ""]),
+    valid_leaning_cron,
+)
+cron_trigger = st.tuples(
+    st.just("cron"),
+    st.one_of(
+        st.fixed_dictionaries({"expression": st.one_of(valid_leaning_cron, cron_like)}),
+        st.dictionaries(st.sampled_from(CRON_KEYS), aps_cron_value, min_size=1, max_size=4),
+    ),
+)
+interval_trigger = st.tuples(
+    st.just("interval"),
+    st.one_of(
+        st.dictionaries(
+            st.sampled_from(["seconds", "minutes", "hours", "days", "weeks"]),
+            st.integers(1, 10_000),
+            min_size=1,
+            max_size=1,
+        ),
+        st.dictionaries(
+            st.sampled_from(["seconds", "minutes", "hours", "days", "weeks", "months"]),
+            st.one_of(st.integers(), st.booleans(), st.floats(allow_nan=False)),
+            min_size=1,
+            max_size=2,
+        ),
+    ),
+)
+# Years 1 and 9999 are left out here: see test_import_of_a_date_at_the_edge_of_the_calendar.
+run_dates = st.datetimes(min_value=dt.datetime(2, 1, 1), max_value=dt.datetime(9998, 12, 31))
+date_trigger = st.tuples(
+    st.just("date"),
+    st.fixed_dictionaries(
+        {
+            "run_date": st.one_of(
+                run_dates.map(lambda d: d.isoformat(sep=" ")),
+                st.datetimes(
+                    min_value=dt.datetime(2, 1, 1),
+                    max_value=dt.datetime(9998, 12, 31),
+                    timezones=st.timezones(),
+                ).map(dt.datetime.isoformat),
+                st.text(max_size=25),
+            )
+        }
+    ),
+)
+odd_trigger = st.tuples(
+    st.one_of(st.sampled_from(["CRON", "weekly", ""]), json_values), json_values
+)
+option_values = {
+    "group": st.text(max_size=30),
+    "coalesce": st.booleans(),
+    "max_instances": st.integers(1, 10),
+    "misfire_grace_time": st.integers(1, 3600),
+    "jitter": st.integers(0, 60),
+    "soft_time_limit": st.none() | st.integers(1, 100),
+    "time_limit": st.none() | st.integers(1, 1000),
+    "max_retries": st.integers(0, 5),
+    "retry_backoff": st.integers(0, 60),
+    "retry_backoff_max": st.integers(0, 3600),
+    "retry_jitter": st.booleans(),
+    "retry_on": st.lists(st.sampled_from(["ConnectionError", "TimeoutError"]), max_size=2),
+    "slow_threshold": st.none() | st.floats(0, 1e6),
+    "alert_emails": st.sampled_from(["", "ops@example.com"]),
+    "alert_webhooks": st.sampled_from(["", "https://example.com/hook"]),
+    "alert_grace": st.integers(0, 3600),
+}
+plausible_entry = st.builds(
+    lambda fields, trigger: {**fields, "trigger_type": trigger[0], "trigger_args": trigger[1]},
+    st.fixed_dictionaries(
+        {"task_id": st.sampled_from(TASK_IDS), "task_func": st.sampled_from(TASKS)},
+        optional={
+            "task_name": st.text(max_size=30),
+            "enabled": st.booleans(),
+            "description": st.text(max_size=30),
+            "timezone": st.sampled_from(TIMEZONES),
+            "args": st.lists(json_values, max_size=3),
+            "kwargs": st.dictionaries(st.text(max_size=10), json_values, max_size=3),
+            "options": st.fixed_dictionaries({}, optional=option_values),
+        },
+    ),
+    st.one_of(cron_trigger, interval_trigger, date_trigger, odd_trigger),
+)
+DROP = object()
+
+
+def _replacement(key: str) -> st.SearchStrategy:
+    # A list or an object as the timezone is left out here: see
+    # test_import_with_a_timezone_that_is_not_a_string.
+    values = json_scalars if key == "timezone" else json_values
+    return st.tuples(st.just(key), st.one_of(values, st.just(DROP)))
+
+
+def _mutate(entry_and_changes: tuple[dict, list[tuple[str, object]]]) -> dict:
+    entry, changes = entry_and_changes
+    entry = dict(entry)
+    for key, value in changes:
+        if value is DROP:
+            entry.pop(key, None)
+        else:
+            entry[key] = value
+    return entry
+
+
+# A plausible entry with up to two keys removed or given any JSON value (or an unknown key).
+entries = st.one_of(
+    st.tuples(
+        plausible_entry,
+        st.lists(st.sampled_from([*sorted(ENTRY_KEYS), "extra"]).flatmap(_replacement), max_size=2),
+    ).map(_mutate),
+    json_values,
+)
+documents = st.one_of(
+    st.lists(entries, max_size=3),
+    st.fixed_dictionaries({"jobs": st.lists(entries, max_size=3)}),
+    st.fixed_dictionaries({}, optional={"jobs": json_values, "executions": json_values}),
+    json_values,
+)
+
+
+def _snapshot() -> list[dict]:
+    return list(Job.objects.order_by("name").values())
+
+
+def _entries_of(document) -> list[dict]:
+    entries = document.get("jobs") if isinstance(document, dict) else document
+    return [e for e in entries if isinstance(e, dict)] if isinstance(entries, list) else []
+
+
+def _hits_a_known_import_crash(document) -> bool:
+    """Documents that crash the import (bugs pinned by the strict xfail tests below).
+
+    Kept out of the general property so that it keeps looking for other problems; delete
+    this filter once those tests pass.
+    """
+    for entry in _entries_of(document):
+        options = entry.get("options") if isinstance(entry.get("options"), dict) else {}
+        if isinstance(entry.get("timezone"), list | dict) and entry["timezone"]:
+            return True  # test_import_refuses_a_timezone_that_is_not_a_string
+        if any(entry.get(key, "") is None for key in ("task_name", "description")) or any(
+            options.get(key, "") is None for key in ("alert_emails", "alert_webhooks")
+        ):
+            return True  # test_import_refuses_null_for_a_text_field
+    return False
+
+
+@pytest.mark.django_db
+@settings(DB, max_examples=150)
+@given(document=documents)
+def test_import_file_is_applied_whole_or_refused_naming_each_entry(document):
+    assume(not _hits_a_known_import_crash(document))
+    with rolled_back():
+        make_job(name="existing", cron_expression="0 0 * * * *", args=[1], kwargs={"a": 1})
+        before, changes_before = _snapshot(), JobChange.objects.count()
+        try:
+            report = services.config_import(data=document)
+        except ConfigError as exc:
+            event("import refused")
+            assert isinstance(exc.problems, list) and exc.problems
+            for problem in exc.problems:
+                assert isinstance(problem, str)
+                assert problem.startswith(("jobs[", "the file")), problem
+            assert _snapshot() == before
+            assert JobChange.objects.count() == changes_before
+        else:
+            event("import applied")
+            names = set(Job.objects.values_list("name", flat=True))
+            assert {e["task_id"] for e in _entries_of(document)} <= names
+            assert set(report.created) | set(report.updated) | set(report.unchanged) <= names
+
+
+def _in_a_daylight_saving_gap_or_fold(entry: dict) -> bool:
+    """A local run_date that is skipped or repeated when the clocks change."""
+    try:
+        moment = dt.datetime.fromisoformat(entry["trigger_args"]["run_date"])
+        zone = ZoneInfo(entry.get("timezone") or conf.get("DEFAULT_TIMEZONE"))
+    except (KeyError, TypeError, ValueError):
+        return False
+    if moment.tzinfo is not None:
+        return False
+    return (
+        moment.replace(tzinfo=zone, fold=0).utcoffset()
+        != moment.replace(tzinfo=zone, fold=1).utcoffset()
+    )
+
+
+@pytest.mark.django_db
+@settings(DB, max_examples=100)
+@given(
+    document=st.lists(
+        plausible_entry, min_size=1, max_size=3, unique_by=lambda entry: entry["task_id"]
+    )
+)
+def test_importing_the_same_file_twice_changes_nothing(document):
+    # test_reimport_with_values_the_model_converts_is_not_idempotent pins these.
+    assume(not any(_in_a_daylight_saving_gap_or_fold(entry) for entry in document))
+    with rolled_back():
+        try:
+            services.config_import(data=document)
+        except ConfigError:
+            event("import refused")
+            return
+        event("import applied")
+        before, changes_before = _snapshot(), JobChange.objects.count()
+        again = services.config_import(data=document)
+        assert (again.created, again.updated, again.removed) == ([], [], []), again.diff
+        assert _snapshot() == before
+        assert JobChange.objects.count() == changes_before
+
+
+@pytest.mark.django_db
+@settings(DB, max_examples=100)
+@example(trigger_args={"hour": 2, "day_of_week": "5-2"})
+@given(
+    trigger_args=st.dictionaries(
+        st.sampled_from(CRON_KEYS),
+        st.one_of(
+            st.integers(0, 59),
+            st.text(alphabet="0123456789*/-, LW#", max_size=6),
+            st.sampled_from(["mon-fri", "sat,sun", "jan", "last"]),
+        ),
+        min_size=1,
+        max_size=4,
+    )
+)
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="Product bug: an APScheduler-style cron field that expands to nothing (a reversed "
+    "day_of_week range such as '5-2', or an empty string) is joined into a 5-field string "
+    "and re-read as classic cron, so every field shifts one place: "
+    "{'hour': 2, 'day_of_week': '5-2'} imports as '0 0 0 2 * *' (midnight on the 2nd).",
+)
+def test_apscheduler_cron_fields_keep_their_place_or_are_refused(trigger_args):
+    entry = {
+        "task_id": "aps",
+        "task_func": "demo.echo",
+        "trigger_type": "cron",
+        "trigger_args": trigger_args,
+    }
+    try:
+        (spec,) = config_parse([entry])
+    except ConfigError:
+        return
+    fields = spec.fields["cron_expression"].split()
+    for index, key in enumerate(("second", "minute", "hour")):
+        value = trigger_args.get(key)
+        if isinstance(value, int) and value < (60 if key != "hour" else 24):
+            assert fields[index] == str(value), (trigger_args, spec.fields["cron_expression"])
+
+
+# --- import crashes found by the properties above (product bugs, pinned) ---------------------
+
+ENTRY = {"task_id": "a", "task_func": "demo.echo", "trigger_type": "interval"}
+EVERY_MINUTE = {**ENTRY, "trigger_args": {"minutes": 1}}
+ON_A_DATE = {**ENTRY, "trigger_type": "date", "trigger_args": {"run_date": "2099-01-01 00:00:00"}}
+
+
+def _assert_refused_naming_the_entry(document) -> None:
+    with pytest.raises(ConfigError) as refused:
+        services.config_import(data=document)
+    assert all(p.startswith("jobs[0]") for p in refused.value.problems)
+    assert not Job.objects.exists()
+
+
+@pytest.mark.django_db
+@pytest.mark.xfail(
+    strict=True,
+    raises=TypeError,
+    reason="Product bug: a date job whose timezone is a JSON list or object raises "
+    "TypeError: unhashable type (from schedules.get_timezone in "
+    "config._date_from_trigger_args) instead of a ConfigError.",
+)
+@pytest.mark.parametrize("timezone", [["UTC"], {"a": 0}])
+def test_import_refuses_a_timezone_that_is_not_a_string(timezone):
+    _assert_refused_naming_the_entry([{**ON_A_DATE, "timezone": timezone}])
+
+
+@pytest.mark.django_db
+@pytest.mark.xfail(
+    strict=True,
+    raises=IntegrityError,
+    reason="Product bug: null for a blank text field passes validation (blank fields skip "
+    "clean_fields) and fails on INSERT with IntegrityError: NOT NULL constraint failed.",
+)
+@pytest.mark.parametrize(
+    "entry",
+    [
+        {**EVERY_MINUTE, "description": None},
+        {**EVERY_MINUTE, "task_name": None},
+        {**EVERY_MINUTE, "options": {"alert_emails": None}},
+        {**EVERY_MINUTE, "options": {"alert_webhooks": None}},
+    ],
+)
+def test_import_refuses_null_for_a_text_field(entry):
+    _assert_refused_naming_the_entry([entry])
+
+
+@pytest.mark.django_db
+@pytest.mark.xfail(
+    strict=True,
+    raises=OverflowError,
+    reason="Product bug: a run_date whose UTC time falls outside years 1..9999 passes "
+    "validation and raises OverflowError: date value out of range when saved.",
+)
+@pytest.mark.parametrize(
+    "entry",
+    [
+        {**ENTRY, "trigger_type": "date", "trigger_args": {"run_date": "0001-01-01 00:00:00"}},
+        {
+            **ENTRY,
+            "trigger_type": "date",
+            "timezone": "America/New_York",
+            "trigger_args": {"run_date": "9999-12-31 23:59:59"},
+        },
+    ],
+)
+def test_import_of_a_date_at_the_edge_of_the_calendar(entry):
+    _assert_refused_naming_the_entry([entry])
+
+
+@pytest.mark.django_db
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="Product bug: values the model converts on save (a list or number as text, "
+    "'5' or 1.5 for an integer, a local run_date in a daylight-saving gap or fold) are "
+    "stored converted but compared unconverted, so every re-import reports the job as "
+    "updated (new version, new audit entry).",
+)
+@pytest.mark.parametrize(
+    "entry",
+    [
+        {**EVERY_MINUTE, "description": []},
+        {**EVERY_MINUTE, "task_name": 5},
+        {**EVERY_MINUTE, "options": {"max_instances": "5"}},
+        {**EVERY_MINUTE, "options": {"retry_backoff": 1.5}},
+        {
+            **ON_A_DATE,
+            "timezone": "America/New_York",
+            "trigger_args": {"run_date": "2099-11-01 01:30:00"},
+        },
+    ],
+)
+def test_reimport_with_values_the_model_converts_is_not_idempotent(entry):
+    services.config_import(data=[entry])
+    again = services.config_import(data=[entry])
+    assert again.unchanged == ["a"], again.diff
+
+
+# --- 4. the admin form -----------------------------------------------------------------------
+
+ADMIN_FIELDS = [
+    "name",
+    "cron_expression",
+    "args",
+    "kwargs",
+    "timezone",
+    "interval_every",
+    "max_instances",
+    "misfire_grace_time",
+    "run_at_0",
+    "run_at_1",
+    "retry_on",
+]
+field_text = st.one_of(
+    st.text(),
+    st.text(alphabet="0123456789-+.eE :", max_size=25),
+    st.sampled_from(["[]", "{}", "null", "[1, 2", '{"a": 1}', "99999999999999999999", "-1"]),
+    cron_like,
+)
+
+
+def _post_a_new_job(client, **overrides):
+    before = Job.objects.count()
+    response = client.post(reverse("admin:scheduling_job_add"), form_data(**overrides))
+    assert response.status_code in (200, 302), response.status_code
+    if response.status_code == 200:
+        assert "errorlist" in response.content.decode()
+        assert Job.objects.count() == before
+    else:
+        assert Job.objects.count() == before + 1
+
+
+@pytest.mark.django_db
+@DB
+@given(field=st.sampled_from(ADMIN_FIELDS), value=field_text)
+def test_admin_form_shows_errors_for_any_text_and_never_fails(admin_client_logged_in, field, value):
+    with rolled_back():
+        _post_a_new_job(admin_client_logged_in, **{field: value})
+
+
+@pytest.mark.django_db
+@settings(DB, max_examples=60)
+@example(date=dt.date(1, 1, 1), time=dt.time(0, 0), timezone="Asia/Shanghai")
+@given(
+    date=st.dates(),
+    time=st.times(),
+    timezone=st.sampled_from(["Asia/Shanghai", "UTC", "America/New_York", "Pacific/Kiritimati"]),
+)
+@pytest.mark.xfail(
+    strict=True,
+    raises=OverflowError,
+    reason="Product bug: a run at date whose UTC time falls outside years 1..9999 "
+    "(0001-01-01 00:00:00 in Asia/Shanghai, or 9999-12-31 23:59:59 in America/New_York) "
+    "passes the form and the model and raises OverflowError on save: a 500, even on a cron "
+    "job, which does not use run at.",
+)
+def test_admin_form_run_at_anywhere_in_the_calendar_never_fails(
+    admin_client_logged_in, date, time, timezone
+):
+    with rolled_back():
+        _post_a_new_job(
+            admin_client_logged_in,
+            timezone=timezone,
+            run_at_0=date.isoformat(),
+            run_at_1=time.isoformat(timespec="seconds"),
+        )
