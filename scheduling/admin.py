@@ -3,6 +3,8 @@
 Thin by design: every write goes through :mod:`scheduling.services`.
 """
 
+import datetime as dt
+
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied, ValidationError
@@ -114,8 +116,14 @@ class JobAdminForm(forms.ModelForm):
             cleaned["kwargs"] = masking.unmask(cleaned["kwargs"], stored)
         run_at, tz_name = cleaned.get("run_at"), cleaned.get("timezone")
         if run_at and tz_name in schedules.available_timezones():
-            cleaned["run_at"] = _in_job_timezone(run_at, tz_name)
-            self.instance.run_at = cleaned["run_at"]
+            try:
+                cleaned["run_at"] = _in_job_timezone(run_at, tz_name)
+                cleaned["run_at"].astimezone(dt.UTC)
+            except (OverflowError, ValueError):
+                self.add_error("run_at", _("The date is out of range."))
+                cleaned.pop("run_at", None)
+            else:
+                self.instance.run_at = cleaned["run_at"]
         return cleaned
 
 

@@ -115,6 +115,8 @@ def _aps_day_of_week(value: str) -> str:
         base, _, step = item.partition("/")
         if "-" in base and all(p.isdigit() for p in base.split("-", 1)):
             low, high = (int(p) for p in base.split("-", 1))
+            if low > high:
+                raise ValueError(f"day_of_week {value!r} has an empty range {base!r}")
             days = [str((d + 1) % 7) for d in range(low, high + 1)]
             parts.append(",".join(days) if not step else f"{one(str(low))}-{one(str(high))}/{step}")
         else:
@@ -172,7 +174,11 @@ def _date_from_trigger_args(trigger_args: dict[str, Any], tz_name: str) -> dt.da
         raise ValueError(f"run_date {trigger_args['run_date']!r} is not an ISO date-time") from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=schedules.get_timezone(tz_name))
-    return moment
+    try:
+        # In UTC, as stored: a wall-clock time that occurs twice compares equal to itself.
+        return moment.astimezone(dt.UTC)
+    except OverflowError:
+        raise ValueError(f"run_date {trigger_args['run_date']!r} is out of range") from None
 
 
 def _entry_to_spec(entry: Any, where: str) -> tuple[JobSpec | None, list[str]]:
@@ -233,6 +239,9 @@ def _entry_to_spec(entry: Any, where: str) -> tuple[JobSpec | None, list[str]]:
             ]
     except ValueError as exc:
         return None, [f"{where}: trigger_args: {exc}"]
+    type_problems = _type_problems(fields)
+    if type_problems:
+        return None, [f"{where}: {problem}" for problem in type_problems]
     job = Job(name=name, **fields)
     try:
         job.clean_fields(exclude=["schedule_anchor"])
@@ -244,6 +253,33 @@ def _entry_to_spec(entry: Any, where: str) -> tuple[JobSpec | None, list[str]]:
         ]
     fields["cron_expression"] = job.cron_expression
     return JobSpec(name=name, fields=fields), []
+
+
+def _type_problems(fields: dict[str, Any]) -> list[str]:
+    """Values of the wrong JSON type. Checked strictly: the model would convert them
+    silently (5 to "5", "5" to 5), and a re-import would then never find the job unchanged."""
+    from django.db import models
+
+    problems = []
+    for name, value in fields.items():
+        field = Job._meta.get_field(name)
+        if value is None:
+            if not field.null:
+                problems.append(f"{name}: must not be null")
+        elif isinstance(field, models.BooleanField):
+            if not isinstance(value, bool):
+                problems.append(f"{name}: must be true or false")
+        elif isinstance(field, (models.CharField, models.TextField)):
+            if not isinstance(value, str):
+                problems.append(f"{name}: must be a string")
+        elif isinstance(field, models.IntegerField):
+            if not isinstance(value, int) or isinstance(value, bool):
+                problems.append(f"{name}: must be a whole number")
+        elif isinstance(field, models.FloatField) and (
+            not isinstance(value, int | float) or isinstance(value, bool)
+        ):
+            problems.append(f"{name}: must be a number")
+    return problems
 
 
 def config_parse(data: Any) -> list[JobSpec]:

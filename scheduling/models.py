@@ -346,6 +346,11 @@ class Job(models.Model):
                     errors["interval_every"] = str(exc)
         elif self.trigger_type == TriggerType.DATE and self.run_at is None:
             errors["run_at"] = _("A one-off job needs the date and time it runs at.")
+        elif self.trigger_type == TriggerType.DATE:
+            try:
+                self.run_at.astimezone(dt.UTC)
+            except OverflowError:
+                errors["run_at"] = _("The date is out of range.")
         if not isinstance(self.retry_on, list) or not all(
             isinstance(name, str) and name for name in self.retry_on
         ):

@@ -39,7 +39,7 @@ def available_timezones() -> frozenset[str]:
 
 def get_timezone(name: str) -> zoneinfo.ZoneInfo:
     """Return the IANA zone ``name``; raise ``ValueError`` naming it when unknown."""
-    if name not in available_timezones():
+    if not isinstance(name, str) or name not in available_timezones():
         raise ValueError(f"Unknown timezone {name!r}; use an IANA name such as 'Asia/Shanghai'.")
     return zoneinfo.ZoneInfo(name)
 
