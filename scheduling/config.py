@@ -142,7 +142,9 @@ def cron_from_trigger_args(trigger_args: dict[str, Any]) -> str:
     values = []
     for index, key in enumerate(CRON_KEYS):
         if key in trigger_args:
-            value = str(trigger_args[key])
+            value = str(trigger_args[key]).strip()
+            if not value or " " in value:
+                raise ValueError(f"cron field {key!r} must be one non-empty value, not {value!r}")
             values.append(_aps_day_of_week(value) if key == "day_of_week" else value)
         elif index < smallest and key in ("second", "minute", "hour"):
             values.append("0")
