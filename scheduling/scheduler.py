@@ -32,6 +32,7 @@ from celery import schedules as celery_schedules
 from celery.beat import ScheduleEntry
 from django.db import DatabaseError, InterfaceError, close_old_connections, connection
 from django.utils import timezone
+from django_celery_beat.models import PeriodicTasks
 from django_celery_beat.schedulers import DatabaseScheduler
 
 from scheduling import conf, executions, services
@@ -181,6 +182,13 @@ class JobScheduler(DatabaseScheduler):
         super().__init__(*args, **kwargs)
 
     def setup_schedule(self) -> None:
+        # django-celery-beat ignores the first change ever made when its change marker row
+        # did not exist yet at start-up (``ts > (last or ts)``): make sure it exists.
+        try:
+            if PeriodicTasks.last_change() is None:
+                PeriodicTasks.update_changed()
+        except (DatabaseError, InterfaceError):
+            logger.exception("JobScheduler: could not create the change marker")
         if self.app.conf.beat_schedule:
             logger.warning(
                 "JobScheduler ignores CELERY_BEAT_SCHEDULE; define jobs in the admin instead."
