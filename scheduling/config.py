@@ -196,7 +196,7 @@ def _entry_to_spec(entry: Any, where: str) -> tuple[JobSpec | None, list[str]]:
     if problems:
         return None, problems
     name = entry["task_id"]
-    if not isinstance(name, str) or not name.strip():
+    if not isinstance(name, str) or not name.strip() or "\x00" in name:
         return None, [f"{where}: 'task_id' must be a non-empty string"]
     where = f"{where} ({name})"
     tz_name = entry.get("timezone") or conf.get("DEFAULT_TIMEZONE")
@@ -274,6 +274,8 @@ def _type_problems(fields: dict[str, Any]) -> list[str]:
         elif isinstance(field, (models.CharField, models.TextField)):
             if not isinstance(value, str):
                 problems.append(f"{name}: must be a string")
+            elif "\x00" in value:
+                problems.append(f"{name}: must not contain NUL characters")
         elif isinstance(field, models.IntegerField):
             if not isinstance(value, int) or isinstance(value, bool):
                 problems.append(f"{name}: must be a whole number")
@@ -335,12 +337,23 @@ def job_to_entry(job: Job) -> dict[str, Any]:
     }
 
 
+def _same_json(value: Any) -> Any:
+    """JSON as stored: PostgreSQL's jsonb keeps a number's value, not its Python type."""
+    if isinstance(value, bool) or not isinstance(value, int | float | dict | list):
+        return value
+    if isinstance(value, dict):
+        return {k: _same_json(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_same_json(v) for v in value]
+    return float(value)
+
+
 def spec_differences(job: Job, spec: JobSpec) -> dict[str, tuple[Any, Any]]:
     """Fields whose stored value differs from the spec: ``{field: (old, new)}``."""
     return {
         name: (getattr(job, name), value)
         for name, value in spec.fields.items()
-        if getattr(job, name) != value
+        if _same_json(getattr(job, name)) != _same_json(value)
     }
 
 

@@ -29,6 +29,17 @@ def default_coalesce() -> bool:
     return conf.get("DEFAULT_COALESCE")
 
 
+def _contains_nul(value) -> bool:
+    """PostgreSQL cannot store NUL characters in text or JSON."""
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_contains_nul(k) or _contains_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_contains_nul(v) for v in value)
+    return False
+
+
 class TriggerType(models.TextChoices):
     CRON = "cron", _("Cron")
     INTERVAL = "interval", _("Interval")
@@ -316,6 +327,20 @@ class Job(models.Model):
         errors: dict[str, str] = {}
         if self.task and not registry.is_registered(self.task):
             errors["task"] = str(registry.UnknownTaskError(self.task))
+        text_fields = (
+            "name",
+            "title",
+            "description",
+            "group",
+            "task",
+            "cron_expression",
+            "timezone",
+            "alert_emails",
+            "alert_webhooks",
+        )
+        for name in ("args", "kwargs", *text_fields):
+            if _contains_nul(getattr(self, name)):
+                errors[name] = _("Text must not contain NUL characters (\\u0000).")
         if not isinstance(self.args, list):
             errors["args"] = _('Positional arguments must be a JSON list, e.g. [1, "a"].')
         if not isinstance(self.kwargs, dict):
