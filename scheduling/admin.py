@@ -62,6 +62,21 @@ def _in_job_timezone(moment, tz_name: str):
     return naive.replace(tzinfo=schedules.get_timezone(tz_name))
 
 
+def _describe_changes(change: JobChange) -> str:
+    """An audit entry's changes in one line: ``field: old → new; …``."""
+    return "; ".join(f"{k}: {v[0]!r} → {v[1]!r}" for k, v in change.changes.items())
+
+
+class ReadOnlyAdminMixin:
+    """Records written by the product itself: viewed in the admin, never added or edited."""
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+
 class JobAdminForm(forms.ModelForm):
     """Shows only registered tasks; the model's ``clean`` names any bad field."""
 
@@ -265,7 +280,7 @@ class JobAdmin(admin.ModelAdmin):
                     change.action,
                     change.get_source_display(),
                     change.actor or "—",
-                    "; ".join(f"{k}: {v[0]!r} → {v[1]!r}" for k, v in change.changes.items())[:500],
+                    _describe_changes(change)[:500],
                 )
                 for change in job.changes.all()[:20]
             ),
@@ -495,7 +510,7 @@ class EstimatedCountPaginator(Paginator):
 
 
 @admin.register(JobExecution)
-class JobExecutionAdmin(admin.ModelAdmin):
+class JobExecutionAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     paginator = EstimatedCountPaginator
     list_display = (
         "job_name",
@@ -555,15 +570,9 @@ class JobExecutionAdmin(admin.ModelAdmin):
             execution.task_result_id,
         )
 
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
 
 @admin.register(JobChange)
-class JobChangeAdmin(admin.ModelAdmin):
+class JobChangeAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = ("at", "job_name", "action", "source", "actor", "summary")
     list_filter = ("action", "source", "job")
     search_fields = ("job_name", "actor")
@@ -571,20 +580,14 @@ class JobChangeAdmin(admin.ModelAdmin):
 
     @admin.display(description=_("changes"))
     def summary(self, change: JobChange) -> str:
-        return "; ".join(f"{k}: {v[0]!r} → {v[1]!r}" for k, v in change.changes.items())[:300]
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
+        return _describe_changes(change)[:300]
 
     def has_delete_permission(self, request, obj=None):
         return False
 
 
 @admin.register(Alert)
-class AlertAdmin(admin.ModelAdmin):
+class AlertAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = ("created_at", "job_name", "kind", "state", "message", "delivered")
     list_filter = ("kind", "state", "job")
     search_fields = ("job_name", "message")
@@ -595,9 +598,3 @@ class AlertAdmin(admin.ModelAdmin):
         if not alert.deliveries:
             return None
         return all(item.get("ok") for item in alert.deliveries)
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
