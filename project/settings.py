@@ -120,6 +120,15 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"]["TEST"] = {
         "NAME": os.environ.get("SQLITE_TEST_NAME", str(VAR_DIR / "test-db.sqlite3"))
     }
+elif DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    # The few statements every run executes (scheduling.rows.cursor) are prepared after
+    # this many executions on a connection; Django's own cursors bind values on the client
+    # and are never prepared. Empty: never (e.g. behind PgBouncer older than 1.21 in
+    # transaction mode). https://www.psycopg.org/psycopg3/docs/advanced/prepare.html
+    _prepare = os.environ.get("DATABASE_PREPARE_THRESHOLD", "5")
+    DATABASES["default"].setdefault("OPTIONS", {})["prepare_threshold"] = (
+        int(_prepare) if _prepare else None
+    )
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -176,12 +185,16 @@ CELERY_RESULT_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 # One message at a time per worker process: a long job never holds others in its prefetch.
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# Worker processes keep their database connection for this many tasks: Celery's Django
+# fixup otherwise closes it before and after every task, and opening a PostgreSQL
+# connection costs more than recording a short run. A connection that fails is dropped
+# at once (scheduling.executions), so a database restart costs one re-queued run at most.
+# https://github.com/celery/celery/issues/4116 (read as CELERY_DB_REUSE_MAX by the fixup)
+CELERY_DB_REUSE_MAX = int(os.environ.get("CELERY_DB_REUSE_MAX", "1000"))
 # Task events feed Flower's live view.
 CELERY_WORKER_SEND_TASK_EVENTS = True
 CELERY_TASK_SEND_SENT_EVENT = True
 CELERY_BEAT_SCHEDULER = "scheduling.scheduler:JobScheduler"
-# Beat wakes at least this often to pick up changes made in the admin.
-CELERY_BEAT_MAX_LOOP_INTERVAL = float(os.environ.get("CELERY_BEAT_MAX_LOOP_INTERVAL", "1"))
 
 # --- scheduling app -----------------------------------------------------------------------
 # Read through scheduling.conf.get(); the defaults live there.
@@ -193,6 +206,8 @@ SCHEDULING = {
     "EXECUTION_RETENTION_DAYS": int(os.environ.get("SCHEDULING_RETENTION_DAYS", "30")),
     "KEEP_LAST_RUNS": int(os.environ.get("SCHEDULING_KEEP_LAST_RUNS", "100")),
     "LEASE_SECONDS": float(os.environ.get("SCHEDULING_LEASE_SECONDS", "30")),
+    "BEAT_LEASE_SECONDS": float(os.environ.get("SCHEDULING_BEAT_LEASE_SECONDS", "5")),
+    "BEAT_POLL_INTERVAL": float(os.environ.get("SCHEDULING_BEAT_POLL_INTERVAL", "1")),
     "SLOW_THRESHOLD": float(os.environ.get("SCHEDULING_SLOW_THRESHOLD", "60")),
     "METRICS_TOKEN": os.environ.get("SCHEDULING_METRICS_TOKEN") or None,
     "DEADMAN_CHECK_INTERVAL": float(os.environ.get("SCHEDULING_DEADMAN_CHECK_INTERVAL", "60")),

@@ -16,7 +16,7 @@ from django.core.mail import send_mail
 from django.db import transaction
 from django.utils import timezone
 
-from scheduling import conf
+from scheduling import conf, rows
 from scheduling.models import (
     Alert,
     AlertKind,
@@ -106,40 +106,51 @@ def deliver(*, alert: Alert, job: Job) -> list[dict[str, Any]]:
     return results
 
 
+FAILED = (ExecutionStatus.FAILURE, ExecutionStatus.TIMEOUT, ExecutionStatus.LOST)
+_FIRING_SQL = f"SELECT kind FROM {JobAlertStatus._meta.db_table} WHERE job_id = %s AND firing = %s"
+
+
 def on_run(execution: JobExecution) -> None:
-    """Update the job's alert states after a run event."""
-    job = execution.job
-    if job is None:
+    """Update the job's alert states after a run event.
+
+    One statement reads which of the job's alerts are firing (plain SQL: this runs after
+    every run, see :mod:`scheduling.rows`); :func:`alert_set` (a locked transaction each)
+    runs only for a state this run changes. A healthy job's run, the common case, costs
+    that one read, not a transaction per alert kind.
+    """
+    if execution.job_id is None:
         return
+    with rows.cursor() as cursor:
+        cursor.execute(_FIRING_SQL, [execution.job_id, True])
+        firing = {kind for (kind,) in cursor.fetchall()}
+    job = execution.job
     when = (execution.scheduled_at or execution.started_at).isoformat()
     if execution.status == ExecutionStatus.SUCCESS:
         for kind in (AlertKind.FAILURE, AlertKind.MISSED, AlertKind.DEADMAN):
-            alert_set(
-                job=job,
-                kind=kind,
-                firing=False,
-                message=f"{job.name} recovered: run at {when} succeeded.",
-            )
+            if kind in firing:
+                alert_set(
+                    job=job,
+                    kind=kind,
+                    firing=False,
+                    message=f"{job.name} recovered: run at {when} succeeded.",
+                )
         threshold = slow_threshold(job)
         if threshold is not None and execution.duration is not None:
             slow = execution.duration > threshold
-            alert_set(
-                job=job,
-                kind=AlertKind.SLOW,
-                firing=slow,
-                message=(
-                    f"{job.name} ran {execution.duration:.2f}s at {when}, over its "
-                    f"{threshold:g}s threshold."
-                    if slow
-                    else f"{job.name} is back under its {threshold:g}s threshold "
-                    f"({execution.duration:.2f}s)."
-                ),
-            )
-    elif execution.status in (
-        ExecutionStatus.FAILURE,
-        ExecutionStatus.TIMEOUT,
-        ExecutionStatus.LOST,
-    ):
+            if slow != (AlertKind.SLOW in firing):
+                alert_set(
+                    job=job,
+                    kind=AlertKind.SLOW,
+                    firing=slow,
+                    message=(
+                        f"{job.name} ran {execution.duration:.2f}s at {when}, over its "
+                        f"{threshold:g}s threshold."
+                        if slow
+                        else f"{job.name} is back under its {threshold:g}s threshold "
+                        f"({execution.duration:.2f}s)."
+                    ),
+                )
+    elif execution.status in FAILED and AlertKind.FAILURE not in firing:
         detail = execution.exception or execution.reason
         alert_set(
             job=job,
@@ -147,7 +158,7 @@ def on_run(execution: JobExecution) -> None:
             firing=True,
             message=f"{job.name} {execution.status} at {when}: {detail}",
         )
-    elif execution.status == ExecutionStatus.MISSED:
+    elif execution.status == ExecutionStatus.MISSED and AlertKind.MISSED not in firing:
         alert_set(
             job=job,
             kind=AlertKind.MISSED,

@@ -14,27 +14,48 @@ across every worker on every machine sharing the database:
 5. otherwise a *running* row with a lease, renewed by a thread while the function runs;
    a worker killed mid-run stops renewing, and once the lease expires the run is *lost*
    and its slot free (within ``LEASE_SECONDS``).
+
+What a run costs matters as much as what it records: a worker must record hundreds of
+short runs a second (``benchmarks/worker_throughput.py``). A run is two transactions: the
+start above (lock and read the job, one count of the running rows — the lost ones are
+reaped only when it finds an expired lease —, one insert; rule 1 is the insert's unique
+key, not a query) and the finish, which writes the execution's outcome, the Celery task
+result (:mod:`scheduling.task_results`, instead of the result backend), the day's
+statistics and the job's last run in one commit, sent in one round trip on PostgreSQL.
+After it, the alert receiver reads the job's alert states once. These statements are
+written as one plain statement each (:mod:`scheduling.rows`): building them as querysets
+cost the worker more than the database spent on them. ``tests/test_run_cost.py`` holds the
+count (12 statements with BEGIN and COMMIT, from 26).
 """
 
 import asyncio
 import datetime as dt
 import json
 import logging
-import random
+import os
 import threading
 import time
 import traceback as tb
 from contextlib import contextmanager
 from typing import Any
 
-from celery.exceptions import SoftTimeLimitExceeded
+from celery import states
+from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
 from celery.utils.time import get_exponential_backoff_interval
-from django.db import DatabaseError, InterfaceError, close_old_connections, connection, transaction
-from django.db.models import F
+from django.db import (
+    DatabaseError,
+    IntegrityError,
+    InterfaceError,
+    close_old_connections,
+    connection,
+    transaction,
+)
 from django.utils import timezone
 
-from scheduling import conf, masking, registry, signals
+from scheduling import conf, masking, registry, rows, signals, stats
 from scheduling.models import ExecutionStatus, ExecutionTrigger, Job, JobExecution
+from scheduling.rows import row_get, row_insert, row_update
+from scheduling.task_results import TaskMessage, task_result_record
 
 logger = logging.getLogger(__name__)
 
@@ -91,21 +112,62 @@ def execution_reap_lost(*, job: Job | None = None) -> int:
     return len(lost)
 
 
-def _record(job: Job, status: str, reason: str, **fields: Any) -> JobExecution:
+NOT_RUN = {"ran": False}
+
+
+def _record(
+    job: Job, status: str, reason: str, message: TaskMessage | None, **fields: Any
+) -> JobExecution:
+    """Record a fire time that does not run (missed, skipped) and its task's result."""
     now = timezone.now()
-    execution = JobExecution.objects.create(
-        job=job,
-        job_name=job.name,
-        task=job.task,
-        status=status,
-        reason=reason[:500],
-        started_at=now,
-        finished_at=now,
-        **fields,
+    execution = row_insert(
+        JobExecution(
+            job=job,
+            job_name=job.name,
+            task=job.task,
+            status=status,
+            reason=reason[:500],
+            started_at=now,
+            finished_at=now,
+            **fields,
+        )
     )
+    if message is not None:
+        task_result_record(message=message, result=NOT_RUN, started_at=now)
     logger.info("Job %s %s: %s", job.name, status, reason)
     _announce(STATUS_EVENTS[status], execution)
     return execution
+
+
+_RUNNING_SQL = f"""
+    SELECT SUM(CASE WHEN lease_until >= %s THEN 1 ELSE 0 END),
+           SUM(CASE WHEN lease_until < %s THEN 1 ELSE 0 END)
+    FROM {JobExecution._meta.db_table} WHERE job_id = %s AND status = %s
+"""
+
+
+def _running(job: Job, now: dt.datetime) -> int:
+    """How many runs of ``job`` hold a live lease, after reaping those whose lease expired.
+
+    One statement on the common path (plain SQL: see :mod:`scheduling.rows`) counts both;
+    the reap (a select, and an update per lost run) runs only when a lease has expired.
+    """
+    at = connection.ops.adapt_datetimefield_value(now)
+    with rows.cursor() as cursor:
+        cursor.execute(_RUNNING_SQL, [at, at, job.pk, ExecutionStatus.RUNNING])
+        live, expired = cursor.fetchone()
+    if expired:
+        execution_reap_lost(job=job)
+    return live or 0
+
+
+def _recorded(*, job_id: int, scheduled_at: dt.datetime | None, attempt: int) -> bool:
+    return JobExecution.objects.filter(
+        job_id=job_id,
+        trigger=ExecutionTrigger.SCHEDULE,
+        scheduled_at=scheduled_at,
+        attempt=attempt,
+    ).exists()
 
 
 def execution_start(
@@ -117,8 +179,51 @@ def execution_start(
     attempt: int,
     task_id: str | None,
     worker: str,
+    message: TaskMessage | None = None,
 ) -> JobExecution | None:
-    """Apply the rules above; return the running execution, or ``None`` if it must not run."""
+    """Apply the rules above; return the running execution, or ``None`` if it must not run.
+
+    Rule 1 is enforced by the unique key itself rather than by a query first: every
+    outcome of rules 2-5 inserts the row of its fire time, so a duplicate fails on that
+    insert and its whole transaction (a coalesce mark, lost runs reaped, events) is rolled
+    back. ``message`` is the Celery message, whose task result is written with the row
+    when the run does not start (missed, skipped; a duplicate's only if it has none yet).
+    """
+    try:
+        with transaction.atomic():
+            return _start(
+                job_id=job_id,
+                trigger=trigger,
+                scheduled_at=scheduled_at,
+                jitter=jitter,
+                attempt=attempt,
+                task_id=task_id,
+                worker=worker,
+                message=message,
+            )
+    except IntegrityError:
+        duplicate = trigger == ExecutionTrigger.SCHEDULE and _recorded(
+            job_id=job_id, scheduled_at=scheduled_at, attempt=attempt
+        )
+        if not duplicate:
+            raise
+    logger.warning("Job %s: fire time %s delivered twice; dropped", job_id, scheduled_at)
+    if message is not None:
+        task_result_record(message=message, result=NOT_RUN, overwrite=False)
+    return None
+
+
+def _start(
+    *,
+    job_id: int,
+    trigger: str,
+    scheduled_at: dt.datetime | None,
+    jitter: float,
+    attempt: int,
+    task_id: str | None,
+    worker: str,
+    message: TaskMessage | None,
+) -> JobExecution | None:
     common = {
         "trigger": trigger,
         "scheduled_at": scheduled_at,
@@ -127,60 +232,52 @@ def execution_start(
         "worker": worker,
         "task_result_id": task_id,
     }
-    with transaction.atomic():
-        job = Job.objects.select_for_update().filter(pk=job_id).first()
-        if job is None:
-            raise JobNotFoundError(f"Job {job_id} does not exist (removed before it ran).")
-        now = timezone.now()
-        if trigger == ExecutionTrigger.SCHEDULE:
-            duplicate = JobExecution.objects.filter(
-                job=job, trigger=trigger, scheduled_at=scheduled_at, attempt=attempt
-            ).exists()
-            if duplicate:
-                logger.warning("Job %s: fire time %s delivered twice; dropped", job, scheduled_at)
-                return None
-        if trigger == ExecutionTrigger.SCHEDULE and attempt == 0 and scheduled_at is not None:
-            due = scheduled_at + dt.timedelta(seconds=jitter or 0)
-            late = (now - due).total_seconds()
-            if late > job.misfire_grace_time:
-                _record(
-                    job,
-                    ExecutionStatus.MISSED,
-                    f"Started {late:.1f}s after its fire time; the grace is "
-                    f"{job.misfire_grace_time}s.",
-                    **common,
-                )
-                return None
-            if job.coalesce and job.coalesced_until and scheduled_at <= job.coalesced_until:
-                _record(
-                    job,
-                    ExecutionStatus.MISSED,
-                    f"Coalesced into the run that covered fire times up to "
-                    f"{job.coalesced_until.isoformat()}.",
-                    **common,
-                )
-                return None
-        execution_reap_lost(job=job)
-        running = JobExecution.objects.filter(
-            job=job, status=ExecutionStatus.RUNNING, lease_until__gte=now
-        ).count()
-        if running >= job.max_instances:
+    job = row_get(Job, job_id, for_update=True)
+    if job is None:
+        raise JobNotFoundError(f"Job {job_id} does not exist (removed before it ran).")
+    now = timezone.now()
+    if trigger == ExecutionTrigger.SCHEDULE and attempt == 0 and scheduled_at is not None:
+        due = scheduled_at + dt.timedelta(seconds=jitter or 0)
+        late = (now - due).total_seconds()
+        if late > job.misfire_grace_time:
             _record(
                 job,
-                ExecutionStatus.SKIPPED,
-                f"{running} run(s) still going; max instances is {job.max_instances}.",
+                ExecutionStatus.MISSED,
+                f"Started {late:.1f}s after its fire time; the grace is {job.misfire_grace_time}s.",
+                message,
                 **common,
             )
             return None
-        if job.coalesce and trigger == ExecutionTrigger.SCHEDULE and scheduled_at is not None:
-            # This run covers every fire time due by now: their messages will be coalesced.
-            Job.objects.filter(pk=job.pk).update(
-                coalesced_until=_latest_due_fire_time(job, scheduled_at, now)
+        if job.coalesce and job.coalesced_until and scheduled_at <= job.coalesced_until:
+            _record(
+                job,
+                ExecutionStatus.MISSED,
+                f"Coalesced into the run that covered fire times up to "
+                f"{job.coalesced_until.isoformat()}.",
+                message,
+                **common,
             )
-        first = None
-        if attempt > 0 and task_id:
-            first = JobExecution.objects.filter(task_result_id=task_id, attempt=0).first()
-        execution = JobExecution.objects.create(
+            return None
+    running = _running(job, now)
+    if running >= job.max_instances:
+        _record(
+            job,
+            ExecutionStatus.SKIPPED,
+            f"{running} run(s) still going; max instances is {job.max_instances}.",
+            message,
+            **common,
+        )
+        return None
+    if job.coalesce and trigger == ExecutionTrigger.SCHEDULE and scheduled_at is not None:
+        # This run covers every fire time due by now: their messages will be coalesced.
+        Job.objects.filter(pk=job.pk).update(
+            coalesced_until=_latest_due_fire_time(job, scheduled_at, now)
+        )
+    first = None
+    if attempt > 0 and task_id:
+        first = JobExecution.objects.filter(task_result_id=task_id, attempt=0).first()
+    execution = row_insert(
+        JobExecution(
             job=job,
             job_name=job.name,
             task=job.task,
@@ -190,8 +287,9 @@ def execution_start(
             retry_of=first,
             **common,
         )
-        _announce(signals.run_started, execution)
-        return execution
+    )
+    _announce(signals.run_started, execution)
+    return execution
 
 
 def _latest_due_fire_time(job: Job, scheduled_at: dt.datetime, now: dt.datetime) -> dt.datetime:
@@ -209,33 +307,64 @@ def _latest_due_fire_time(job: Job, scheduled_at: dt.datetime, now: dt.datetime)
     return latest
 
 
+class _LeaseRenewer:
+    """One thread per worker process renews the leases of the runs in progress in it.
+
+    A run's lease is set when it starts (``LEASE_SECONDS``); this thread extends the lease
+    of every run still going, every third of it, in one statement. (A thread per run did the
+    same, but starting and joining it was a fifth of the cost of a short run.)
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._running: set[int] = set()
+        self._thread: threading.Thread | None = None
+        self._pid: int | None = None
+
+    def add(self, pk: int) -> None:
+        with self._lock:
+            self._running.add(pk)
+            # After a fork (a prefork pool process) the parent's thread does not exist here.
+            if self._thread is None or self._pid != os.getpid() or not self._thread.is_alive():
+                self._pid = os.getpid()
+                self._thread = threading.Thread(
+                    target=self._loop, name="lease-renewer", daemon=True
+                )
+                self._thread.start()
+
+    def discard(self, pk: int) -> None:
+        with self._lock:
+            self._running.discard(pk)
+
+    def _loop(self) -> None:
+        while True:
+            time.sleep(max(conf.get("LEASE_SECONDS") / 3, 0.5))
+            with self._lock:
+                running = list(self._running)
+            try:
+                if running:
+                    JobExecution.objects.filter(
+                        pk__in=running, status=ExecutionStatus.RUNNING
+                    ).update(lease_until=timezone.now() + _lease())
+                else:
+                    connection.close()  # this thread's own connection: none kept while idle
+            except (DatabaseError, InterfaceError):
+                # The database may be back by the next round.
+                logger.warning("Could not renew the leases of executions %s", running)
+                connection.close()
+
+
+_lease_renewer = _LeaseRenewer()
+
+
 @contextmanager
 def _lease_keeper(execution: JobExecution):
-    """Renew the run's lease from a thread while the function runs in this one."""
-    stop = threading.Event()
-    renew_every = max(conf.get("LEASE_SECONDS") / 3, 0.5)
-
-    def renew() -> None:
-        try:
-            while not stop.wait(renew_every):
-                try:
-                    JobExecution.objects.filter(
-                        pk=execution.pk, status=ExecutionStatus.RUNNING
-                    ).update(lease_until=timezone.now() + _lease())
-                except (DatabaseError, InterfaceError):
-                    # The database may be back by the next round.
-                    logger.warning("Could not renew the lease of execution %s", execution.pk)
-                    connection.close()
-        finally:
-            connection.close()
-
-    thread = threading.Thread(target=renew, name=f"lease-{execution.pk}", daemon=True)
-    thread.start()
+    """Keep the run's lease renewed while the function runs."""
+    _lease_renewer.add(execution.pk)
     try:
         yield
     finally:
-        stop.set()
-        thread.join(timeout=5)
+        _lease_renewer.discard(execution.pk)
 
 
 def _call(task: registry.RegisteredTask, job: Job) -> Any:
@@ -286,14 +415,19 @@ def execution_run(
     worker: str,
     jitter: float = 0.0,
     attempt: int = 0,
+    message: TaskMessage | None = None,
 ) -> Any:
     """Run one execution of a job on this worker and record it, whatever happens.
 
     The task name is looked up in the registry again here: a job whose task is not (or
     no longer) registered is recorded as failed with the reason, and nothing runs.
     Exceptions are re-raised after recording, so Celery's result shows the failure too;
-    a failure that should be retried raises :class:`RetryLater` instead.
+    a failure that should be retried raises :class:`RetryLater` instead. The Celery task
+    result of ``message`` (by default one built from ``task_id``) is written here too,
+    in the same transaction as the execution row's outcome.
     """
+    if message is None and task_id:
+        message = TaskMessage(task_id=task_id, worker=worker)
     try:
         execution = execution_start(
             job_id=job_id,
@@ -303,12 +437,17 @@ def execution_run(
             attempt=attempt,
             task_id=task_id,
             worker=worker,
+            message=message,
         )
     except (DatabaseError, InterfaceError) as exc:
         close_old_connections()
         raise DatabaseUnavailable(f"Could not start job {job_id}: {exc}") from exc
+    except JobNotFoundError as exc:
+        if message is not None:
+            task_result_record(message=message, state=states.FAILURE, error=exc)
+        raise
     if execution is None:
-        return {"ran": False}
+        return NOT_RUN
     job = execution.job
     clock = time.perf_counter()
     try:
@@ -320,31 +459,47 @@ def execution_run(
             execution,
             clock,
             ExecutionStatus.TIMEOUT,
+            message=message,
+            error=exc,
             exception=f"Timed out: {exc}",
             traceback=tb.format_exc(),
             reason="Over its soft time limit.",
         )
         raise
     except Exception as exc:
+        retry = _should_retry(job, exc, attempt)
         _finish(
             execution,
             clock,
             ExecutionStatus.FAILURE,
+            message=message,
+            error=exc,
+            retrying=retry,
             exception=f"{type(exc).__name__}: {exc}",
             traceback=tb.format_exc(),
         )
-        if _should_retry(job, exc, attempt):
+        if retry:
             raise RetryLater(retry_countdown(job, attempt), exc) from exc
         raise
-    _finish(execution, clock, ExecutionStatus.SUCCESS, result=_summary(value))
-    return _jsonable(value)
+    returned = _jsonable(value)
+    _finish(
+        execution,
+        clock,
+        ExecutionStatus.SUCCESS,
+        message=message,
+        value=returned,
+        result=_summary(value),
+    )
+    return returned
 
 
 def execution_mark_timed_out(*, task_id: str, limit: float) -> int:
-    """Called by the worker's main process when it killed a run over its hard limit."""
+    """Called by the worker's main process when it killed a run over its hard limit; the
+    run's task result records the ``TimeLimitExceeded`` too."""
     close_old_connections()
     now = timezone.now()
     updated = 0
+    error = TimeLimitExceeded(limit)
     for execution in JobExecution.objects.filter(
         task_result_id=task_id, status=ExecutionStatus.RUNNING
     ):
@@ -353,9 +508,20 @@ def execution_mark_timed_out(*, task_id: str, limit: float) -> int:
         execution.duration = (now - execution.started_at).total_seconds()
         execution.exception = f"TimeLimitExceeded: killed after its hard time limit ({limit}s)"
         execution.reason = "Over its hard time limit; the worker process was replaced."
-        execution.save(update_fields=["status", "finished_at", "duration", "exception", "reason"])
-        _update_job_last(execution)
-        _announce(signals.run_failed, execution)
+        with transaction.atomic():
+            execution.save(
+                update_fields=["status", "finished_at", "duration", "exception", "reason"]
+            )
+            _update_job_last(execution)
+            task_result_record(
+                message=TaskMessage(
+                    task_id=task_id, worker=execution.worker, periodic_task_name=execution.job_name
+                ),
+                state=states.FAILURE,
+                error=error,
+                started_at=execution.started_at,
+            )
+            _announce(signals.run_failed, execution)
         updated += 1
     return updated
 
@@ -379,27 +545,63 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def _finish(execution: JobExecution, clock: float, status: str, **outcome: str) -> None:
+def _finish(
+    execution: JobExecution,
+    clock: float,
+    status: str,
+    *,
+    message: TaskMessage | None,
+    value: Any = None,
+    error: BaseException | None = None,
+    retrying: bool = False,
+    **outcome: str,
+) -> None:
+    """Record how the run ended — the execution row, the Celery task result (``RETRY``
+    while attempts remain), the day's statistics and the job's last run — in one
+    transaction, sent to PostgreSQL in one round trip (:func:`rows.pipeline`: nothing
+    in it is read back). The run event goes out once that is committed, outside it.
+    """
     execution.duration = time.perf_counter() - clock
     execution.finished_at = execution.started_at + dt.timedelta(seconds=execution.duration)
     execution.status = status
     execution.lease_until = None
-    for name, value in outcome.items():
-        setattr(execution, name, value)
-    execution.save(
-        update_fields=["duration", "finished_at", "status", "lease_until", *outcome.keys()]
-    )
-    _update_job_last(execution)
-    logger.info("Job %s %s in %.3fs", execution.job_name, status, execution.duration)
+    for name, text in outcome.items():
+        setattr(execution, name, text)
+    state = states.SUCCESS if error is None else states.RETRY if retrying else states.FAILURE
+    with rows.pipeline(), transaction.atomic():
+        row_update(
+            JobExecution,
+            execution.pk,
+            duration=execution.duration,
+            finished_at=execution.finished_at,
+            status=status,
+            lease_until=None,
+            **outcome,
+        )
+        if message is not None:
+            task_result_record(
+                message=message,
+                state=state,
+                result=value,
+                error=error,
+                traceback=outcome.get("traceback"),
+                started_at=execution.started_at,
+            )
+        stats.stats_record(execution=execution)
+        # Last: the job's row stays locked (against the next run's start) until the commit.
+        _update_job_last(execution)
     _announce(STATUS_EVENTS[status], execution)
+    logger.info("Job %s %s in %.3fs", execution.job_name, status, execution.duration)
 
 
 def _update_job_last(execution: JobExecution) -> None:
-    Job.objects.filter(pk=execution.job_id).update(
+    row_update(
+        Job,
+        execution.job_id,
+        increment=["total_run_count"],
         last_run_at=execution.started_at,
         last_status=execution.status,
         last_duration=execution.duration,
-        total_run_count=F("total_run_count") + 1,
     )
 
 
@@ -444,4 +646,4 @@ def _not_yet_recorded(job: Job, rows: list[JobExecution]) -> list[JobExecution]:
 
 def jitter_for(job: Job) -> float:
     """A random delay for one fire time of ``job`` (0 when the job has no jitter)."""
-    return random.uniform(0, job.jitter) if job.jitter else 0.0
+    return job.draw_jitter()

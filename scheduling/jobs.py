@@ -17,6 +17,11 @@ def echo(*args: Any, **kwargs: Any) -> dict[str, Any]:
     return {"args": list(args), "kwargs": kwargs}
 
 
+@job_task("demo.noop", description=_("Do nothing: measures what recording a run costs."))
+def noop() -> None:
+    return None
+
+
 @job_task("demo.sleep", description=_("Sleep for the given number of seconds (sync)."))
 def sleep(seconds: float = 1.0) -> float:
     time.sleep(seconds)

@@ -1,13 +1,15 @@
 """Writes for the daily statistics rollup (one row per job, UTC day and outcome).
 
 Kept up to date by the run events (:mod:`scheduling.receivers`) with one upsert per
-finished run, and rebuilt from the executions with :func:`stats_rebuild`.
+finished run — a worker's finished run is counted in the transaction that records it
+(:mod:`scheduling.executions`) — and rebuilt from the executions with :func:`stats_rebuild`.
 """
 
 import datetime as dt
 
 from django.db import connection, transaction
 
+from scheduling import rows
 from scheduling.models import JobDailyStats, JobExecution
 
 TABLE = JobDailyStats._meta.db_table
@@ -67,11 +69,17 @@ def _row(execution: JobExecution) -> list:
 
 
 def stats_record(*, execution: JobExecution) -> None:
-    """Add one finished (or missed, or skipped) run to its day's statistics."""
-    if execution.job_id is None:
+    """Add one finished (or missed, or skipped) run to its day's statistics, once.
+
+    A worker counts a run in the same transaction that records its outcome (one commit
+    per run saved, and the count can never be lost between the two); the run event that
+    follows then finds the execution counted and leaves it.
+    """
+    if execution.job_id is None or getattr(execution, "_stats_recorded", False):
         return
-    with connection.cursor() as cursor:
+    with rows.cursor() as cursor:
         cursor.execute(_UPSERT, _row(execution))
+    execution._stats_recorded = True
 
 
 @transaction.atomic

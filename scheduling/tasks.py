@@ -8,8 +8,10 @@ import time
 from celery import Task, shared_task
 from celery.exceptions import Reject, TimeLimitExceeded
 from celery.signals import worker_ready, worker_shutdown
+from celery.utils.saferepr import saferepr
 
 from scheduling import conf, executions
+from scheduling.task_results import TaskMessage
 
 logger = logging.getLogger(__name__)
 _deadman_stop = threading.Event()
@@ -44,6 +46,22 @@ def stop_deadman_switch(**kwargs):
 
 
 class RunJobTask(Task):
+    def task_message(self) -> TaskMessage:
+        """The message being run, as Celery's extended task results describe it."""
+        request = self.request
+        # A worker merges the message's headers into the request; apply() keeps them apart.
+        headers = getattr(request, "headers", None) or {}
+        return TaskMessage(
+            task_id=request.id,
+            worker=request.hostname or "",
+            task_name=self.name,
+            periodic_task_name=(
+                getattr(request, "periodic_task_name", None) or headers.get("periodic_task_name")
+            ),
+            args_repr=getattr(request, "argsrepr", None) or saferepr(request.args or ()),
+            kwargs_repr=getattr(request, "kwargsrepr", None) or saferepr(request.kwargs or {}),
+        )
+
     def on_failure(self, exc, task_id, args, kwargs, einfo):
         # A hard time limit kills the pool process: the worker's main process calls this,
         # and it is the only place left to record the run as timed out.
@@ -56,8 +74,16 @@ class RunJobTask(Task):
 # acks_late: a message is acknowledged once its run is over, so a run whose worker died, or
 # that could not start because the database was away, is delivered again; the execution
 # row's unique (job, fire time, attempt) key makes sure it never runs twice.
+# ignore_result: the execution service writes the TaskResult row itself, once, in the
+# transaction that records the run's outcome (scheduling.task_results), instead of the
+# result backend writing it again on its own after the run.
 @shared_task(
-    name="scheduling.run_job", bind=True, base=RunJobTask, max_retries=None, acks_late=True
+    name="scheduling.run_job",
+    bind=True,
+    base=RunJobTask,
+    max_retries=None,
+    acks_late=True,
+    ignore_result=True,
 )
 def run_job(
     self,
@@ -76,6 +102,7 @@ def run_job(
             attempt=self.request.retries,
             task_id=self.request.id,
             worker=self.request.hostname or "",
+            message=self.task_message(),
         )
     except executions.RetryLater as retry:
         raise self.retry(countdown=retry.countdown, exc=retry.cause) from retry.cause

@@ -6,11 +6,10 @@ import itertools
 import pytest
 from django.core.exceptions import ValidationError
 from django.utils import timezone
-from django_celery_beat.models import PeriodicTasks
 
 from scheduling import executions, registry, selectors, services
 from scheduling.models import Job, JobExecution
-from tests.factories import make_job
+from tests.factories import make_job, make_running
 
 pytestmark = pytest.mark.django_db
 
@@ -56,13 +55,16 @@ def test_duplicate_name_is_refused():
         make_job(name="same")
 
 
-def test_every_change_tells_beat():
-    before = PeriodicTasks.last_change()
-    job = make_job()
-    created = PeriodicTasks.last_change()
-    assert created and (before is None or created > before)
+def test_every_schedule_change_stores_when_beat_sends_next():
+    job = make_job(cron_expression="0 0 * * * *")
+    assert job.dispatch_at == job.next_run_at > timezone.now()
+    services.job_reschedule(job=job, cron_expression="*/5 * * * * *")
+    stored = Job.objects.get(pk=job.pk)
+    assert stored.dispatch_at == stored.next_run_at
+    assert (stored.next_run_at - timezone.now()).total_seconds() <= 5
     services.job_pause(job=job)
-    assert PeriodicTasks.last_change() > created
+    stored = Job.objects.get(pk=job.pk)
+    assert stored.dispatch_at is None and stored.next_run_at is None
 
 
 def test_pause_clears_next_run_and_resume_restores_it():
@@ -214,16 +216,7 @@ def test_a_broken_job_can_still_be_paused():
 
 def test_coalesce_is_not_claimed_by_a_run_that_was_skipped():
     job = make_job(cron_expression="*/1 * * * * *", coalesce=True, max_instances=1)
-    now = timezone.now()
-    JobExecution.objects.create(
-        job=job,
-        job_name=job.name,
-        task=job.task,
-        trigger="manual",
-        status="running",
-        started_at=now,
-        lease_until=now + dt.timedelta(seconds=30),
-    )
+    now = make_running(job).started_at
     fire = now.replace(microsecond=0) - dt.timedelta(seconds=1)
     started = executions.execution_start(
         job_id=job.pk,
@@ -243,15 +236,7 @@ def test_coalesce_is_not_claimed_by_a_run_that_was_skipped():
 def test_a_run_whose_lease_expired_is_lost_and_frees_its_slot():
     job = make_job(cron_expression="*/1 * * * * *", max_instances=1)
     past = timezone.now() - dt.timedelta(seconds=60)
-    dead = JobExecution.objects.create(
-        job=job,
-        job_name=job.name,
-        task=job.task,
-        trigger="manual",
-        status="running",
-        started_at=past,
-        lease_until=past + dt.timedelta(seconds=30),
-    )
+    dead = make_running(job, started_at=past)
     started = executions.execution_start(
         job_id=job.pk,
         trigger="manual",
