@@ -26,11 +26,13 @@ from scheduling import charts, masking, registry, schedules, selectors, services
 from scheduling.audit import audit_context
 from scheduling.models import (
     Alert,
+    BeatHeartbeat,
     ExecutionStatus,
     Job,
     JobAlertStatus,
     JobChange,
     JobExecution,
+    SchedulerLease,
     TriggerType,
 )
 
@@ -598,3 +600,23 @@ class AlertAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         if not alert.deliveries:
             return None
         return all(item.get("ok") for item in alert.deliveries)
+
+
+@admin.register(SchedulerLease)
+class SchedulerLeaseAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    """Which beat dispatches (the others stand by); written by the beats only."""
+
+    list_display = ("name", "holder", "token", "acquired_at", "expires_at")
+    readonly_fields = list_display
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(BeatHeartbeat)
+class BeatHeartbeatAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    """Every beat process seen, leader or standby, and when it last ran its loop."""
+
+    list_display = ("name", "started_at", "last_tick_at")
+    readonly_fields = list_display
+    ordering = ("-last_tick_at",)

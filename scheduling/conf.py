@@ -17,6 +17,18 @@ DEFAULTS: dict[str, Any] = {
     # A running execution's lease: renewed every third of this; a run whose worker died
     # is counted as lost (and its max-instances slot freed) once it expires.
     "LEASE_SECONDS": 30,
+    # Beat: a standby takes over once the leader has not renewed its lease for this long
+    # (the leader renews every third of it, and in every pass that sends); beat looks for
+    # due jobs at least this often (so an edit that makes a job due sooner is seen within
+    # it); most runs sent per transaction.
+    "BEAT_LEASE_SECONDS": 5.0,
+    "BEAT_POLL_INTERVAL": 1.0,
+    "BEAT_BATCH_SIZE": 1000,
+    # Whether beat's messages emit Celery's task-sent event (Flower then lists a run while
+    # it waits in the queue). Off: an event costs as much as the message itself, and a
+    # burst of due jobs is sent about twice as fast without; Flower lists each run from the
+    # moment a worker receives it. Run-now from the admin always emits it.
+    "BEAT_SENT_EVENTS": False,
     # Most missed fire times beat records one by one after downtime (the rest are logged).
     "MISSED_RECORD_LIMIT": 1000,
     # Longest result summary stored on an execution row.

@@ -1,6 +1,7 @@
 """Jobs (what to run and when) and their executions (every run, with its timings)."""
 
 import datetime as dt
+import random
 
 from django.core.exceptions import ValidationError
 from django.core.validators import MinValueValidator
@@ -266,6 +267,13 @@ class Job(models.Model):
     next_run_at = models.DateTimeField(
         _("next run"), null=True, blank=True, db_index=True, editable=False
     )
+    dispatch_at = models.DateTimeField(
+        _("dispatch at"),
+        null=True,
+        blank=True,
+        editable=False,
+        help_text=_("When beat sends the next run: its fire time plus the jitter drawn for it."),
+    )
     version = models.PositiveIntegerField(
         _("version"),
         default=1,
@@ -296,7 +304,13 @@ class Job(models.Model):
         verbose_name = _("job")
         verbose_name_plural = _("jobs")
         ordering = ["name"]
-        indexes = [models.Index(fields=["enabled", "next_run_at"], name="job_due_idx")]
+        indexes = [
+            models.Index(fields=["enabled", "next_run_at"], name="job_due_idx"),
+            # Beat asks only for due jobs: the enabled ones in dispatch order.
+            models.Index(
+                fields=["dispatch_at"], condition=models.Q(enabled=True), name="job_dispatch_idx"
+            ),
+        ]
         permissions = [
             ("run_job", _("Can run a job now")),
             ("pause_job", _("Can pause and resume a job")),
@@ -322,6 +336,24 @@ class Job(models.Model):
 
     def compute_next_run(self, after: dt.datetime | None = None) -> dt.datetime | None:
         return self.trigger().next_after(after or dj_timezone.now())
+
+    def draw_jitter(self) -> float:
+        """A random delay for one fire time (0 when the job has no jitter)."""
+        return random.uniform(0, self.jitter) if self.jitter else 0.0
+
+    def set_next_run(self, fire_time: dt.datetime | None) -> None:
+        """Make ``fire_time`` the next run (``None``: no more runs), with a fresh jitter."""
+        self.next_run_at = fire_time
+        self.dispatch_at = (
+            None if fire_time is None else fire_time + dt.timedelta(seconds=self.draw_jitter())
+        )
+
+    @property
+    def next_jitter(self) -> float:
+        """The jitter drawn for the next fire time."""
+        if self.next_run_at is None or self.dispatch_at is None:
+            return 0.0
+        return (self.dispatch_at - self.next_run_at).total_seconds()
 
     def clean(self) -> None:
         errors: dict[str, str] = {}
@@ -515,6 +547,28 @@ class BeatHeartbeat(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+
+class SchedulerLease(models.Model):
+    """Leadership among beat processes: the one holding the lease dispatches, others wait.
+
+    The holder renews it every third of its term and inside the very transaction that
+    sends due jobs, so a beat that lost it (a standby took over after it expired) cannot
+    send anything more; ``token`` grows with every change of holder (a fencing token).
+    """
+
+    name = models.CharField(_("name"), max_length=50, primary_key=True)
+    holder = models.CharField(_("holder"), max_length=255, blank=True, help_text=_("host:pid"))
+    token = models.PositiveBigIntegerField(_("token"), default=0)
+    acquired_at = models.DateTimeField(_("acquired"), null=True, blank=True)
+    expires_at = models.DateTimeField(_("expires"), null=True, blank=True)
+
+    class Meta:
+        verbose_name = _("scheduler lease")
+        verbose_name_plural = _("scheduler leases")
+
+    def __str__(self) -> str:
+        return f"{self.name}: {self.holder or '-'}"
 
 
 class InstalledDefault(models.Model):

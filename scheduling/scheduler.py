@@ -1,55 +1,79 @@
-"""The Beat scheduler: django-celery-beat's DatabaseScheduler, extended to run our jobs.
+"""The Beat scheduler: django-celery-beat's DatabaseScheduler, rebuilt to scale and to fail over.
 
-What it changes from the stock scheduler:
-- entries come from :class:`~scheduling.models.Job` rows, whose triggers know cron with
-  seconds, per-job timezones and the DST policy of :mod:`scheduling.schedules`;
-- each job's next fire time is stored on its row (``next_run_at``) and written *before* the
-  run is sent, not lazily every few minutes (django-celery-beat #828), guarded by the job's
-  ``version`` so beat never overwrites an edit made meanwhile; a restarted beat therefore
-  never sends a fire time twice, nor a finished one-off job again;
-- every message carries its fire time and jitter, so the execution records when it was due;
-- fire times beat could not send in time (it was down or stalled) follow the job's misfire
-  policy: those past ``misfire_grace_time`` are recorded as missed; of those still within it,
-  all are sent (coalesce off) or only the newest (coalesce on, the others recorded as
-  missed);
-- the heap is kept in real seconds (stock beat truncates to whole seconds and can wake
-  almost a second late), and the change marker is read at most once a second;
-- a heartbeat row tells health checks that beat is alive.
+The stock scheduler keeps every task in memory, re-reads all of them on any change, looks
+at all of them on every loop, sends one due task per loop and allows only one beat
+(see ``REFERENCE.md``). This one keeps nothing but a lease in memory: **the database is the
+schedule**. Each job row stores its next fire time (``next_run_at``) and when to send it
+(``dispatch_at``: the fire time plus the jitter drawn for it), with a partial index on
+``dispatch_at`` of enabled jobs. On every pass, beat
 
-Change detection reuses django-celery-beat's ``PeriodicTasks`` marker, which our
-services bump on every change.
+1. asks for the earliest ``dispatch_at`` (one index probe: the idle loop costs the same at
+   100 jobs or 100,000) and sleeps until then, or at most ``BEAT_POLL_INTERVAL``, so that
+   an edit that makes a job due sooner is seen within that time;
+2. when something is due, in **one transaction**: renews its lease (the fence: a beat that
+   lost the lease sends nothing), locks the due rows (``FOR UPDATE SKIP LOCKED``; a row an
+   operator is saving right now waits for the next pass), sends each due run, then stores
+   every job's following fire time, in batches of ``BEAT_BATCH_SIZE``.
+
+Edits need no change detection at all: the services write the new fire time on the row,
+and beat reads only rows that are due. Deletes and pauses simply drop rows from the index.
+
+**High availability.** Any number of beats may run. The one holding the lease
+(:class:`~scheduling.models.SchedulerLease`, a row in the same database: PostgreSQL, or
+SQLite on the embedded default) dispatches; the others try to take it over once a second
+and succeed once it has not been renewed for ``BEAT_LEASE_SECONDS``. As the holder renews
+the lease inside each sending transaction, and a take-over waits for that transaction's row
+lock, two beats never send in the same moment. Sending and storing the next fire time
+happen in one transaction, messages first: a beat killed in between leaves the fire time
+unstored, so the next leader sends it again, and the worker drops the second message by
+its (job, fire time) key. So a fire time is never run twice and never lost, whichever beat
+dies when.
+
+Kept from before: fire times that could not be sent in time (beat down, no leader) follow
+the job's misfire policy (:func:`plan_next`); runs sent but never started (lost in a broker
+restart) are recorded as missed by the in-flight ledger; a heartbeat row per beat.
 """
 
+import contextlib
+import dataclasses
 import datetime as dt
+import functools
+import heapq
 import logging
 import os
 import socket
 import time
-from collections import deque
+from collections.abc import Iterator
 from typing import Any
 
-from celery import schedules as celery_schedules
-from celery.beat import ScheduleEntry
-from django.db import DatabaseError, InterfaceError, close_old_connections, connection
+from django.db import DatabaseError, InterfaceError, connection, transaction
+from django.db.models import F, Q
+from django.db.models.functions import Now
 from django.utils import timezone
-from django_celery_beat.models import PeriodicTasks
 from django_celery_beat.schedulers import DatabaseScheduler
 
-from scheduling import conf, executions, services
-from scheduling.models import BeatHeartbeat, ExecutionTrigger, Job
+from scheduling import conf, executions, rows, services
+from scheduling.models import (
+    AuditSource,
+    BeatHeartbeat,
+    ExecutionTrigger,
+    Job,
+    JobChange,
+    JobExecution,
+    SchedulerLease,
+)
 
 logger = logging.getLogger(__name__)
 
-# How long to sleep for an entry that will never fire again (beat's loop caps it anyway).
-NEVER = 3600.0
-CHANGE_CHECK_INTERVAL = 1.0
+LEASE_NAME = "beat"
 HEARTBEAT_INTERVAL = 5.0
 # A run sent this long after its fire time + jitter + grace without an execution row was
 # lost on the way (e.g. a broker restarted without persistence): it is recorded as missed.
 LEDGER_MARGIN = 10.0
 LEDGER_CHECK_INTERVAL = 5.0
-# Most fire times a coalescing or catch-up pass walks through.
+# Most fire times a coalescing pass walks through.
 CATCH_UP_LIMIT = 100_000
+DB_ERRORS = (DatabaseError, InterfaceError)
 
 
 def plan_next(
@@ -89,115 +113,385 @@ def plan_next(
     return fire, missed, coalesced
 
 
-class JobEntry(ScheduleEntry):
-    """One job in beat's heap: the fire time it waits for, and the jitter drawn for it."""
+def _database_now() -> Any:
+    """The database server's clock, so that beats on different machines agree on when a
+    lease expires: an expression evaluated in the statement itself on PostgreSQL (no
+    extra round trip); on SQLite every beat runs on the database's own machine."""
+    if connection.vendor == "postgresql":
+        return Now()  # STATEMENT_TIMESTAMP(): the time of this statement, not of its transaction
+    return timezone.now()
 
-    def __init__(self, job: Job, app: Any = None):
-        self.app = app
-        self.job = job
-        self.job_id = job.pk
-        self.name = job.name
-        self.task = "scheduling.run_job"
-        self.version = job.version
-        self.trigger = job.trigger()
-        self.schedule = self.trigger
-        self.args: tuple = ()
-        self.kwargs: dict = {"job_id": job.pk}
-        self.options: dict = {}
-        self.last_run_at = job.last_run_at
-        self.total_run_count = job.total_run_count
-        self.next_run_at = job.next_run_at
-        self.jitter = executions.jitter_for(job)
-        self.missed: list[dt.datetime] = []
-        self.coalesced: list[dt.datetime] = []
-        self.stale = False
+
+# The pass that finds nothing due is beat's most frequent; its statements are plain SQL
+# (prepared on PostgreSQL, see rows.cursor): after a second asleep, building the same query
+# through the ORM took twice as long as the database took to answer it.
+
+
+@functools.cache
+def _peek_sql() -> str:
+    """The earliest ``dispatch_at`` of an enabled job: one probe of ``job_dispatch_idx``."""
+    q = connection.ops.quote_name
+    return (
+        f"SELECT {q('dispatch_at')} FROM {q(Job._meta.db_table)}"
+        f" WHERE {q('enabled')} AND {q('dispatch_at')} IS NOT NULL"
+        f" ORDER BY {q('dispatch_at')} LIMIT 1"
+    )
+
+
+@functools.cache
+def _renew_and_peek_sql() -> str:
+    """PostgreSQL: renew this beat's lease and peek (:func:`_peek_sql`) in one statement."""
+    q = connection.ops.quote_name
+    return (
+        f"WITH renewed AS (UPDATE {q(SchedulerLease._meta.db_table)}"
+        f" SET {q('expires_at')} = STATEMENT_TIMESTAMP() + %s"
+        f" WHERE {q('name')} = %s AND {q('holder')} = %s AND {q('token')} = %s RETURNING 1)"
+        f" SELECT (SELECT COUNT(*) FROM renewed), ({_peek_sql()})"
+    )
+
+
+def _as_datetime(value: Any) -> dt.datetime | None:
+    """A timestamp as the driver returns it: aware on PostgreSQL, naive UTC on SQLite."""
+    if value is None:
+        return None
+    if not isinstance(value, dt.datetime):
+        value = dt.datetime.fromisoformat(value)
+    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+
+
+class Lease:
+    """This beat's claim on :class:`~scheduling.models.SchedulerLease` (leader election)."""
+
+    def __init__(self, holder: str, seconds: float) -> None:
+        self.holder = holder
+        self.seconds = seconds
+        self.token: int | None = None
+        self.renewed = 0.0  # monotonic time of the last successful renewal
+        self._row_exists = False
 
     @property
-    def due_at(self) -> dt.datetime | None:
-        if self.next_run_at is None:
-            return None
-        return self.next_run_at + dt.timedelta(seconds=self.jitter)
+    def held(self) -> bool:
+        return self.token is not None
 
-    def default_now(self) -> dt.datetime:
-        return timezone.now()
+    def acquire(self) -> bool:
+        """Take the lease if it is free or expired; return whether this beat holds it."""
+        if not self._row_exists:
+            SchedulerLease.objects.get_or_create(name=LEASE_NAME)
+            self._row_exists = True
+        with transaction.atomic():
+            now = _database_now()
+            free = Q(holder="") | Q(expires_at__isnull=True) | Q(expires_at__lt=now)
+            # One conditional UPDATE: of two beats trying at once, exactly one matches.
+            taken = SchedulerLease.objects.filter(free, name=LEASE_NAME).update(
+                holder=self.holder,
+                token=F("token") + 1,
+                acquired_at=now,
+                expires_at=now + dt.timedelta(seconds=self.seconds),
+            )
+            if not taken:
+                return False
+            self.token = SchedulerLease.objects.values_list("token", flat=True).get(name=LEASE_NAME)
+        self.renewed = time.monotonic()
+        logger.warning("Beat %s is now the leader (token %d)", self.holder, self.token)
+        return True
 
-    def plan(self, candidate: dt.datetime | None, now: dt.datetime) -> None:
-        self.next_run_at, self.missed, self.coalesced = plan_next(
-            self.job, self.trigger, candidate, now
+    def renew(self) -> bool:
+        """Extend the lease if this beat still holds it; inside a transaction this also
+        locks it until commit, so nobody can take it over meanwhile."""
+        if self.token is None:
+            return False
+        kept = SchedulerLease.objects.filter(
+            name=LEASE_NAME, holder=self.holder, token=self.token
+        ).update(expires_at=_database_now() + dt.timedelta(seconds=self.seconds))
+        return self.renewed_if(bool(kept))
+
+    @property
+    def due_for_renewal(self) -> bool:
+        """Renewed every third of its term: two renewals may fail before it expires."""
+        return self.held and time.monotonic() - self.renewed >= self.seconds / 3
+
+    def renewed_if(self, kept: bool) -> bool:
+        """Note the outcome of a renewal (made here or in a statement of the caller's)."""
+        if not kept:
+            logger.warning("Beat %s lost the lease to another beat; standing by", self.holder)
+            self.token = None
+            return False
+        self.renewed = time.monotonic()
+        return True
+
+    def release(self) -> None:
+        """Let a standby take over at once (a clean shutdown)."""
+        if self.token is None:
+            return
+        SchedulerLease.objects.filter(name=LEASE_NAME, holder=self.holder, token=self.token).update(
+            expires_at=None, holder=""
         )
+        self.token = None
 
-    def is_due(self) -> celery_schedules.schedstate:
-        due_at = self.due_at
-        if due_at is None:
-            return celery_schedules.schedstate(False, NEVER)
-        now = timezone.now()
-        remaining = (due_at - now).total_seconds()
-        if remaining > 0:
-            return celery_schedules.schedstate(False, remaining)
-        following = self.trigger.next_after(self.next_run_at)
-        delay = max((following - now).total_seconds(), 0.0) if following else NEVER
-        return celery_schedules.schedstate(True, delay)
 
-    def __next__(self) -> "JobEntry":
-        entry = object.__new__(JobEntry)
-        entry.__dict__.update(self.__dict__)
-        entry.last_run_at = self.next_run_at
-        entry.total_run_count = self.total_run_count + 1
-        entry.jitter = executions.jitter_for(self.job)
-        entry.stale = False
-        entry.plan(self.trigger.next_after(self.next_run_at), timezone.now())
-        return entry
+@dataclasses.dataclass(slots=True)
+class Plan:
+    """What one pass does with one due job."""
 
-    next = __next__
-
-    def editable_fields_equal(self, other: object) -> bool:
-        return (
-            isinstance(other, JobEntry)
-            and self.job_id == other.job_id
-            and self.version == other.version
-        )
-
-    def __repr__(self) -> str:
-        return f"<JobEntry {self.name} {self.trigger} next={self.next_run_at}>"
+    send: dt.datetime | None = None  # the fire time sent now
+    jitter: float = 0.0
+    following: dt.datetime | None = None  # the next fire time after this pass
+    missed: list[dt.datetime] = dataclasses.field(default_factory=list)
+    coalesced: list[dt.datetime] = dataclasses.field(default_factory=list)
+    trigger: Any = None
+    error: Exception | None = None
 
 
 class JobScheduler(DatabaseScheduler):
-    """Celery Beat scheduler reading :class:`~scheduling.models.Job` rows."""
+    """Celery Beat scheduler reading due :class:`~scheduling.models.Job` rows."""
 
-    Entry = JobEntry
-    Model = Job
-    _last_change_check = 0.0
     _last_heartbeat = 0.0
-    # Set when a database error may have left the stored schedule behind beat's own: the
-    # next reload re-reads every job, recording or sending the fire times it missed.
-    _force_reload = False
-
     _last_ledger_check = 0.0
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self.beat_name = f"{socket.gethostname()}:{os.getpid()}"
         self.beat_started_at = timezone.now()
-        # (deadline, job, fire time) of runs sent and not yet seen starting.
-        self._in_flight: deque[tuple[dt.datetime, Job, dt.datetime]] = deque()
+        self.lease = Lease(self.beat_name, conf.get("BEAT_LEASE_SECONDS"))
+        self.poll_interval = conf.get("BEAT_POLL_INTERVAL")
+        self.batch_size = conf.get("BEAT_BATCH_SIZE")
+        # Heap of (deadline, job id, fire time) of runs sent and not yet seen starting.
+        self._in_flight: list[tuple[dt.datetime, int, dt.datetime]] = []
+        self.sent_events = conf.get("BEAT_SENT_EVENTS")
         super().__init__(*args, **kwargs)
 
+    # -- what celery.beat.Service calls -------------------------------------------------
+
     def setup_schedule(self) -> None:
-        # django-celery-beat ignores the first change ever made when its change marker row
-        # did not exist yet at start-up (``ts > (last or ts)``): make sure it exists.
-        try:
-            if PeriodicTasks.last_change() is None:
-                PeriodicTasks.update_changed()
-        except (DatabaseError, InterfaceError):
-            logger.exception("JobScheduler: could not create the change marker")
         if self.app.conf.beat_schedule:
             logger.warning(
                 "JobScheduler ignores CELERY_BEAT_SCHEDULE; define jobs in the admin instead."
             )
 
+    @property
+    def schedule(self) -> dict:
+        """Nothing is held in memory: the job table is the schedule."""
+        return {}
+
+    @property
+    def info(self) -> str:
+        return (
+            f"    . jobs -> database (lease {self.lease.seconds:g}s, poll {self.poll_interval:g}s)"
+        )
+
     def tick(self, *args: Any, **kwargs: Any) -> float:
-        self._heartbeat()
-        self._check_ledger()
-        return super().tick(*args, **kwargs)
+        """One pass; returns how long to sleep before the next one."""
+        try:
+            self._heartbeat()
+            if not self.lease.held and not self.lease.acquire():
+                return self.poll_interval  # a standby
+            held, due_at = self._renew_and_peek()
+            if not held:
+                return self.poll_interval
+            now = timezone.now()
+            if due_at is None or due_at > now:
+                self._check_ledger()
+                wait = self.poll_interval if due_at is None else (due_at - now).total_seconds()
+                return max(min(wait, self.poll_interval), 0.0)
+            self.dispatch_due(now)
+            return 0.0  # look again at once: more may be due
+        except DB_ERRORS:
+            logger.exception("JobScheduler: database error; trying again in a second")
+            connection.close()  # reconnect on the next pass (e.g. after a server restart)
+            return 1.0
+
+    def sync(self) -> None:
+        """Next fire times are written as runs are sent; nothing is left to sync."""
+
+    def close(self) -> None:
+        try:
+            self.lease.release()
+        except DB_ERRORS:
+            logger.exception("JobScheduler: could not release the lease")
+        super().close()
+
+    # -- leadership -------------------------------------------------------------------
+
+    def _renew_and_peek(self) -> tuple[bool, dt.datetime | None]:
+        """Renew the lease when it is due (:attr:`Lease.due_for_renewal`) and read the
+        earliest ``dispatch_at``: whether this beat still leads, and when to send next.
+
+        On PostgreSQL both happen in one statement, so an idle pass costs one round trip
+        whether it renews or not; SQLite runs in process and takes two.
+        """
+        if not self.lease.due_for_renewal:
+            return True, self._next_dispatch_at()
+        if connection.vendor != "postgresql":
+            if not self.lease.renew():
+                return False, None
+            return True, self._next_dispatch_at()
+        with rows.cursor() as cursor:
+            cursor.execute(
+                _renew_and_peek_sql(),
+                [
+                    dt.timedelta(seconds=self.lease.seconds),
+                    LEASE_NAME,
+                    self.lease.holder,
+                    self.lease.token,
+                ],
+            )
+            kept, due_at = cursor.fetchone()
+        return self.lease.renewed_if(bool(kept)), due_at
+
+    # -- dispatch ---------------------------------------------------------------------
+
+    def _next_dispatch_at(self) -> dt.datetime | None:
+        with rows.cursor() as cursor:
+            cursor.execute(_peek_sql())
+            row = cursor.fetchone()
+        return None if row is None else _as_datetime(row[0])
+
+    def dispatch_due(self, now: dt.datetime) -> int:
+        """Send every run due by ``now`` (one batch), store what follows; return how many
+        runs were sent."""
+        sent: list[tuple[dt.datetime, int, dt.datetime]] = []
+        with transaction.atomic(), self._sent_events():
+            if not self.lease.renew():
+                return 0
+            jobs = list(
+                Job.objects.select_for_update(skip_locked=True)
+                .filter(enabled=True, dispatch_at__lte=now)
+                .order_by("dispatch_at")[: self.batch_size]
+            )
+            # Send first, plan after: the runs due on time go out before anything else is
+            # computed (the last of a burst is not delayed by the planning of the others),
+            # then the late, coalescing or broken ones, then every following fire time.
+            plans = [self._plan_on_time(job, now) for job in jobs]
+            for index, job in enumerate(jobs):
+                if plans[index] is None:
+                    continue
+                self._send_planned(job, plans[index], sent)
+            for index, job in enumerate(jobs):
+                if plans[index] is not None:
+                    continue
+                plans[index] = self._plan(job, now)
+                self._send_planned(job, plans[index], sent)
+            for job, plan in zip(jobs, plans, strict=True):
+                self._advance(job, plan)
+            rows.rows_update(jobs, ["next_run_at", "dispatch_at"])
+        # Only once committed: a rolled back pass sends its runs again, and the worker
+        # drops the second message of a fire time.
+        for item in sent:
+            heapq.heappush(self._in_flight, item)
+        return len(sent)
+
+    @contextlib.contextmanager
+    def _sent_events(self) -> Iterator[None]:
+        """Beat's messages emit task-sent events only if ``BEAT_SENT_EVENTS`` says so."""
+        conf_ = self.app.conf
+        before = conf_.task_send_sent_event
+        conf_.task_send_sent_event = self.sent_events
+        try:
+            yield
+        finally:
+            conf_.task_send_sent_event = before
+
+    @staticmethod
+    def _plan_on_time(job: Job, now: dt.datetime) -> Plan | None:
+        """The usual case, decided from the row alone: the stored fire time is within its
+        grace and the job does not coalesce, so it is sent as it is. ``None``: plan it in
+        full (:meth:`_plan`)."""
+        if job.coalesce or job.next_run_at is None:
+            return None
+        if (now - job.next_run_at).total_seconds() > job.misfire_grace_time + job.jitter:
+            return None
+        return Plan(send=job.next_run_at, jitter=job.next_jitter)
+
+    def _send_planned(
+        self, job: Job, plan: Plan, sent: list[tuple[dt.datetime, int, dt.datetime]]
+    ) -> None:
+        if plan.send is not None and self._send(job, plan.send, plan.jitter):
+            grace = plan.jitter + job.misfire_grace_time + LEDGER_MARGIN
+            sent.append((plan.send + dt.timedelta(seconds=grace), job.pk, plan.send))
+
+    def _plan(self, job: Job, now: dt.datetime) -> Plan:
+        """Which fire time of a due ``job`` to send now, following its misfire policy."""
+        plan = Plan()
+        try:
+            plan.trigger = job.trigger()
+            fire, plan.missed, plan.coalesced = plan_next(job, plan.trigger, job.next_run_at, now)
+        except Exception as exc:
+            # One broken row (say, a timezone removed from the system) must never stop
+            # beat; it is recorded and left alone until someone fixes it.
+            plan.error = exc
+            return plan
+        if fire is not None and fire <= now:
+            plan.send = fire
+            plan.jitter = job.next_jitter if fire == job.next_run_at else 0.0
+        else:
+            plan.following = fire  # everything due was missed; this one is the next
+        return plan
+
+    def _send(self, job: Job, fire_time: dt.datetime, jitter: float) -> bool:
+        try:
+            services.job_dispatch(
+                job=job,
+                trigger=ExecutionTrigger.SCHEDULE,
+                scheduled_at=fire_time,
+                jitter=jitter,
+                producer=self.producer,
+            )
+        except Exception as exc:
+            logger.exception("Job %s: could not send its run", job.name)
+            executions.execution_record_missed(
+                job=job,
+                fire_times=[fire_time],
+                reason=f"Not sent: the broker refused the message ({exc!r}).",
+            )
+            return False
+        logger.debug("Job %s sent for %s", job.name, fire_time)
+        return True
+
+    def _advance(self, job: Job, plan: Plan) -> None:
+        """Set the job's next fire time after this pass, and record what was not sent."""
+        if plan.error is not None:
+            logger.error("Job %s cannot be scheduled and is stopped: %r", job, plan.error)
+            executions.execution_record_missed(
+                job=job,
+                fire_times=[job.next_run_at],
+                reason=f"Cannot be scheduled: {plan.error!r}. Fix the job to restart it.",
+            )
+            job.set_next_run(None)
+            return
+        if plan.send is not None:
+            try:
+                trigger = plan.trigger or job.trigger()
+                plan.following = trigger.next_after(plan.send)
+            except Exception as exc:
+                # Sent on time (its fire time was stored when the job was sound), but what
+                # follows cannot be computed: stop it as above, and say why in its audit trail.
+                logger.error("Job %s cannot be scheduled and is stopped: %r", job, exc)
+                JobChange.objects.create(
+                    job=job,
+                    job_name=job.name,
+                    action="stopped",
+                    source=AuditSource.SYSTEM,
+                    actor=self.beat_name,
+                    at=timezone.now(),
+                    changes={"error": f"Cannot be scheduled: {exc!r}. Fix the job to restart it."},
+                )
+                job.set_next_run(None)
+                return
+        job.set_next_run(plan.following)
+        if plan.missed:
+            executions.execution_record_missed(
+                job=job,
+                fire_times=plan.missed,
+                reason="Not sent: beat was down or behind for longer than the misfire grace "
+                f"time ({job.misfire_grace_time}s).",
+            )
+        if plan.coalesced:
+            executions.execution_record_missed(
+                job=job,
+                fire_times=plan.coalesced,
+                reason=f"Coalesced into the run at {plan.send.isoformat()}.",
+            )
+
+    # -- bookkeeping ------------------------------------------------------------------
 
     def _check_ledger(self) -> None:
         """Record as missed the runs that were sent but never reached a worker."""
@@ -205,26 +499,39 @@ class JobScheduler(DatabaseScheduler):
         if now - self._last_ledger_check < LEDGER_CHECK_INTERVAL or not self._in_flight:
             return
         self._last_ledger_check = now
-        from scheduling.models import JobExecution
-
         current = timezone.now()
-        while self._in_flight and self._in_flight[0][0] < current:
-            _deadline, job, fire_time = self._in_flight[0]
-            try:
-                arrived = JobExecution.objects.filter(
-                    job_id=job.pk, trigger=ExecutionTrigger.SCHEDULE, scheduled_at=fire_time
-                ).exists()
-                if not arrived and Job.objects.filter(pk=job.pk).exists():
-                    executions.execution_record_missed(
-                        job=job,
-                        fire_times=[fire_time],
-                        reason="Sent to the broker but never started: the message was lost "
-                        "(e.g. the broker restarted without persistence).",
-                    )
-            except (DatabaseError, InterfaceError):
-                logger.exception("JobScheduler: could not check runs in flight; later")
-                return
-            self._in_flight.popleft()
+        overdue: list[tuple[dt.datetime, int, dt.datetime]] = []
+        while self._in_flight and self._in_flight[0][0] <= current and len(overdue) < 500:
+            overdue.append(heapq.heappop(self._in_flight))
+        if not overdue:
+            return
+        try:
+            self._record_lost_messages([(job_id, fire) for _, job_id, fire in overdue])
+        except DB_ERRORS:
+            logger.exception("JobScheduler: could not check runs in flight; later")
+            for item in overdue:
+                heapq.heappush(self._in_flight, item)
+
+    def _record_lost_messages(self, overdue: list[tuple[int, dt.datetime]]) -> None:
+        job_ids = {job_id for job_id, _ in overdue}
+        jobs = Job.objects.in_bulk(job_ids)
+        arrived = set(
+            JobExecution.objects.filter(
+                job_id__in=job_ids,
+                trigger=ExecutionTrigger.SCHEDULE,
+                scheduled_at__in={fire_time for _, fire_time in overdue},
+            ).values_list("job_id", "scheduled_at")
+        )
+        for job_id, fire_time in overdue:
+            job = jobs.get(job_id)
+            if job is None or (job_id, fire_time) in arrived:
+                continue
+            executions.execution_record_missed(
+                job=job,
+                fire_times=[fire_time],
+                reason="Sent to the broker but never started: the message was lost "
+                "(e.g. the broker restarted without persistence).",
+            )
 
     def _heartbeat(self) -> None:
         """Record that this beat is alive, at most every few seconds."""
@@ -233,131 +540,13 @@ class JobScheduler(DatabaseScheduler):
             return
         self._last_heartbeat = now
         try:
-            BeatHeartbeat.objects.update_or_create(
-                name=self.beat_name,
-                defaults={"last_tick_at": timezone.now(), "started_at": self.beat_started_at},
-            )
-        except (DatabaseError, InterfaceError):
-            logger.exception("Could not record beat's heartbeat")
-
-    def all_as_schedule(self) -> dict[str, JobEntry]:
-        try:
-            jobs = list(Job.objects.filter(enabled=True).order_by("pk"))
-        except (DatabaseError, InterfaceError):
-            logger.exception("JobScheduler: could not read jobs; keeping the current schedule")
-            self._force_reload = True
-            return self._schedule or {}
-        self._force_reload = False
-        now = timezone.now()
-        schedule: dict[str, JobEntry] = {}
-        for job in jobs:
-            try:
-                entry = self._load_entry(job, now)
-            except (DatabaseError, InterfaceError):
-                logger.exception("JobScheduler: database error loading job %s", job)
-                old = (self._schedule or {}).get(job.name)
-                if old is not None:
-                    schedule[job.name] = old
-                continue
-            except Exception as exc:
-                # One bad row must never stop beat (it would crash again on restart).
-                logger.error("Job %s cannot be scheduled and is skipped: %r", job, exc)
-                continue
-            schedule[entry.name] = entry
-        logger.info("JobScheduler: %d enabled jobs loaded", len(schedule))
-        return schedule
-
-    def _load_entry(self, job: Job, now: dt.datetime) -> JobEntry:
-        entry = JobEntry(job, app=self.app)
-        # The services set next_run_at whenever a schedule changes, and beat clears it
-        # after the last fire of a one-off job: None means "no more runs".
-        if job.next_run_at is not None and job.next_run_at < now:
-            entry.plan(job.next_run_at, now)
-            if self._store(entry):
-                self._record_not_sent(entry)
-        return entry
-
-    def _store(self, entry: JobEntry) -> bool:
-        """Write the entry's next fire time unless the job changed since beat read it."""
-        updated = Job.objects.filter(pk=entry.job_id, version=entry.version).update(
-            next_run_at=entry.next_run_at
-        )
-        return updated == 1
-
-    def _record_not_sent(self, entry: JobEntry) -> None:
-        if entry.missed:
-            executions.execution_record_missed(
-                job=entry.job,
-                fire_times=entry.missed,
-                reason="Not sent: beat was down or behind for longer than the misfire grace "
-                f"time ({entry.job.misfire_grace_time}s).",
-            )
-        if entry.coalesced:
-            executions.execution_record_missed(
-                job=entry.job,
-                fire_times=entry.coalesced,
-                reason=f"Coalesced into the run at {entry.next_run_at.isoformat()}.",
-            )
-        entry.missed, entry.coalesced = [], []
-
-    def schedule_changed(self) -> bool:
-        now = time.monotonic()
-        if now - self._last_change_check < CHANGE_CHECK_INTERVAL:
-            return False
-        self._last_change_check = now
-        changed = super().schedule_changed()
-        return changed or self._force_reload
-
-    def reserve(self, entry: JobEntry) -> JobEntry:
-        new_entry = next(entry)
-        try:
-            if not connection.in_atomic_block:
-                close_old_connections()  # recover from a dropped database connection
-            # A job edited or removed since beat read it is not sent under its old
-            # definition; the change marker makes beat reload it within a second.
-            entry.stale = not self._store(new_entry)
-            if not entry.stale:
-                self._record_not_sent(new_entry)
-        except (DatabaseError, InterfaceError):
-            logger.exception("Job %s: could not store its next fire time", entry.name)
-            entry.stale = True
-            self._force_reload = True
-        if entry.name in self._schedule:
-            self._schedule[entry.name] = new_entry
-        return new_entry
-
-    def apply_async(self, entry: JobEntry, producer: Any = None, advance: bool = True, **kwargs):
-        if entry.stale:
-            logger.info("Job %s changed before its run was sent; reloading", entry.name)
-            return None
-        try:
-            task_id = services.job_dispatch(
-                job=entry.job,
-                trigger=ExecutionTrigger.SCHEDULE,
-                scheduled_at=entry.next_run_at,
-                jitter=entry.jitter,
-                producer=producer,
-            )
-        except Exception as exc:
-            logger.exception("Job %s: could not send its run", entry.name)
-            try:
-                executions.execution_record_missed(
-                    job=entry.job,
-                    fire_times=[entry.next_run_at],
-                    reason=f"Not sent: the broker refused the message ({exc!r}).",
+            # One UPDATE, but the first time (update_or_create would take a transaction
+            # and two more statements every time).
+            beat = BeatHeartbeat.objects.filter(name=self.beat_name)
+            if not beat.update(last_tick_at=timezone.now()):
+                BeatHeartbeat.objects.update_or_create(
+                    name=self.beat_name,
+                    defaults={"last_tick_at": timezone.now(), "started_at": self.beat_started_at},
                 )
-            except (DatabaseError, InterfaceError):
-                logger.exception("Job %s: could not record the unsent run", entry.name)
-            return None
-        deadline = entry.next_run_at + dt.timedelta(
-            seconds=entry.jitter + entry.job.misfire_grace_time + LEDGER_MARGIN
-        )
-        self._in_flight.append((deadline, entry.job, entry.next_run_at))
-        logger.debug("Job %s sent for %s as %s", entry.name, entry.next_run_at, task_id)
-        return task_id
-
-    def _when(self, entry: JobEntry, next_time_to_run: float, mktime: Any = None) -> float:
-        return time.time() + (self.adjust(next_time_to_run) or 0)
-
-    def sync(self) -> None:
-        """Next fire times are written as runs are sent; nothing is left to sync."""
+        except DB_ERRORS:
+            logger.exception("Could not record beat's heartbeat")

@@ -1,10 +1,13 @@
 """Writes: create, change and run jobs; record executions.
 
 Every function here is keyword-only and named ``<entity>_<action>``. Services that change
-a schedule run in one transaction and tell beat (django-celery-beat's ``PeriodicTasks``
-change marker), so edits take effect without restarting anything.
+a schedule store the job's next fire time (``next_run_at``, and ``dispatch_at`` with its
+jitter) in the same transaction; beat asks the database for due jobs on every pass, so an
+edit, a pause, a deletion or a whole import takes effect within a second, with nothing to
+restart and nothing to reload.
 """
 
+import collections
 import dataclasses
 import datetime as dt
 import logging
@@ -12,9 +15,9 @@ import uuid
 from collections.abc import Iterable
 from typing import Any
 
+from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
-from django_celery_beat.models import PeriodicTasks
 
 from scheduling import audit, masking, registry, signals
 from scheduling.config import DEFAULT_JOBS, JobSpec, config_parse, spec_differences
@@ -51,10 +54,6 @@ EDITABLE_FIELDS = SCHEDULE_FIELDS | {
 }
 
 
-def _notify_beat() -> None:
-    PeriodicTasks.update_changed()
-
-
 @transaction.atomic
 def job_save(*, job: Job, changed: Iterable[str] | None = None) -> Job:
     """Validate and save ``job``; recompute its next run when its schedule changed.
@@ -70,7 +69,7 @@ def job_save(*, job: Job, changed: Iterable[str] | None = None) -> Job:
         job.schedule_anchor = now
     reschedule = creating or bool(changed_set & SCHEDULE_FIELDS) or job.next_run_at is None
     if reschedule:
-        job.next_run_at = job.compute_next_run(now) if job.enabled else None
+        job.set_next_run(job.compute_next_run(now) if job.enabled else None)
     if creating:
         job.save()
         _emit(
@@ -85,7 +84,7 @@ def job_save(*, job: Job, changed: Iterable[str] | None = None) -> Job:
         job.version = before.version + 1
         fields = (changed_set & EDITABLE_FIELDS) | {"version", "updated_at", "schedule_anchor"}
         if reschedule:
-            fields.add("next_run_at")
+            fields |= {"next_run_at", "dispatch_at"}
         job.save(update_fields=sorted(fields))
         diff = {
             f: [_jsonable(getattr(before, f)), _jsonable(getattr(job, f))]
@@ -98,7 +97,6 @@ def job_save(*, job: Job, changed: Iterable[str] | None = None) -> Job:
             _emit(signals.job_resumed if job.enabled else signals.job_paused, job, diff)
         elif diff:
             _emit(signals.job_changed, job, diff)
-    _notify_beat()
     return job
 
 
@@ -122,6 +120,34 @@ def job_create(*, name: str, task: str, trigger_type: str, **fields: Any) -> Job
         raise TypeError(f"Unknown job fields: {', '.join(sorted(unknown))}")
     job = Job(name=name, task=task, trigger_type=trigger_type, **fields)
     return job_save(job=job)
+
+
+@transaction.atomic
+def job_bulk_create(*, jobs: list[Job], batch_size: int = 1000) -> list[Job]:
+    """Validate and insert many new jobs at once (benchmarks, provisioning scripts).
+
+    Each job is validated like in :func:`job_save` (``ValidationError`` names the job and
+    the field; nothing is inserted then) and gets its next fire time. No per-job events
+    are sent: one ``job_added`` per job would dominate the cost.
+    """
+    now = timezone.now()
+    counts = collections.Counter(job.name for job in jobs)
+    repeated = {name for name, count in counts.items() if count > 1}
+    names = list(counts)
+    taken = set()
+    for start in range(0, len(names), 500):
+        chunk = names[start : start + 500]
+        taken |= set(Job.objects.filter(name__in=chunk).values_list("name", flat=True))
+    if taken or repeated:
+        raise ValidationError(f"Job names already used: {', '.join(sorted(taken | repeated))}")
+    for job in jobs:
+        try:
+            job.full_clean(validate_unique=False)
+        except ValidationError as exc:
+            raise ValidationError(f"Job {job.name!r}: {exc}") from exc
+        job.schedule_anchor = now
+        job.set_next_run(job.compute_next_run(now) if job.enabled else None)
+    return Job.objects.bulk_create(jobs, batch_size=batch_size)
 
 
 def job_register_cron(*, name: str, task: str, expression: str, **fields: Any) -> Job:
@@ -192,11 +218,10 @@ def job_pause(*, job: Job) -> Job:
     before = Job.objects.select_for_update().get(pk=job.pk)
     job.version = before.version + 1
     job.enabled = False
-    job.next_run_at = None
-    job.save(update_fields=["enabled", "next_run_at", "version", "updated_at"])
+    job.set_next_run(None)
+    job.save(update_fields=["enabled", "next_run_at", "dispatch_at", "version", "updated_at"])
     if before.enabled:
         _emit(signals.job_paused, job, {"enabled": [True, False]})
-    _notify_beat()
     return job
 
 
@@ -212,7 +237,6 @@ def job_remove(*, job: Job) -> None:
     job.delete()
     job.pk = pk  # receivers see which job it was
     _emit(signals.job_removed, job, {})
-    _notify_beat()
 
 
 def job_run_now(*, job: Job) -> str:

@@ -1,4 +1,8 @@
-"""The beat scheduler's bookkeeping, without a broker (the e2e tests cover the real loop)."""
+"""The beat scheduler's passes, in one process (the e2e tests run real beats and workers).
+
+Sending is observed at its boundary, ``services.job_dispatch`` (what would go to the
+broker); everything else (queries, locks, the lease, the stored fire times) is real.
+"""
 
 import datetime as dt
 
@@ -7,7 +11,7 @@ from django.utils import timezone
 
 from project.celery import app
 from scheduling import services
-from scheduling.models import Job
+from scheduling.models import Job, JobChange, JobExecution, SchedulerLease
 from scheduling.scheduler import JobScheduler
 from tests.factories import make_job
 
@@ -15,122 +19,232 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
+def sent(monkeypatch):
+    """Runs the scheduler sends, as (job name, fire time, jitter)."""
+    runs: list[tuple[str, dt.datetime, float]] = []
+
+    def dispatch(*, job, scheduled_at, jitter, **kwargs):
+        runs.append((job.name, scheduled_at, jitter))
+        return "task-id"
+
+    monkeypatch.setattr(services, "job_dispatch", dispatch)
+    return runs
+
+
+def new_scheduler() -> JobScheduler:
+    scheduler = JobScheduler(app=app, lazy=True)
+    return scheduler
+
+
+@pytest.fixture
 def scheduler():
-    return JobScheduler(app=app, lazy=True)
+    scheduler = new_scheduler()
+    assert scheduler.lease.acquire()
+    return scheduler
 
 
-def test_loads_enabled_jobs_only(scheduler):
-    make_job(name="on")
-    services.job_pause(job=make_job(name="off"))
-    assert set(scheduler.all_as_schedule()) == {"on"}
+def make_due(job: Job, fire: dt.datetime) -> None:
+    Job.objects.filter(pk=job.pk).update(next_run_at=fire, dispatch_at=fire)
 
 
-def test_due_entry_reports_due_and_the_wait_to_the_following_fire(scheduler):
-    job = make_job(cron_expression="*/1 * * * * *")
-    Job.objects.filter(pk=job.pk).update(next_run_at=timezone.now().replace(microsecond=0))
-    entry = scheduler.all_as_schedule()[job.name]
-    is_due, wait = entry.is_due()
-    assert is_due and 0 <= wait <= 1
+def now_s() -> dt.datetime:
+    return timezone.now().replace(microsecond=0)
 
 
-def test_firing_stores_the_following_fire_time_at_once(scheduler):
-    job = make_job(cron_expression="*/1 * * * * *")
-    fire = timezone.now().replace(microsecond=0)
-    Job.objects.filter(pk=job.pk).update(next_run_at=fire)
-    scheduler._schedule = scheduler.all_as_schedule()
-    entry = scheduler._schedule[job.name]
-    new_entry = scheduler.reserve(entry)
-    assert not entry.stale
-    job.refresh_from_db()
-    assert job.next_run_at == new_entry.next_run_at == fire + dt.timedelta(seconds=1)
+def test_sends_due_jobs_only_and_stores_the_following_fire_time(scheduler, sent):
+    due = make_job(name="due", cron_expression="*/1 * * * * *")
+    make_job(name="later")
+    services.job_pause(job=make_job(name="paused", cron_expression="*/1 * * * * *"))
+    fire = now_s()
+    make_due(due, fire)
+    assert scheduler.dispatch_due(timezone.now()) == 1
+    assert sent == [("due", fire, 0.0)]
+    due.refresh_from_db()
+    assert due.next_run_at == due.dispatch_at == fire + dt.timedelta(seconds=1)
 
 
-def test_a_job_edited_after_beat_read_it_is_not_sent_nor_overwritten(scheduler):
-    job = make_job(cron_expression="*/1 * * * * *")
-    scheduler._schedule = scheduler.all_as_schedule()
-    entry = scheduler._schedule[job.name]
-    services.job_reschedule(job=job, cron_expression="0 0 0 1 1 *")
-    edited = Job.objects.get(pk=job.pk).next_run_at
-    scheduler.reserve(entry)
-    assert entry.stale
-    assert scheduler.apply_async(entry) is None
-    assert Job.objects.get(pk=job.pk).next_run_at == edited
-
-
-def test_fire_times_past_the_grace_are_not_sent_after_downtime(scheduler):
-    job = make_job(cron_expression="*/1 * * * * *", misfire_grace_time=15)
-    Job.objects.filter(pk=job.pk).update(next_run_at=timezone.now() - dt.timedelta(hours=1))
-    entry = scheduler.all_as_schedule()[job.name]
-    assert entry.next_run_at >= timezone.now() - dt.timedelta(seconds=16)
-
-
-def test_a_finished_one_off_job_is_never_due_again(scheduler):
-    job = services.job_register_date(
-        name="once", task="demo.echo", run_at=timezone.now() + dt.timedelta(seconds=1)
+def test_a_pass_costs_the_same_whatever_the_number_of_jobs(
+    scheduler, sent, django_assert_max_num_queries
+):
+    due = make_job(cron_expression="*/1 * * * * *")
+    make_due(due, now_s())
+    with django_assert_max_num_queries(6) as few:
+        scheduler.dispatch_due(timezone.now())
+    services.job_bulk_create(
+        jobs=[
+            Job(
+                name=f"idle-{i}",
+                task="demo.echo",
+                trigger_type="cron",
+                cron_expression="0 0 0 1 1 *",
+            )
+            for i in range(300)
+        ]
     )
-    scheduler._schedule = scheduler.all_as_schedule()
-    assert scheduler._schedule["once"].next_run_at == job.run_at
-    new_entry = scheduler.reserve(scheduler._schedule["once"])
-    assert new_entry.next_run_at is None
-    assert new_entry.is_due().is_due is False
-    assert Job.objects.get(pk=job.pk).next_run_at is None
-    # A restarted beat does not run it again.
-    assert JobScheduler(app=app, lazy=True).all_as_schedule()["once"].next_run_at is None
+    make_due(due, now_s())
+    with django_assert_max_num_queries(len(few.captured_queries)):
+        scheduler.dispatch_due(timezone.now())
+    assert len(sent) == 2
 
 
-def test_a_broken_row_is_skipped_and_beat_goes_on(scheduler):
-    make_job(name="good")
-    bad = make_job(name="bad")
-    Job.objects.filter(pk=bad.pk).update(
-        timezone="Mars/Olympus", next_run_at=timezone.now() - dt.timedelta(hours=1)
-    )
-    assert set(scheduler.all_as_schedule()) == {"good"}
-
-
-def test_a_stale_entry_is_not_sent(scheduler, monkeypatch):
-    sent = []
-    monkeypatch.setattr(services, "job_dispatch", lambda **kwargs: sent.append(kwargs))
+def test_an_idle_pass_reads_one_row_and_sleeps_until_the_next_fire_time(
+    scheduler, sent, django_assert_max_num_queries
+):
     job = make_job(cron_expression="*/1 * * * * *")
-    scheduler._schedule = scheduler.all_as_schedule()
-    entry = scheduler._schedule[job.name]
-    services.job_pause(job=job)
-    scheduler.reserve(entry)
-    scheduler.apply_async(entry)
+    soon = timezone.now() + dt.timedelta(seconds=0.4)
+    make_due(job, soon)
+    scheduler._last_heartbeat = float("inf")  # heartbeats are counted elsewhere
+    with django_assert_max_num_queries(1):
+        wait = scheduler.tick()
+    assert 0 < wait <= 0.4
+    make_due(job, timezone.now() + dt.timedelta(hours=1))
+    assert scheduler.tick() == scheduler.poll_interval
     assert sent == []
 
 
-def test_fire_times_missed_while_beat_was_down_are_recorded(scheduler):
-    from scheduling.models import JobExecution
+def test_an_edit_is_seen_on_the_next_pass_without_any_reload(scheduler, sent):
+    job = make_job(cron_expression="0 0 0 1 1 *")
+    assert scheduler.tick() == scheduler.poll_interval
+    services.job_reschedule(job=job, cron_expression="*/1 * * * * *")
+    wait = scheduler.tick()
+    assert wait <= 1.0
+    scheduler.dispatch_due(timezone.now() + dt.timedelta(seconds=wait))
+    assert [name for name, *_ in sent] == [job.name]
 
+
+def test_a_finished_one_off_job_is_never_sent_again_even_by_a_new_beat(scheduler, sent):
+    job = services.job_register_date(
+        name="once", task="demo.echo", run_at=timezone.now() + dt.timedelta(seconds=1)
+    )
+    scheduler.dispatch_due(job.run_at)
+    assert Job.objects.get(pk=job.pk).next_run_at is None
+    scheduler.close()  # releases the lease
+    restarted = new_scheduler()
+    assert restarted.lease.acquire()
+    assert restarted.dispatch_due(timezone.now() + dt.timedelta(days=1)) == 0
+    assert sent == [("once", job.run_at, 0.0)]
+
+
+def test_a_broken_row_is_recorded_and_stopped_and_beat_goes_on(scheduler, sent):
+    good = make_job(name="good", cron_expression="*/1 * * * * *")
+    bad = make_job(name="bad", cron_expression="*/1 * * * * *")
+    fire = now_s()
+    make_due(good, fire)
+    make_due(bad, fire - dt.timedelta(seconds=60))  # late: planned before it is sent
+    Job.objects.filter(pk=bad.pk).update(timezone="Mars/Olympus")
+    scheduler.dispatch_due(timezone.now())
+    assert [name for name, *_ in sent] == ["good"]
+    record = JobExecution.objects.get(job=bad)
+    assert record.status == "missed" and "Cannot be scheduled" in record.reason
+    assert Job.objects.get(pk=bad.pk).dispatch_at is None
+    assert Job.objects.get(pk=good.pk).dispatch_at == fire + dt.timedelta(seconds=1)
+
+
+def test_a_row_that_breaks_after_its_fire_time_was_stored_is_sent_then_stopped(scheduler, sent):
+    """On time, the stored fire time is sent before anything is computed; the following
+    one cannot be, so the job stops and its audit trail says why."""
+    bad = make_job(name="bad", cron_expression="*/1 * * * * *")
+    fire = now_s()
+    make_due(bad, fire)
+    Job.objects.filter(pk=bad.pk).update(timezone="Mars/Olympus")
+    scheduler.dispatch_due(timezone.now())
+    assert sent == [("bad", fire, 0.0)]
+    assert Job.objects.get(pk=bad.pk).dispatch_at is None
+    change = JobChange.objects.get(job=bad, action="stopped")
+    assert change.source == "system" and "Cannot be scheduled" in change.changes["error"]
+
+
+def test_fire_times_missed_while_beat_was_down_are_recorded(scheduler, sent):
     job = make_job(cron_expression="*/1 * * * * *", misfire_grace_time=5)
-    down_since = timezone.now().replace(microsecond=0) - dt.timedelta(seconds=30)
-    Job.objects.filter(pk=job.pk).update(next_run_at=down_since)
-    entry = scheduler.all_as_schedule()[job.name]
+    down_since = now_s() - dt.timedelta(seconds=30)
+    make_due(job, down_since)
+    scheduler.dispatch_due(timezone.now())
     missed = JobExecution.objects.filter(job=job, status="missed").order_by("scheduled_at")
     assert missed.count() >= 24
     assert missed[0].scheduled_at == down_since
     assert missed[0].reason.startswith("Not sent: beat was down")
-    # The first fire time still within the grace is the next one sent.
-    assert entry.next_run_at == missed.last().scheduled_at + dt.timedelta(seconds=1)
-    assert (timezone.now() - entry.next_run_at).total_seconds() <= 6
+    # The first fire time still within the grace is the one sent.
+    [(_, fire, _)] = sent
+    assert fire == missed.last().scheduled_at + dt.timedelta(seconds=1)
+    assert (timezone.now() - fire).total_seconds() <= 6
 
 
-def test_with_coalesce_beat_sends_only_the_newest_due_fire_time(scheduler):
-    from scheduling.models import JobExecution
-
+def test_with_coalesce_beat_sends_only_the_newest_due_fire_time(scheduler, sent):
     job = make_job(cron_expression="*/1 * * * * *", misfire_grace_time=60, coalesce=True)
-    since = timezone.now().replace(microsecond=0) - dt.timedelta(seconds=10)
-    Job.objects.filter(pk=job.pk).update(next_run_at=since)
-    entry = scheduler.all_as_schedule()[job.name]
+    make_due(job, now_s() - dt.timedelta(seconds=10))
+    scheduler.dispatch_due(timezone.now())
     coalesced = JobExecution.objects.filter(job=job, status="missed")
     assert coalesced.count() >= 9
     assert all(r.reason.startswith("Coalesced into the run at") for r in coalesced)
-    assert 0 <= (timezone.now() - entry.next_run_at).total_seconds() < 1
+    [(_, fire, _)] = sent
+    assert 0 <= (timezone.now() - fire).total_seconds() < 1
 
 
-def test_jitter_longer_than_the_grace_is_not_a_misfire(scheduler):
+def test_jitter_longer_than_the_grace_is_not_a_misfire(scheduler, sent):
     job = make_job(cron_expression="0 */5 * * * *", misfire_grace_time=15, jitter=60)
     fire = timezone.now() - dt.timedelta(seconds=20)
-    Job.objects.filter(pk=job.pk).update(next_run_at=fire)
-    entry = scheduler.all_as_schedule()[job.name]
-    assert entry.next_run_at == fire
+    Job.objects.filter(pk=job.pk).update(
+        next_run_at=fire, dispatch_at=fire + dt.timedelta(seconds=19)
+    )
+    scheduler.dispatch_due(timezone.now())
+    assert sent == [(job.name, fire, 19.0)]
+    assert not JobExecution.objects.filter(job=job).exists()
+
+
+def test_jitter_is_drawn_per_fire_time_and_stored_with_it():
+    job = make_job(cron_expression="0 */5 * * * *", jitter=30)
+    assert 0 <= (job.dispatch_at - job.next_run_at).total_seconds() <= 30
+
+
+# -- leadership ---------------------------------------------------------------------------
+
+
+def test_only_one_beat_holds_the_lease():
+    first, second = new_scheduler(), new_scheduler()
+    second.lease.holder = "other-host:1"
+    assert first.lease.acquire()
+    assert not second.lease.acquire()
+    assert second.tick() == second.poll_interval  # a standby only waits
+
+
+def test_a_standby_takes_over_an_expired_lease_and_the_old_leader_sends_nothing(sent):
+    first, second = new_scheduler(), new_scheduler()
+    second.lease.holder = "other-host:1"
+    assert first.lease.acquire()
+    SchedulerLease.objects.update(expires_at=timezone.now() - dt.timedelta(seconds=1))
+    assert second.lease.acquire()
+    assert SchedulerLease.objects.get().token == first.lease.token + 1
+    job = make_job(cron_expression="*/1 * * * * *")
+    make_due(job, now_s())
+    # The old leader has not noticed yet: its sending pass is fenced by the lease.
+    assert first.dispatch_due(timezone.now()) == 0
+    assert sent == [] and not first.lease.held
+    assert second.dispatch_due(timezone.now()) == 1
+
+
+def test_a_clean_shutdown_hands_the_lease_over_at_once():
+    first, second = new_scheduler(), new_scheduler()
+    second.lease.holder = "other-host:1"
+    assert first.lease.acquire()
+    first.close()
+    assert second.lease.acquire()
+
+
+# -- bulk creation ------------------------------------------------------------------------
+
+
+def test_bulk_create_validates_every_job_and_inserts_nothing_on_error():
+    from django.core.exceptions import ValidationError
+
+    make_job(name="taken")
+    good = Job(name="new", task="demo.echo", trigger_type="cron", cron_expression="0 * * * * *")
+    with pytest.raises(ValidationError, match="taken"):
+        services.job_bulk_create(jobs=[good, Job(name="taken", task="demo.echo")])
+    broken = Job(
+        name="broken", task="demo.echo", trigger_type="cron", cron_expression="61 * * * * *"
+    )
+    with pytest.raises(ValidationError, match="broken"):
+        services.job_bulk_create(jobs=[good, broken])
+    assert not Job.objects.filter(name="new").exists()
+    [created] = services.job_bulk_create(jobs=[good])
+    assert created.next_run_at is not None and created.dispatch_at == created.next_run_at

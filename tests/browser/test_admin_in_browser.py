@@ -18,7 +18,6 @@ from pathlib import Path
 
 import pytest
 from django.urls import reverse
-from django_celery_beat.models import PeriodicTasks
 
 from scheduling.models import Job, JobExecution
 from tests.e2e.processes import wait_for
@@ -227,10 +226,6 @@ def test_job_form_previews_cron_with_seconds_and_refuses_a_bad_minute(page, oper
 
 def test_operator_runs_pauses_and_charts_a_job(page, operator, celery_processes):
     celery_processes.env.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)  # the workers keep the check
-    # Beat started on a database that never had django-celery-beat's change marker misses
-    # the first change (its `ts > (last or ts)` test is false when `last` is None): the job
-    # saved below would never fire. Any database that has had a job has the marker.
-    PeriodicTasks.update_changed()
     celery_processes.start_worker()
     celery_processes.start_beat()
     log_in(page, operator)

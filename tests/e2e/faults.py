@@ -5,7 +5,6 @@ from pathlib import Path
 
 from django.conf import settings
 
-from scheduling import schedules
 from scheduling.models import Job, JobExecution
 
 EXPLAINED = {"success", "failure", "timeout", "lost", "missed", "skipped"}
@@ -21,8 +20,12 @@ def account(job: Job, key: str, since: dt.datetime, until: dt.datetime) -> dict:
     with no row at all.
     """
     job.refresh_from_db()
-    expected = schedules.upcoming(job.trigger(), after=since, count=100_000)
-    expected = [t for t in expected if t <= until]
+    # ``since`` itself counts: rows are taken from it on, inclusive.
+    trigger, expected = job.trigger(), []
+    fire = trigger.next_after(since - dt.timedelta(microseconds=1))
+    while fire is not None and fire <= until:
+        expected.append(fire)
+        fire = trigger.next_after(fire)
     rows = JobExecution.objects.filter(
         job=job, trigger="schedule", attempt=0, scheduled_at__gte=since, scheduled_at__lte=until
     )

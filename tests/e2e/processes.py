@@ -2,6 +2,7 @@
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -80,8 +81,19 @@ class CeleryProcesses:
         )
         return hostname
 
-    def start_beat(self, name: str = "beat") -> None:
+    def start_beat(self, name: str = "beat", ready: bool = False) -> None:
+        """Start a beat; with ``ready``, return once it has made its first pass."""
         self._start(name, ["beat", "-l", "info", "--pidfile="])
+        if ready:
+            from scheduling.models import BeatHeartbeat
+
+            beat_name = f"{socket.gethostname()}:{self.procs[name].pid}"
+            wait_for(
+                lambda: BeatHeartbeat.objects.filter(name=beat_name).exists(),
+                timeout=60,
+                what=f"beat {name} to make its first pass",
+                processes=self,
+            )
 
     def start_flower(self, port: int) -> str:
         self._start(

@@ -192,4 +192,5 @@ def test_accounting_notices_a_lost_fire_time(transactional_db):
     job, key = ticking_job()
     since = timezone.now().replace(microsecond=0) - dt.timedelta(seconds=3)
     result = account(job, key, since, since + dt.timedelta(seconds=2))
-    assert result["expected"] == 2 and result["unexplained"] == 2
+    # [since, since + 2 s] holds three whole seconds, both ends included; none has a row.
+    assert result["expected"] == 3 and result["unexplained"] == 3
