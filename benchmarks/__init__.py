@@ -1,0 +1,1 @@
+"""Benchmarks: scripts that measure the product at size (see each module's docstring)."""
