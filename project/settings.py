@@ -161,7 +161,9 @@ LOGGING = {
 # https://docs.celeryq.dev/en/stable/userguide/configuration.html
 CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", "filesystem://")
 if CELERY_BROKER_URL.startswith("filesystem://"):
-    # kombu's filesystem transport: queues are folders, no broker server needed.
+    # kombu's filesystem transport: queues are folders, no broker server needed; ours
+    # writes each message file whole before a worker can see it (scheduling.broker).
+    CELERY_BROKER_TRANSPORT = "scheduling.broker:Transport"
     _broker_dir = VAR_DIR / "broker"
     for _sub in ("queue", "control", "processed"):
         (_broker_dir / _sub).mkdir(parents=True, exist_ok=True)
@@ -184,15 +186,16 @@ CELERY_TASK_SERIALIZER = "json"
 CELERY_RESULT_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 # One message at a time per worker process: a long job never holds others in its prefetch.
-CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# Workers that run many short jobs drain the queue faster with more (benchmarks/).
+CELERY_WORKER_PREFETCH_MULTIPLIER = int(os.environ.get("CELERY_WORKER_PREFETCH_MULTIPLIER", "1"))
 # Worker processes keep their database connection for this many tasks: Celery's Django
 # fixup otherwise closes it before and after every task, and opening a PostgreSQL
 # connection costs more than recording a short run. A connection that fails is dropped
 # at once (scheduling.executions), so a database restart costs one re-queued run at most.
 # https://github.com/celery/celery/issues/4116 (read as CELERY_DB_REUSE_MAX by the fixup)
 CELERY_DB_REUSE_MAX = int(os.environ.get("CELERY_DB_REUSE_MAX", "1000"))
-# Task events feed Flower's live view.
-CELERY_WORKER_SEND_TASK_EVENTS = True
+# Task events feed Flower's live view (Flower also switches them on in workers it watches).
+CELERY_WORKER_SEND_TASK_EVENTS = os.environ.get("CELERY_WORKER_SEND_TASK_EVENTS", "1") == "1"
 CELERY_TASK_SEND_SENT_EVENT = True
 CELERY_BEAT_SCHEDULER = "scheduling.scheduler:JobScheduler"
 

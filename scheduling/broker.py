@@ -1,0 +1,36 @@
+"""kombu's filesystem transport (the embedded default broker), with messages written whole.
+
+kombu creates a message file under its final name and then writes it, so a consumer
+polling the folder can take the file while it is still empty; the worker then dies on
+``JSONDecodeError('Expecting value: line 1 column 1 (char 0)')``. Seen here with one
+worker and Flower's control messages. This channel writes each message under a name the
+consumers skip and renames it into place, which is atomic on POSIX. Selected in the
+settings (``CELERY_BROKER_TRANSPORT``) whenever the broker URL is ``filesystem://``.
+"""
+
+import os
+import uuid
+from time import monotonic
+
+from kombu.exceptions import ChannelError
+from kombu.transport import filesystem
+from kombu.utils.encoding import str_to_bytes
+from kombu.utils.json import dumps
+
+
+class Channel(filesystem.Channel):
+    def _put(self, queue, payload, **kwargs):
+        name = f"{round(monotonic() * 1000)}_{uuid.uuid4()}.{queue}.msg"
+        final = os.path.join(self.data_folder_out, name)
+        # Consumers take only names of the form "<id>.<queue>.msg"; this one is skipped.
+        partial = os.path.join(self.data_folder_out, f"{name}.partial")
+        try:
+            with open(partial, "wb") as file:
+                file.write(str_to_bytes(dumps(payload)))
+            os.replace(partial, final)
+        except OSError as exc:
+            raise ChannelError(f"Cannot add file {final!r} to directory") from exc
+
+
+class Transport(filesystem.Transport):
+    Channel = Channel
