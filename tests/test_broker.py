@@ -12,9 +12,14 @@ from scheduling import broker
 
 @pytest.fixture
 def connection(tmp_path: Path):
-    folder = tmp_path / "queue"
+    folder, control = tmp_path / "queue", tmp_path / "control"
     folder.mkdir()
-    options = {"data_folder_in": str(folder), "data_folder_out": str(folder)}
+    control.mkdir()
+    options = {
+        "data_folder_in": str(folder),
+        "data_folder_out": str(folder),
+        "control_folder": str(control),
+    }
     with Connection("filesystem://", transport=broker.Transport, transport_options=options) as c:
         yield c, folder
 
