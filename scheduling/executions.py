@@ -642,8 +642,3 @@ def _not_yet_recorded(job: Job, rows: list[JobExecution]) -> list[JobExecution]:
         ).values_list("scheduled_at", flat=True)
     )
     return [row for row in rows if row.scheduled_at not in recorded]
-
-
-def jitter_for(job: Job) -> float:
-    """A random delay for one fire time of ``job`` (0 when the job has no jitter)."""
-    return job.draw_jitter()

@@ -76,6 +76,13 @@ CATCH_UP_LIMIT = 100_000
 DB_ERRORS = (DatabaseError, InterfaceError)
 
 
+def oldest_allowed(job: Job, now: dt.datetime) -> dt.datetime:
+    """The oldest fire time of ``job`` that may still be sent at ``now``: its misfire grace
+    plus its jitter (a fire time may be sent up to its jitter late on purpose: that is not
+    a misfire)."""
+    return now - dt.timedelta(seconds=job.misfire_grace_time + job.jitter)
+
+
 def plan_next(
     job: Job, trigger: Any, candidate: dt.datetime | None, now: dt.datetime
 ) -> tuple[dt.datetime | None, list[dt.datetime], list[dt.datetime]]:
@@ -84,20 +91,19 @@ def plan_next(
     Returns ``(next, missed, coalesced)``: fire times older than the grace are *missed*;
     with coalesce on, the due fire times within the grace but the newest are *coalesced*.
     """
-    # A fire time may be sent up to its jitter late on purpose: that is not a misfire.
-    oldest_allowed = now - dt.timedelta(seconds=job.misfire_grace_time + job.jitter)
+    oldest = oldest_allowed(job, now)
     limit = conf.get("MISSED_RECORD_LIMIT")
     missed: list[dt.datetime] = []
     skipped_unrecorded = 0
     fire = candidate
-    while fire is not None and fire < oldest_allowed:
+    while fire is not None and fire < oldest:
         if len(missed) < limit:
             missed.append(fire)
             fire = trigger.next_after(fire)
         else:
             # Too many to list one by one: jump to the first fire time within the grace.
             skipped_unrecorded += 1
-            fire = trigger.next_after(oldest_allowed - dt.timedelta(microseconds=1))
+            fire = trigger.next_after(oldest - dt.timedelta(microseconds=1))
     if skipped_unrecorded:
         logger.warning(
             "Job %s: more than %d fire times missed; only %d recorded", job, limit, limit
@@ -167,7 +173,6 @@ class Lease:
         self.seconds = seconds
         self.token: int | None = None
         self.renewed = 0.0  # monotonic time of the last successful renewal
-        self._row_exists = False
 
     @property
     def held(self) -> bool:
@@ -175,9 +180,7 @@ class Lease:
 
     def acquire(self) -> bool:
         """Take the lease if it is free or expired; return whether this beat holds it."""
-        if not self._row_exists:
-            SchedulerLease.objects.get_or_create(name=LEASE_NAME)
-            self._row_exists = True
+        SchedulerLease.objects.get_or_create(name=LEASE_NAME)
         with transaction.atomic():
             now = _database_now()
             free = Q(holder="") | Q(expires_at__isnull=True) | Q(expires_at__lt=now)
@@ -361,15 +364,13 @@ class JobScheduler(DatabaseScheduler):
             # computed (the last of a burst is not delayed by the planning of the others),
             # then the late, coalescing or broken ones, then every following fire time.
             plans = [self._plan_on_time(job, now) for job in jobs]
+            for job, plan in zip(jobs, plans, strict=True):
+                if plan is not None:
+                    self._send_planned(job, plan, sent)
             for index, job in enumerate(jobs):
                 if plans[index] is None:
-                    continue
-                self._send_planned(job, plans[index], sent)
-            for index, job in enumerate(jobs):
-                if plans[index] is not None:
-                    continue
-                plans[index] = self._plan(job, now)
-                self._send_planned(job, plans[index], sent)
+                    plans[index] = self._plan(job, now)
+                    self._send_planned(job, plans[index], sent)
             for job, plan in zip(jobs, plans, strict=True):
                 self._advance(job, plan)
             rows.rows_update(jobs, ["next_run_at", "dispatch_at"])
@@ -395,9 +396,7 @@ class JobScheduler(DatabaseScheduler):
         """The usual case, decided from the row alone: the stored fire time is within its
         grace and the job does not coalesce, so it is sent as it is. ``None``: plan it in
         full (:meth:`_plan`)."""
-        if job.coalesce or job.next_run_at is None:
-            return None
-        if (now - job.next_run_at).total_seconds() > job.misfire_grace_time + job.jitter:
+        if job.coalesce or job.next_run_at is None or job.next_run_at < oldest_allowed(job, now):
             return None
         return Plan(send=job.next_run_at, jitter=job.next_jitter)
 

@@ -47,6 +47,15 @@ def start_beats(processes, count: int) -> list[str]:
     return names
 
 
+def wait_for_successes(job, count: int, processes) -> None:
+    wait_for(
+        lambda: JobExecution.objects.filter(job=job, status="success").count() >= count,
+        timeout=60,
+        what="first runs",
+        processes=processes,
+    )
+
+
 def settle(job, key, since, until, fault, processes) -> dict:
     """Wait until every fire time in the window is explained, then account for them."""
     try:
@@ -74,12 +83,7 @@ def test_several_beats_run_each_fire_time_exactly_once(celery_processes, beats):
     job, key = ticking_job()
     celery_processes.start_worker()
     names = start_beats(celery_processes, beats)
-    wait_for(
-        lambda: JobExecution.objects.filter(job=job, status="success").count() >= 2,
-        timeout=60,
-        what="first runs",
-        processes=celery_processes,
-    )
+    wait_for_successes(job, 2, celery_processes)
     holder, token = leader()
     since = timezone.now().replace(microsecond=0)
     time.sleep(10)
@@ -96,12 +100,7 @@ def test_leader_killed_a_standby_takes_over_and_nothing_is_lost_or_doubled(celer
     job, key = ticking_job(misfire_grace_time=15)
     celery_processes.start_worker()
     start_beats(celery_processes, 3)
-    wait_for(
-        lambda: JobExecution.objects.filter(job=job, status="success").count() >= 3,
-        timeout=60,
-        what="first runs",
-        processes=celery_processes,
-    )
+    wait_for_successes(job, 3, celery_processes)
     holder, token = leader()
     since = timezone.now().replace(microsecond=0)
     killed_at = time.monotonic()
