@@ -92,6 +92,12 @@ CONFIGS = [
         {"BENCH_RESULTS": "none", "BENCH_ACKS_LATE": "1"},
     ),
     Config(
+        "a''",
+        "a'') a0 acks_late (c')'s settings, no recording)",
+        "benchmarks.noop_worker",
+        {"BENCH_RESULTS": "none", "BENCH_CELERY_DEFAULTS": "1", "BENCH_ACKS_LATE": "1"},
+    ),
+    Config(
         "b",
         "b)  no-op task, stock django-celery-results",
         "benchmarks.noop_worker",

@@ -17,9 +17,9 @@ across every worker on every machine sharing the database:
 
 What a run costs matters as much as what it records: a worker must record hundreds of
 short runs a second (``benchmarks/worker_throughput.py``). A run is two transactions: the
-start above (lock and read the job, one count of the running rows — the lost ones are
-reaped only when it finds an expired lease —, one insert; rule 1 is the insert's unique
-key, not a query) and the finish, which writes the execution's outcome, the Celery task
+start above (lock and read the job and count its running rows, sent together in one round
+trip on PostgreSQL — the lost ones are reaped only when it finds an expired lease —, then
+one insert; rule 1 is the insert's unique key, not a query) and the finish, which writes the execution's outcome, the Celery task
 result (:mod:`scheduling.task_results`, instead of the result backend), the day's
 statistics and the job's last run in one commit, sent in one round trip on PostgreSQL.
 After it, the alert receiver reads the job's alert states once. These statements are
@@ -54,7 +54,7 @@ from django.utils import timezone
 
 from scheduling import conf, masking, registry, rows, signals, stats
 from scheduling.models import ExecutionStatus, ExecutionTrigger, Job, JobExecution
-from scheduling.rows import row_get, row_insert, row_update
+from scheduling.rows import row_insert, row_update
 from scheduling.task_results import TaskMessage, task_result_record
 
 logger = logging.getLogger(__name__)
@@ -146,19 +146,34 @@ _RUNNING_SQL = f"""
 """
 
 
-def _running(job: Job, now: dt.datetime) -> int:
-    """How many runs of ``job`` hold a live lease, after reaping those whose lease expired.
+def _lock_job(job_id: int) -> tuple[Job | None, int]:
+    """Lock and read the job's row; return it with how many of its runs hold a live lease,
+    after reaping those whose lease expired.
 
-    One statement on the common path (plain SQL: see :mod:`scheduling.rows`) counts both;
-    the reap (a select, and an update per lost run) runs only when a lease has expired.
+    One round trip on the common path (:func:`rows.row_get_with`: the count runs once the
+    lock is held); the reap (a select, and an update per lost run) runs only when a lease
+    has expired. The count compares leases with the time the lock was asked for; if the
+    wait for it was long enough for a lease to have expired meanwhile, it is counted again.
     """
-    at = connection.ops.adapt_datetimefield_value(now)
-    with rows.cursor() as cursor:
-        cursor.execute(_RUNNING_SQL, [at, at, job.pk, ExecutionStatus.RUNNING])
-        live, expired = cursor.fetchone()
-    if expired:
+    asked = timezone.now()
+    job, (live, expired) = rows.row_get_with(
+        Job, job_id, _RUNNING_SQL, _running_params(job_id, asked), for_update=True
+    )
+    if job is not None and timezone.now() - asked > LOCK_WAIT_RECOUNT:
+        with rows.cursor() as cursor:
+            cursor.execute(_RUNNING_SQL, _running_params(job_id, timezone.now()))
+            live, expired = cursor.fetchone()
+    if job is not None and expired:
         execution_reap_lost(job=job)
-    return live or 0
+    return job, live or 0
+
+
+LOCK_WAIT_RECOUNT = dt.timedelta(milliseconds=100)
+
+
+def _running_params(job_id: int, now: dt.datetime) -> list[Any]:
+    at = connection.ops.adapt_datetimefield_value(now)
+    return [at, at, job_id, ExecutionStatus.RUNNING]
 
 
 def _recorded(*, job_id: int, scheduled_at: dt.datetime | None, attempt: int) -> bool:
@@ -232,7 +247,7 @@ def _start(
         "worker": worker,
         "task_result_id": task_id,
     }
-    job = row_get(Job, job_id, for_update=True)
+    job, running = _lock_job(job_id)
     if job is None:
         raise JobNotFoundError(f"Job {job_id} does not exist (removed before it ran).")
     now = timezone.now()
@@ -258,7 +273,6 @@ def _start(
                 **common,
             )
             return None
-    running = _running(job, now)
     if running >= job.max_instances:
         _record(
             job,

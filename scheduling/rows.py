@@ -107,6 +107,23 @@ def row_get(model: type[Model], pk: Any, *, for_update: bool = False) -> Model |
     with cursor() as c:
         c.execute(_get_sql(model, for_update), [pk])
         row = c.fetchone()
+    return _instance(model, row)
+
+
+def row_get_with(
+    model: type[Model], pk: Any, sql: str, params: list[Any], *, for_update: bool = False
+) -> tuple[Model | None, tuple[Any, ...] | None]:
+    """:func:`row_get`, and the first row of one more query, sent together: one round trip
+    on PostgreSQL (in a pipeline). The server runs them in order, so with ``for_update``
+    the second query runs once the lock is held, and sees what was committed before."""
+    with pipeline(), cursor() as first, cursor() as second:
+        first.execute(_get_sql(model, for_update), [pk])
+        second.execute(sql, params)
+        row, other = first.fetchone(), second.fetchone()
+    return _instance(model, row), other
+
+
+def _instance(model: type[Model], row: tuple[Any, ...] | None) -> Model | None:
     if row is None:
         return None
     values = list(row)

@@ -6,12 +6,14 @@ it cannot grow back unnoticed (``benchmarks/worker_throughput.py`` measures the 
 """
 
 import datetime as dt
+import threading
 import time
 import uuid
 
 import pytest
 from celery.exceptions import TimeLimitExceeded
 from celery.result import AsyncResult
+from django.db import connection, transaction
 from django.forms.models import model_to_dict
 from django.utils import timezone
 from django_celery_results.models import TaskResult
@@ -270,3 +272,34 @@ def test_one_thread_per_process_renews_the_lease_of_every_run_in_progress(settin
     time.sleep(1.2)
     long_run.refresh_from_db()
     assert long_run.lease_until == last  # no longer renewed
+
+
+def test_a_lease_that_expires_while_the_start_waits_for_the_job_lock_frees_its_slot():
+    # The lock and the count of running runs go to the database together; a lease that
+    # expired while the start waited for the lock (another transaction held the job's
+    # row) must count as expired, not as a run still going.
+    job = make_job(task="demo.noop", max_instances=1)
+    dead = make_running(job, worker="killed@test", lease=0.5)
+    locked, release = threading.Event(), threading.Event()
+
+    def hold_the_job_lock() -> None:
+        try:
+            with transaction.atomic():
+                Job.objects.select_for_update().get(pk=job.pk)
+                locked.set()
+                release.wait(10)
+        finally:
+            connection.close()
+
+    holder = threading.Thread(target=hold_the_job_lock)
+    holder.start()
+    assert locked.wait(10)
+    threading.Timer(1.0, release.set).start()  # past the dead run's lease
+    try:
+        run(job)
+    finally:
+        release.set()
+        holder.join(10)
+    dead.refresh_from_db()
+    assert dead.status == "lost"
+    assert JobExecution.objects.filter(job=job, status="success").count() == 1

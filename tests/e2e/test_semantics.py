@@ -171,7 +171,14 @@ def test_beat_outage_records_missed_fire_times_and_catches_up(celery_processes):
     missed = [r for r in during if r.status == "missed"]
     caught_up = [r for r in during if r.status == "success"]
     assert missed and caught_up
-    assert all(r.reason.startswith("Not sent: beat was down") for r in missed)
+    # Beat leaves unsent what is past its grace when it comes back; a catch-up run sent at
+    # the very edge of its grace may still start after it, and the worker then records it
+    # as missed too (and does not run it). Nothing else may be missed.
+    not_sent = [r for r in missed if r.reason.startswith("Not sent: beat was down")]
+    started_late = [r for r in missed if r.reason.startswith("Started ")]
+    assert not_sent
+    assert len(not_sent) + len(started_late) == len(missed), [r.reason for r in missed]
+    assert all(r.scheduled_at >= up_at - dt.timedelta(seconds=grace + 2) for r in started_late)
     assert all(r.scheduled_at >= up_at - dt.timedelta(seconds=grace + 2) for r in caught_up)
 
     # Coalesce on: beat sends only the newest due fire time; the others are coalesced.
