@@ -160,7 +160,9 @@ LOGGING = {
     # On the root logger: Celery's worker and beat replace the root's handlers with their
     # own (worker_hijack_root_logger), so each line is written once, in Celery's format.
     "root": {"handlers": ["console"], "level": "WARNING"},
-    "loggers": {"scheduling": {"level": "INFO"}},
+    # Django's own logger keeps its level but writes through the root's handler (instead
+    # of its console handler as well: every line twice).
+    "loggers": {"scheduling": {"level": "INFO"}, "django": {"level": "INFO"}},
 }
 
 # --- Celery -------------------------------------------------------------------------------

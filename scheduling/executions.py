@@ -17,9 +17,9 @@ across every worker on every machine sharing the database:
 
 What a run costs matters as much as what it records: a worker must record hundreds of
 short runs a second (``benchmarks/worker_throughput.py``). A run is two transactions: the
-start above (lock and read the job and count its running rows, sent together in one round
-trip on PostgreSQL — the lost ones are reaped only when it finds an expired lease —, then
-one insert; rule 1 is the insert's unique key, not a query) and the finish, which writes the execution's outcome, the Celery task
+start above (lock and read the job and count its running rows, sent together in a
+pipeline on PostgreSQL — the lost ones are reaped only when it finds an expired lease —,
+then one insert; rule 1 is the insert's unique key, not a query) and the finish, which writes the execution's outcome, the Celery task
 result (:mod:`scheduling.task_results`, instead of the result backend), the day's
 statistics and the job's last run in one commit, sent in one round trip on PostgreSQL.
 After it, the alert receiver reads the job's alert states once. These statements are
@@ -141,7 +141,8 @@ def _record(
 
 _RUNNING_SQL = f"""
     SELECT SUM(CASE WHEN lease_until >= %s THEN 1 ELSE 0 END),
-           SUM(CASE WHEN lease_until < %s THEN 1 ELSE 0 END)
+           SUM(CASE WHEN lease_until < %s THEN 1 ELSE 0 END),
+           MIN(lease_until)
     FROM {JobExecution._meta.db_table} WHERE job_id = %s AND status = %s
 """
 
@@ -150,25 +151,32 @@ def _lock_job(job_id: int) -> tuple[Job | None, int]:
     """Lock and read the job's row; return it with how many of its runs hold a live lease,
     after reaping those whose lease expired.
 
-    One round trip on the common path (:func:`rows.row_get_with`: the count runs once the
-    lock is held); the reap (a select, and an update per lost run) runs only when a lease
-    has expired. The count compares leases with the time the lock was asked for; if the
-    wait for it was long enough for a lease to have expired meanwhile, it is counted again.
+    The lock and the count are sent together (:func:`rows.row_get_with`; the count runs
+    once the lock is held), and the reap (a select, and an update per lost run) runs only
+    when a lease has expired. The count compares the leases with the time the lock was
+    asked for; if the earliest of them has expired by the time it was granted (the start
+    waited for it), they are counted again.
     """
-    asked = timezone.now()
-    job, (live, expired) = rows.row_get_with(
-        Job, job_id, _RUNNING_SQL, _running_params(job_id, asked), for_update=True
+    job, (live, expired, earliest) = rows.row_get_with(
+        Job, job_id, _RUNNING_SQL, _running_params(job_id, timezone.now()), for_update=True
     )
-    if job is not None and timezone.now() - asked > LOCK_WAIT_RECOUNT:
+    if job is None:
+        return None, 0
+    now = timezone.now()
+    if live and _as_datetime(earliest) < now:
         with rows.cursor() as cursor:
-            cursor.execute(_RUNNING_SQL, _running_params(job_id, timezone.now()))
-            live, expired = cursor.fetchone()
-    if job is not None and expired:
+            cursor.execute(_RUNNING_SQL, _running_params(job_id, now))
+            live, expired, _earliest = cursor.fetchone()
+    if expired:
         execution_reap_lost(job=job)
     return job, live or 0
 
 
-LOCK_WAIT_RECOUNT = dt.timedelta(milliseconds=100)
+def _as_datetime(value: Any) -> dt.datetime:
+    """A datetime read by plain SQL: an aware one from PostgreSQL, UTC text from SQLite."""
+    if isinstance(value, str):
+        value = dt.datetime.fromisoformat(value)
+    return value if timezone.is_aware(value) else value.replace(tzinfo=dt.UTC)
 
 
 def _running_params(job_id: int, now: dt.datetime) -> list[Any]:

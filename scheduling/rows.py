@@ -27,9 +27,11 @@ from django.db.models import Field, Model
 def pipeline() -> Iterator[None]:
     """Send the statements of the block without waiting for each answer (PostgreSQL).
 
-    For a transaction of writes whose results nobody reads until it commits: psycopg's
-    pipeline mode sends BEGIN, the statements and COMMIT in one round trip instead of
-    one each. An error surfaces at the commit and rolls everything back as usual.
+    For statements none of which needs the answer of another: a transaction of writes
+    nobody reads until it commits (psycopg's pipeline mode sends the statements and
+    COMMIT in one round trip instead of one each), or reads sent together and fetched
+    at the end. An error surfaces where an answer is read (at the latest at the commit)
+    and rolls everything back as usual.
     On SQLite (in-process, no round trips) a no-op.
     """
     if connection.vendor != "postgresql":
@@ -113,9 +115,10 @@ def row_get(model: type[Model], pk: Any, *, for_update: bool = False) -> Model |
 def row_get_with(
     model: type[Model], pk: Any, sql: str, params: list[Any], *, for_update: bool = False
 ) -> tuple[Model | None, tuple[Any, ...] | None]:
-    """:func:`row_get`, and the first row of one more query, sent together: one round trip
-    on PostgreSQL (in a pipeline). The server runs them in order, so with ``for_update``
-    the second query runs once the lock is held, and sees what was committed before."""
+    """:func:`row_get`, and the first row of one more query, sent together (in a pipeline
+    on PostgreSQL: one round trip for both). The server runs them in order, so with
+    ``for_update`` the second query runs once the lock is held, and sees what was
+    committed before."""
     with pipeline(), cursor() as first, cursor() as second:
         first.execute(_get_sql(model, for_update), [pk])
         second.execute(sql, params)

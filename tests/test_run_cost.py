@@ -293,11 +293,13 @@ def test_a_lease_that_expires_while_the_start_waits_for_the_job_lock_frees_its_s
 
     holder = threading.Thread(target=hold_the_job_lock)
     holder.start()
-    assert locked.wait(10)
-    threading.Timer(1.0, release.set).start()  # past the dead run's lease
+    timer = threading.Timer(1.0, release.set)  # past the dead run's lease
     try:
+        assert locked.wait(10)
+        timer.start()
         run(job)
     finally:
+        timer.cancel()
         release.set()
         holder.join(10)
     dead.refresh_from_db()
