@@ -12,7 +12,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from scheduling import services
-from scheduling.models import BeatHeartbeat, JobExecution
+from scheduling.models import BeatHeartbeat, Job, JobExecution
 from tests.e2e.processes import wait_for
 from tests.factories import make_job
 
@@ -226,21 +226,16 @@ def time_limited_jobs_run(celery_processes, jobs: list) -> dict[str, JobExecutio
     return {r.job_name: r for r in timed_out}
 
 
+def sleeper(name: str, task: str, **limits) -> Job:
+    """A job that sleeps 30 s when run (its cron fires once a year), with time ``limits``."""
+    return make_job(
+        name=name, task=task, cron_expression="0 0 0 1 1 *", kwargs={"seconds": 30}, **limits
+    )
+
+
 def test_soft_time_limits_stop_runs_and_the_worker_keeps_serving(celery_processes):
-    soft = make_job(
-        name="soft",
-        task="demo.sleep",
-        cron_expression="0 0 0 1 1 *",
-        kwargs={"seconds": 30},
-        soft_time_limit=1,
-    )
-    async_job = make_job(
-        name="async",
-        task="demo.async_sleep",
-        cron_expression="0 0 0 1 1 *",
-        kwargs={"seconds": 30},
-        soft_time_limit=1,
-    )
+    soft = sleeper("soft", "demo.sleep", soft_time_limit=1)
+    async_job = sleeper("async", "demo.async_sleep", soft_time_limit=1)
     by_name = time_limited_jobs_run(celery_processes, [soft, async_job])
     assert by_name["soft"].duration < 5 and "soft time limit" in by_name["soft"].reason
     assert by_name["async"].duration < 5 and "soft time limit" in by_name["async"].reason
@@ -253,14 +248,7 @@ def test_soft_time_limits_stop_runs_and_the_worker_keeps_serving(celery_processe
     "(billiard #104): run with Redis or RabbitMQ",
 )
 def test_a_hard_time_limit_kills_the_run_and_the_worker_keeps_serving(celery_processes):
-    hard = make_job(
-        name="hard",
-        task="tests.stubborn_sleep",
-        cron_expression="0 0 0 1 1 *",
-        kwargs={"seconds": 30},
-        soft_time_limit=1,
-        time_limit=2,
-    )
+    hard = sleeper("hard", "tests.stubborn_sleep", soft_time_limit=1, time_limit=2)
     by_name = time_limited_jobs_run(celery_processes, [hard])
     assert "hard time limit" in by_name["hard"].reason
     assert 1.5 < by_name["hard"].duration < 10
