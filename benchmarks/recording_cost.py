@@ -10,7 +10,7 @@ same runs with ``synchronous_commit = off`` for the session: a reference only, t
 product never turns it off).
 
 Same database as the throughput benchmark ($BENCH_DATABASE_URL, default
-``bench_worker`` on 127.0.0.1), reset the same way (``--history`` past runs, analyzed).
+``bench_worker`` on 127.0.0.1), reset the same way (20,000 past runs, analyzed).
 
     DJANGO_DEBUG=1 .venv/bin/python benchmarks/recording_cost.py [--runs 2000] [--repeat 3]
 """

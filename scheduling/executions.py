@@ -19,13 +19,14 @@ What a run costs matters as much as what it records: a worker must record hundre
 short runs a second (``benchmarks/worker_throughput.py``). A run is two transactions: the
 start above (lock and read the job and count its running rows, sent together in a
 pipeline on PostgreSQL — the lost ones are reaped only when it finds an expired lease —,
-then one insert; rule 1 is the insert's unique key, not a query) and the finish, which writes the execution's outcome, the Celery task
-result (:mod:`scheduling.task_results`, instead of the result backend), the day's
-statistics and the job's last run in one commit, sent in one round trip on PostgreSQL.
-After it, the alert receiver reads the job's alert states once. These statements are
-written as one plain statement each (:mod:`scheduling.rows`): building them as querysets
-cost the worker more than the database spent on them. ``tests/test_run_cost.py`` holds the
-count (12 statements with BEGIN and COMMIT, from 26).
+then one insert; rule 1 is the insert's unique key, not a query) and the finish, which
+writes the execution's outcome, the Celery task result (:mod:`scheduling.task_results`,
+instead of the result backend), the day's statistics and the job's last run in one
+commit, sent in one round trip on PostgreSQL. After it, the alert receiver reads the job's
+alert states once. These statements are written as one plain statement each
+(:mod:`scheduling.rows`): building them as querysets cost the worker more than the
+database spent on them. ``tests/test_run_cost.py`` holds the count (12 statements with
+BEGIN and COMMIT, from 26).
 """
 
 import asyncio
@@ -163,20 +164,13 @@ def _lock_job(job_id: int) -> tuple[Job | None, int]:
     if job is None:
         return None, 0
     now = timezone.now()
-    if live and _as_datetime(earliest) < now:
+    if live and rows.from_db(JobExecution, "lease_until", earliest) < now:
         with rows.cursor() as cursor:
             cursor.execute(_RUNNING_SQL, _running_params(job_id, now))
             live, expired, _earliest = cursor.fetchone()
     if expired:
         execution_reap_lost(job=job)
     return job, live or 0
-
-
-def _as_datetime(value: Any) -> dt.datetime:
-    """A datetime read by plain SQL: an aware one from PostgreSQL, UTC text from SQLite."""
-    if isinstance(value, str):
-        value = dt.datetime.fromisoformat(value)
-    return value if timezone.is_aware(value) else value.replace(tzinfo=dt.UTC)
 
 
 def _running_params(job_id: int, now: dt.datetime) -> list[Any]:

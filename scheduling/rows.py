@@ -90,13 +90,32 @@ def _attnames(model: type[Model]) -> list[str]:
     return [field.attname for field in model._meta.concrete_fields]
 
 
+def _column_converters(model: type[Model], field: Field) -> tuple[list, Any]:
+    """The converters the ORM applies to ``field``'s column as it comes from the database."""
+    column = field.get_col(model._meta.db_table)
+    return connection.ops.get_db_converters(column) + column.get_db_converters(connection), column
+
+
+@functools.cache
+def _field_converters(model: type[Model], name: str) -> tuple[list, Any]:
+    return _column_converters(model, model._meta.get_field(name))
+
+
+def from_db(model: type[Model], name: str, value: Any) -> Any:
+    """``value`` of ``model``'s field ``name``, read by plain SQL, as the ORM would load it
+    (a ``MIN()`` of a datetime column is UTC text on SQLite, an aware datetime elsewhere)."""
+    convert, column = _field_converters(model, name)
+    for converter in convert:
+        value = converter(value, column, connection)
+    return value
+
+
 @functools.cache
 def _converters(model: type[Model]) -> list[tuple[int, list, Any]]:
     """For each column that needs it, the converters the ORM would apply."""
     found = []
     for index, field in enumerate(model._meta.concrete_fields):
-        column = field.get_col(model._meta.db_table)
-        convert = connection.ops.get_db_converters(column) + column.get_db_converters(connection)
+        convert, column = _column_converters(model, field)
         if convert:
             found.append((index, convert, column))
     return found
