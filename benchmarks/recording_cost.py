@@ -39,8 +39,8 @@ def measure(runs: int, synchronous: bool) -> dict[str, float]:
     from scheduling.models import ExecutionTrigger, JobExecution
     from scheduling.task_results import TaskMessage
 
+    job = bench.bench_job()  # first: reset_state needs the job (a fresh database has none)
     bench.reset_state(20_000)
-    job = bench.bench_job()
     connection.close()
     connection.ensure_connection()
     with connection.cursor() as cursor:

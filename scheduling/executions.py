@@ -53,7 +53,7 @@ from django.db import (
 )
 from django.utils import timezone
 
-from scheduling import conf, masking, registry, rows, signals, stats
+from scheduling import conf, masking, registry, rows, signals, stats, threads
 from scheduling.models import ExecutionStatus, ExecutionTrigger, Job, JobExecution
 from scheduling.rows import row_insert, row_update
 from scheduling.task_results import TaskMessage, task_result_record
@@ -343,10 +343,7 @@ class _LeaseRenewer:
             # After a fork (a prefork pool process) the parent's thread does not exist here.
             if self._thread is None or self._pid != os.getpid() or not self._thread.is_alive():
                 self._pid = os.getpid()
-                self._thread = threading.Thread(
-                    target=self._loop, name="lease-renewer", daemon=True
-                )
-                self._thread.start()
+                self._thread = threads.start_daemon_thread(self._loop, "lease-renewer")
 
     def discard(self, pk: int) -> None:
         with self._lock:

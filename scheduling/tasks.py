@@ -10,7 +10,7 @@ from celery.exceptions import Reject, TimeLimitExceeded
 from celery.signals import worker_ready, worker_shutdown
 from celery.utils.saferepr import saferepr
 
-from scheduling import conf, executions
+from scheduling import conf, executions, threads
 from scheduling.task_results import TaskMessage
 
 logger = logging.getLogger(__name__)
@@ -37,7 +37,7 @@ def start_deadman_switch(**kwargs):
             except Exception:
                 logger.exception("Dead man's switch check failed")
 
-    threading.Thread(target=loop, name="deadman-switch", daemon=True).start()
+    threads.start_daemon_thread(loop, "deadman-switch")
 
 
 @worker_shutdown.connect
