@@ -4,10 +4,11 @@ Companion to ``benchmarks/worker_throughput.py``: there, a worker with 2 process
 no-op runs and the figure is runs per second; here one process calls the execution
 service itself (``executions.execution_run``, as ``scheduling.run_job`` does, for a job
 running ``demo.noop``), with no Celery around it, and the figures say where a run's time
-goes: CPU in the process, time spent waiting for PostgreSQL, statements sent, and how
-much of the wait is the commits waiting for the write-ahead log to reach the disk (the
-same runs with ``synchronous_commit = off`` for the session: a reference only, the
-product never turns it off).
+goes: CPU in the process, time spent waiting for PostgreSQL, statements sent, round trips
+(waits for PostgreSQL's answer, ``rows.round_trips``), and how much of the wait is the
+commits waiting for the write-ahead log to reach the disk (the same runs with
+``synchronous_commit = off`` for the session: a reference only, the product never turns
+it off).
 
 Same database as the throughput benchmark ($BENCH_DATABASE_URL, default
 ``bench_worker`` on 127.0.0.1), reset the same way (20,000 past runs, analyzed).
@@ -35,7 +36,7 @@ os.environ.setdefault("DJANGO_SECRET_KEY", "benchmark-only-secret-key-" + uuid.u
 def measure(runs: int, synchronous: bool) -> dict[str, float]:
     from django.db import connection
 
-    from scheduling import executions
+    from scheduling import executions, rows
     from scheduling.models import ExecutionTrigger, JobExecution
     from scheduling.task_results import TaskMessage
 
@@ -73,7 +74,7 @@ def measure(runs: int, synchronous: bool) -> dict[str, float]:
 
     for index in range(100):  # warm up: statements prepared, caches filled
         run(index)
-    with connection.execute_wrapper(count):
+    with connection.execute_wrapper(count), rows.round_trips() as trips:
         cpu, wall = time.process_time(), time.perf_counter()
         for index in range(100, 100 + runs):
             run(index)
@@ -87,6 +88,7 @@ def measure(runs: int, synchronous: bool) -> dict[str, float]:
         "cpu": cpu / runs * 1000,
         "wait": (wall - cpu) / runs * 1000,
         "statements": statements / runs,
+        "trips": trips[0] / runs,
         "rate": runs / wall,
     }
 
@@ -130,7 +132,7 @@ def main() -> None:
     print()
     header = (
         f"{'configuration':<42} {'wall ms/run':>11} {'CPU ms':>7} {'wait ms':>8} "
-        f"{'statements':>10} {'runs/s':>7}"
+        f"{'statements':>10} {'round trips':>11} {'runs/s':>7}"
     )
     print(header)
     print("-" * len(header))
@@ -142,7 +144,7 @@ def main() -> None:
 
         print(
             f"{label:<42} {median('wall'):>11.2f} {median('cpu'):>7.2f} {median('wait'):>8.2f} "
-            f"{median('statements'):>10.1f} {median('rate'):>7.0f}"
+            f"{median('statements'):>10.1f} {median('trips'):>11.1f} {median('rate'):>7.0f}"
         )
 
 

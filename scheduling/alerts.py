@@ -110,19 +110,32 @@ FAILED = (ExecutionStatus.FAILURE, ExecutionStatus.TIMEOUT, ExecutionStatus.LOST
 _FIRING_SQL = f"SELECT kind FROM {JobAlertStatus._meta.db_table} WHERE job_id = %s AND firing = %s"
 
 
-def on_run(execution: JobExecution) -> None:
+def firing_query(job_id: int) -> tuple[str, list[Any]]:
+    """The statement (and its parameters) that reads which of the job's alerts are firing:
+    a worker sends it along with a run's outcome (:mod:`scheduling.executions`)."""
+    return _FIRING_SQL, [job_id, True]
+
+
+def firing_read(cursor) -> set[str]:
+    """The kinds of alert firing, from a cursor that ran :func:`firing_query`."""
+    return {kind for (kind,) in cursor.fetchall()}
+
+
+def on_run(execution: JobExecution, firing: set[str] | None = None) -> None:
     """Update the job's alert states after a run event.
 
-    One statement reads which of the job's alerts are firing (plain SQL: this runs after
-    every run, see :mod:`scheduling.rows`); :func:`alert_set` (a locked transaction each)
+    ``firing`` is which of the job's alerts are firing (:func:`firing_read`), when the
+    event comes with it; otherwise one statement reads it (plain SQL: this runs after
+    every run, see :mod:`scheduling.rows`). :func:`alert_set` (a locked transaction each)
     runs only for a state this run changes. A healthy job's run, the common case, costs
-    that one read, not a transaction per alert kind.
+    that one read at most, not a transaction per alert kind.
     """
     if execution.job_id is None:
         return
-    with rows.cursor() as cursor:
-        cursor.execute(_FIRING_SQL, [execution.job_id, True])
-        firing = {kind for (kind,) in cursor.fetchall()}
+    if firing is None:
+        with rows.cursor() as cursor:
+            cursor.execute(*firing_query(execution.job_id))
+            firing = firing_read(cursor)
     job = execution.job
     when = (execution.scheduled_at or execution.started_at).isoformat()
     if execution.status == ExecutionStatus.SUCCESS:

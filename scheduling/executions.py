@@ -16,17 +16,22 @@ across every worker on every machine sharing the database:
    and its slot free (within ``LEASE_SECONDS``).
 
 What a run costs matters as much as what it records: a worker must record hundreds of
-short runs a second (``benchmarks/worker_throughput.py``). A run is two transactions: the
-start above (lock and read the job and count its running rows, sent together in a
-pipeline on PostgreSQL — the lost ones are reaped only when it finds an expired lease —,
-then one insert; rule 1 is the insert's unique key, not a query) and the finish, which
-writes the execution's outcome, the Celery task result (:mod:`scheduling.task_results`,
-instead of the result backend), the day's statistics and the job's last run in one
-commit, sent in one round trip on PostgreSQL. After it, the alert receiver reads the job's
-alert states once. These statements are written as one plain statement each
-(:mod:`scheduling.rows`): building them as querysets cost the worker more than the
-database spent on them. ``tests/test_run_cost.py`` holds the count (12 statements with
-BEGIN and COMMIT, from 26).
+short runs a second (``benchmarks/worker_throughput.py``), and on a worker a run's
+statements cost less than the waits for their answers. A run is two transactions, each
+sent to PostgreSQL in one round trip (:func:`rows.one_trip_transaction`):
+
+- the start (:func:`_start_at_once`): lock and read the job, count its running rows (to
+  reap the lost ones, when a lease has expired) and insert the running row only if rules
+  2-5 let it run; rule 1 is the insert's unique key, not a query. When a rule says no,
+  the full start (:func:`_start`) applies the rules again in a transaction of its own and
+  records why (a missed, coalesced or skipped row);
+- the finish: the execution's outcome, the Celery task result
+  (:mod:`scheduling.task_results`, instead of the result backend), the day's statistics
+  and the job's last run, with the read of the job's alert states for the run event.
+
+Each is one plain statement (:mod:`scheduling.rows`): building them as querysets cost the
+worker more than the database spent on them. ``tests/test_run_cost.py`` holds the counts
+(2 round trips and 8 statements a run, from 10 and 12, and 26 statements before that).
 """
 
 import asyncio
@@ -37,7 +42,7 @@ import os
 import threading
 import time
 import traceback as tb
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import Any
 
 from celery import states
@@ -53,7 +58,7 @@ from django.db import (
 )
 from django.utils import timezone
 
-from scheduling import conf, masking, registry, rows, signals, stats, threads
+from scheduling import alerts, conf, masking, registry, rows, signals, stats, threads
 from scheduling.models import ExecutionStatus, ExecutionTrigger, Job, JobExecution
 from scheduling.rows import row_insert, row_update
 from scheduling.task_results import TaskMessage, task_result_record
@@ -78,9 +83,11 @@ class RetryLater(Exception):
         super().__init__(f"retry in {countdown:.1f}s after {type(cause).__name__}: {cause}")
 
 
-def _announce(signal, execution: JobExecution) -> None:
+def _announce(signal, execution: JobExecution, **extra: Any) -> None:
     """Send a run event once the execution row is committed."""
-    transaction.on_commit(lambda: signal.send_robust(sender=JobExecution, execution=execution))
+    transaction.on_commit(
+        lambda: signal.send_robust(sender=JobExecution, execution=execution, **extra)
+    )
 
 
 STATUS_EVENTS = {
@@ -158,8 +165,8 @@ def _lock_job(job_id: int) -> tuple[Job | None, int]:
     asked for; if the earliest of them has expired by the time it was granted (the start
     waited for it), they are counted again.
     """
-    job, (live, expired, earliest) = rows.row_get_with(
-        Job, job_id, _RUNNING_SQL, _running_params(job_id, timezone.now()), for_update=True
+    job, [(live, expired, earliest)] = rows.row_get_with(
+        Job, job_id, (_RUNNING_SQL, _running_params(job_id, timezone.now())), for_update=True
     )
     if job is None:
         return None, 0
@@ -173,9 +180,12 @@ def _lock_job(job_id: int) -> tuple[Job | None, int]:
     return job, live or 0
 
 
+def _db_time(moment: dt.datetime) -> Any:
+    return connection.ops.adapt_datetimefield_value(moment)
+
+
 def _running_params(job_id: int, now: dt.datetime) -> list[Any]:
-    at = connection.ops.adapt_datetimefield_value(now)
-    return [at, at, job_id, ExecutionStatus.RUNNING]
+    return [_db_time(now), _db_time(now), job_id, ExecutionStatus.RUNNING]
 
 
 def _recorded(*, job_id: int, scheduled_at: dt.datetime | None, attempt: int) -> bool:
@@ -206,18 +216,25 @@ def execution_start(
     back. ``message`` is the Celery message, whose task result is written with the row
     when the run does not start (missed, skipped; a duplicate's only if it has none yet).
     """
+    run = dict(
+        job_id=job_id,
+        trigger=trigger,
+        scheduled_at=scheduled_at,
+        jitter=jitter,
+        task_id=task_id,
+        worker=worker,
+    )
     try:
+        started = _start_at_once(**run) if attempt == 0 else None
+        if started is not None and not _misfired(started, timezone.now()):
+            _announce(signals.run_started, started)
+            return started
         with transaction.atomic():
-            return _start(
-                job_id=job_id,
-                trigger=trigger,
-                scheduled_at=scheduled_at,
-                jitter=jitter,
-                attempt=attempt,
-                task_id=task_id,
-                worker=worker,
-                message=message,
-            )
+            if started is not None:
+                # The start waited for the job's lock past the misfire grace: the full
+                # start, in the same transaction, records it as missed instead.
+                JobExecution.objects.filter(pk=started.pk).delete()
+            return _start(**run, attempt=attempt, message=message)
     except IntegrityError:
         duplicate = trigger == ExecutionTrigger.SCHEDULE and _recorded(
             job_id=job_id, scheduled_at=scheduled_at, attempt=attempt
@@ -228,6 +245,94 @@ def execution_start(
     if message is not None:
         task_result_record(message=message, result=NOT_RUN, overwrite=False)
     return None
+
+
+# The rules of a run that starts, as one condition on the job's row (aliased j): not
+# coalesced, within its misfire grace (the lateness is a parameter), a slot free.
+_STARTS_WHERE = f"""
+    j.id = %s AND NOT j.coalesce AND %s <= j.misfire_grace_time
+    AND (SELECT COUNT(*) FROM {JobExecution._meta.db_table}
+         WHERE job_id = j.id AND status = %s AND lease_until >= %s) < j.max_instances
+"""
+
+
+def _start_at_once(
+    *,
+    job_id: int,
+    trigger: str,
+    scheduled_at: dt.datetime | None,
+    jitter: float,
+    task_id: str | None,
+    worker: str,
+) -> JobExecution | None:
+    """Start a first attempt in one transaction sent in one round trip, if every rule lets
+    it run; return ``None`` when one may not (the full start then decides what to record).
+    The caller announces the run, once it has checked that the wait for the job's lock
+    did not take it past its misfire grace (the lateness sent is the one before it).
+
+    The job's row is locked and read, its runs counted (for leases to reap) and the
+    running row inserted only if the rules hold (:data:`_STARTS_WHERE`), all sent at once
+    (:func:`rows.row_get_with`): each statement runs once the lock is held. Nothing is
+    written when a rule says no, and the full start (:func:`_start`) applies the rules
+    again under the lock and records why. A job that coalesces always takes that path:
+    its run also marks the fire times it covers. A duplicate fails on the unique key here
+    as it does there.
+    """
+    now = timezone.now()
+    late = _lateness(trigger, scheduled_at, jitter, now)
+    execution = JobExecution(
+        job_id=job_id,
+        status=ExecutionStatus.RUNNING,
+        started_at=now,
+        lease_until=now + _lease(),
+        trigger=trigger,
+        scheduled_at=scheduled_at,
+        jitter=jitter or None,
+        attempt=0,
+        worker=worker,
+        task_result_id=task_id,
+    )
+    insert = rows.insert_select(
+        execution,
+        source=f"{Job._meta.db_table} j",
+        computed={"job": "j.id", "job_name": "j.name", "task": "j.task"},
+        where=_STARTS_WHERE,
+        params=[job_id, late or 0.0, ExecutionStatus.RUNNING, _db_time(now)],
+    )
+    # Its own transaction; inside a caller's (a test's), a savepoint, so that a duplicate
+    # leaves the caller's transaction usable, as the full start's atomic() does.
+    with transaction.atomic() if connection.in_atomic_block else nullcontext():
+        job, [(_live, expired, _earliest), inserted] = rows.row_get_with(
+            Job, job_id, (_RUNNING_SQL, _running_params(job_id, now)), insert, for_update=True
+        )
+    if job is None:
+        raise JobNotFoundError(f"Job {job_id} does not exist (removed before it ran).")
+    if inserted is None:
+        return None
+    if expired:
+        with transaction.atomic():
+            _lock_job(job_id)  # reaps the runs whose lease expired
+    execution.pk = inserted[0]
+    execution._state.adding = False
+    execution._state.db = connection.alias
+    execution.job, execution.job_name, execution.task = job, job.name, job.task
+    return execution
+
+
+def _lateness(
+    trigger: str, scheduled_at: dt.datetime | None, jitter: float | None, now: dt.datetime
+) -> float | None:
+    """Seconds from a fire time (plus its jitter) to ``now``; ``None`` where rule 2 does
+    not apply (a run not sent by the schedule)."""
+    if trigger != ExecutionTrigger.SCHEDULE or scheduled_at is None:
+        return None
+    return (now - scheduled_at - dt.timedelta(seconds=jitter or 0)).total_seconds()
+
+
+def _misfired(execution: JobExecution, now: dt.datetime) -> bool:
+    """Whether the run of ``execution`` starting at ``now`` is past its misfire grace."""
+    late = _lateness(execution.trigger, execution.scheduled_at, execution.jitter, now)
+    return late is not None and late > execution.job.misfire_grace_time
 
 
 def _start(
@@ -253,9 +358,8 @@ def _start(
     if job is None:
         raise JobNotFoundError(f"Job {job_id} does not exist (removed before it ran).")
     now = timezone.now()
-    if trigger == ExecutionTrigger.SCHEDULE and attempt == 0 and scheduled_at is not None:
-        due = scheduled_at + dt.timedelta(seconds=jitter or 0)
-        late = (now - due).total_seconds()
+    late = _lateness(trigger, scheduled_at, jitter, now) if attempt == 0 else None
+    if late is not None:
         if late > job.misfire_grace_time:
             _record(
                 job,
@@ -571,8 +675,9 @@ def _finish(
 ) -> None:
     """Record how the run ended — the execution row, the Celery task result (``RETRY``
     while attempts remain), the day's statistics and the job's last run — in one
-    transaction, sent to PostgreSQL in one round trip (:func:`rows.pipeline`: nothing
-    in it is read back). The run event goes out once that is committed, outside it.
+    transaction, sent to PostgreSQL in one round trip (:func:`rows.one_trip_transaction`:
+    nothing in it is read back but the job's alert states, which the run event carries to
+    the alerts). The run event goes out once that is committed, outside it.
     """
     execution.duration = time.perf_counter() - clock
     execution.finished_at = execution.started_at + dt.timedelta(seconds=execution.duration)
@@ -581,29 +686,33 @@ def _finish(
     for name, text in outcome.items():
         setattr(execution, name, text)
     state = states.SUCCESS if error is None else states.RETRY if retrying else states.FAILURE
-    with rows.pipeline(), transaction.atomic():
-        row_update(
-            JobExecution,
-            execution.pk,
-            duration=execution.duration,
-            finished_at=execution.finished_at,
-            status=status,
-            lease_until=None,
-            **outcome,
-        )
-        if message is not None:
-            task_result_record(
-                message=message,
-                state=state,
-                result=value,
-                error=error,
-                traceback=outcome.get("traceback"),
-                started_at=execution.started_at,
+    with rows.cursor() as firing:
+        with rows.one_trip_transaction():
+            row_update(
+                JobExecution,
+                execution.pk,
+                duration=execution.duration,
+                finished_at=execution.finished_at,
+                status=status,
+                lease_until=None,
+                **outcome,
             )
-        stats.stats_record(execution=execution)
-        # Last: the job's row stays locked (against the next run's start) until the commit.
-        _update_job_last(execution)
-    _announce(STATUS_EVENTS[status], execution)
+            if message is not None:
+                task_result_record(
+                    message=message,
+                    state=state,
+                    result=value,
+                    error=error,
+                    traceback=outcome.get("traceback"),
+                    started_at=execution.started_at,
+                )
+            stats.stats_record(execution=execution)
+            # The alerts' reading for the run event below, sent along instead of after.
+            firing.execute(*alerts.firing_query(execution.job_id))
+            # Last: the job's row stays locked (against the next run's start) until the commit.
+            _update_job_last(execution)
+        firing_alerts = alerts.firing_read(firing)
+    _announce(STATUS_EVENTS[status], execution, firing_alerts=firing_alerts)
     logger.info("Job %s %s in %.3fs", execution.job_name, status, execution.duration)
 
 

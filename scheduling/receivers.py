@@ -40,6 +40,6 @@ for _signal in ACTIONS:
 @receiver(signals.run_failed, dispatch_uid="scheduling.run.failed")
 @receiver(signals.run_missed, dispatch_uid="scheduling.run.missed")
 @receiver(signals.run_skipped, dispatch_uid="scheduling.run.skipped")
-def on_run_finished(sender, *, execution, **kwargs) -> None:
+def on_run_finished(sender, *, execution, firing_alerts=None, **kwargs) -> None:
     stats.stats_record(execution=execution)
-    alerts.on_run(execution)
+    alerts.on_run(execution, firing=firing_alerts)

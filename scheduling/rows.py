@@ -10,36 +10,113 @@ per shape; values go in prepared by the model fields exactly as the ORM prepares
 (``Field.get_db_prep_save``, ``pre_save``) and come out through the same converters
 (``from_db_value`` and the backend's), into instances made by ``Model.from_db``. Model
 save signals are not sent (as with ``QuerySet.update``). Everything else uses the ORM.
+
+On a worker, a run's statements cost less than the waits for their answers, so they are
+also sent in bulk: :func:`one_trip_transaction` sends a transaction's statements and
+commits them in one round trip to PostgreSQL, and :func:`round_trips` counts the waits.
 """
 
 import functools
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager, suppress
 from typing import Any
 
 import psycopg
-from django.db import connection
+from django.db import DatabaseError, connection, transaction
 from django.db.backends.utils import CursorWrapper
 from django.db.models import Field, Model
+from psycopg.waiting import Wait
 
 
 @contextmanager
-def pipeline() -> Iterator[None]:
-    """Send the statements of the block without waiting for each answer (PostgreSQL).
+def one_trip_transaction() -> Iterator[None]:
+    """Run the block's statements as one transaction, sent and committed on PostgreSQL in
+    one round trip.
 
-    For statements none of which needs the answer of another: a transaction of writes
-    nobody reads until it commits (psycopg's pipeline mode sends the statements and
-    COMMIT in one round trip instead of one each), or reads sent together and fetched
-    at the end. An error surfaces where an answer is read (at the latest at the commit)
-    and rolls everything back as usual.
-    On SQLite (in-process, no round trips) a no-op.
+    For statements none of which needs the answer of another: their answers are read
+    from their cursors after the block. On PostgreSQL the statements go out in one psycopg
+    pipeline, and outside an atomic block with no BEGIN and no COMMIT: the server runs
+    everything up to the pipeline's closing Sync message as one implicit transaction and
+    commits it there, or at the first error skips the rest and rolls it all back; the
+    error is raised at the end of the block. (``atomic()`` around a pipeline would cost
+    three more round trips: psycopg syncs a pipeline whenever the autocommit mode changes,
+    and Django changes it at the start and the end of every transaction.) Django sees no
+    transaction there, so nothing in the block may register an ``on_commit`` callback:
+    it would run before the commit. Inside an atomic block the statements join its
+    transaction. On SQLite (in process: no round trips), ``atomic()``, joining the
+    transaction of an atomic block without a savepoint.
+
+    Outside an atomic block, two things atomic() would do are done here: an exception
+    raised in the block sends ROLLBACK before the Sync (which psycopg sends whatever
+    happens, and which would commit what was sent), and after a database error the
+    connection is closed: the server skipped the rest of the statements, among them
+    any psycopg counted as prepared, and a later statement would use a name the server
+    never prepared (psycopg forgets its prepared statements when it rolls back, and here
+    nothing was rolled back through psycopg).
     """
     if connection.vendor != "postgresql":
-        yield
+        with transaction.atomic(savepoint=False):
+            yield
         return
     connection.ensure_connection()
-    with connection.wrap_database_errors, connection.connection.pipeline():
-        yield
+    raw = connection.connection
+    if raw.pgconn.pipeline_status != psycopg.pq.PipelineStatus.OFF:
+        # A nested pipeline sends a Sync when it starts and ends: it would commit.
+        raise RuntimeError("one_trip_transaction() cannot be nested")
+    joined = connection.in_atomic_block
+    try:
+        with connection.wrap_database_errors, raw.pipeline():
+            try:
+                yield
+            except BaseException:
+                if not joined:
+                    with suppress(psycopg.Error):  # the pipeline may have failed already
+                        raw.execute("ROLLBACK")
+                raise
+    except DatabaseError:
+        if not joined:
+            connection.close()
+        raise
+
+
+@contextmanager
+def round_trips() -> Iterator[list[int]]:
+    """Count the times the block waits for PostgreSQL to answer, in a one-item list; for
+    the tests and benchmarks of what a run costs.
+
+    Every exchange with the server goes through ``psycopg.Connection.wait``, driving a
+    generator that says what it waits for; an exchange that waits to read (the server's
+    answer) is one round trip. (Sending a pipeline waits for "read or write" to take in
+    answers already there; that is not counted.) On SQLite always 0.
+    """
+    found = [0]
+    if connection.vendor != "postgresql":
+        yield found
+        return
+    connection.ensure_connection()
+    raw = connection.connection
+    original = raw.wait
+
+    def counted(gen, *args, **kwargs):
+        def watched():
+            waited, value = False, None
+            while True:
+                try:
+                    ready = gen.send(value)
+                except StopIteration as stop:
+                    return stop.value
+                if not waited and ready == Wait.R:
+                    waited = True
+                    found[0] += 1
+                value = yield ready
+
+        return original(watched(), *args, **kwargs)
+
+    raw.wait = counted
+    try:
+        yield found
+    finally:
+        del raw.wait
 
 
 @contextmanager
@@ -132,17 +209,27 @@ def row_get(model: type[Model], pk: Any, *, for_update: bool = False) -> Model |
 
 
 def row_get_with(
-    model: type[Model], pk: Any, sql: str, params: list[Any], *, for_update: bool = False
-) -> tuple[Model | None, tuple[Any, ...] | None]:
-    """:func:`row_get`, and the first row of one more query, sent together (in a pipeline
-    on PostgreSQL: one round trip for both). The server runs them in order, so with
-    ``for_update`` the second query runs once the lock is held, and sees what was
-    committed before."""
-    with pipeline(), cursor() as first, cursor() as second:
-        first.execute(_get_sql(model, for_update), [pk])
-        second.execute(sql, params)
-        row, other = first.fetchone(), second.fetchone()
-    return _instance(model, row), other
+    model: type[Model], pk: Any, *queries: tuple[str, list[Any]], for_update: bool = False
+) -> tuple[Model | None, list[tuple[Any, ...] | None]]:
+    """:func:`row_get`, and the first row of each of ``queries`` (statement, parameters),
+    sent together in :func:`one_trip_transaction`: one round trip on PostgreSQL. The
+    server runs them in order, each seeing what was committed before it started, so with
+    ``for_update`` the queries run once the lock is held. Outside an atomic block the
+    statements are a transaction of their own, committed before this returns."""
+    with ExitStack() as cursors:
+        first = cursors.enter_context(cursor())
+        others = [cursors.enter_context(cursor()) for _ in queries]
+        with one_trip_transaction():
+            first.execute(_get_sql(model, for_update), [pk])
+            for other, (sql, params) in zip(others, queries, strict=True):
+                other.execute(sql, params)
+            if connection.vendor != "postgresql":
+                # SQLite commits no statement still in progress (an INSERT ... RETURNING).
+                read = [c.fetchone() for c in (first, *others)]
+        if connection.vendor == "postgresql":
+            # Read once the statements are synced: a fetch before is a round trip of its own.
+            read = [c.fetchone() for c in (first, *others)]
+        return _instance(model, read[0]), read[1:]
 
 
 def _instance(model: type[Model], row: tuple[Any, ...] | None) -> Model | None:
@@ -182,6 +269,40 @@ def row_insert(instance: Model) -> Model:
     instance._state.adding = False
     instance._state.db = connection.alias
     return instance
+
+
+@functools.cache
+def _insert_select_sql(
+    model: type[Model], source: str, computed: tuple[tuple[str, str], ...], where: str
+) -> tuple[str, list[Field]]:
+    quote = connection.ops.quote_name
+    meta = model._meta
+    fields = [field for field in meta.concrete_fields if field is not meta.pk]
+    expressions = dict(computed)
+    columns = ", ".join(quote(field.column) for field in fields)
+    values = ", ".join(expressions.get(field.name, "%s") for field in fields)
+    sql = (
+        f"INSERT INTO {quote(meta.db_table)} ({columns}) SELECT {values} FROM {source} "
+        f"WHERE {where} RETURNING {quote(meta.pk.column)}"
+    )
+    return sql, [field for field in fields if field.name not in expressions]
+
+
+def insert_select(
+    instance: Model, *, source: str, computed: dict[str, str], where: str, params: list[Any]
+) -> tuple[str, list[Any]]:
+    """The statement (and its parameters) that inserts ``instance`` only if ``where``
+    holds for a row of ``source``; it returns the new primary key, or no row.
+
+    The fields named in ``computed`` take the value of an SQL expression over that row
+    instead of the instance's; every other field is the instance's, prepared as
+    :func:`row_insert` prepares it. ``params`` are the values of ``where``'s placeholders.
+    """
+    sql, fields = _insert_select_sql(type(instance), source, tuple(sorted(computed.items())), where)
+    values = [
+        field.get_db_prep_save(field.pre_save(instance, add=True), connection) for field in fields
+    ]
+    return sql, values + list(params)
 
 
 @functools.cache

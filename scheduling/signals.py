@@ -20,6 +20,10 @@ Run events, with keyword argument ``execution`` (a saved :class:`JobExecution`):
 - ``run_missed`` — a fire time was not run (misfire grace or coalesced)
 - ``run_skipped`` — a fire time was not run (max instances reached)
 
+A worker's ``run_succeeded`` and ``run_failed`` also carry ``firing_alerts``: the kinds of
+alert firing for the job, read with the run's outcome (for our alerts receiver; others
+can ignore it through ``**kwargs``).
+
 Receivers run in the process that made the change (web, command, beat or worker); an
 exception in a receiver is logged and does not undo the change
 (``send_robust``).

@@ -9,11 +9,13 @@ import datetime as dt
 import threading
 import time
 import uuid
+from contextlib import contextmanager
 
 import pytest
 from celery.exceptions import TimeLimitExceeded
 from celery.result import AsyncResult
-from django.db import connection, transaction
+from django.conf import settings
+from django.db import IntegrityError, connection, transaction
 from django.forms.models import model_to_dict
 from django.utils import timezone
 from django_celery_results.models import TaskResult
@@ -28,7 +30,11 @@ from tests.factories import make_job, make_running
 # Real transactions and their commit hooks (the run events), as on a worker.
 pytestmark = pytest.mark.django_db(transaction=True)
 
-QUERIES_PER_RUN = 12
+# start: lock + read the job, count running, insert if the rules let it run; finish:
+# execution, task result, statistics, alert states, job; on SQLite BEGIN and COMMIT of
+# each too (PostgreSQL's are implicit: rows.one_trip_transaction).
+QUERIES_PER_RUN = 8 if connection.vendor == "postgresql" else 12
+ROUND_TRIPS_PER_RUN = 2  # PostgreSQL: the start, and the finish
 
 
 def message(job: Job, task_id: str | None = None) -> TaskMessage:
@@ -59,9 +65,60 @@ def test_a_run_costs_a_fixed_number_of_statements(django_assert_max_num_queries)
         run(job)
     with django_assert_max_num_queries(QUERIES_PER_RUN):
         run(job)
-    # start: BEGIN, lock + read the job, count running, insert; COMMIT
-    # finish: BEGIN, execution, task result, statistics, job; COMMIT; alert states
     assert JobExecution.objects.filter(job=job, status="success").count() == 4
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="round trips: PostgreSQL")
+def test_a_run_costs_two_round_trips():
+    job = make_job(task="demo.noop", alert_emails="ops@example.com")
+    for _ in range(3):
+        run(job)
+    with rows.round_trips() as trips:
+        run(job)
+    assert trips == [ROUND_TRIPS_PER_RUN]
+    execution = JobExecution.objects.filter(job=job).latest("pk")
+    assert execution.status == "success" and execution.finished_at is not None
+    with rows.round_trips() as trips:  # the counter counts: statements sent one by one
+        for _ in range(3):
+            rows.row_get(Job, job.pk)
+    assert trips == [3]
+
+
+def test_one_trip_transaction_is_all_or_nothing():
+    job = make_job(task="demo.noop")
+    other = make_job(task="demo.noop")
+    with pytest.raises(IntegrityError), rows.one_trip_transaction():
+        rows.row_update(Job, job.pk, last_status="failure")
+        rows.row_update(Job, job.pk, name=other.name)  # the unique name: fails
+        rows.row_update(Job, other.pk, last_status="failure")
+    assert set(Job.objects.values_list("last_status", flat=True)) == {""}
+    with rows.round_trips() as trips, rows.one_trip_transaction():
+        rows.row_update(Job, job.pk, last_status="success")
+        rows.row_update(Job, other.pk, last_status="success")
+    assert trips == [1 if connection.vendor == "postgresql" else 0]
+    assert set(Job.objects.values_list("last_status", flat=True)) == {"success"}
+    with transaction.atomic():  # inside a transaction, it is part of it
+        with rows.one_trip_transaction():
+            rows.row_update(Job, job.pk, last_status="failure")
+        transaction.set_rollback(True)
+    assert Job.objects.get(pk=job.pk).last_status == "success"
+
+
+def test_a_refused_start_writes_nothing_and_the_full_start_records_why():
+    job = make_job(task="demo.noop", max_instances=1, misfire_grace_time=5)
+    make_running(job)
+    run(job)  # max instances reached
+    late = timezone.now() - dt.timedelta(seconds=30)
+    JobExecution.objects.filter(status="running").update(status="success", lease_until=None)
+    run(job, fire_time=late)  # past its misfire grace
+    coalescing = make_job(task="demo.noop", coalesce=True)
+    run(coalescing)  # the fast start never starts a coalescing job: the full start does
+    assert list(
+        JobExecution.objects.filter(job=job).order_by("pk").values_list("status", flat=True)
+    ) == ["success", "skipped", "missed"]
+    assert JobExecution.objects.get(job=coalescing).status == "success"
+    coalescing.refresh_from_db()
+    assert coalescing.coalesced_until is not None
 
 
 def test_the_count_does_not_grow_with_history(django_assert_max_num_queries):
@@ -274,12 +331,9 @@ def test_one_thread_per_process_renews_the_lease_of_every_run_in_progress(settin
     assert long_run.lease_until == last  # no longer renewed
 
 
-def test_a_lease_that_expires_while_the_start_waits_for_the_job_lock_frees_its_slot():
-    # The lock and the count of running runs go to the database together; a lease that
-    # expired while the start waited for the lock (another transaction held the job's
-    # row) must count as expired, not as a run still going.
-    job = make_job(task="demo.noop", max_instances=1)
-    dead = make_running(job, worker="killed@test", lease=0.5)
+@contextmanager
+def job_locked_for(job: Job, seconds: float):
+    """Another transaction holds ``job``'s row lock for ``seconds`` from entering."""
     locked, release = threading.Event(), threading.Event()
 
     def hold_the_job_lock() -> None:
@@ -293,15 +347,68 @@ def test_a_lease_that_expires_while_the_start_waits_for_the_job_lock_frees_its_s
 
     holder = threading.Thread(target=hold_the_job_lock)
     holder.start()
-    timer = threading.Timer(1.0, release.set)  # past the dead run's lease
+    timer = threading.Timer(seconds, release.set)
     try:
         assert locked.wait(10)
         timer.start()
-        run(job)
+        yield
     finally:
         timer.cancel()
         release.set()
         holder.join(10)
+
+
+def test_a_lease_that_expires_while_the_start_waits_for_the_job_lock_frees_its_slot():
+    # The lock and the count of running runs go to the database together; a lease that
+    # expired while the start waited for the lock (another transaction held the job's
+    # row) must count as expired, not as a run still going.
+    job = make_job(task="demo.noop", max_instances=1)
+    dead = make_running(job, worker="killed@test", lease=0.5)
+    with job_locked_for(job, 1.0):  # past the dead run's lease
+        run(job)
     dead.refresh_from_db()
     assert dead.status == "lost"
     assert JobExecution.objects.filter(job=job, status="success").count() == 1
+
+
+def test_a_start_that_waits_for_the_job_lock_past_its_grace_is_missed():
+    # The one-trip start sends the lateness measured before it waited for the lock.
+    job = make_job(task="demo.echo", args=["ran"], misfire_grace_time=1)
+    sent = message(job)
+    with job_locked_for(job, 1.5):
+        value = run(job, fire_time=timezone.now(), sent=sent)
+    assert value == {"ran": False}
+    execution = JobExecution.objects.get(job=job)
+    assert execution.status == "missed" and "the grace is 1s" in execution.reason
+    assert TaskResult.objects.get(task_id=sent.task_id).status == "SUCCESS"
+
+
+def test_an_exception_in_a_one_trip_transaction_commits_nothing():
+    job = make_job(task="demo.noop")
+    with pytest.raises(RuntimeError), rows.one_trip_transaction():
+        rows.row_update(Job, job.pk, last_status="failure")
+        raise RuntimeError("e.g. a soft time limit arriving mid-way")
+    assert Job.objects.get(pk=job.pk).last_status == ""
+    rows.row_update(Job, job.pk, last_status="success")  # the connection goes on working
+    assert Job.objects.get(pk=job.pk).last_status == "success"
+
+
+def test_statements_keep_working_after_a_one_trip_transaction_failed():
+    # psycopg counts a statement as prepared when it sends it; after an error the server
+    # skips it, so a connection kept as it was would later run a statement never prepared.
+    job = make_job(task="demo.noop")
+    other = make_job(task="demo.noop")
+    threshold = settings.DATABASES["default"].get("OPTIONS", {}).get("prepare_threshold") or 5
+    rows.row_get(Job, job.pk)  # psycopg counts its runs from here
+    for _ in range(threshold + 1):
+        with pytest.raises(IntegrityError), rows.one_trip_transaction():
+            rows.row_update(Job, job.pk, name=other.name)  # fails: names are unique
+            rows.row_get(Job, job.pk)  # skipped by the server
+    assert rows.row_get(Job, job.pk).name == job.name
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="pipelines: PostgreSQL")
+def test_one_trip_transactions_do_not_nest():
+    outer, inner = rows.one_trip_transaction(), rows.one_trip_transaction()
+    with pytest.raises(RuntimeError, match="nested"), outer, inner:
+        pass
