@@ -185,7 +185,8 @@ def _db_time(moment: dt.datetime) -> Any:
 
 
 def _running_params(job_id: int, now: dt.datetime) -> list[Any]:
-    return [_db_time(now), _db_time(now), job_id, ExecutionStatus.RUNNING]
+    at = _db_time(now)
+    return [at, at, job_id, ExecutionStatus.RUNNING]
 
 
 def _recorded(*, job_id: int, scheduled_at: dt.datetime | None, attempt: int) -> bool:
@@ -312,11 +313,8 @@ def _start_at_once(
     if expired:
         with transaction.atomic():
             _lock_job(job_id)  # reaps the runs whose lease expired
-    execution.pk = inserted[0]
-    execution._state.adding = False
-    execution._state.db = connection.alias
     execution.job, execution.job_name, execution.task = job, job.name, job.task
-    return execution
+    return rows.inserted(execution, inserted[0])
 
 
 def _lateness(

@@ -216,6 +216,7 @@ def row_get_with(
     server runs them in order, each seeing what was committed before it started, so with
     ``for_update`` the queries run once the lock is held. Outside an atomic block the
     statements are a transaction of their own, committed before this returns."""
+    pipelined = connection.vendor == "postgresql"
     with ExitStack() as cursors:
         first = cursors.enter_context(cursor())
         others = [cursors.enter_context(cursor()) for _ in queries]
@@ -223,10 +224,10 @@ def row_get_with(
             first.execute(_get_sql(model, for_update), [pk])
             for other, (sql, params) in zip(others, queries, strict=True):
                 other.execute(sql, params)
-            if connection.vendor != "postgresql":
+            if not pipelined:
                 # SQLite commits no statement still in progress (an INSERT ... RETURNING).
                 read = [c.fetchone() for c in (first, *others)]
-        if connection.vendor == "postgresql":
+        if pipelined:
             # Read once the statements are synced: a fetch before is a round trip of its own.
             read = [c.fetchone() for c in (first, *others)]
         return _instance(model, read[0]), read[1:]
@@ -243,32 +244,47 @@ def _instance(model: type[Model], row: tuple[Any, ...] | None) -> Model | None:
 
 
 @functools.cache
-def _insert_sql(model: type[Model]) -> tuple[str, list[Field]]:
-    quote = connection.ops.quote_name
+def _insert_fields(model: type[Model]) -> tuple[list[Field], str]:
+    """The fields an insert writes (all but the primary key), and their column list."""
     meta = model._meta
     fields = [field for field in meta.concrete_fields if field is not meta.pk]
-    columns = ", ".join(quote(field.column) for field in fields)
+    return fields, ", ".join(connection.ops.quote_name(field.column) for field in fields)
+
+
+@functools.cache
+def _insert_sql(model: type[Model]) -> tuple[str, list[Field]]:
+    quote = connection.ops.quote_name
+    fields, columns = _insert_fields(model)
     placeholders = ", ".join(["%s"] * len(fields))
     sql = (
-        f"INSERT INTO {quote(meta.db_table)} ({columns}) VALUES ({placeholders}) "
-        f"RETURNING {quote(meta.pk.column)}"
+        f"INSERT INTO {quote(model._meta.db_table)} ({columns}) VALUES ({placeholders}) "
+        f"RETURNING {quote(model._meta.pk.column)}"
     )
     return sql, fields
+
+
+def _insert_values(instance: Model, fields: list[Field]) -> list[Any]:
+    """``instance``'s values of ``fields`` for an insert, as the ORM prepares them."""
+    return [
+        field.get_db_prep_save(field.pre_save(instance, add=True), connection) for field in fields
+    ]
+
+
+def inserted(instance: Model, pk: Any) -> Model:
+    """``instance``, now the row ``pk`` that an insert wrote (as ``Model.save()`` leaves it)."""
+    instance.pk = pk
+    instance._state.adding = False
+    instance._state.db = connection.alias
+    return instance
 
 
 def row_insert(instance: Model) -> Model:
     """``INSERT`` ``instance`` (a new row, every field as the instance has it or its
     default) and set its primary key; return it."""
     sql, fields = _insert_sql(type(instance))
-    params = [
-        field.get_db_prep_save(field.pre_save(instance, add=True), connection) for field in fields
-    ]
     with cursor() as c:
-        c.execute(sql, params)
-        instance.pk = c.fetchone()[0]
-    instance._state.adding = False
-    instance._state.db = connection.alias
-    return instance
+        c.execute(sql, _insert_values(instance, fields))
+        return inserted(instance, c.fetchone()[0])
 
 
 @functools.cache
@@ -276,14 +292,12 @@ def _insert_select_sql(
     model: type[Model], source: str, computed: tuple[tuple[str, str], ...], where: str
 ) -> tuple[str, list[Field]]:
     quote = connection.ops.quote_name
-    meta = model._meta
-    fields = [field for field in meta.concrete_fields if field is not meta.pk]
+    fields, columns = _insert_fields(model)
     expressions = dict(computed)
-    columns = ", ".join(quote(field.column) for field in fields)
     values = ", ".join(expressions.get(field.name, "%s") for field in fields)
     sql = (
-        f"INSERT INTO {quote(meta.db_table)} ({columns}) SELECT {values} FROM {source} "
-        f"WHERE {where} RETURNING {quote(meta.pk.column)}"
+        f"INSERT INTO {quote(model._meta.db_table)} ({columns}) SELECT {values} "
+        f"FROM {source} WHERE {where} RETURNING {quote(model._meta.pk.column)}"
     )
     return sql, [field for field in fields if field.name not in expressions]
 
@@ -292,17 +306,15 @@ def insert_select(
     instance: Model, *, source: str, computed: dict[str, str], where: str, params: list[Any]
 ) -> tuple[str, list[Any]]:
     """The statement (and its parameters) that inserts ``instance`` only if ``where``
-    holds for a row of ``source``; it returns the new primary key, or no row.
+    holds for a row of ``source``; it returns the new primary key (for :func:`inserted`),
+    or no row.
 
     The fields named in ``computed`` take the value of an SQL expression over that row
     instead of the instance's; every other field is the instance's, prepared as
     :func:`row_insert` prepares it. ``params`` are the values of ``where``'s placeholders.
     """
     sql, fields = _insert_select_sql(type(instance), source, tuple(sorted(computed.items())), where)
-    values = [
-        field.get_db_prep_save(field.pre_save(instance, add=True), connection) for field in fields
-    ]
-    return sql, values + list(params)
+    return sql, _insert_values(instance, fields) + list(params)
 
 
 @functools.cache
