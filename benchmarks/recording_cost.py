@@ -2,10 +2,10 @@
 
 Companion to ``benchmarks/worker_throughput.py``: there, a worker with 2 processes drains
 no-op runs and the figure is runs per second; here one process calls the execution
-service itself (``executions.execution_run``, as ``scheduling.run_job`` does, for a job
+service itself (``runs.execution_run``, as ``scheduling.run_job`` does, for a job
 running ``demo.noop``), with no Celery around it, and the figures say where a run's time
 goes: CPU in the process, time spent waiting for PostgreSQL, statements sent, round trips
-(waits for PostgreSQL's answer, ``rows.round_trips``), and how much of the wait is the
+(waits for PostgreSQL's answer, ``sql.round_trips``), and how much of the wait is the
 commits waiting for the write-ahead log to reach the disk (the same runs with
 ``synchronous_commit = off`` for the session: a reference only, the product never turns
 it off).
@@ -36,7 +36,7 @@ os.environ.setdefault("DJANGO_SECRET_KEY", "benchmark-only-secret-key-" + uuid.u
 def measure(runs: int, synchronous: bool) -> dict[str, float]:
     from django.db import connection
 
-    from scheduling import executions, rows
+    from scheduling import runs, sql
     from scheduling.models import ExecutionTrigger, JobExecution
     from scheduling.task_results import TaskMessage
 
@@ -57,7 +57,7 @@ def measure(runs: int, synchronous: bool) -> dict[str, float]:
 
     def run(index: int) -> None:
         task_id = str(uuid.uuid4())
-        executions.execution_run(
+        runs.execution_run(
             job_id=job.pk,
             trigger=ExecutionTrigger.SCHEDULE,
             scheduled_at=base + dt.timedelta(milliseconds=index),
@@ -79,7 +79,7 @@ def measure(runs: int, synchronous: bool) -> dict[str, float]:
         run(index)
     cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
     counted = 100  # statements and round trips counted apart: counting costs time too
-    with connection.execute_wrapper(count), rows.round_trips() as trips:
+    with connection.execute_wrapper(count), sql.round_trips() as trips:
         for index in range(100 + runs, 100 + runs + counted):
             run(index)
     recorded = JobExecution.objects.filter(worker="bench@recording", status="success").count()

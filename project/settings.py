@@ -124,7 +124,7 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # its keys, which is all it needs at the sizes it serves.
     SILENCED_SYSTEM_CHECKS = ["models.W040"]
 elif DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
-    # The few statements every run executes (scheduling.rows.cursor) are prepared after
+    # The few statements every run executes (scheduling.sql.cursor) are prepared after
     # this many executions on a connection; Django's own cursors bind values on the client
     # and are never prepared. Empty: never (e.g. behind PgBouncer older than 1.21 in
     # transaction mode). https://www.psycopg.org/psycopg3/docs/advanced/prepare.html

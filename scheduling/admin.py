@@ -381,8 +381,6 @@ class JobAdmin(admin.ModelAdmin):
                 service(job=job)
             except ValidationError as exc:
                 self.message_user(request, f"{job}: {'; '.join(exc.messages)}", messages.ERROR)
-            except registry.UnknownTaskError as exc:
-                self.message_user(request, f"{job}: {exc}", messages.ERROR)
             else:
                 done += 1
         return done
@@ -408,7 +406,7 @@ class JobAdmin(admin.ModelAdmin):
         window = request.GET.get("window", "day")
         try:
             since, until = selectors.window_bounds(window=window)
-        except ValueError:
+        except ValidationError:
             window, (since, until) = "day", selectors.window_bounds(window="day")
         slow = selectors.slow_jobs(since=since, until=until, threshold=0)[:15]
         outcomes = selectors.outcomes_per_day(days=14)

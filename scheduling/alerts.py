@@ -16,8 +16,9 @@ from django.core.mail import send_mail
 from django.db import transaction
 from django.utils import timezone
 
-from scheduling import conf, rows
+from scheduling import conf, sql
 from scheduling.models import (
+    FAILED_STATUSES,
     Alert,
     AlertKind,
     AlertState,
@@ -38,10 +39,6 @@ def _recipients(job: Job) -> tuple[list[str], list[str]]:
         ]
 
     return lines(job.alert_emails), lines(job.alert_webhooks)
-
-
-def slow_threshold(job: Job) -> float | None:
-    return job.slow_threshold if job.slow_threshold is not None else conf.get("SLOW_THRESHOLD")
 
 
 def alert_set(*, job: Job, kind: str, firing: bool, message: str) -> Alert | None:
@@ -106,13 +103,12 @@ def deliver(*, alert: Alert, job: Job) -> list[dict[str, Any]]:
     return results
 
 
-FAILED = (ExecutionStatus.FAILURE, ExecutionStatus.TIMEOUT, ExecutionStatus.LOST)
 _FIRING_SQL = f"SELECT kind FROM {JobAlertStatus._meta.db_table} WHERE job_id = %s AND firing = %s"
 
 
 def firing_query(job_id: int) -> tuple[str, list[Any]]:
     """The statement (and its parameters) that reads which of the job's alerts are firing:
-    a worker sends it along with a run's outcome (:mod:`scheduling.executions`)."""
+    a worker sends it along with a run's outcome (:mod:`scheduling.runs.finish`)."""
     return _FIRING_SQL, [job_id, True]
 
 
@@ -126,14 +122,14 @@ def on_run(execution: JobExecution, firing: set[str] | None = None) -> None:
 
     ``firing`` is which of the job's alerts are firing (:func:`firing_read`), when the
     event comes with it; otherwise one statement reads it (plain SQL: this runs after
-    every run, see :mod:`scheduling.rows`). :func:`alert_set` (a locked transaction each)
+    every run, see :mod:`scheduling.sql`). :func:`alert_set` (a locked transaction each)
     runs only for a state this run changes. A healthy job's run, the common case, costs
     that one read at most, not a transaction per alert kind.
     """
     if execution.job_id is None:
         return
     if firing is None:
-        with rows.cursor() as cursor:
+        with sql.cursor() as cursor:
             cursor.execute(*firing_query(execution.job_id))
             firing = firing_read(cursor)
     job = execution.job
@@ -147,7 +143,7 @@ def on_run(execution: JobExecution, firing: set[str] | None = None) -> None:
                     firing=False,
                     message=f"{job.name} recovered: run at {when} succeeded.",
                 )
-        threshold = slow_threshold(job)
+        threshold = job.slow_after
         if threshold is not None and execution.duration is not None:
             slow = execution.duration > threshold
             if slow != (AlertKind.SLOW in firing):
@@ -163,7 +159,7 @@ def on_run(execution: JobExecution, firing: set[str] | None = None) -> None:
                         f"({execution.duration:.2f}s)."
                     ),
                 )
-    elif execution.status in FAILED and AlertKind.FAILURE not in firing:
+    elif execution.status in FAILED_STATUSES and AlertKind.FAILURE not in firing:
         detail = execution.exception or execution.reason
         alert_set(
             job=job,

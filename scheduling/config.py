@@ -1,9 +1,10 @@
-"""Job definitions as JSON: the guide's task-config shape, extended with what our jobs have.
+"""Job definitions as JSON: the seed design's task-config shape, extended with what our
+jobs have.
 
 One entry::
 
     {
-      "task_id": "daily_cleanup",            # our Job.name (unique key)
+      "task_id": "daily_cleanup",            # the job's name (its unique key)
       "task_name": "Daily cleanup",          # Job.title
       "task_func": "maintenance.cleanup",    # a registered task
       "trigger_type": "cron",                # cron | interval | date
@@ -16,7 +17,7 @@ One entry::
                   "misfire_grace_time": 15}
     }
 
-``trigger_args`` also takes the guide's APScheduler style: cron fields
+``trigger_args`` also takes APScheduler's style: cron fields
 (``{"hour": 2, "minute": 0}``; APScheduler's day_of_week counts from Monday = 0),
 ``{"minutes": 30}`` for intervals and ``{"run_date": "2024-12-31 23:59:59"}`` (in the job's
 timezone when it has no offset) for dates. A file is either that list or an object with a
@@ -48,52 +49,19 @@ ENTRY_KEYS = {
 }
 REQUIRED_KEYS = ("task_id", "task_func", "trigger_type", "trigger_args")
 OPTION_KEYS = set(Job.OPTION_FIELDS)
-# Options with their defaults when a file leaves them out (group and the guide's three
-# come from settings).
-OPTION_DEFAULTS = {
-    "jitter": 0,
-    "soft_time_limit": None,
-    "time_limit": None,
-    "max_retries": 0,
-    "retry_backoff": 2,
-    "retry_backoff_max": 300,
-    "retry_jitter": True,
-    "retry_on": [],
-    "slow_threshold": None,
-    "alert_emails": "",
-    "alert_webhooks": "",
-    "alert_grace": 300,
-}
-# Fields an import sets; compared to decide created / updated / unchanged.
-SPEC_FIELDS = (
-    "title",
-    "description",
-    "group",
-    "task",
-    "args",
-    "kwargs",
-    "enabled",
-    "trigger_type",
-    "cron_expression",
-    "interval_every",
-    "interval_period",
-    "run_at",
-    "timezone",
-    "coalesce",
-    "max_instances",
-    "misfire_grace_time",
-    *OPTION_DEFAULTS,
-)
 CRON_KEYS = ("second", "minute", "hour", "day", "month", "day_of_week")
 APS_WEEKDAYS = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 
 
-class ConfigError(ValueError):
+class ConfigError(ValidationError):
     """A config file with problems; ``problems`` lists each one, naming the entry and field."""
 
     def __init__(self, problems: list[str]) -> None:
         self.problems = problems
-        super().__init__("; ".join(problems))
+        super().__init__(problems)
+
+    def __str__(self) -> str:
+        return "; ".join(self.problems)
 
 
 @dataclass
@@ -203,7 +171,7 @@ def _entry_to_spec(entry: Any, where: str) -> tuple[JobSpec | None, list[str]]:
     fields: dict[str, Any] = {
         "title": entry.get("task_name", ""),
         "description": entry.get("description", ""),
-        "group": options.get("group", "default"),
+        "group": options.get("group", _option_default("group")),
         "task": entry["task_func"],
         "args": entry.get("args", []),
         "kwargs": entry.get("kwargs", {}),
@@ -214,12 +182,11 @@ def _entry_to_spec(entry: Any, where: str) -> tuple[JobSpec | None, list[str]]:
         "interval_period": "minutes",
         "run_at": None,
         "timezone": tz_name,
-        "coalesce": options.get("coalesce", conf.get("DEFAULT_COALESCE")),
-        "max_instances": options.get("max_instances", conf.get("DEFAULT_MAX_INSTANCES")),
-        "misfire_grace_time": options.get(
-            "misfire_grace_time", conf.get("DEFAULT_MISFIRE_GRACE_TIME")
-        ),
-        **{name: options.get(name, default) for name, default in OPTION_DEFAULTS.items()},
+        **{
+            name: options[name] if name in options else _option_default(name)
+            for name in Job.OPTION_FIELDS
+            if name != "group"
+        },
     }
     trigger_args = entry["trigger_args"]
     if not isinstance(trigger_args, dict):
@@ -255,6 +222,11 @@ def _entry_to_spec(entry: Any, where: str) -> tuple[JobSpec | None, list[str]]:
         ]
     fields["cron_expression"] = job.cron_expression
     return JobSpec(name=name, fields=fields), []
+
+
+def _option_default(name: str) -> Any:
+    """The value an option takes when a file leaves it out: the model's default."""
+    return Job._meta.get_field(name).get_default()
 
 
 def _type_problems(fields: dict[str, Any]) -> list[str]:
@@ -327,13 +299,7 @@ def job_to_entry(job: Job) -> dict[str, Any]:
         "timezone": job.timezone,
         "args": job.args,
         "kwargs": job.kwargs,
-        "options": {
-            "group": job.group,
-            "coalesce": job.coalesce,
-            "max_instances": job.max_instances,
-            "misfire_grace_time": job.misfire_grace_time,
-            **{name: getattr(job, name) for name in OPTION_DEFAULTS},
-        },
+        "options": {name: getattr(job, name) for name in Job.OPTION_FIELDS},
     }
 
 
@@ -357,7 +323,7 @@ def spec_differences(job: Job, spec: JobSpec) -> dict[str, tuple[Any, Any]]:
     }
 
 
-# The guide's DEFAULT_TASKS, as a config document.
+# The default maintenance jobs, as a config document.
 DEFAULT_JOBS: list[dict[str, Any]] = [
     {
         "task_id": "daily_cleanup",

@@ -42,12 +42,16 @@ def _contains_nul(value) -> bool:
 
 
 class TriggerType(models.TextChoices):
+    """How a job's fire times are computed."""
+
     CRON = "cron", _("Cron")
     INTERVAL = "interval", _("Interval")
     DATE = "date", _("Once at a date")
 
 
 class IntervalPeriod(models.TextChoices):
+    """The unit of an interval trigger."""
+
     SECONDS = "seconds", _("seconds")
     MINUTES = "minutes", _("minutes")
     HOURS = "hours", _("hours")
@@ -56,6 +60,8 @@ class IntervalPeriod(models.TextChoices):
 
 
 class ExecutionStatus(models.TextChoices):
+    """A run's state: running, or how it ended (or why it never ran)."""
+
     RUNNING = "running", _("Running")
     SUCCESS = "success", _("Success")
     FAILURE = "failure", _("Failure")
@@ -65,11 +71,24 @@ class ExecutionStatus(models.TextChoices):
     LOST = "lost", _("Lost")
 
 
-#: Outcomes of a run that did not finish by itself or never started.
-NOT_RUN_STATUSES = (ExecutionStatus.SKIPPED, ExecutionStatus.MISSED)
+#: Outcomes of runs whose function was called: their durations count.
+EXECUTED_STATUSES = frozenset(
+    {
+        ExecutionStatus.SUCCESS,
+        ExecutionStatus.FAILURE,
+        ExecutionStatus.TIMEOUT,
+        ExecutionStatus.LOST,
+    }
+)
+#: Outcomes that count as a failure of the job (alerts, success rate).
+FAILED_STATUSES = EXECUTED_STATUSES - {ExecutionStatus.SUCCESS}
+#: Outcomes of fire times that did not run.
+NOT_RUN_STATUSES = frozenset({ExecutionStatus.MISSED, ExecutionStatus.SKIPPED})
 
 
 class ExecutionTrigger(models.TextChoices):
+    """What sent a run: its schedule (beat) or an operator (run now)."""
+
     SCHEDULE = "schedule", _("Schedule")
     MANUAL = "manual", _("Manual")
 
@@ -77,6 +96,17 @@ class ExecutionTrigger(models.TextChoices):
 class Job(models.Model):
     """A registered task function, its arguments and one trigger (cron, interval or date)."""
 
+    #: The fields that define a job's fire times; a change to one restarts an interval
+    #: from the moment of the change.
+    TRIGGER_FIELDS = (
+        "trigger_type",
+        "cron_expression",
+        "interval_every",
+        "interval_period",
+        "run_at",
+    )
+    #: Fields whose change moves the next fire time.
+    SCHEDULE_FIELDS = (*TRIGGER_FIELDS, "timezone", "enabled")
     #: How a job runs, beyond what and when: the "options" of a config file, and editable
     #: everywhere a job is.
     OPTION_FIELDS = (
@@ -97,6 +127,17 @@ class Job(models.Model):
         "alert_webhooks",
         "alert_grace",
     )
+    #: Every field an operator edits (admin form, commands, import, services).
+    EDITABLE_FIELDS = (
+        "name",
+        "title",
+        "description",
+        "task",
+        "args",
+        "kwargs",
+        *SCHEDULE_FIELDS,
+        *OPTION_FIELDS,
+    )
 
     name = models.CharField(
         _("name"), max_length=200, unique=True, help_text=_("Unique name of the job.")
@@ -105,7 +146,7 @@ class Job(models.Model):
         _("title"),
         max_length=200,
         blank=True,
-        help_text=_("Display name (the guide's task_name), e.g. 'Daily cleanup'."),
+        help_text=_("Display name, e.g. 'Daily cleanup'."),
     )
     description = models.TextField(
         _("description"), blank=True, help_text=_("What the job is for.")
@@ -333,6 +374,14 @@ class Job(models.Model):
                 raise ValueError("A one-off job needs 'run at'.")
             return schedules.DateTrigger(self.run_at)
         raise ValueError(f"Unknown trigger type {self.trigger_type!r}.")
+
+    @property
+    def slow_after(self) -> float | None:
+        """Seconds over which a run of this job is slow: its own threshold, or the app's
+        ``SLOW_THRESHOLD`` (``None``: never slow)."""
+        return (
+            self.slow_threshold if self.slow_threshold is not None else conf.get("SLOW_THRESHOLD")
+        )
 
     def compute_next_run(self, after: dt.datetime | None = None) -> dt.datetime | None:
         return self.trigger().next_after(after or dj_timezone.now())
@@ -586,6 +635,8 @@ class InstalledDefault(models.Model):
 
 
 class AuditSource(models.TextChoices):
+    """Through what a job was changed."""
+
     ADMIN = "admin", _("Admin")
     COMMAND = "command", _("Command")
     IMPORT = "import", _("Import")
@@ -656,6 +707,8 @@ class JobDailyStats(models.Model):
 
 
 class AlertKind(models.TextChoices):
+    """What an alert is about."""
+
     FAILURE = "failure", _("Failure")
     MISSED = "missed", _("Missed run")
     SLOW = "slow", _("Slow run")
@@ -663,6 +716,8 @@ class AlertKind(models.TextChoices):
 
 
 class AlertState(models.TextChoices):
+    """Whether an alert notice says a problem started or ended."""
+
     FIRING = "firing", _("Firing")
     RESOLVED = "resolved", _("Resolved")
 

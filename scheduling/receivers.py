@@ -1,10 +1,10 @@
-"""Our own receivers of the job events: the audit trail, the statistics and the alerts."""
+"""Our own receivers of the job events: the audit trail and the alerts."""
 
 import logging
 
 from django.dispatch import receiver
 
-from scheduling import alerts, signals, stats
+from scheduling import alerts, signals
 from scheduling.models import JobChange
 
 logger = logging.getLogger(__name__)
@@ -15,6 +15,7 @@ ACTIONS = {
     signals.job_removed: "removed",
     signals.job_paused: "paused",
     signals.job_resumed: "resumed",
+    signals.job_stopped: "stopped",
 }
 
 
@@ -41,5 +42,4 @@ for _signal in ACTIONS:
 @receiver(signals.run_missed, dispatch_uid="scheduling.run.missed")
 @receiver(signals.run_skipped, dispatch_uid="scheduling.run.skipped")
 def on_run_finished(sender, *, execution, firing_alerts=None, **kwargs) -> None:
-    stats.stats_record(execution=execution)
     alerts.on_run(execution, firing=firing_alerts)

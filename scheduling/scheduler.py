@@ -29,9 +29,10 @@ unstored, so the next leader sends it again, and the worker drops the second mes
 its (job, fire time) key. So a fire time is never run twice and never lost, whichever beat
 dies when.
 
-Kept from before: fire times that could not be sent in time (beat down, no leader) follow
-the job's misfire policy (:func:`plan_next`); runs sent but never started (lost in a broker
-restart) are recorded as missed by the in-flight ledger; a heartbeat row per beat.
+Fire times that could not be sent in time (beat down, no leader) follow the job's misfire
+policy (:func:`scheduling.runs.rules.plan_next`); runs sent but never started (lost in a
+broker restart) are recorded as missed by the in-flight ledger; each beat keeps a
+heartbeat row.
 """
 
 import contextlib
@@ -52,16 +53,18 @@ from django.db.models.functions import Now
 from django.utils import timezone
 from django_celery_beat.schedulers import DatabaseScheduler
 
-from scheduling import conf, executions, rows, services
+from scheduling import conf, runs, services, sql
+from scheduling.audit import audit_context
 from scheduling.models import (
     AuditSource,
     BeatHeartbeat,
     ExecutionTrigger,
     Job,
-    JobChange,
     JobExecution,
     SchedulerLease,
 )
+from scheduling.runs.lease import renewal_interval
+from scheduling.runs.rules import oldest_allowed, plan_next
 
 logger = logging.getLogger(__name__)
 
@@ -71,52 +74,7 @@ HEARTBEAT_INTERVAL = 5.0
 # lost on the way (e.g. a broker restarted without persistence): it is recorded as missed.
 LEDGER_MARGIN = 10.0
 LEDGER_CHECK_INTERVAL = 5.0
-# Most fire times a coalescing pass walks through.
-CATCH_UP_LIMIT = 100_000
 DB_ERRORS = (DatabaseError, InterfaceError)
-
-
-def oldest_allowed(job: Job, now: dt.datetime) -> dt.datetime:
-    """The oldest fire time of ``job`` that may still be sent at ``now``: its misfire grace
-    plus its jitter (a fire time may be sent up to its jitter late on purpose: that is not
-    a misfire)."""
-    return now - dt.timedelta(seconds=job.misfire_grace_time + job.jitter)
-
-
-def plan_next(
-    job: Job, trigger: Any, candidate: dt.datetime | None, now: dt.datetime
-) -> tuple[dt.datetime | None, list[dt.datetime], list[dt.datetime]]:
-    """Choose the next fire time to send, starting from ``candidate`` (the first not sent).
-
-    Returns ``(next, missed, coalesced)``: fire times older than the grace are *missed*;
-    with coalesce on, the due fire times within the grace but the newest are *coalesced*.
-    """
-    oldest = oldest_allowed(job, now)
-    limit = conf.get("MISSED_RECORD_LIMIT")
-    missed: list[dt.datetime] = []
-    skipped_unrecorded = 0
-    fire = candidate
-    while fire is not None and fire < oldest:
-        if len(missed) < limit:
-            missed.append(fire)
-            fire = trigger.next_after(fire)
-        else:
-            # Too many to list one by one: jump to the first fire time within the grace.
-            skipped_unrecorded += 1
-            fire = trigger.next_after(oldest - dt.timedelta(microseconds=1))
-    if skipped_unrecorded:
-        logger.warning(
-            "Job %s: more than %d fire times missed; only %d recorded", job, limit, limit
-        )
-    coalesced: list[dt.datetime] = []
-    if job.coalesce and fire is not None and fire <= now:
-        for _ in range(CATCH_UP_LIMIT):
-            following = trigger.next_after(fire)
-            if following is None or following > now:
-                break
-            coalesced.append(fire)
-            fire = following
-    return fire, missed, coalesced
 
 
 def _database_now() -> Any:
@@ -129,7 +87,7 @@ def _database_now() -> Any:
 
 
 # The pass that finds nothing due is beat's most frequent; its statements are plain SQL
-# (prepared on PostgreSQL, see rows.cursor): after a second asleep, building the same query
+# (prepared on PostgreSQL, see sql.cursor): after a second asleep, building the same query
 # through the ORM took twice as long as the database took to answer it.
 
 
@@ -154,15 +112,6 @@ def _renew_and_peek_sql() -> str:
         f" WHERE {q('name')} = %s AND {q('holder')} = %s AND {q('token')} = %s RETURNING 1)"
         f" SELECT (SELECT COUNT(*) FROM renewed), ({_peek_sql()})"
     )
-
-
-def _as_datetime(value: Any) -> dt.datetime | None:
-    """A timestamp as the driver returns it: aware on PostgreSQL, naive UTC on SQLite."""
-    if value is None:
-        return None
-    if not isinstance(value, dt.datetime):
-        value = dt.datetime.fromisoformat(value)
-    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
 
 
 class Lease:
@@ -210,8 +159,8 @@ class Lease:
 
     @property
     def due_for_renewal(self) -> bool:
-        """Renewed every third of its term: two renewals may fail before it expires."""
-        return self.held and time.monotonic() - self.renewed >= self.seconds / 3
+        """Whether the lease is held and its :func:`renewal_interval` has passed."""
+        return self.held and time.monotonic() - self.renewed >= renewal_interval(self.seconds)
 
     def renewed_if(self, kept: bool) -> bool:
         """Note the outcome of a renewal (made here or in a statement of the caller's)."""
@@ -327,7 +276,7 @@ class JobScheduler(DatabaseScheduler):
             if not self.lease.renew():
                 return False, None
             return True, self._next_dispatch_at()
-        with rows.cursor() as cursor:
+        with sql.cursor() as cursor:
             cursor.execute(
                 _renew_and_peek_sql(),
                 [
@@ -338,15 +287,15 @@ class JobScheduler(DatabaseScheduler):
                 ],
             )
             kept, due_at = cursor.fetchone()
-        return self.lease.renewed_if(bool(kept)), due_at
+        return self.lease.renewed_if(bool(kept)), sql.from_db(Job, "dispatch_at", due_at)
 
     # -- dispatch ---------------------------------------------------------------------
 
     def _next_dispatch_at(self) -> dt.datetime | None:
-        with rows.cursor() as cursor:
+        with sql.cursor() as cursor:
             cursor.execute(_peek_sql())
             row = cursor.fetchone()
-        return None if row is None else _as_datetime(row[0])
+        return None if row is None else sql.from_db(Job, "dispatch_at", row[0])
 
     def dispatch_due(self, now: dt.datetime) -> int:
         """Send every run due by ``now`` (one batch), store what follows; return how many
@@ -373,7 +322,7 @@ class JobScheduler(DatabaseScheduler):
                     self._send_planned(job, plans[index], sent)
             for job, plan in zip(jobs, plans, strict=True):
                 self._advance(job, plan)
-            rows.rows_update(jobs, ["next_run_at", "dispatch_at"])
+            sql.rows_update(jobs, ["next_run_at", "dispatch_at"])
         # Only once committed: a rolled back pass sends its runs again, and the worker
         # drops the second message of a fire time.
         for item in sent:
@@ -412,7 +361,13 @@ class JobScheduler(DatabaseScheduler):
         plan = Plan()
         try:
             plan.trigger = job.trigger()
-            fire, plan.missed, plan.coalesced = plan_next(job, plan.trigger, job.next_run_at, now)
+            fire, plan.missed, plan.coalesced = plan_next(
+                job,
+                plan.trigger,
+                job.next_run_at,
+                now,
+                record_limit=conf.get("MISSED_RECORD_LIMIT"),
+            )
         except Exception as exc:
             # One broken row (say, a timezone removed from the system) must never stop
             # beat; it is recorded and left alone until someone fixes it.
@@ -436,7 +391,7 @@ class JobScheduler(DatabaseScheduler):
             )
         except Exception as exc:
             logger.exception("Job %s: could not send its run", job.name)
-            executions.execution_record_missed(
+            runs.execution_record_missed(
                 job=job,
                 fire_times=[fire_time],
                 reason=f"Not sent: the broker refused the message ({exc!r}).",
@@ -448,12 +403,8 @@ class JobScheduler(DatabaseScheduler):
     def _advance(self, job: Job, plan: Plan) -> None:
         """Set the job's next fire time after this pass, and record what was not sent."""
         if plan.error is not None:
-            logger.error("Job %s cannot be scheduled and is stopped: %r", job, plan.error)
-            executions.execution_record_missed(
-                job=job,
-                fire_times=[job.next_run_at],
-                reason=f"Cannot be scheduled: {plan.error!r}. Fix the job to restart it.",
-            )
+            reason = self._stop(job, plan.error)
+            runs.execution_record_missed(job=job, fire_times=[job.next_run_at], reason=reason)
             job.set_next_run(None)
             return
         if plan.send is not None:
@@ -462,33 +413,32 @@ class JobScheduler(DatabaseScheduler):
                 plan.following = trigger.next_after(plan.send)
             except Exception as exc:
                 # Sent on time (its fire time was stored when the job was sound), but what
-                # follows cannot be computed: stop it as above, and say why in its audit trail.
-                logger.error("Job %s cannot be scheduled and is stopped: %r", job, exc)
-                JobChange.objects.create(
-                    job=job,
-                    job_name=job.name,
-                    action="stopped",
-                    source=AuditSource.SYSTEM,
-                    actor=self.beat_name,
-                    at=timezone.now(),
-                    changes={"error": f"Cannot be scheduled: {exc!r}. Fix the job to restart it."},
-                )
+                # follows cannot be computed.
+                self._stop(job, exc)
                 job.set_next_run(None)
                 return
         job.set_next_run(plan.following)
         if plan.missed:
-            executions.execution_record_missed(
+            runs.execution_record_missed(
                 job=job,
                 fire_times=plan.missed,
                 reason="Not sent: beat was down or behind for longer than the misfire grace "
                 f"time ({job.misfire_grace_time}s).",
             )
         if plan.coalesced:
-            executions.execution_record_missed(
+            runs.execution_record_missed(
                 job=job,
                 fire_times=plan.coalesced,
                 reason=f"Coalesced into the run at {plan.send.isoformat()}.",
             )
+
+    def _stop(self, job: Job, error: Exception) -> str:
+        """Stop scheduling ``job``, whose fire times cannot be computed; return why."""
+        reason = f"Cannot be scheduled: {error!r}. Fix the job to restart it."
+        logger.error("Job %s cannot be scheduled and is stopped: %r", job, error)
+        with audit_context(source=AuditSource.SYSTEM, actor=self.beat_name):
+            services.job_stop(job=job, reason=reason)
+        return reason
 
     # -- bookkeeping ------------------------------------------------------------------
 
@@ -511,6 +461,7 @@ class JobScheduler(DatabaseScheduler):
             for item in overdue:
                 heapq.heappush(self._in_flight, item)
 
+    @transaction.atomic
     def _record_lost_messages(self, overdue: list[tuple[int, dt.datetime]]) -> None:
         job_ids = {job_id for job_id, _ in overdue}
         jobs = Job.objects.in_bulk(job_ids)
@@ -525,7 +476,7 @@ class JobScheduler(DatabaseScheduler):
             job = jobs.get(job_id)
             if job is None or (job_id, fire_time) in arrived:
                 continue
-            executions.execution_record_missed(
+            runs.execution_record_missed(
                 job=job,
                 fire_times=[fire_time],
                 reason="Sent to the broker but never started: the message was lost "

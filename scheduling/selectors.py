@@ -3,11 +3,18 @@
 import datetime as dt
 from typing import Any
 
+from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
 from django.utils import timezone
 
 from scheduling import masking, schedules
-from scheduling.models import Job, JobExecution
+from scheduling.models import (
+    EXECUTED_STATUSES,
+    FAILED_STATUSES,
+    ExecutionStatus,
+    Job,
+    JobExecution,
+)
 
 
 def job_list(*, group: str | None = None, enabled: bool | None = None) -> QuerySet[Job]:
@@ -45,7 +52,8 @@ def job_upcoming_runs(*, job: Job, count: int = 5, after: dt.datetime | None = N
 
 
 def job_status(*, job: Job) -> dict[str, Any]:
-    """The guide's ``get_task_status``: id, name, next run time, trigger, task, arguments."""
+    """One job's status (the seed design's ``get_task_status``): id, name, next run time,
+    trigger, task, arguments."""
     return {
         "id": job.pk,
         "name": job.name,
@@ -77,7 +85,7 @@ def _trigger_ok(job: Job) -> bool:
 
 
 def job_status_list(*, group: str | None = None) -> list[dict[str, Any]]:
-    """The guide's ``get_all_tasks``."""
+    """Every job's status (the seed design's ``get_all_tasks``)."""
     return [job_status(job=job) for job in job_list(group=group)]
 
 
@@ -133,8 +141,6 @@ WINDOWS = {
     "week": dt.timedelta(days=7),
     "month": dt.timedelta(days=30),
 }
-#: Outcomes of runs that actually executed (their durations count).
-EXECUTED = ("success", "failure", "timeout", "lost")
 
 
 def window_bounds(
@@ -144,12 +150,15 @@ def window_bounds(
     until = until or timezone.now()
     if since is None:
         if window not in WINDOWS:
-            raise ValueError(
-                f"Unknown window {window!r}; use one of {', '.join(WINDOWS)} or give since."
+            raise ValidationError(
+                {
+                    "window": f"Unknown window {window!r}; use one of {', '.join(WINDOWS)} "
+                    "or give since."
+                }
             )
         since = until - WINDOWS[window]
     if since >= until:
-        raise ValueError("The window must start before it ends.")
+        raise ValidationError({"since": "The window must start before it ends."})
     return since, until
 
 
@@ -186,17 +195,17 @@ def job_statistics(*, job: Job, since: dt.datetime, until: dt.datetime) -> dict[
     from django.db.models import Avg, Count, Max, Min, Q
 
     rows = JobExecution.objects.filter(job=job, started_at__gte=since, started_at__lt=until)
-    executed = rows.filter(status__in=EXECUTED, duration__isnull=False)
+    executed = rows.filter(status__in=EXECUTED_STATUSES, duration__isnull=False)
     totals = rows.aggregate(
-        runs=Count("pk", filter=Q(status__in=EXECUTED)),
-        successes=Count("pk", filter=Q(status="success")),
-        failures=Count("pk", filter=Q(status__in=("failure", "timeout", "lost"))),
-        missed=Count("pk", filter=Q(status="missed")),
-        skipped=Count("pk", filter=Q(status="skipped")),
+        runs=Count("pk", filter=Q(status__in=EXECUTED_STATUSES)),
+        successes=Count("pk", filter=Q(status=ExecutionStatus.SUCCESS)),
+        failures=Count("pk", filter=Q(status__in=FAILED_STATUSES)),
+        missed=Count("pk", filter=Q(status=ExecutionStatus.MISSED)),
+        skipped=Count("pk", filter=Q(status=ExecutionStatus.SKIPPED)),
     )
     durations = executed.aggregate(min=Min("duration"), avg=Avg("duration"), max=Max("duration"))
     p50, p95, p99 = _percentiles(executed, (0.5, 0.95, 0.99))
-    last = rows.exclude(status="running").order_by("-started_at").first()
+    last = rows.exclude(status=ExecutionStatus.RUNNING).order_by("-started_at").first()
     runs = totals["runs"]
     return {
         "job": job.name,
@@ -222,13 +231,11 @@ def slow_jobs(
     """
     from django.db.models import Avg, Count, Max
 
-    from scheduling import conf
-
     rows = (
         JobExecution.objects.filter(
             started_at__gte=since,
             started_at__lt=until,
-            status__in=EXECUTED,
+            status__in=EXECUTED_STATUSES,
             duration__isnull=False,
             job__isnull=False,
         )
@@ -241,13 +248,7 @@ def slow_jobs(
         job = jobs.get(row["job_id"])
         if job is None:
             continue
-        limit = (
-            threshold
-            if threshold is not None
-            else (
-                job.slow_threshold if job.slow_threshold is not None else conf.get("SLOW_THRESHOLD")
-            )
-        )
+        limit = threshold if threshold is not None else job.slow_after
         if row["avg"] > limit:
             report.append(
                 {
@@ -283,7 +284,7 @@ def outcomes_per_day(*, days: int = 14) -> list[dict[str, Any]]:
 def duration_series(*, job: Job, limit: int = 200) -> list[dict[str, Any]]:
     """The last ``limit`` executed runs of ``job``: start time, duration, outcome."""
     rows = (
-        JobExecution.objects.filter(job=job, status__in=EXECUTED, duration__isnull=False)
+        JobExecution.objects.filter(job=job, status__in=EXECUTED_STATUSES, duration__isnull=False)
         .order_by("-started_at")
         .values("started_at", "duration", "status")[:limit]
     )

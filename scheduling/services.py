@@ -1,4 +1,4 @@
-"""Writes: create, change and run jobs; record executions.
+"""Writes: create, change, pause, stop and run jobs; import job definitions.
 
 Every function here is keyword-only and named ``<entity>_<action>``. Services that change
 a schedule store the job's next fire time (``next_run_at``, and ``dispatch_at`` with its
@@ -18,6 +18,7 @@ from typing import Any
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
+from django.utils.translation import gettext as _
 
 from scheduling import audit, masking, registry, signals
 from scheduling.config import DEFAULT_JOBS, JobSpec, config_parse, spec_differences
@@ -30,28 +31,9 @@ from scheduling.models import (
 
 logger = logging.getLogger(__name__)
 
-# Fields whose change moves the next fire time.
-SCHEDULE_FIELDS = frozenset(
-    {
-        "trigger_type",
-        "cron_expression",
-        "interval_every",
-        "interval_period",
-        "run_at",
-        "timezone",
-        "enabled",
-    }
-)
-TRIGGER_FIELDS = SCHEDULE_FIELDS - {"timezone", "enabled"}
-EDITABLE_FIELDS = SCHEDULE_FIELDS | {
-    "name",
-    "title",
-    "description",
-    "task",
-    "args",
-    "kwargs",
-    *Job.OPTION_FIELDS,
-}
+SCHEDULE_FIELDS = frozenset(Job.SCHEDULE_FIELDS)
+TRIGGER_FIELDS = frozenset(Job.TRIGGER_FIELDS)
+EDITABLE_FIELDS = frozenset(Job.EDITABLE_FIELDS)
 
 
 @transaction.atomic
@@ -139,12 +121,19 @@ def job_bulk_create(*, jobs: list[Job], batch_size: int = 1000) -> list[Job]:
         chunk = names[start : start + 500]
         taken |= set(Job.objects.filter(name__in=chunk).values_list("name", flat=True))
     if taken or repeated:
-        raise ValidationError(f"Job names already used: {', '.join(sorted(taken | repeated))}")
+        raise ValidationError(
+            {"name": f"Job names already used: {', '.join(sorted(taken | repeated))}"}
+        )
     for job in jobs:
         try:
             job.full_clean(validate_unique=False)
         except ValidationError as exc:
-            raise ValidationError(f"Job {job.name!r}: {exc}") from exc
+            raise ValidationError(
+                {
+                    field: [f"Job {job.name!r}: {message}" for message in messages]
+                    for field, messages in exc.message_dict.items()
+                }
+            ) from exc
         job.schedule_anchor = now
         job.set_next_run(job.compute_next_run(now) if job.enabled else None)
     return Job.objects.bulk_create(jobs, batch_size=batch_size)
@@ -181,7 +170,7 @@ def job_schedule_delay(
 ) -> Job:
     """Run ``task`` once, ``delay_seconds`` from now (the guide's delayed task)."""
     if delay_seconds < 0:
-        raise ValueError("delay_seconds must not be negative.")
+        raise ValidationError({"delay_seconds": _("The delay must not be negative.")})
     run_at = timezone.now() + dt.timedelta(seconds=delay_seconds)
     name = name or f"delayed:{task}:{run_at:%Y%m%d%H%M%S}:{uuid.uuid4().hex[:6]}"
     return job_register_date(name=name, task=task, run_at=run_at, **fields)
@@ -225,6 +214,16 @@ def job_pause(*, job: Job) -> Job:
     return job
 
 
+@transaction.atomic
+def job_stop(*, job: Job, reason: str) -> Job:
+    """Stop scheduling ``job`` (no next fire time) because its fire times cannot be
+    computed; it stays enabled, and saving a fixed definition restarts it."""
+    job.set_next_run(None)
+    Job.objects.filter(pk=job.pk).update(next_run_at=None, dispatch_at=None)
+    _emit(signals.job_stopped, job, {"error": reason})
+    return job
+
+
 def job_resume(*, job: Job) -> Job:
     """Fire ``job`` again, from its next fire time after now (validated like any edit)."""
     return job_update(job=job, enabled=True)
@@ -243,9 +242,10 @@ def job_run_now(*, job: Job) -> str:
     """Send one manual run of ``job`` to the workers now; return the Celery task id.
 
     The task is checked against the registry first, so an unknown task is refused
-    here as well as on the worker.
+    here (a ``ValidationError`` on ``task``) as well as on the worker.
     """
-    registry.get_task(job.task)
+    if not registry.is_registered(job.task):
+        raise ValidationError({"task": str(registry.UnknownTaskError(job.task))})
     task_id = str(uuid.uuid4())
     scheduled_at = timezone.now()
     transaction.on_commit(
@@ -368,7 +368,7 @@ def _import_one(
 
 @transaction.atomic
 def defaults_install() -> list[str]:
-    """Install the guide's default jobs that were never installed; return their names.
+    """Install the default maintenance jobs that were never installed; return their names.
 
     An operator's edits are never overwritten, and a default job the operator removed is
     not brought back.

@@ -1,8 +1,8 @@
 """Job events: the documented extension point.
 
 Connect a receiver to any of these Django signals to react to what happens to jobs; our
-own audit trail, statistics and alerts are receivers like any other
-(:mod:`scheduling.receivers`). Every signal is sent with ``sender=Job`` (job events) or
+own audit trail and alerts are receivers like any other (:mod:`scheduling.receivers`);
+the daily statistics are written with each run's record, in its transaction. Every signal is sent with ``sender=Job`` (job events) or
 ``sender=JobExecution`` (run events), after the change is written.
 
 Job events, with keyword arguments ``job``, ``source`` (admin / command / import / api /
@@ -11,6 +11,8 @@ system), ``actor`` (user name or "") and ``changes`` (``{field: [old, new]}``):
 - ``job_added``, ``job_changed``, ``job_removed``, ``job_paused``, ``job_resumed``
   (one event per change: an edit that also pauses or resumes is ``job_changed`` with
   ``enabled`` among its changes)
+- ``job_stopped``: beat cannot compute the job's fire times any more (its timezone was
+  removed from the system, say) and stopped scheduling it; ``changes`` holds the error
 
 Run events, with keyword argument ``execution`` (a saved :class:`JobExecution`):
 
@@ -36,6 +38,7 @@ job_changed = Signal()
 job_removed = Signal()
 job_paused = Signal()
 job_resumed = Signal()
+job_stopped = Signal()
 
 run_started = Signal()
 run_succeeded = Signal()

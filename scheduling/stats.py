@@ -1,16 +1,16 @@
 """Writes for the daily statistics rollup (one row per job, UTC day and outcome).
 
-Kept up to date by the run events (:mod:`scheduling.receivers`) with one upsert per
-finished run — a worker's finished run is counted in the transaction that records it
-(:mod:`scheduling.executions`) — and rebuilt from the executions with :func:`stats_rebuild`.
+Every record of a run's end (:mod:`scheduling.runs`) adds it here with one upsert, in the
+transaction that writes it, so a count is never lost or doubled; :func:`stats_rebuild`
+recomputes the rollup from the executions.
 """
 
 import datetime as dt
 
 from django.db import connection, transaction
 
-from scheduling import rows
-from scheduling.models import JobDailyStats, JobExecution
+from scheduling import sql
+from scheduling.models import NOT_RUN_STATUSES, ExecutionStatus, JobDailyStats, JobExecution
 
 TABLE = JobDailyStats._meta.db_table
 BUCKETS = JobDailyStats.DURATION_BUCKETS
@@ -52,7 +52,7 @@ def _row(execution: JobExecution) -> list:
     buckets = [0] * (len(BUCKETS) + 1)
     if duration is not None:
         buckets[bucket_index(duration)] = 1
-    ran = execution.status not in ("missed", "skipped")
+    ran = execution.status not in NOT_RUN_STATUSES
     lateness = execution.lateness if ran else None
     return [
         execution.job_id,
@@ -69,17 +69,12 @@ def _row(execution: JobExecution) -> list:
 
 
 def stats_record(*, execution: JobExecution) -> None:
-    """Add one finished (or missed, or skipped) run to its day's statistics, once.
-
-    A worker counts a run in the same transaction that records its outcome (one commit
-    per run saved, and the count can never be lost between the two); the run event that
-    follows then finds the execution counted and leaves it.
-    """
-    if execution.job_id is None or getattr(execution, "_stats_recorded", False):
+    """Add one run that ended (or missed, or skipped fire time) to its day's statistics;
+    called once per run, in the transaction that records how it ended."""
+    if execution.job_id is None:
         return
-    with rows.cursor() as cursor:
+    with sql.cursor() as cursor:
         cursor.execute(_UPSERT, _row(execution))
-    execution._stats_recorded = True
 
 
 @transaction.atomic
@@ -92,7 +87,8 @@ def stats_rebuild() -> int:
     else:  # SQLite stores UTC text
         day = "date(COALESCE(scheduled_at, started_at))"
         lateness = "(julianday(started_at) - julianday(scheduled_at)) * 86400.0"
-    ran = "status NOT IN ('missed', 'skipped') AND scheduled_at IS NOT NULL"
+    not_run = ", ".join(f"'{status}'" for status in sorted(NOT_RUN_STATUSES))
+    ran = f"status NOT IN ({not_run}) AND scheduled_at IS NOT NULL"
     bounds = [*BUCKETS]
     bucket_sql = []
     for index in range(len(bounds) + 1):
@@ -112,9 +108,13 @@ def stats_rebuild() -> int:
             COALESCE(SUM(CASE WHEN {ran} THEN {lateness} ELSE 0 END), 0),
             {", ".join(bucket_sql)}
         FROM {executions}
-        WHERE status <> 'running' AND job_id IS NOT NULL
+        WHERE status <> '{ExecutionStatus.RUNNING}' AND job_id IS NOT NULL
         GROUP BY job_id, {day}, status
     """.replace("TRUE", "1=1")
     with connection.cursor() as cursor:
         cursor.execute(sql)
-    return JobExecution.objects.exclude(status="running").filter(job__isnull=False).count()
+    return (
+        JobExecution.objects.exclude(status=ExecutionStatus.RUNNING)
+        .filter(job__isnull=False)
+        .count()
+    )

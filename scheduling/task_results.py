@@ -2,7 +2,7 @@
 
 ``scheduling.run_job`` is declared with ``ignore_result``: instead of Celery's result
 backend writing the row on its own (a SELECT and an INSERT or UPDATE per state, each in
-its own transaction, outside the run's), :mod:`scheduling.executions` writes it once, with
+its own transaction, outside the run's), :mod:`scheduling.runs` writes it once, with
 one upsert in the same transaction as the execution's final update. The row is the one
 the backend would write with ``result_extended`` on — same columns, same encoding — so
 the admin's link from an execution, ``AsyncResult(task_id)`` and Flower's result API read
@@ -22,7 +22,7 @@ from celery import current_app, states
 from django.utils import timezone
 from django_celery_results.models import TaskResult
 
-from scheduling.rows import row_upsert
+from scheduling.sql import row_upsert
 
 RUN_JOB = "scheduling.run_job"
 

@@ -1,4 +1,4 @@
-"""The one Celery task every job runs through; the logic lives in ``executions``."""
+"""The one Celery task every job runs through; the logic lives in :mod:`scheduling.runs`."""
 
 import datetime as dt
 import logging
@@ -10,7 +10,7 @@ from celery.exceptions import Reject, TimeLimitExceeded
 from celery.signals import worker_ready, worker_shutdown
 from celery.utils.saferepr import saferepr
 
-from scheduling import conf, executions, threads
+from scheduling import conf, runs, threads
 from scheduling.task_results import TaskMessage
 
 logger = logging.getLogger(__name__)
@@ -46,6 +46,8 @@ def stop_deadman_switch(**kwargs):
 
 
 class RunJobTask(Task):
+    """The Celery task class of ``scheduling.run_job``."""
+
     def task_message(self) -> TaskMessage:
         """The message being run, as Celery's extended task results describe it."""
         request = self.request
@@ -66,9 +68,7 @@ class RunJobTask(Task):
         # A hard time limit kills the pool process: the worker's main process calls this,
         # and it is the only place left to record the run as timed out.
         if isinstance(exc, TimeLimitExceeded):
-            executions.execution_mark_timed_out(
-                task_id=task_id, limit=exc.args[0] if exc.args else 0
-            )
+            runs.execution_mark_timed_out(task_id=task_id, limit=exc.args[0] if exc.args else 0)
 
 
 # acks_late: a message is acknowledged once its run is over, so a run whose worker died, or
@@ -94,7 +94,7 @@ def run_job(
 ):
     """Run the job ``job_id`` once and record the execution; retry when the job says so."""
     try:
-        return executions.execution_run(
+        return runs.execution_run(
             job_id=job_id,
             trigger=trigger,
             scheduled_at=dt.datetime.fromisoformat(scheduled_at) if scheduled_at else None,
@@ -104,8 +104,8 @@ def run_job(
             worker=self.request.hostname or "",
             message=self.task_message(),
         )
-    except executions.RetryLater as retry:
+    except runs.RetryLater as retry:
         raise self.retry(countdown=retry.countdown, exc=retry.cause) from retry.cause
-    except executions.DatabaseUnavailable as exc:
+    except runs.DatabaseUnavailable as exc:
         time.sleep(1)  # do not spin while the database is away
         raise Reject(str(exc), requeue=True) from exc

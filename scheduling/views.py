@@ -4,7 +4,7 @@ import datetime as dt
 import hmac
 
 from django.contrib.admin.views.decorators import staff_member_required
-from django.core.exceptions import PermissionDenied
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
 from scheduling import conf, selectors
@@ -30,6 +30,8 @@ def statistics_json(request: HttpRequest) -> JsonResponse:
     try:
         since, until = _window(request)
         threshold = float(request.GET["threshold"]) if request.GET.get("threshold") else None
+    except ValidationError as exc:
+        return JsonResponse({"error": "; ".join(exc.messages)}, status=400)
     except ValueError as exc:
         return JsonResponse({"error": str(exc)}, status=400)
     jobs = Job.objects.order_by("name")

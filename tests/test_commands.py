@@ -79,7 +79,7 @@ def test_modify_pause_resume_remove():
             ["add", "x", "--task", "demo.echo", "--at", "tomorrow"],
             "--at 'tomorrow' is not a date-time",
         ),
-        (["add", "x", "--task", "demo.echo", "--delay", "-1"], "--delay must not be negative"),
+        (["add", "x", "--task", "demo.echo", "--delay", "-1"], "delay_seconds: The delay must not be negative"),
         (["modify", "existing"], "nothing to change"),
         (["import", "/nonexistent.json"], "cannot read /nonexistent.json"),
     ],

@@ -13,7 +13,7 @@ from django.core.management import call_command
 from django.urls import reverse
 from django.utils import timezone
 
-from scheduling import alerts, executions, selectors, services, signals, stats
+from scheduling import alerts, runs, selectors, services, signals, stats
 from scheduling.audit import audit_context
 from scheduling.models import Alert, Job, JobChange, JobDailyStats, JobExecution
 from tests.factories import make_job
@@ -112,16 +112,16 @@ def test_job_and_run_events_are_sent():
         services.job_update(job=job, description="x")
         services.job_pause(job=job)
         services.job_resume(job=job)
-        executions.execution_run(
+        runs.execution_run(
             job_id=job.pk, trigger="manual", scheduled_at=None, task_id="a", worker="w"
         )
         failing = make_job(task="demo.fail")
         with pytest.raises(RuntimeError):
-            executions.execution_run(
+            runs.execution_run(
                 job_id=failing.pk, trigger="manual", scheduled_at=None, task_id="b", worker="w"
             )
         old = timezone.now() - dt.timedelta(minutes=5)
-        executions.execution_start(
+        runs.execution_start(
             job_id=job.pk,
             trigger="schedule",
             scheduled_at=old,
@@ -130,7 +130,7 @@ def test_job_and_run_events_are_sent():
             task_id="c",
             worker="w",
         )
-        running = executions.execution_start(
+        running = runs.execution_start(
             job_id=job.pk,
             trigger="manual",
             scheduled_at=None,
@@ -139,7 +139,7 @@ def test_job_and_run_events_are_sent():
             task_id="d",
             worker="w",
         )
-        executions.execution_start(
+        runs.execution_start(
             job_id=job.pk,
             trigger="manual",
             scheduled_at=None,
@@ -203,10 +203,10 @@ def test_slow_jobs_use_the_job_threshold_or_the_global_one(settings):
 def test_rollup_follows_the_run_events_and_rebuilds_the_same():
     job = make_job(task="demo.sleep", kwargs={"seconds": 0})
     for _ in range(3):
-        executions.execution_run(
+        runs.execution_run(
             job_id=job.pk, trigger="manual", scheduled_at=timezone.now(), task_id=None, worker="w"
         )
-    executions.execution_record_missed(
+    runs.execution_record_missed(
         job=job, fire_times=[timezone.now() - dt.timedelta(hours=1)], reason="x"
     )
     live = {(r.status, r.count, r.duration_count) for r in JobDailyStats.objects.all()}
@@ -324,16 +324,14 @@ def test_failure_alerts_once_then_recovers_by_email_and_webhook(webhook, smtp_si
     )
     for task_id in ("f1", "f2", "f3"):
         with pytest.raises(ConnectionError):
-            executions.execution_run(
+            runs.execution_run(
                 job_id=job.pk, trigger="manual", scheduled_at=None, task_id=task_id, worker="w"
             )
     assert [(p["kind"], p["state"]) for p in posts] == [("failure", "firing")]
     assert len(smtp_sink) == 1 and smtp_sink[0].rcpt_tos == ["ops@example.com"]
     assert b"alerting" in smtp_sink[0].content
     services.job_update(job=job, task="demo.echo", kwargs={})
-    executions.execution_run(
-        job_id=job.pk, trigger="manual", scheduled_at=None, task_id="ok", worker="w"
-    )
+    runs.execution_run(job_id=job.pk, trigger="manual", scheduled_at=None, task_id="ok", worker="w")
     assert [(p["kind"], p["state"]) for p in posts] == [
         ("failure", "firing"),
         ("failure", "resolved"),
@@ -353,12 +351,10 @@ def test_missed_and_slow_runs_alert(webhook, settings):
         alert_webhooks=url,
         slow_threshold=0.1,
     )
-    executions.execution_record_missed(
+    runs.execution_record_missed(
         job=job, fire_times=[timezone.now() - dt.timedelta(minutes=1)], reason="beat down"
     )
-    executions.execution_run(
-        job_id=job.pk, trigger="manual", scheduled_at=None, task_id="s", worker="w"
-    )
+    runs.execution_run(job_id=job.pk, trigger="manual", scheduled_at=None, task_id="s", worker="w")
     kinds = [(p["kind"], p["state"]) for p in posts]
     assert ("missed", "firing") in kinds and ("missed", "resolved") in kinds
     assert ("slow", "firing") in kinds
@@ -375,9 +371,7 @@ def test_dead_mans_switch_fires_when_no_run_succeeds_in_time(webhook):
     assert posts[-1]["kind"] == "deadman" and posts[-1]["state"] == "firing"
     assert alerts.deadman_check() == ["heartbeat"]
     assert len(posts) == 1  # on state change only
-    executions.execution_run(
-        job_id=job.pk, trigger="manual", scheduled_at=None, task_id="r", worker="w"
-    )
+    runs.execution_run(job_id=job.pk, trigger="manual", scheduled_at=None, task_id="r", worker="w")
     assert posts[-1]["kind"] == "deadman" and posts[-1]["state"] == "resolved"
     assert alerts.deadman_check() == []
 
@@ -385,7 +379,7 @@ def test_dead_mans_switch_fires_when_no_run_succeeds_in_time(webhook):
 def test_a_failed_delivery_is_kept_in_the_history():
     job = make_job(name="unreachable", task="demo.fail", alert_webhooks="http://127.0.0.1:9/none")
     with pytest.raises(RuntimeError):
-        executions.execution_run(
+        runs.execution_run(
             job_id=job.pk, trigger="manual", scheduled_at=None, task_id="x", worker="w"
         )
     alert = Alert.objects.get(job=job)

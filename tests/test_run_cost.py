@@ -21,8 +21,9 @@ from django.utils import timezone
 from django_celery_results.models import TaskResult
 
 from project.celery import app
-from scheduling import executions, rows
+from scheduling import runs, sql
 from scheduling.models import Job, JobAlertStatus, JobDailyStats, JobExecution
+from scheduling.runs import lease
 from scheduling.task_results import TaskMessage
 from scheduling.tasks import run_job
 from tests.factories import make_job, make_running
@@ -32,7 +33,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 # start: lock + read the job, count running, insert if the rules let it run; finish:
 # execution, task result, statistics, alert states, job; on SQLite BEGIN and COMMIT of
-# each too (PostgreSQL's are implicit: rows.one_trip_transaction).
+# each too (PostgreSQL's are implicit: sql.one_trip_transaction).
 QUERIES_PER_RUN = 8 if connection.vendor == "postgresql" else 12
 ROUND_TRIPS_PER_RUN = 2  # PostgreSQL: the start, and the finish
 
@@ -49,7 +50,7 @@ def message(job: Job, task_id: str | None = None) -> TaskMessage:
 
 def run(job: Job, *, fire_time: dt.datetime | None = None, sent: TaskMessage | None = None):
     sent = sent or message(job)
-    return executions.execution_run(
+    return runs.execution_run(
         job_id=job.pk,
         trigger="schedule",
         scheduled_at=fire_time or timezone.now(),
@@ -73,33 +74,33 @@ def test_a_run_costs_two_round_trips():
     job = make_job(task="demo.noop", alert_emails="ops@example.com")
     for _ in range(3):
         run(job)
-    with rows.round_trips() as trips:
+    with sql.round_trips() as trips:
         run(job)
     assert trips == [ROUND_TRIPS_PER_RUN]
     execution = JobExecution.objects.filter(job=job).latest("pk")
     assert execution.status == "success" and execution.finished_at is not None
-    with rows.round_trips() as trips:  # the counter counts: statements sent one by one
+    with sql.round_trips() as trips:  # the counter counts: statements sent one by one
         for _ in range(3):
-            rows.row_get(Job, job.pk)
+            sql.row_get(Job, job.pk)
     assert trips == [3]
 
 
 def test_one_trip_transaction_is_all_or_nothing():
     job = make_job(task="demo.noop")
     other = make_job(task="demo.noop")
-    with pytest.raises(IntegrityError), rows.one_trip_transaction():
-        rows.row_update(Job, job.pk, last_status="failure")
-        rows.row_update(Job, job.pk, name=other.name)  # the unique name: fails
-        rows.row_update(Job, other.pk, last_status="failure")
+    with pytest.raises(IntegrityError), sql.one_trip_transaction():
+        sql.row_update(Job, job.pk, last_status="failure")
+        sql.row_update(Job, job.pk, name=other.name)  # the unique name: fails
+        sql.row_update(Job, other.pk, last_status="failure")
     assert set(Job.objects.values_list("last_status", flat=True)) == {""}
-    with rows.round_trips() as trips, rows.one_trip_transaction():
-        rows.row_update(Job, job.pk, last_status="success")
-        rows.row_update(Job, other.pk, last_status="success")
+    with sql.round_trips() as trips, sql.one_trip_transaction():
+        sql.row_update(Job, job.pk, last_status="success")
+        sql.row_update(Job, other.pk, last_status="success")
     assert trips == [1 if connection.vendor == "postgresql" else 0]
     assert set(Job.objects.values_list("last_status", flat=True)) == {"success"}
     with transaction.atomic():  # inside a transaction, it is part of it
-        with rows.one_trip_transaction():
-            rows.row_update(Job, job.pk, last_status="failure")
+        with sql.one_trip_transaction():
+            sql.row_update(Job, job.pk, last_status="failure")
         transaction.set_rollback(True)
     assert Job.objects.get(pk=job.pk).last_status == "success"
 
@@ -180,12 +181,12 @@ def test_a_failure_is_the_task_result_too():
 def test_a_retried_attempt_is_a_retry_then_the_outcome_under_one_task_id():
     job = make_job(task="demo.fail", max_retries=1)
     sent = message(job)
-    with pytest.raises(executions.RetryLater):
+    with pytest.raises(runs.RetryLater):
         run(job, sent=sent)
     first = TaskResult.objects.get(task_id=sent.task_id)
     assert first.status == "RETRY"
     with pytest.raises(RuntimeError):
-        executions.execution_run(
+        runs.execution_run(
             job_id=job.pk,
             trigger="manual",
             scheduled_at=None,
@@ -226,7 +227,7 @@ def test_a_job_removed_before_its_run_fails_its_task():
     job = make_job(task="demo.noop")
     sent = message(job)
     Job.objects.filter(pk=job.pk).delete()
-    with pytest.raises(executions.JobNotFoundError):
+    with pytest.raises(runs.JobNotFoundError):
         run(job, sent=sent)
     assert TaskResult.objects.get(task_id=sent.task_id).status == "FAILURE"
 
@@ -234,7 +235,7 @@ def test_a_job_removed_before_its_run_fails_its_task():
 def test_a_run_killed_over_its_hard_limit_fails_its_task():
     job = make_job(task="demo.noop")
     make_running(job, worker="w1@test", task_result_id="killed")
-    assert executions.execution_mark_timed_out(task_id="killed", limit=2) == 1
+    assert runs.execution_mark_timed_out(task_id="killed", limit=2) == 1
     result = TaskResult.objects.get(task_id="killed")
     assert result.status == "FAILURE" and "TimeLimitExceeded" in result.result
     assert isinstance(AsyncResult("killed", app=app).result, TimeLimitExceeded)
@@ -272,12 +273,12 @@ def test_one_statement_rows_match_the_orm():
         retry_on=["ConnectionError"],
         coalesce=True,
     )
-    loaded = rows.row_get(Job, job.pk)
+    loaded = sql.row_get(Job, job.pk)
     assert model_to_dict(loaded) == model_to_dict(Job.objects.get(pk=job.pk))
     assert loaded.created_at == Job.objects.get(pk=job.pk).created_at
-    assert rows.row_get(Job, job.pk + 1000) is None
+    assert sql.row_get(Job, job.pk + 1000) is None
     now = timezone.now()
-    new = rows.row_insert(
+    new = sql.row_insert(
         JobExecution(
             job=job,
             job_name=job.name,
@@ -288,7 +289,7 @@ def test_one_statement_rows_match_the_orm():
         )
     )
     assert JobExecution.objects.get(pk=new.pk).started_at == now
-    assert rows.row_update(Job, job.pk, increment=["total_run_count"], last_status="failure")
+    assert sql.row_update(Job, job.pk, increment=["total_run_count"], last_status="failure")
     job.refresh_from_db()
     assert (job.last_status, job.total_run_count) == ("failure", 1)
 
@@ -308,7 +309,7 @@ def test_one_thread_per_process_renews_the_lease_of_every_run_in_progress(settin
         make_running(job, started_at=start, lease=1.5, task_result_id=name)
         for name in ("long", "short")
     )
-    renewer = executions._LeaseRenewer()
+    renewer = lease.LeaseRenewer()
     renewer.add(long_run.pk)
     renewer.add(short_run.pk)
     renewer.discard(short_run.pk)  # over before the first renewal
@@ -385,11 +386,11 @@ def test_a_start_that_waits_for_the_job_lock_past_its_grace_is_missed():
 
 def test_an_exception_in_a_one_trip_transaction_commits_nothing():
     job = make_job(task="demo.noop")
-    with pytest.raises(RuntimeError), rows.one_trip_transaction():
-        rows.row_update(Job, job.pk, last_status="failure")
+    with pytest.raises(RuntimeError), sql.one_trip_transaction():
+        sql.row_update(Job, job.pk, last_status="failure")
         raise RuntimeError("e.g. a soft time limit arriving mid-way")
     assert Job.objects.get(pk=job.pk).last_status == ""
-    rows.row_update(Job, job.pk, last_status="success")  # the connection goes on working
+    sql.row_update(Job, job.pk, last_status="success")  # the connection goes on working
     assert Job.objects.get(pk=job.pk).last_status == "success"
 
 
@@ -399,16 +400,16 @@ def test_statements_keep_working_after_a_one_trip_transaction_failed():
     job = make_job(task="demo.noop")
     other = make_job(task="demo.noop")
     threshold = settings.DATABASES["default"].get("OPTIONS", {}).get("prepare_threshold") or 5
-    rows.row_get(Job, job.pk)  # psycopg counts its runs from here
+    sql.row_get(Job, job.pk)  # psycopg counts its runs from here
     for _ in range(threshold + 1):
-        with pytest.raises(IntegrityError), rows.one_trip_transaction():
-            rows.row_update(Job, job.pk, name=other.name)  # fails: names are unique
-            rows.row_get(Job, job.pk)  # skipped by the server
-    assert rows.row_get(Job, job.pk).name == job.name
+        with pytest.raises(IntegrityError), sql.one_trip_transaction():
+            sql.row_update(Job, job.pk, name=other.name)  # fails: names are unique
+            sql.row_get(Job, job.pk)  # skipped by the server
+    assert sql.row_get(Job, job.pk).name == job.name
 
 
 @pytest.mark.skipif(connection.vendor != "postgresql", reason="pipelines: PostgreSQL")
 def test_one_trip_transactions_do_not_nest():
-    outer, inner = rows.one_trip_transaction(), rows.one_trip_transaction()
+    outer, inner = sql.one_trip_transaction(), sql.one_trip_transaction()
     with pytest.raises(RuntimeError, match="nested"), outer, inner:
         pass

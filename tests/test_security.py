@@ -13,7 +13,7 @@ from django.contrib.auth.models import Permission
 from django.core.management import CommandError, call_command
 from django.urls import reverse
 
-from scheduling import executions, selectors, services
+from scheduling import runs, selectors, services
 from scheduling.masking import MASK
 from scheduling.models import Job, JobChange, JobExecution
 from tests.factories import make_job
@@ -102,7 +102,7 @@ def test_secrets_are_masked_in_exports_status_and_audit_and_survive_a_masked_imp
 @pytest.mark.django_db
 def test_secrets_are_masked_in_recorded_results():
     job = make_job(kwargs={"token": "t0ps3cret", "n": 1})
-    value = executions.execution_run(
+    value = runs.execution_run(
         job_id=job.pk, trigger="manual", scheduled_at=None, task_id="x", worker="w"
     )
     run = JobExecution.objects.get(job=job)

@@ -7,7 +7,7 @@ import pytest
 from django.core.exceptions import ValidationError
 from django.utils import timezone
 
-from scheduling import executions, registry, selectors, services
+from scheduling import registry, runs, selectors, services
 from scheduling.models import Job, JobExecution
 from tests.factories import make_job, make_running
 
@@ -153,13 +153,13 @@ def test_run_now_refuses_an_unregistered_task():
     job = make_job()
     Job.objects.filter(pk=job.pk).update(task="os.system")
     job.refresh_from_db()
-    with pytest.raises(registry.UnknownTaskError):
+    with pytest.raises(ValidationError, match="not registered"):
         services.job_run_now(job=job)
 
 
 def test_execution_run_records_success_with_timings():
     job = make_job(task="demo.sleep", kwargs={"seconds": 0.05})
-    value = executions.execution_run(
+    value = runs.execution_run(
         job_id=job.pk, trigger="manual", scheduled_at=timezone.now(), task_id="t-1", worker="here"
     )
     run = JobExecution.objects.get(job=job)
@@ -174,7 +174,7 @@ def test_execution_run_records_success_with_timings():
 def test_execution_run_records_failure_and_reraises():
     job = make_job(task="demo.fail")
     with pytest.raises(RuntimeError):
-        executions.execution_run(
+        runs.execution_run(
             job_id=job.pk, trigger="manual", scheduled_at=None, task_id=None, worker=""
         )
     run = JobExecution.objects.get(job=job)
@@ -185,7 +185,7 @@ def test_execution_run_records_failure_and_reraises():
 
 def test_execution_run_of_an_async_function():
     job = make_job(task="demo.async_sleep", kwargs={"seconds": 0.01})
-    value = executions.execution_run(
+    value = runs.execution_run(
         job_id=job.pk, trigger="manual", scheduled_at=None, task_id=None, worker=""
     )
     assert value["async"] is True
@@ -218,7 +218,7 @@ def test_coalesce_is_not_claimed_by_a_run_that_was_skipped():
     job = make_job(cron_expression="*/1 * * * * *", coalesce=True, max_instances=1)
     now = make_running(job).started_at
     fire = now.replace(microsecond=0) - dt.timedelta(seconds=1)
-    started = executions.execution_start(
+    started = runs.execution_start(
         job_id=job.pk,
         trigger="schedule",
         scheduled_at=fire,
@@ -237,7 +237,7 @@ def test_a_run_whose_lease_expired_is_lost_and_frees_its_slot():
     job = make_job(cron_expression="*/1 * * * * *", max_instances=1)
     past = timezone.now() - dt.timedelta(seconds=60)
     dead = make_running(job, started_at=past)
-    started = executions.execution_start(
+    started = runs.execution_start(
         job_id=job.pk,
         trigger="manual",
         scheduled_at=timezone.now(),
@@ -257,6 +257,6 @@ def test_the_same_fire_time_delivered_twice_runs_once():
     kwargs = dict(
         job_id=job.pk, trigger="schedule", scheduled_at=fire, jitter=0, attempt=0, worker="w"
     )
-    assert executions.execution_start(task_id="a", **kwargs) is not None
-    assert executions.execution_start(task_id="b", **kwargs) is None
+    assert runs.execution_start(task_id="a", **kwargs) is not None
+    assert runs.execution_start(task_id="b", **kwargs) is None
     assert JobExecution.objects.filter(job=job).count() == 1

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from scheduling import executions, threads
+from scheduling import threads
+from scheduling.runs import lease
 
 pytestmark = pytest.mark.skipif(
     not sys.platform.startswith("linux"), reason="reads each thread's signal mask in /proc"
@@ -51,7 +52,7 @@ def test_a_helper_thread_blocks_every_termination_signal_and_the_caller_keeps_it
 
 
 def test_the_lease_renewer_of_a_pool_process_does_not_take_its_signals():
-    renewer = executions._LeaseRenewer()
+    renewer = lease.LeaseRenewer()
     renewer.add(1)
     renewer.discard(1)  # nothing to renew: the thread never touches the database
     assert renewer._thread.is_alive()

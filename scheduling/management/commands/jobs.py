@@ -1,4 +1,4 @@
-"""``manage.py jobs``: every control of the guide from the console, thin over the services.
+"""``manage.py jobs``: every control of the jobs from the console, thin over the services.
 
 Each action has its own ``--help`` with examples; ``--json`` prints machine-readable output.
 Bad input exits with status 1 and a one-line reason.
@@ -16,9 +16,8 @@ from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
-from scheduling import registry, schedules, selectors, services
+from scheduling import schedules, selectors, services
 from scheduling.audit import audit_context
-from scheduling.config import ConfigError
 from scheduling.models import Job, JobExecution
 
 EXAMPLES = {
@@ -88,7 +87,7 @@ def _json_arg(value: str, option: str) -> Any:
 def _one_line(exc: ValidationError) -> str:
     if hasattr(exc, "error_dict"):
         return "; ".join(f"{field}: {' '.join(msgs)}" for field, msgs in exc.message_dict.items())
-    return " ".join(exc.messages)
+    return "; ".join(exc.messages)
 
 
 class Command(BaseCommand):
@@ -200,7 +199,7 @@ class Command(BaseCommand):
                 handler(**options)
         except ValidationError as exc:
             raise CommandError(_one_line(exc)) from None
-        except (Job.DoesNotExist, registry.UnknownTaskError, ConfigError, TypeError) as exc:
+        except Job.DoesNotExist as exc:
             raise CommandError(str(exc)) from None
 
     def _check_permission(self, username: str, action: str) -> str:
@@ -294,8 +293,6 @@ class Command(BaseCommand):
         if options.get("paused"):
             fields["enabled"] = False
         if options.get("delay") is not None:
-            if options["delay"] < 0:
-                raise CommandError("--delay must not be negative")
             created = services.job_schedule_delay(
                 task=task, delay_seconds=options["delay"], name=job, **fields
             )
@@ -430,8 +427,8 @@ class Command(BaseCommand):
                 since=parse(options["since"]) if options.get("since") else None,
                 until=parse(options["until"]) if options.get("until") else None,
             )
-        except ValueError as exc:
-            raise CommandError(str(exc)) from None
+        except ValueError as exc:  # not an ISO date-time
+            raise CommandError(f"--since/--until: {exc}") from None
 
     def do_stats(self, job: str | None = None, **options):
         since, until = self._window(options)

@@ -1,19 +1,18 @@
-"""One-statement reads and writes of a single row, for the path every run takes.
+"""Plain SQL for the statements every run and every beat pass executes.
 
-A worker records each run with a handful of statements (:mod:`scheduling.executions`).
-Building each of them as a queryset (cloning, resolving lookups, compiling the columns)
-costs the worker several times the CPU the database spends running it; on a short run
-that was most of the run's cost, and what kept a 2-process worker far below the
-throughput it must sustain (``benchmarks/worker_throughput.py``). These helpers run one
-plain SQL statement, portable between PostgreSQL and SQLite, whose text is built once
-per shape; values go in prepared by the model fields exactly as the ORM prepares them
-(``Field.get_db_prep_save``, ``pre_save``) and come out through the same converters
-(``from_db_value`` and the backend's), into instances made by ``Model.from_db``. Model
-save signals are not sent (as with ``QuerySet.update``). Everything else uses the ORM.
+One-statement reads and writes of a single row (:func:`row_get`, :func:`row_insert`,
+:func:`row_update`, :func:`row_upsert`, :func:`insert_select`), portable between
+PostgreSQL and SQLite, whose text is built once per shape. Values go in prepared by the
+model fields exactly as the ORM prepares them (``Field.get_db_prep_save``, ``pre_save``)
+and come out through the same converters, into instances made by ``Model.from_db``; no
+model signal is sent (as with ``QuerySet.update``). Building each statement as a queryset
+would cost a short run more CPU than the database spends on it.
 
-On a worker, a run's statements cost less than the waits for their answers, so they are
-also sent in bulk: :func:`one_trip_transaction` sends a transaction's statements and
-commits them in one round trip to PostgreSQL, and :func:`round_trips` counts the waits.
+On a worker a run's statements cost less than the waits for their answers, so
+:func:`one_trip_transaction` sends a transaction's statements and commits them in one
+round trip to PostgreSQL, :func:`cursor` lets PostgreSQL prepare them, and
+:func:`round_trips` counts the waits (for the tests and benchmarks). Everything else in
+the app uses the ORM.
 """
 
 import functools
@@ -30,29 +29,26 @@ from psycopg.waiting import Wait
 
 @contextmanager
 def one_trip_transaction() -> Iterator[None]:
-    """Run the block's statements as one transaction, sent and committed on PostgreSQL in
-    one round trip.
+    """Run the block's statements as one transaction, committed in one round trip to
+    PostgreSQL.
 
-    For statements none of which needs the answer of another: their answers are read
-    from their cursors after the block. On PostgreSQL the statements go out in one psycopg
-    pipeline, and outside an atomic block with no BEGIN and no COMMIT: the server runs
-    everything up to the pipeline's closing Sync message as one implicit transaction and
-    commits it there, or at the first error skips the rest and rolls it all back; the
-    error is raised at the end of the block. (``atomic()`` around a pipeline would cost
-    three more round trips: psycopg syncs a pipeline whenever the autocommit mode changes,
-    and Django changes it at the start and the end of every transaction.) Django sees no
-    transaction there, so nothing in the block may register an ``on_commit`` callback:
-    it would run before the commit. Inside an atomic block the statements join its
-    transaction. On SQLite (in process: no round trips), ``atomic()``, joining the
-    transaction of an atomic block without a savepoint.
+    For statements none of which needs another's answer: read their cursors after the
+    block. Nothing in the block may register an ``on_commit`` callback (Django sees no
+    transaction here, so it would run before the commit). Inside an atomic block the
+    statements join that transaction; on SQLite (in process, no round trips) this is
+    ``atomic()``. On PostgreSQL, outside an atomic block:
 
-    Outside an atomic block, two things atomic() would do are done here: an exception
-    raised in the block sends ROLLBACK before the Sync (which psycopg sends whatever
-    happens, and which would commit what was sent), and after a database error the
-    connection is closed: the server skipped the rest of the statements, among them
-    any psycopg counted as prepared, and a later statement would use a name the server
-    never prepared (psycopg forgets its prepared statements when it rolls back, and here
-    nothing was rolled back through psycopg).
+    1. the statements go out in one psycopg pipeline with no BEGIN and no COMMIT: the
+       server runs everything up to the pipeline's closing Sync as one implicit
+       transaction, commits it there, or at the first error skips the rest and rolls it
+       all back (``atomic()`` around a pipeline would cost three more round trips:
+       psycopg syncs a pipeline whenever the autocommit mode changes);
+    2. an exception raised in the block sends ROLLBACK before that Sync, which psycopg
+       sends whatever happens and which would commit what was sent;
+    3. after a database error the connection is closed: the server skipped statements
+       psycopg counted as prepared, and a later one would name a statement that does
+       not exist;
+    4. a nested call is refused: a nested pipeline syncs, which would commit.
     """
     if connection.vendor != "postgresql":
         with transaction.atomic(savepoint=False):

@@ -1,0 +1,35 @@
+"""The worker's run path: how a message from beat becomes a recorded run.
+
+1. :mod:`~scheduling.runs.start`: under the job's row lock, apply the rules
+   (:mod:`~scheduling.runs.rules`: duplicate → misfire → coalesce → max instances) and
+   write the *running* row with a lease, or record why the run does not start;
+2. :mod:`~scheduling.runs.call`: call the registered function (sync or ``async def``,
+   under its soft time limit) while :mod:`~scheduling.runs.lease` keeps the lease alive;
+3. :mod:`~scheduling.runs.finish`: record the outcome, the Celery task result, the
+   statistics and the job's last run in one transaction;
+4. :mod:`~scheduling.runs.retries`: a failed attempt may be retried after a backoff.
+
+:mod:`~scheduling.runs.run` strings these together for ``scheduling.run_job`` (the thin
+Celery task in :mod:`scheduling.tasks`); :mod:`~scheduling.runs.records` writes the runs
+that end otherwise (missed by beat, lost with their worker). Every record sends its run
+event (:mod:`~scheduling.runs.events`) once committed.
+"""
+
+from scheduling.runs.finish import execution_mark_timed_out
+from scheduling.runs.records import NOT_RUN, execution_reap_lost, execution_record_missed
+from scheduling.runs.retries import RetryLater, retry_countdown
+from scheduling.runs.run import DatabaseUnavailable, execution_run
+from scheduling.runs.start import JobNotFoundError, execution_start
+
+__all__ = [
+    "NOT_RUN",
+    "DatabaseUnavailable",
+    "JobNotFoundError",
+    "RetryLater",
+    "execution_mark_timed_out",
+    "execution_reap_lost",
+    "execution_record_missed",
+    "execution_run",
+    "execution_start",
+    "retry_countdown",
+]

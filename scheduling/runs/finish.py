@@ -1,0 +1,142 @@
+"""The finish of a run: how it ended, recorded in one transaction sent in one round trip.
+
+What is written: the execution's outcome, the Celery task result
+(:mod:`scheduling.task_results`, instead of the result backend), the day's statistics
+and the job's last run; the job's alert states are read along with it, for the run
+event that follows the commit. A run's result is stored masked (:mod:`scheduling.masking`).
+"""
+
+import datetime as dt
+import json
+import logging
+import time
+from typing import Any
+
+from celery import states
+from celery.exceptions import TimeLimitExceeded
+from django.db import close_old_connections, transaction
+from django.utils import timezone
+
+from scheduling import alerts, conf, masking, sql, stats
+from scheduling.models import ExecutionStatus, Job, JobExecution
+from scheduling.runs.events import announce
+from scheduling.task_results import TaskMessage, task_result_record
+
+logger = logging.getLogger(__name__)
+
+
+def summary(value: Any) -> str:
+    """A run's return value as stored on its execution row: JSON, masked, cut short."""
+    limit = conf.get("RESULT_SUMMARY_MAX_CHARS")
+    try:
+        text = json.dumps(masking.mask(value), ensure_ascii=False, default=repr)
+    except (TypeError, ValueError):
+        text = repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def jsonable(value: Any) -> Any:
+    """A run's return value as Celery's result store gets it: JSON, with secrets masked."""
+    value = masking.mask(value)
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError):
+        return repr(value)
+    return value
+
+
+def finish(
+    execution: JobExecution,
+    clock: float,
+    status: str,
+    *,
+    message: TaskMessage | None,
+    value: Any = None,
+    error: BaseException | None = None,
+    retrying: bool = False,
+    **outcome: str,
+) -> None:
+    """Record how the run that started at ``clock`` (``time.perf_counter()``) ended: the
+    execution row, the task result (``RETRY`` while attempts remain), the statistics and
+    the job's last run. The run event goes out once that is committed."""
+    execution.duration = time.perf_counter() - clock
+    execution.finished_at = execution.started_at + dt.timedelta(seconds=execution.duration)
+    execution.status = status
+    execution.lease_until = None
+    for name, text in outcome.items():
+        setattr(execution, name, text)
+    state = states.SUCCESS if error is None else states.RETRY if retrying else states.FAILURE
+    with sql.cursor() as firing:
+        with sql.one_trip_transaction():
+            sql.row_update(
+                JobExecution,
+                execution.pk,
+                duration=execution.duration,
+                finished_at=execution.finished_at,
+                status=status,
+                lease_until=None,
+                **outcome,
+            )
+            if message is not None:
+                task_result_record(
+                    message=message,
+                    state=state,
+                    result=value,
+                    error=error,
+                    traceback=outcome.get("traceback"),
+                    started_at=execution.started_at,
+                )
+            stats.stats_record(execution=execution)
+            # The alerts' reading for the run event below, sent along instead of after.
+            firing.execute(*alerts.firing_query(execution.job_id))
+            # Last: the job's row stays locked (against the next run's start) until the commit.
+            _update_job_last(execution)
+        firing_alerts = alerts.firing_read(firing)
+    announce(execution, firing_alerts=firing_alerts)
+    logger.info("Job %s %s in %.3fs", execution.job_name, status, execution.duration)
+
+
+def _update_job_last(execution: JobExecution) -> None:
+    sql.row_update(
+        Job,
+        execution.job_id,
+        increment=["total_run_count"],
+        last_run_at=execution.started_at,
+        last_status=execution.status,
+        last_duration=execution.duration,
+    )
+
+
+def execution_mark_timed_out(*, task_id: str, limit: float) -> int:
+    """Record as timed out the run of ``task_id`` that the worker's main process killed
+    over its hard limit (its task result records the ``TimeLimitExceeded`` too); return
+    how many runs it was (0 or 1)."""
+    close_old_connections()
+    now = timezone.now()
+    updated = 0
+    error = TimeLimitExceeded(limit)
+    for execution in JobExecution.objects.filter(
+        task_result_id=task_id, status=ExecutionStatus.RUNNING
+    ):
+        execution.status = ExecutionStatus.TIMEOUT
+        execution.finished_at = now
+        execution.duration = (now - execution.started_at).total_seconds()
+        execution.exception = f"TimeLimitExceeded: killed after its hard time limit ({limit}s)"
+        execution.reason = "Over its hard time limit; the worker process was replaced."
+        with transaction.atomic():
+            execution.save(
+                update_fields=["status", "finished_at", "duration", "exception", "reason"]
+            )
+            _update_job_last(execution)
+            task_result_record(
+                message=TaskMessage(
+                    task_id=task_id, worker=execution.worker, periodic_task_name=execution.job_name
+                ),
+                state=states.FAILURE,
+                error=error,
+                started_at=execution.started_at,
+            )
+            stats.stats_record(execution=execution)
+            announce(execution)
+        updated += 1
+    return updated

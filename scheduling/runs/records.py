@@ -1,0 +1,105 @@
+"""Records of runs that end without the worker finishing them: fire times that did not
+run (missed, coalesced, skipped) and runs whose worker died (lost).
+
+Each record is written with its day's statistics (:func:`scheduling.stats.stats_record`)
+in one transaction, and its run event goes out once that commits.
+"""
+
+import datetime as dt
+import logging
+
+from django.db import transaction
+from django.utils import timezone
+
+from scheduling import sql, stats
+from scheduling.models import ExecutionStatus, ExecutionTrigger, Job, JobExecution
+from scheduling.runs.events import announce
+from scheduling.task_results import TaskMessage, task_result_record
+
+logger = logging.getLogger(__name__)
+
+#: What the task of a message that did not run returns.
+NOT_RUN = {"ran": False}
+
+
+def record_not_run(
+    job: Job, status: str, reason: str, message: TaskMessage | None, **fields
+) -> JobExecution:
+    """Record a fire time a worker received but did not run (missed, skipped), and the
+    task result of its message; inside the caller's transaction."""
+    now = timezone.now()
+    execution = sql.row_insert(
+        JobExecution(
+            job=job,
+            job_name=job.name,
+            task=job.task,
+            status=status,
+            reason=reason[:500],
+            started_at=now,
+            finished_at=now,
+            **fields,
+        )
+    )
+    if message is not None:
+        task_result_record(message=message, result=NOT_RUN, started_at=now)
+    stats.stats_record(execution=execution)
+    logger.info("Job %s %s: %s", job.name, status, reason)
+    announce(execution)
+    return execution
+
+
+@transaction.atomic
+def execution_reap_lost(*, job: Job | None = None) -> int:
+    """Mark running rows whose lease expired as lost (their worker died); return how many."""
+    stale = JobExecution.objects.filter(
+        status=ExecutionStatus.RUNNING, lease_until__lt=timezone.now()
+    )
+    if job is not None:
+        stale = stale.filter(job=job)
+    lost = list(stale.select_related("job"))
+    for execution in lost:
+        execution.status = ExecutionStatus.LOST
+        execution.finished_at = execution.lease_until
+        execution.reason = "The worker stopped renewing the run's lease (killed or cut off)."
+        execution.save(update_fields=["status", "finished_at", "reason"])
+        stats.stats_record(execution=execution)
+        announce(execution)
+    return len(lost)
+
+
+def execution_record_missed(*, job: Job, fire_times: list[dt.datetime], reason: str) -> int:
+    """Record fire times beat did not send (it was down, or they were coalesced); a fire
+    time already on record is left as it is. Return how many were recorded."""
+    if not fire_times:
+        return 0
+    now = timezone.now()
+    recorded = set(
+        JobExecution.objects.filter(
+            job=job,
+            trigger=ExecutionTrigger.SCHEDULE,
+            attempt=0,
+            scheduled_at__in=fire_times,
+        ).values_list("scheduled_at", flat=True)
+    )
+    new = [
+        JobExecution(
+            job=job,
+            job_name=job.name,
+            task=job.task,
+            trigger=ExecutionTrigger.SCHEDULE,
+            status=ExecutionStatus.MISSED,
+            scheduled_at=fire_time,
+            started_at=now,
+            finished_at=now,
+            reason=reason[:500],
+        )
+        for fire_time in fire_times
+        if fire_time not in recorded
+    ]
+    with transaction.atomic():
+        JobExecution.objects.bulk_create(new, ignore_conflicts=True)
+        for execution in new:
+            stats.stats_record(execution=execution)
+            announce(execution)
+    logger.warning("Job %s: %d fire time(s) missed: %s", job.name, len(fire_times), reason)
+    return len(new)

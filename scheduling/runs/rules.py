@@ -1,0 +1,195 @@
+"""The rules that decide a fire time's fate, as pure functions: nothing here reads or
+writes the database.
+
+Beat and the worker apply the same misfire rule (a fire time whose start would be later
+than its misfire grace is *missed*) at two moments:
+
+- beat, before it sends (:func:`plan_next`): fire times it could not send in time (it
+  was down, or behind) are recorded as missed, and with coalesce on, only the newest of
+  those still within the grace is sent;
+- the worker, when the message arrives (:func:`decide`): the run starts, or is recorded
+  as missed (late, or coalesced into a run that already covered it) or skipped (max
+  instances). :data:`STARTS_WHERE` is the same decision as a SQL condition, so the worker
+  can start a run in one statement; a test checks that the two agree.
+"""
+
+import dataclasses
+import datetime as dt
+import logging
+from typing import Any
+
+from scheduling.models import ExecutionStatus, ExecutionTrigger, Job, JobExecution
+
+logger = logging.getLogger(__name__)
+
+# Most fire times walked through to find the newest one due (coalescing).
+CATCH_UP_LIMIT = 100_000
+
+
+def lateness(
+    *,
+    trigger: str,
+    scheduled_at: dt.datetime | None,
+    jitter: float | None,
+    attempt: int,
+    now: dt.datetime,
+) -> float | None:
+    """Seconds from a fire time plus its jitter to ``now``; ``None`` for a run the
+    misfire rule does not apply to (one not sent by the schedule, or a retry)."""
+    if trigger != ExecutionTrigger.SCHEDULE or scheduled_at is None or attempt > 0:
+        return None
+    return (now - scheduled_at).total_seconds() - (jitter or 0)
+
+
+def misfired(job: Job, late: float | None) -> bool:
+    """The misfire rule: a run this late (:func:`lateness`) is past the job's grace."""
+    return late is not None and late > job.misfire_grace_time
+
+
+def oldest_allowed(job: Job, now: dt.datetime) -> dt.datetime:
+    """The oldest fire time of ``job`` that beat may still send at ``now``: any older one
+    is :func:`misfired` even with the largest jitter it may have drawn."""
+    return now - dt.timedelta(seconds=job.misfire_grace_time + job.jitter)
+
+
+@dataclasses.dataclass(frozen=True)
+class Decision:
+    """What the rules say of a run about to start: ``RUNNING`` (start it), or the status
+    it is recorded with instead (``MISSED``, ``SKIPPED``) and why."""
+
+    status: ExecutionStatus
+    reason: str = ""
+
+    @property
+    def starts(self) -> bool:
+        return self.status == ExecutionStatus.RUNNING
+
+
+def decide(
+    job: Job, *, scheduled_at: dt.datetime | None, late: float | None, live: int
+) -> Decision:
+    """Start, miss, coalesce or skip a run that is ``late`` (:func:`lateness`) while
+    ``live`` runs of ``job`` hold a live lease, in this order:
+
+    1. **misfire**: past the grace → missed;
+    2. **coalesce**: a fire time already covered by a run (``coalesced_until``) → missed;
+    3. **max instances**: ``live`` at the limit → skipped;
+    4. otherwise it starts.
+    """
+    if late is not None:
+        if misfired(job, late):
+            return Decision(
+                ExecutionStatus.MISSED,
+                f"Started {late:.1f}s after its fire time; the grace is {job.misfire_grace_time}s.",
+            )
+        if covered(job, scheduled_at):
+            return Decision(
+                ExecutionStatus.MISSED,
+                f"Coalesced into the run that covered fire times up to "
+                f"{job.coalesced_until.isoformat()}.",
+            )
+    if live >= job.max_instances:
+        return Decision(
+            ExecutionStatus.SKIPPED,
+            f"{live} run(s) still going; max instances is {job.max_instances}.",
+        )
+    return Decision(ExecutionStatus.RUNNING)
+
+
+def covered(job: Job, scheduled_at: dt.datetime | None) -> bool:
+    """Whether a coalescing job's run already covered the fire time ``scheduled_at``."""
+    return bool(
+        job.coalesce
+        and job.coalesced_until
+        and scheduled_at is not None
+        and scheduled_at <= job.coalesced_until
+    )
+
+
+_EXECUTIONS = JobExecution._meta.db_table
+
+#: A run holds a live lease (counts against max instances) while it is running and its
+#: lease has not expired; parameters: :func:`live_params`.
+LIVE_SQL = "status = %s AND lease_until >= %s"
+
+
+def live_params(now_in_db: Any) -> list[Any]:
+    """The parameters of :data:`LIVE_SQL` at ``now_in_db`` (a time adapted for the
+    database, as ``connection.ops.adapt_datetimefield_value`` gives it)."""
+    return [ExecutionStatus.RUNNING, now_in_db]
+
+
+#: :func:`decide` says "start", as a condition on the job's row (aliased ``j``);
+#: parameters: :func:`starts_params`.
+STARTS_WHERE = f"""
+    (CAST(%s AS DOUBLE PRECISION) IS NULL OR (
+        %s <= j.misfire_grace_time
+        AND NOT (j.coalesce AND j.coalesced_until IS NOT NULL AND %s <= j.coalesced_until)))
+    AND (SELECT COUNT(*) FROM {_EXECUTIONS} WHERE job_id = j.id AND {LIVE_SQL}) < j.max_instances
+"""
+
+
+def starts_params(*, late: float | None, scheduled_at_in_db: Any, now_in_db: Any) -> list[Any]:
+    """The parameters of :data:`STARTS_WHERE` (times adapted for the database)."""
+    return [late, late, scheduled_at_in_db, *live_params(now_in_db)]
+
+
+def latest_due_fire_time(job: Job, scheduled_at: dt.datetime, now: dt.datetime) -> dt.datetime:
+    """The newest fire time of ``job`` at or before ``now`` (at least ``scheduled_at``):
+    what a coalescing run covers."""
+    latest = scheduled_at
+    try:
+        trigger = job.trigger()
+    except ValueError:
+        return latest
+    for _ in range(CATCH_UP_LIMIT):
+        following = trigger.next_after(latest)
+        if following is None or following > now:
+            break
+        latest = following
+    return latest
+
+
+def plan_next(
+    job: Job,
+    trigger: Any,
+    candidate: dt.datetime | None,
+    now: dt.datetime,
+    *,
+    record_limit: int,
+) -> tuple[dt.datetime | None, list[dt.datetime], list[dt.datetime]]:
+    """Beat's side of the rules: which fire time of a due ``job`` to send now, starting
+    from ``candidate`` (the first not sent).
+
+    Returns ``(next, missed, coalesced)``: fire times older than :func:`oldest_allowed`
+    are *missed* (at most ``record_limit`` listed; beyond that beat jumps to the first
+    fire time within the grace); with coalesce on, the due fire times within the grace
+    but the newest are *coalesced*.
+    """
+    oldest = oldest_allowed(job, now)
+    missed: list[dt.datetime] = []
+    unlisted = 0
+    fire = candidate
+    while fire is not None and fire < oldest:
+        if len(missed) < record_limit:
+            missed.append(fire)
+            fire = trigger.next_after(fire)
+        else:
+            unlisted += 1
+            fire = trigger.next_after(oldest - dt.timedelta(microseconds=1))
+    if unlisted:
+        logger.warning(
+            "Job %s: more than %d fire times missed; only %d recorded",
+            job,
+            record_limit,
+            record_limit,
+        )
+    coalesced: list[dt.datetime] = []
+    if job.coalesce and fire is not None and fire <= now:
+        for _ in range(CATCH_UP_LIMIT):
+            following = trigger.next_after(fire)
+            if following is None or following > now:
+                break
+            coalesced.append(fire)
+            fire = following
+    return fire, missed, coalesced
