@@ -21,8 +21,12 @@ def env_bool(name: str, default: bool) -> bool:
     return value.strip().lower() in {"1", "true", "yes", "on"}
 
 
+def comma_list(value: str) -> list[str]:
+    return [item.strip() for item in value.split(",") if item.strip()]
+
+
 def env_list(name: str, default: str = "") -> list[str]:
-    return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
+    return comma_list(os.environ.get(name, default))
 
 
 # Runtime files (SQLite database, filesystem broker folders, backups) live here.
@@ -208,20 +212,25 @@ CELERY_TASK_SEND_SENT_EVENT = True
 CELERY_BEAT_SCHEDULER = "scheduling.scheduler:JobScheduler"
 
 # --- scheduling app -----------------------------------------------------------------------
-# Read through scheduling.conf.get(); the defaults live there.
+# Every default lives in scheduling/conf.py; here only what the environment sets overrides it.
+_SCHEDULING_FROM_ENVIRONMENT = {
+    "DEFAULT_TIMEZONE": ("SCHEDULING_DEFAULT_TIMEZONE", str),
+    "EXTRA_JOB_MODULES": ("SCHEDULING_EXTRA_JOB_MODULES", comma_list),
+    "FLOWER_URL": ("FLOWER_URL", str),
+    "BACKUP_DIR": ("SCHEDULING_BACKUP_DIR", str),
+    "EXECUTION_RETENTION_DAYS": ("SCHEDULING_RETENTION_DAYS", int),
+    "KEEP_LAST_RUNS": ("SCHEDULING_KEEP_LAST_RUNS", int),
+    "LEASE_SECONDS": ("SCHEDULING_LEASE_SECONDS", float),
+    "BEAT_LEASE_SECONDS": ("SCHEDULING_BEAT_LEASE_SECONDS", float),
+    "BEAT_POLL_INTERVAL": ("SCHEDULING_BEAT_POLL_INTERVAL", float),
+    "SLOW_THRESHOLD": ("SCHEDULING_SLOW_THRESHOLD", float),
+    "METRICS_TOKEN": ("SCHEDULING_METRICS_TOKEN", str),
+    "DEADMAN_CHECK_INTERVAL": ("SCHEDULING_DEADMAN_CHECK_INTERVAL", float),
+}
 SCHEDULING = {
-    "DEFAULT_TIMEZONE": os.environ.get("SCHEDULING_DEFAULT_TIMEZONE", TIME_ZONE),
-    "EXTRA_JOB_MODULES": env_list("SCHEDULING_EXTRA_JOB_MODULES"),
-    "FLOWER_URL": os.environ.get("FLOWER_URL", "http://127.0.0.1:5555/"),
-    "BACKUP_DIR": os.environ.get("SCHEDULING_BACKUP_DIR") or str(VAR_DIR / "backups"),
-    "EXECUTION_RETENTION_DAYS": int(os.environ.get("SCHEDULING_RETENTION_DAYS", "30")),
-    "KEEP_LAST_RUNS": int(os.environ.get("SCHEDULING_KEEP_LAST_RUNS", "100")),
-    "LEASE_SECONDS": float(os.environ.get("SCHEDULING_LEASE_SECONDS", "30")),
-    "BEAT_LEASE_SECONDS": float(os.environ.get("SCHEDULING_BEAT_LEASE_SECONDS", "5")),
-    "BEAT_POLL_INTERVAL": float(os.environ.get("SCHEDULING_BEAT_POLL_INTERVAL", "1")),
-    "SLOW_THRESHOLD": float(os.environ.get("SCHEDULING_SLOW_THRESHOLD", "60")),
-    "METRICS_TOKEN": os.environ.get("SCHEDULING_METRICS_TOKEN") or None,
-    "DEADMAN_CHECK_INTERVAL": float(os.environ.get("SCHEDULING_DEADMAN_CHECK_INTERVAL", "60")),
+    name: read(os.environ[variable])
+    for name, (variable, read) in _SCHEDULING_FROM_ENVIRONMENT.items()
+    if os.environ.get(variable)
 }
 
 # Alert e-mails: https://docs.djangoproject.com/en/5.2/topics/email/

@@ -87,22 +87,7 @@ class JobAdminForm(forms.ModelForm):
 
     class Meta:
         model = Job
-        fields = (
-            "name",
-            "title",
-            "description",
-            "task",
-            "args",
-            "kwargs",
-            "enabled",
-            "trigger_type",
-            "timezone",
-            "cron_expression",
-            "interval_every",
-            "interval_period",
-            "run_at",
-            *Job.OPTION_FIELDS,
-        )
+        fields = Job.EDITABLE_FIELDS
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -160,9 +145,7 @@ class JobAdmin(admin.ModelAdmin):
     list_filter = ("enabled", "trigger_type", "group", "last_status", "task")
     search_fields = ("name", "description", "task", "group")
     actions = ("pause_jobs", "resume_jobs", "run_jobs_now")
-    readonly_fields = (
-        "recent_changes",
-        "schedule_preview",
+    status_fields = (
         "next_run_at",
         "last_run_at",
         "last_status",
@@ -171,6 +154,7 @@ class JobAdmin(admin.ModelAdmin):
         "created_at",
         "updated_at",
     )
+    readonly_fields = ("recent_changes", "schedule_preview", *status_fields)
     fieldsets = (
         (
             None,
@@ -225,20 +209,7 @@ class JobAdmin(admin.ModelAdmin):
                 )
             },
         ),
-        (
-            _("Status"),
-            {
-                "fields": (
-                    "next_run_at",
-                    "last_run_at",
-                    "last_status",
-                    "last_duration",
-                    "total_run_count",
-                    "created_at",
-                    "updated_at",
-                )
-            },
-        ),
+        (_("Status"), {"fields": status_fields}),
         (_("Audit trail"), {"fields": ("recent_changes",), "classes": ("collapse",)}),
     )
 

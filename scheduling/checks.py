@@ -1,4 +1,4 @@
-"""System checks: the beat scheduler setting and the stored jobs' tasks."""
+"""System checks: the beat scheduler setting."""
 
 from django.conf import settings
 from django.core.checks import Warning, register

@@ -1,16 +1,19 @@
-"""App settings: defaults here, overrides in ``settings.SCHEDULING``; read them with :func:`get`."""
+"""App settings: every default is here, ``settings.SCHEDULING`` overrides any of them;
+read them with :func:`get`."""
 
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from django.conf import settings
 
 DEFAULTS: dict[str, Any] = {
-    # Timezone of a new job when none is given.
-    "DEFAULT_TIMEZONE": "Asia/Shanghai",
+    # Timezone of a new job when none is given (None: the project's TIME_ZONE).
+    "DEFAULT_TIMEZONE": None,
     # Modules imported at start-up (besides every installed app's ``jobs`` module)
     # whose @job_task functions become runnable jobs.
     "EXTRA_JOB_MODULES": [],
-    # Per-job defaults from the guide's APScheduler job_defaults.
+    # Per-job defaults (APScheduler's job_defaults in the seed design).
     "DEFAULT_COALESCE": False,
     "DEFAULT_MAX_INSTANCES": 3,
     "DEFAULT_MISFIRE_GRACE_TIME": 15,
@@ -38,7 +41,7 @@ DEFAULTS: dict[str, Any] = {
     "KEEP_LAST_RUNS": 100,
     "CLEANUP_BATCH_SIZE": 1000,
     "BACKUP_RETENTION_DAYS": 30,
-    # Maintenance: backup (folder defaults to VAR_DIR/backups).
+    # Maintenance: backup (None: the folder "backups" in the project's VAR_DIR).
     "BACKUP_DIR": None,
     "BACKUP_KEEP": 14,
     "BACKUP_HISTORY_DAYS": 7,
@@ -62,9 +65,17 @@ DEFAULTS: dict[str, Any] = {
 }
 
 
+# Defaults that follow a project setting, for the settings whose default above is None.
+_FROM_PROJECT: dict[str, Callable[[], Any]] = {
+    "DEFAULT_TIMEZONE": lambda: settings.TIME_ZONE,
+    "BACKUP_DIR": lambda: Path(getattr(settings, "VAR_DIR", Path.cwd() / "var")) / "backups",
+}
+
+
 def get(name: str) -> Any:
     """Return the app setting ``name``: ``settings.SCHEDULING[name]`` or its default."""
     overrides = getattr(settings, "SCHEDULING", {})
-    if name in overrides:
-        return overrides[name]
-    return DEFAULTS[name]
+    value = overrides[name] if name in overrides else DEFAULTS[name]
+    if value is None and name in _FROM_PROJECT:
+        return _FROM_PROJECT[name]()
+    return value

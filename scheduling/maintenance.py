@@ -24,7 +24,7 @@ from scheduling.models import BeatHeartbeat, Job, JobExecution, TriggerType
 
 
 def backup_dir() -> Path:
-    return Path(conf.get("BACKUP_DIR") or settings.VAR_DIR / "backups")
+    return Path(conf.get("BACKUP_DIR"))
 
 
 def _delete_in_batches(queryset: QuerySet, batch_size: int) -> int:

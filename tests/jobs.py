@@ -1,4 +1,5 @@
-"""Job tasks that only the tests register (via SCHEDULING_EXTRA_JOB_MODULES)."""
+"""Job tasks that only the tests register (imported by tests/conftest.py, and by the
+processes the end-to-end tests start through SCHEDULING_EXTRA_JOB_MODULES)."""
 
 import time
 from pathlib import Path

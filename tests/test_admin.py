@@ -5,7 +5,7 @@ from django.contrib.auth.models import Permission
 from django.urls import reverse
 
 from scheduling.models import Job
-from tests.factories import make_job
+from tests.factories import make_finished_run, make_job
 
 pytestmark = pytest.mark.django_db
 
@@ -48,8 +48,8 @@ def form_data(**overrides):
     return data
 
 
-def test_create_a_cron_job_with_seconds(admin_client_logged_in):
-    response = admin_client_logged_in.post(ADD_URL, form_data(cron_expression="*/10 * * * * *"))
+def test_create_a_cron_job_with_seconds(admin_client):
+    response = admin_client.post(ADD_URL, form_data(cron_expression="*/10 * * * * *"))
     assert response.status_code == 302, response.content
     job = Job.objects.get(name="from-admin")
     assert job.cron_expression == "*/10 * * * * *"
@@ -68,50 +68,48 @@ def test_create_a_cron_job_with_seconds(admin_client_logged_in):
         ({"trigger_type": "interval"}, "at least 1"),
     ],
 )
-def test_bad_input_shows_an_error_and_saves_nothing(admin_client_logged_in, overrides, message):
-    response = admin_client_logged_in.post(ADD_URL, form_data(**overrides))
+def test_bad_input_shows_an_error_and_saves_nothing(admin_client, overrides, message):
+    response = admin_client.post(ADD_URL, form_data(**overrides))
     assert response.status_code == 200
     assert message in response.content.decode()
     assert not Job.objects.exists()
 
 
-def test_change_page_shows_the_trigger_in_words_and_next_runs(admin_client_logged_in):
+def test_change_page_shows_the_trigger_in_words_and_next_runs(admin_client):
     job = make_job(cron_expression="0 */5 * * * *")
-    page = admin_client_logged_in.get(reverse("admin:scheduling_job_change", args=[job.pk]))
+    page = admin_client.get(reverse("admin:scheduling_job_change", args=[job.pk]))
     html = page.content.decode()
     assert "Every 5 minutes (Asia/Shanghai)" in html
     preview = html[html.index('id="schedule-preview"') :]
     assert preview[: preview.index("</ol>")].count("<li>") == 5
 
 
-def test_changelist_shows_trigger_next_run_and_last_outcome(admin_client_logged_in):
+def test_changelist_shows_trigger_next_run_and_last_outcome(admin_client):
     make_job(name="listed", cron_expression="0 0 9 * * 1")
-    html = admin_client_logged_in.get(reverse("admin:scheduling_job_changelist")).content.decode()
+    html = admin_client.get(reverse("admin:scheduling_job_changelist")).content.decode()
     assert "listed" in html and "only on Monday" in html
     assert "history" in html
 
 
-def test_preview_endpoint_explains_or_names_the_error(admin_client_logged_in):
+def test_preview_endpoint_explains_or_names_the_error(admin_client):
     url = reverse("admin:scheduling_job_preview")
-    ok = admin_client_logged_in.get(
+    ok = admin_client.get(
         url, {"trigger_type": "cron", "cron_expression": "*/1 * * * * *", "timezone": "UTC"}
     ).json()
     assert ok["description"] == "Every second (UTC)"
     assert len(ok["next_runs"]) == 5
-    bad = admin_client_logged_in.get(
-        url, {"trigger_type": "cron", "cron_expression": "0 0 25 * * *"}
-    )
+    bad = admin_client.get(url, {"trigger_type": "cron", "cron_expression": "0 0 25 * * *"})
     assert bad.status_code == 400
     assert "hour field '25'" in bad.json()["error"]
 
 
-def test_pause_and_resume_actions(admin_client_logged_in):
+def test_pause_and_resume_actions(admin_client):
     job = make_job()
     url = reverse("admin:scheduling_job_changelist")
-    admin_client_logged_in.post(url, {"action": "pause_jobs", "_selected_action": [job.pk]})
+    admin_client.post(url, {"action": "pause_jobs", "_selected_action": [job.pk]})
     job.refresh_from_db()
     assert not job.enabled and job.next_run_at is None
-    admin_client_logged_in.post(url, {"action": "resume_jobs", "_selected_action": [job.pk]})
+    admin_client.post(url, {"action": "resume_jobs", "_selected_action": [job.pk]})
     job.refresh_from_db()
     assert job.enabled and job.next_run_at is not None
 
@@ -136,13 +134,13 @@ def test_actions_need_their_permissions(client, django_user_model):
     assert "pause_jobs" in client.get(url).content.decode()
 
 
-def test_executions_are_read_only(admin_client_logged_in):
-    response = admin_client_logged_in.get(reverse("admin:scheduling_jobexecution_add"))
+def test_executions_are_read_only(admin_client):
+    response = admin_client.get(reverse("admin:scheduling_jobexecution_add"))
     assert response.status_code == 403
 
 
-def test_run_at_is_read_in_the_jobs_timezone(admin_client_logged_in):
-    response = admin_client_logged_in.post(
+def test_run_at_is_read_in_the_jobs_timezone(admin_client):
+    response = admin_client.post(
         ADD_URL,
         form_data(
             trigger_type="date",
@@ -155,18 +153,18 @@ def test_run_at_is_read_in_the_jobs_timezone(admin_client_logged_in):
     assert response.status_code == 302, response.content.decode()[:2000]
     job = Job.objects.get(name="from-admin")
     assert job.run_at.isoformat() == "2099-01-01T08:00:00+00:00"
-    page = admin_client_logged_in.get(reverse("admin:scheduling_job_change", args=[job.pk]))
+    page = admin_client.get(reverse("admin:scheduling_job_change", args=[job.pk]))
     assert 'value="09:00:00"' in page.content.decode()
 
 
-def test_pausing_a_broken_job_from_the_admin_works(admin_client_logged_in):
+def test_pausing_a_broken_job_from_the_admin_works(admin_client):
     job = make_job()
     Job.objects.filter(pk=job.pk).update(task="gone.task")
     url = reverse("admin:scheduling_job_changelist")
-    admin_client_logged_in.post(url, {"action": "pause_jobs", "_selected_action": [job.pk]})
+    admin_client.post(url, {"action": "pause_jobs", "_selected_action": [job.pk]})
     job.refresh_from_db()
     assert not job.enabled
-    response = admin_client_logged_in.post(
+    response = admin_client.post(
         url, {"action": "resume_jobs", "_selected_action": [job.pk]}, follow=True
     )
     assert "gone.task" in response.content.decode()
@@ -183,3 +181,18 @@ def test_enabled_needs_the_pause_permission(client, django_user_model):
     job = make_job()
     page = client.get(reverse("admin:scheduling_job_change", args=[job.pk])).content.decode()
     assert 'name="enabled"' not in page
+
+
+def test_dashboard_draws_its_charts(admin_client):
+    job = make_job(name="charted")
+    for duration in (1, 2, 3):
+        make_finished_run(job, duration)
+    make_finished_run(job, 4, status="failure")
+    html = admin_client.get(
+        reverse("admin:scheduling_dashboard"), {"job": "charted"}
+    ).content.decode()
+    for section in ("slowest", "outcomes", "durations", "upcoming"):
+        assert f'id="{section}"' in html
+    assert html.count("<svg") >= 3
+    assert "charted" in html and 'id="job-stats"' in html
+    assert "cdn" not in html.lower()

@@ -7,7 +7,7 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from scheduling.models import Job
-from tests.factories import make_job
+from tests.factories import make_finished_run, make_job
 
 pytestmark = pytest.mark.django_db
 
@@ -79,7 +79,10 @@ def test_modify_pause_resume_remove():
             ["add", "x", "--task", "demo.echo", "--at", "tomorrow"],
             "--at 'tomorrow' is not a date-time",
         ),
-        (["add", "x", "--task", "demo.echo", "--delay", "-1"], "delay_seconds: The delay must not be negative"),
+        (
+            ["add", "x", "--task", "demo.echo", "--delay", "-1"],
+            "delay_seconds: The delay must not be negative",
+        ),
         (["modify", "existing"], "nothing to change"),
         (["import", "/nonexistent.json"], "cannot read /nonexistent.json"),
     ],
@@ -152,3 +155,15 @@ def test_help_of_each_action_has_examples():
     assert set(subparsers) == set(EXAMPLES)
     for name, sub in subparsers.items():
         assert "examples:" in sub.format_help(), name
+
+
+def test_stats_and_slow_commands(settings):
+    settings.SCHEDULING = {**settings.SCHEDULING, "SLOW_THRESHOLD": 2}
+    job = make_job(name="cmd-stats")
+    make_finished_run(job, 3)
+    out = io.StringIO()
+    call_command("jobs", "stats", "cmd-stats", "--json", stdout=out)
+    assert json.loads(out.getvalue())[0]["runs"] == 1
+    out = io.StringIO()
+    call_command("jobs", "slow", "--window", "week", stdout=out)
+    assert "cmd-stats" in out.getvalue()

@@ -34,9 +34,9 @@ def test_every_marked_string_has_a_chinese_translation():
 
 
 @pytest.mark.django_db
-def test_admin_pages_are_in_chinese_when_the_browser_asks(admin_client_logged_in):
+def test_admin_pages_are_in_chinese_when_the_browser_asks(admin_client):
     make_job(name="nightly", cron_expression="0 0 9 * * 1")
-    page = admin_client_logged_in.get(
+    page = admin_client.get(
         reverse("admin:scheduling_job_changelist"), HTTP_ACCEPT_LANGUAGE="zh-Hans"
     ).content.decode()
     assert "定时任务" in page

@@ -583,9 +583,9 @@ def _post_a_new_job(client, **overrides):
 @pytest.mark.django_db
 @DB
 @given(field=st.sampled_from(ADMIN_FIELDS), value=field_text)
-def test_admin_form_shows_errors_for_any_text_and_never_fails(admin_client_logged_in, field, value):
+def test_admin_form_shows_errors_for_any_text_and_never_fails(admin_client, field, value):
     with rolled_back():
-        _post_a_new_job(admin_client_logged_in, **{field: value})
+        _post_a_new_job(admin_client, **{field: value})
 
 
 @pytest.mark.django_db
@@ -597,12 +597,10 @@ def test_admin_form_shows_errors_for_any_text_and_never_fails(admin_client_logge
     time=st.times(),
     timezone=st.sampled_from(["Asia/Shanghai", "UTC", "America/New_York", "Pacific/Kiritimati"]),
 )
-def test_admin_form_run_at_anywhere_in_the_calendar_never_fails(
-    admin_client_logged_in, date, time, timezone
-):
+def test_admin_form_run_at_anywhere_in_the_calendar_never_fails(admin_client, date, time, timezone):
     with rolled_back():
         _post_a_new_job(
-            admin_client_logged_in,
+            admin_client,
             timezone=timezone,
             run_at_0=date.isoformat(),
             run_at_1=time.isoformat(timespec="seconds"),

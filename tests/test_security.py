@@ -60,12 +60,12 @@ def test_production_refuses_the_default_secret_key(tmp_path):
 
 
 @pytest.mark.django_db
-def test_secrets_are_masked_in_the_admin_and_kept_on_save(admin_client_logged_in):
+def test_secrets_are_masked_in_the_admin_and_kept_on_save(admin_client):
     job = make_job(
         name="db-sync", kwargs={"db_password": "hunter2", "api_key": "k-123", "table": "t"}
     )
     url = reverse("admin:scheduling_job_change", args=[job.pk])
-    page = admin_client_logged_in.get(url).content.decode()
+    page = admin_client.get(url).content.decode()
     assert "hunter2" not in page and "k-123" not in page
     assert MASK in page and "&quot;t&quot;" in page
     from tests.test_admin import form_data
@@ -75,7 +75,7 @@ def test_secrets_are_masked_in_the_admin_and_kept_on_save(admin_client_logged_in
         cron_expression="0 0 * * * *",
         kwargs=json.dumps({"db_password": MASK, "api_key": MASK, "table": "u"}),
     )
-    assert admin_client_logged_in.post(url, data).status_code == 302
+    assert admin_client.post(url, data).status_code == 302
     job.refresh_from_db()
     assert job.kwargs == {"db_password": "hunter2", "api_key": "k-123", "table": "u"}
 

@@ -7,9 +7,9 @@ import pytest
 from django.core.exceptions import ValidationError
 from django.utils import timezone
 
-from scheduling import registry, runs, selectors, services
+from scheduling import selectors, services
 from scheduling.models import Job, JobExecution
-from tests.factories import make_job, make_running
+from tests.factories import make_job
 
 pytestmark = pytest.mark.django_db
 
@@ -157,40 +157,6 @@ def test_run_now_refuses_an_unregistered_task():
         services.job_run_now(job=job)
 
 
-def test_execution_run_records_success_with_timings():
-    job = make_job(task="demo.sleep", kwargs={"seconds": 0.05})
-    value = runs.execution_run(
-        job_id=job.pk, trigger="manual", scheduled_at=timezone.now(), task_id="t-1", worker="here"
-    )
-    run = JobExecution.objects.get(job=job)
-    assert value == 0.05
-    assert run.status == "success" and run.duration >= 0.05
-    assert run.finished_at > run.started_at
-    assert (run.worker, run.task_result_id, run.result) == ("here", "t-1", "0.05")
-    job.refresh_from_db()
-    assert (job.last_status, job.total_run_count) == ("success", 1)
-
-
-def test_execution_run_records_failure_and_reraises():
-    job = make_job(task="demo.fail")
-    with pytest.raises(RuntimeError):
-        runs.execution_run(
-            job_id=job.pk, trigger="manual", scheduled_at=None, task_id=None, worker=""
-        )
-    run = JobExecution.objects.get(job=job)
-    assert run.status == "failure"
-    assert run.exception == "RuntimeError: This job failed on purpose."
-    assert "raise RuntimeError" in run.traceback
-
-
-def test_execution_run_of_an_async_function():
-    job = make_job(task="demo.async_sleep", kwargs={"seconds": 0.01})
-    value = runs.execution_run(
-        job_id=job.pk, trigger="manual", scheduled_at=None, task_id=None, worker=""
-    )
-    assert value["async"] is True
-
-
 def test_grace_of_zero_is_refused():
     with pytest.raises(ValidationError) as caught:
         make_job(misfire_grace_time=0)
@@ -212,51 +178,3 @@ def test_a_broken_job_can_still_be_paused():
     assert not job.enabled and job.next_run_at is None
     with pytest.raises(ValidationError):
         services.job_resume(job=job)
-
-
-def test_coalesce_is_not_claimed_by_a_run_that_was_skipped():
-    job = make_job(cron_expression="*/1 * * * * *", coalesce=True, max_instances=1)
-    now = make_running(job).started_at
-    fire = now.replace(microsecond=0) - dt.timedelta(seconds=1)
-    started = runs.execution_start(
-        job_id=job.pk,
-        trigger="schedule",
-        scheduled_at=fire,
-        jitter=0,
-        attempt=0,
-        task_id="t",
-        worker="w",
-    )
-    assert started is None
-    assert JobExecution.objects.get(scheduled_at=fire).status == "skipped"
-    job.refresh_from_db()
-    assert job.coalesced_until is None
-
-
-def test_a_run_whose_lease_expired_is_lost_and_frees_its_slot():
-    job = make_job(cron_expression="*/1 * * * * *", max_instances=1)
-    past = timezone.now() - dt.timedelta(seconds=60)
-    dead = make_running(job, started_at=past)
-    started = runs.execution_start(
-        job_id=job.pk,
-        trigger="manual",
-        scheduled_at=timezone.now(),
-        jitter=0,
-        attempt=0,
-        task_id="t2",
-        worker="w",
-    )
-    assert started is not None and started.status == "running"
-    dead.refresh_from_db()
-    assert dead.status == "lost" and dead.finished_at == dead.lease_until
-
-
-def test_the_same_fire_time_delivered_twice_runs_once():
-    job = make_job(cron_expression="*/1 * * * * *")
-    fire = timezone.now().replace(microsecond=0)
-    kwargs = dict(
-        job_id=job.pk, trigger="schedule", scheduled_at=fire, jitter=0, attempt=0, worker="w"
-    )
-    assert runs.execution_start(task_id="a", **kwargs) is not None
-    assert runs.execution_start(task_id="b", **kwargs) is None
-    assert JobExecution.objects.filter(job=job).count() == 1

@@ -103,15 +103,14 @@ def execution_start(
     the run does not start (missed, skipped; a duplicate's only if it has none yet).
     """
     run = dict(
-        job_id=job_id,
         trigger=trigger,
         scheduled_at=scheduled_at,
-        jitter=jitter,
-        task_id=task_id,
+        jitter=jitter or None,
         worker=worker,
+        task_result_id=task_id,
     )
     try:
-        started = _start_at_once(**run) if attempt == 0 else None
+        started = _start_at_once(job_id=job_id, **run) if attempt == 0 else None
         if started is not None and not rules.misfired(
             started.job, _lateness(started, timezone.now())
         ):
@@ -122,7 +121,7 @@ def execution_start(
                 # The start waited for the job's lock past the misfire grace: the full
                 # start, in the same transaction, records it as missed instead.
                 JobExecution.objects.filter(pk=started.pk).delete()
-            return _start_in_full(**run, attempt=attempt, message=message)
+            return _start_in_full(job_id=job_id, attempt=attempt, message=message, **run)
     except IntegrityError:
         duplicate = trigger == ExecutionTrigger.SCHEDULE and _recorded(
             job_id=job_id, scheduled_at=scheduled_at, attempt=attempt
@@ -145,28 +144,10 @@ def _lateness(execution: JobExecution, now: dt.datetime) -> float | None:
     )
 
 
-def _running_row(
-    *,
-    trigger: str,
-    scheduled_at: dt.datetime | None,
-    jitter: float,
-    attempt: int,
-    task_id: str | None,
-    worker: str,
-    now: dt.datetime,
-    **fields: Any,
-) -> JobExecution:
+def _running_row(now: dt.datetime, **fields: Any) -> JobExecution:
+    """A running row that starts at ``now`` with a fresh lease; ``fields`` are the run's."""
     return JobExecution(
-        status=ExecutionStatus.RUNNING,
-        started_at=now,
-        lease_until=now + lease_term(),
-        trigger=trigger,
-        scheduled_at=scheduled_at,
-        jitter=jitter or None,
-        attempt=attempt,
-        worker=worker,
-        task_result_id=task_id,
-        **fields,
+        status=ExecutionStatus.RUNNING, started_at=now, lease_until=now + lease_term(), **fields
     )
 
 
@@ -182,7 +163,7 @@ def _start_at_once(*, job_id: int, **run: Any) -> JobExecution | None:
     also marks the fire times it covers.
     """
     now = timezone.now()
-    execution = _running_row(job_id=job_id, attempt=0, now=now, **run)
+    execution = _running_row(now, job_id=job_id, attempt=0, **run)
     late = _lateness(execution, now)
     insert = sql.insert_select(
         execution,
@@ -226,9 +207,7 @@ def _start_in_full(
     if job is None:
         raise JobNotFoundError(f"Job {job_id} does not exist (removed before it ran).")
     now = timezone.now()
-    execution = _running_row(
-        job=job, job_name=job.name, task=job.task, attempt=attempt, now=now, **run
-    )
+    execution = _running_row(now, job=job, job_name=job.name, task=job.task, attempt=attempt, **run)
     decision = rules.decide(
         job, scheduled_at=execution.scheduled_at, late=_lateness(execution, now), live=live
     )

@@ -1,4 +1,6 @@
-"""Browser tests: register their marker (the project's marker list is in pyproject.toml)."""
+"""Browser tests: their marker, and the real processes of the end-to-end tests."""
+
+from tests.e2e.conftest import celery_processes  # noqa: F401
 
 
 def pytest_configure(config):

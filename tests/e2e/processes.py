@@ -39,6 +39,7 @@ class CeleryProcesses:
         self.env = {
             **os.environ,
             "DATABASE_URL": database_url(),
+            "SCHEDULING_EXTRA_JOB_MODULES": "tests.jobs",  # the test-only job tasks
             "PYTHONUNBUFFERED": "1",
             "C_FORCE_ROOT": "1",
         }

@@ -1,0 +1,148 @@
+"""The start of a run: the rules applied under the job's lock, duplicates, refusals."""
+
+import datetime as dt
+import threading
+from contextlib import contextmanager
+
+import pytest
+from django.db import connection, transaction
+from django.utils import timezone
+from django_celery_results.models import TaskResult
+
+from scheduling import runs
+from scheduling.models import Job, JobExecution
+from tests.factories import make_job, make_running, run_scheduled, sent_message
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def test_a_refused_start_writes_nothing_and_the_full_start_records_why():
+    job = make_job(task="demo.noop", max_instances=1, misfire_grace_time=5)
+    make_running(job)
+    run_scheduled(job)  # max instances reached
+    late = timezone.now() - dt.timedelta(seconds=30)
+    JobExecution.objects.filter(status="running").update(status="success", lease_until=None)
+    run_scheduled(job, fire_time=late)  # past its misfire grace
+    coalescing = make_job(task="demo.noop", coalesce=True)
+    run_scheduled(coalescing)  # the fast start never starts a coalescing job: the full start does
+    assert list(
+        JobExecution.objects.filter(job=job).order_by("pk").values_list("status", flat=True)
+    ) == ["success", "skipped", "missed"]
+    assert JobExecution.objects.get(job=coalescing).status == "success"
+    coalescing.refresh_from_db()
+    assert coalescing.coalesced_until is not None
+
+
+def test_a_fire_time_that_does_not_run_still_has_its_task_result():
+    job = make_job(task="demo.noop", misfire_grace_time=1)
+    sent = sent_message(job)
+    assert run_scheduled(job, fire_time=timezone.now() - dt.timedelta(minutes=1), sent=sent) == {
+        "ran": False
+    }
+    assert JobExecution.objects.get(job=job).status == "missed"
+    assert TaskResult.objects.get(task_id=sent.task_id).result == '{"ran": false}'
+
+
+def test_a_duplicate_message_is_dropped_and_leaves_the_first_result_alone():
+    job = make_job(task="demo.noop")
+    fire = timezone.now().replace(microsecond=0)
+    sent = sent_message(job)
+    run_scheduled(job, fire_time=fire, sent=sent)
+    # Delivered again (same task id), and once more under another id: neither runs.
+    assert run_scheduled(job, fire_time=fire, sent=sent) == {"ran": False}
+    other = sent_message(job)
+    assert run_scheduled(job, fire_time=fire, sent=other) == {"ran": False}
+    assert JobExecution.objects.filter(job=job).count() == 1
+    assert TaskResult.objects.get(task_id=sent.task_id).status == "SUCCESS"
+    assert TaskResult.objects.get(task_id=other.task_id).result == '{"ran": false}'
+
+
+def test_a_job_removed_before_its_run_fails_its_task():
+    job = make_job(task="demo.noop")
+    sent = sent_message(job)
+    Job.objects.filter(pk=job.pk).delete()
+    with pytest.raises(runs.JobNotFoundError):
+        run_scheduled(job, sent=sent)
+    assert TaskResult.objects.get(task_id=sent.task_id).status == "FAILURE"
+
+
+@contextmanager
+def job_locked_for(job: Job, seconds: float):
+    """Another transaction holds ``job``'s row lock for ``seconds`` from entering."""
+    locked, release = threading.Event(), threading.Event()
+
+    def hold_the_job_lock() -> None:
+        try:
+            with transaction.atomic():
+                Job.objects.select_for_update().get(pk=job.pk)
+                locked.set()
+                release.wait(10)
+        finally:
+            connection.close()
+
+    holder = threading.Thread(target=hold_the_job_lock)
+    holder.start()
+    timer = threading.Timer(seconds, release.set)
+    try:
+        assert locked.wait(10)
+        timer.start()
+        yield
+    finally:
+        timer.cancel()
+        release.set()
+        holder.join(10)
+
+
+def test_a_lease_that_expires_while_the_start_waits_for_the_job_lock_frees_its_slot():
+    # The lock and the count of running runs go to the database together; a lease that
+    # expired while the start waited for the lock (another transaction held the job's
+    # row) must count as expired, not as a run still going.
+    job = make_job(task="demo.noop", max_instances=1)
+    dead = make_running(job, worker="killed@test", lease=0.5)
+    with job_locked_for(job, 1.0):  # past the dead run's lease
+        run_scheduled(job)
+    dead.refresh_from_db()
+    assert dead.status == "lost"
+    assert JobExecution.objects.filter(job=job, status="success").count() == 1
+
+
+def test_a_start_that_waits_for_the_job_lock_past_its_grace_is_missed():
+    # The one-trip start sends the lateness measured before it waited for the lock.
+    job = make_job(task="demo.echo", args=["ran"], misfire_grace_time=1)
+    sent = sent_message(job)
+    with job_locked_for(job, 1.5):
+        value = run_scheduled(job, fire_time=timezone.now(), sent=sent)
+    assert value == {"ran": False}
+    execution = JobExecution.objects.get(job=job)
+    assert execution.status == "missed" and "the grace is 1s" in execution.reason
+    assert TaskResult.objects.get(task_id=sent.task_id).status == "SUCCESS"
+
+
+def test_coalesce_is_not_claimed_by_a_run_that_was_skipped():
+    job = make_job(cron_expression="*/1 * * * * *", coalesce=True, max_instances=1)
+    now = make_running(job).started_at
+    fire = now.replace(microsecond=0) - dt.timedelta(seconds=1)
+    started = runs.execution_start(
+        job_id=job.pk,
+        trigger="schedule",
+        scheduled_at=fire,
+        jitter=0,
+        attempt=0,
+        task_id="t",
+        worker="w",
+    )
+    assert started is None
+    assert JobExecution.objects.get(scheduled_at=fire).status == "skipped"
+    job.refresh_from_db()
+    assert job.coalesced_until is None
+
+
+def test_the_same_fire_time_delivered_twice_runs_once():
+    job = make_job(cron_expression="*/1 * * * * *")
+    fire = timezone.now().replace(microsecond=0)
+    kwargs = dict(
+        job_id=job.pk, trigger="schedule", scheduled_at=fire, jitter=0, attempt=0, worker="w"
+    )
+    assert runs.execution_start(task_id="a", **kwargs) is not None
+    assert runs.execution_start(task_id="b", **kwargs) is None
+    assert JobExecution.objects.filter(job=job).count() == 1
