@@ -203,7 +203,7 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = int(os.environ.get("CELERY_WORKER_PREFETCH_M
 # Worker processes keep their database connection for this many tasks: Celery's Django
 # fixup otherwise closes it before and after every task, and opening a PostgreSQL
 # connection costs more than recording a short run. A connection that fails is dropped
-# at once (scheduling.executions), so a database restart costs one re-queued run at most.
+# at once (scheduling.runs.run), so a database restart costs one re-queued run at most.
 # https://github.com/celery/celery/issues/4116 (read as CELERY_DB_REUSE_MAX by the fixup)
 CELERY_DB_REUSE_MAX = int(os.environ.get("CELERY_DB_REUSE_MAX", "1000"))
 # Task events feed Flower's live view (Flower also switches them on in workers it watches).

@@ -131,6 +131,8 @@ class JobAdminForm(forms.ModelForm):
 
 @admin.register(Job)
 class JobAdmin(admin.ModelAdmin):
+    """Jobs: the list an operator scans, the form with its live preview, the actions and the dashboard."""
+
     form = JobAdminForm
     list_display = (
         "name",
@@ -482,6 +484,8 @@ class EstimatedCountPaginator(Paginator):
 
 @admin.register(JobExecution)
 class JobExecutionAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    """Every run, read-only: filter by job, outcome, trigger and date."""
+
     paginator = EstimatedCountPaginator
     list_display = (
         "job_name",
@@ -544,6 +548,8 @@ class JobExecutionAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
 @admin.register(JobChange)
 class JobChangeAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    """The audit trail, read-only and never deleted from the admin."""
+
     list_display = ("at", "job_name", "action", "source", "actor", "summary")
     list_filter = ("action", "source", "job")
     search_fields = ("job_name", "actor")
@@ -559,6 +565,8 @@ class JobChangeAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
 @admin.register(Alert)
 class AlertAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    """Alerts and recovery notices, with how each delivery went."""
+
     list_display = ("created_at", "job_name", "kind", "state", "message", "delivered")
     list_filter = ("kind", "state", "job")
     search_fields = ("job_name", "message")

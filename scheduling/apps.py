@@ -5,6 +5,8 @@ from django.utils.translation import gettext_lazy as _
 
 
 class SchedulingConfig(AppConfig):
+    """The scheduling app."""
+
     name = "scheduling"
     verbose_name = _("Scheduled jobs")
     default_auto_field = "django.db.models.BigAutoField"

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class AuditContext:
+    """Who makes the job changes of a block, and through what."""
+
     source: str = "api"
     actor: str = ""
 

@@ -19,6 +19,8 @@ from kombu.utils.json import dumps
 
 
 class Channel(filesystem.Channel):
+    """kombu's filesystem channel, writing each message file whole."""
+
     def _put(self, queue, payload, **kwargs):
         name = f"{round(monotonic() * 1000)}_{uuid.uuid4()}.{queue}.msg"
         final = os.path.join(self.data_folder_out, name)
@@ -33,4 +35,6 @@ class Channel(filesystem.Channel):
 
 
 class Transport(filesystem.Transport):
+    """The embedded broker: kombu's filesystem transport with :class:`Channel`."""
+
     Channel = Channel

@@ -33,6 +33,8 @@ def queue_length(queue: str = "celery") -> int | None:
 
 
 class SchedulerCollector:
+    """Collects the metrics at scrape time (a Prometheus custom collector)."""
+
     def collect(self):
         sums = [
             "count",

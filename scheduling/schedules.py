@@ -29,6 +29,8 @@ _PROBE = ("0", "*", "*", "*", "*", "*")
 
 
 class Trigger(Protocol):
+    """Anything that answers ``next_after(moment)``: a cron, an interval or a date."""
+
     def next_after(self, moment: dt.datetime) -> dt.datetime | None: ...
 
 

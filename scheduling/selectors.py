@@ -169,6 +169,8 @@ def _percentiles(durations_qs, fractions: tuple[float, ...]) -> list[float | Non
         from django.db.models import Aggregate, FloatField
 
         class PercentileCont(Aggregate):
+            """PostgreSQL's ``percentile_cont`` ordered-set aggregate."""
+
             function = "percentile_cont"
             template = "%(function)s(%(fraction)s) WITHIN GROUP (ORDER BY %(expressions)s)"
             output_field = FloatField()

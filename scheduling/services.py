@@ -270,7 +270,7 @@ def job_dispatch(
     The message carries the job id, the fire time and the jitter applied; the worker
     reads everything else from the job row. Time limits travel as Celery options: the
     hard limit always, the soft one only for sync functions (an ``async def`` job gets
-    its soft limit inside its event loop, see :mod:`scheduling.executions`).
+    its soft limit inside its event loop, see :mod:`scheduling.runs.call`).
     """
     from scheduling.tasks import run_job
 

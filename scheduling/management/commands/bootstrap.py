@@ -43,6 +43,8 @@ DEMO_JOBS = [
 
 
 class Command(BaseCommand):
+    """``manage.py bootstrap``: the admin login and the first jobs of a fresh install."""
+
     help = (
         "Create the admin login (user 'admin'; password from $ADMIN_PASSWORD or generated and "
         "kept in VAR_DIR/admin-password.txt) and the demo jobs. Safe to run again: existing "

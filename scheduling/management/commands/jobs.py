@@ -91,6 +91,8 @@ def _one_line(exc: ValidationError) -> str:
 
 
 class Command(BaseCommand):
+    """``manage.py jobs ACTION``: one sub-command per action."""
+
     help = "Manage scheduled jobs: list, show, add, modify, pause, resume, remove, run, history, export, import."
 
     def add_arguments(self, parser):
