@@ -20,6 +20,9 @@ DEFAULTS: dict[str, Any] = {
     # A running execution's lease: renewed every third of this; a run whose worker died
     # is counted as lost (and its max-instances slot freed) once it expires.
     "LEASE_SECONDS": 30,
+    # How often each worker looks for runs whose lease expired (their worker died) and
+    # records them as lost (seconds; 0: only when the job next starts).
+    "REAP_INTERVAL": 10,
     # Beat: a standby takes over once the leader has not renewed its lease for this long
     # (the leader renews every third of it, and in every pass that sends); beat looks for
     # due jobs at least this often (so an edit that makes a job due sooner is seen within

@@ -4,6 +4,7 @@ import datetime as dt
 import logging
 import threading
 import time
+from collections.abc import Callable
 
 from celery import Task, shared_task
 from celery.exceptions import Reject, TimeLimitExceeded
@@ -14,35 +15,43 @@ from scheduling import conf, runs, threads
 from scheduling.task_results import TaskMessage
 
 logger = logging.getLogger(__name__)
-_deadman_stop = threading.Event()
+_housekeeping_stop = threading.Event()
 
 
-@worker_ready.connect
-def start_deadman_switch(**kwargs):
-    """Check every job's dead man's switch from each worker, independently of beat, so a
-    dead beat is noticed too."""
-    interval = conf.get("DEADMAN_CHECK_INTERVAL")
+def _every(interval: float, check: Callable[[], object], name: str) -> None:
+    """Run ``check`` every ``interval`` seconds in a helper thread of this worker, until it
+    shuts down (0: never)."""
     if not interval:
         return
 
     def loop() -> None:
         from django.db import close_old_connections
 
-        from scheduling import alerts
-
-        while not _deadman_stop.wait(interval):
+        while not _housekeeping_stop.wait(interval):
             try:
                 close_old_connections()
-                alerts.deadman_check()
+                check()
             except Exception:
-                logger.exception("Dead man's switch check failed")
+                logger.exception("Periodic check %s failed", name)
 
-    threads.start_daemon_thread(loop, "deadman-switch")
+    threads.start_daemon_thread(loop, name)
+
+
+@worker_ready.connect
+def start_housekeeping(**kwargs):
+    """Checks every worker makes, independently of beat and of the jobs' next starts:
+    the dead man's switch of every job (so a dead beat is noticed too), and the reaping
+    of runs whose worker died (so a one-off or paused job's dead run does not stay
+    "running")."""
+    from scheduling import alerts
+
+    _every(conf.get("DEADMAN_CHECK_INTERVAL"), alerts.deadman_check, "deadman-switch")
+    _every(conf.get("REAP_INTERVAL"), runs.execution_reap_lost, "lost-run-reaper")
 
 
 @worker_shutdown.connect
-def stop_deadman_switch(**kwargs):
-    _deadman_stop.set()
+def stop_housekeeping(**kwargs):
+    _housekeeping_stop.set()
 
 
 class RunJobTask(Task):

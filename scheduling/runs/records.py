@@ -9,6 +9,7 @@ import datetime as dt
 import logging
 
 from django.db import transaction
+from django.db.models import F
 from django.utils import timezone
 
 from scheduling import sql, stats
@@ -48,23 +49,34 @@ def record_not_run(
     return execution
 
 
+LOST_REASON = "The worker stopped renewing the run's lease (killed or cut off)."
+
+
 @transaction.atomic
 def execution_reap_lost(*, job: Job | None = None) -> int:
-    """Mark running rows whose lease expired as lost (their worker died); return how many."""
-    stale = JobExecution.objects.filter(
-        status=ExecutionStatus.RUNNING, lease_until__lt=timezone.now()
-    )
+    """Mark running rows whose lease expired as lost (their worker died); return how many.
+
+    Each row is claimed by a conditional update, so that of two processes reaping at
+    once (a worker's periodic check, another's start of the job) one records it.
+    """
+    now = timezone.now()
+    stale = JobExecution.objects.filter(status=ExecutionStatus.RUNNING, lease_until__lt=now)
     if job is not None:
         stale = stale.filter(job=job)
-    lost = list(stale.select_related("job"))
-    for execution in lost:
+    reaped = 0
+    for execution in stale.select_related("job"):
+        claimed = JobExecution.objects.filter(
+            pk=execution.pk, status=ExecutionStatus.RUNNING, lease_until__lt=now
+        ).update(status=ExecutionStatus.LOST, finished_at=F("lease_until"), reason=LOST_REASON)
+        if not claimed:
+            continue
         execution.status = ExecutionStatus.LOST
         execution.finished_at = execution.lease_until
-        execution.reason = "The worker stopped renewing the run's lease (killed or cut off)."
-        execution.save(update_fields=["status", "finished_at", "reason"])
+        execution.reason = LOST_REASON
         stats.stats_record(execution=execution)
         announce(execution)
-    return len(lost)
+        reaped += 1
+    return reaped
 
 
 def execution_record_missed(*, job: Job, fire_times: list[dt.datetime], reason: str) -> int:
