@@ -569,7 +569,14 @@ class JobExecution(models.Model):
                 fields=["job", "scheduled_at", "attempt"],
                 condition=models.Q(trigger="schedule"),
                 name="execution_unique_fire_time",
-            )
+            ),
+            # One row per message and attempt, whatever sent it: a manual run's message
+            # delivered twice never runs twice either.
+            models.UniqueConstraint(
+                fields=["task_result", "attempt"],
+                condition=models.Q(task_result__isnull=False),
+                name="execution_unique_message",
+            ),
         ]
 
     def __str__(self) -> str:

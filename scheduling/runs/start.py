@@ -17,6 +17,7 @@ from contextlib import nullcontext
 from typing import Any
 
 from django.db import IntegrityError, connection, transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from scheduling import sql
@@ -77,13 +78,20 @@ def _lock_job(job_id: int) -> tuple[Job | None, int]:
     return job, live or 0
 
 
-def _recorded(*, job_id: int, scheduled_at: dt.datetime | None, attempt: int) -> bool:
-    return JobExecution.objects.filter(
-        job_id=job_id,
-        trigger=ExecutionTrigger.SCHEDULE,
-        scheduled_at=scheduled_at,
-        attempt=attempt,
-    ).exists()
+def _recorded(
+    *,
+    job_id: int,
+    trigger: str,
+    scheduled_at: dt.datetime | None,
+    attempt: int,
+    task_id: str | None,
+) -> bool:
+    """Whether this run is on record already: its message (any trigger), or its fire
+    time (a scheduled run, whichever message carried it)."""
+    same = Q(task_result_id=task_id) if task_id else Q(pk__in=[])
+    if trigger == ExecutionTrigger.SCHEDULE:
+        same |= Q(job_id=job_id, trigger=trigger, scheduled_at=scheduled_at)
+    return JobExecution.objects.filter(same, attempt=attempt).exists()
 
 
 def execution_start(
@@ -123,12 +131,16 @@ def execution_start(
                 JobExecution.objects.filter(pk=started.pk).delete()
             return _start_in_full(job_id=job_id, attempt=attempt, message=message, **run)
     except IntegrityError:
-        duplicate = trigger == ExecutionTrigger.SCHEDULE and _recorded(
-            job_id=job_id, scheduled_at=scheduled_at, attempt=attempt
+        duplicate = _recorded(
+            job_id=job_id,
+            trigger=trigger,
+            scheduled_at=scheduled_at,
+            attempt=attempt,
+            task_id=task_id,
         )
         if not duplicate:
             raise
-    logger.warning("Job %s: fire time %s delivered twice; dropped", job_id, scheduled_at)
+    logger.warning("Job %s: run of %s delivered twice; dropped", job_id, scheduled_at)
     if message is not None:
         task_result_record(message=message, result=NOT_RUN, overwrite=False)
     return None

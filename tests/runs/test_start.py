@@ -2,9 +2,12 @@
 
 import datetime as dt
 import threading
+import uuid
 from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
+from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 from django_celery_results.models import TaskResult
@@ -146,3 +149,21 @@ def test_the_same_fire_time_delivered_twice_runs_once():
     assert runs.execution_start(task_id="a", **kwargs) is not None
     assert runs.execution_start(task_id="b", **kwargs) is None
     assert JobExecution.objects.filter(job=job).count() == 1
+
+
+def test_a_manual_runs_message_delivered_twice_runs_once():
+    key = f"twice-{uuid.uuid4().hex}"
+    job = make_job(task="tests.count_runs", kwargs={"key": key})
+    sent = sent_message(job)
+    for _ in range(2):
+        runs.execution_run(
+            job_id=job.pk,
+            trigger="manual",
+            scheduled_at=timezone.now(),
+            task_id=sent.task_id,
+            worker=sent.worker,
+            message=sent,
+        )
+    assert JobExecution.objects.filter(job=job).count() == 1
+    assert (Path(settings.VAR_DIR) / f"calls-{key}").read_text() == "x\n"  # called once
+    assert TaskResult.objects.get(task_id=sent.task_id).status == "SUCCESS"
