@@ -83,11 +83,13 @@ def wait_until_settled(
 
 
 def table(by_time: dict) -> str:
-    return "\n".join(
-        f"{fire:%H:%M:%S} "
-        + "; ".join(f"{r.status} late {r.lateness:.2f} {r.reason}" for r in rows or [])
-        for fire, rows in sorted(by_time.items())
-    )
+    """One line per fire time: its row (or rows) with status, lateness and reason."""
+    lines = []
+    for fire, found in sorted(by_time.items()):
+        found = [found] if isinstance(found, JobExecution) else found
+        rows = "; ".join(f"{r.status} late {r.lateness:.2f} {r.reason}" for r in found)
+        lines.append(f"{fire:%H:%M:%S} {rows}")
+    return "\n".join(lines)
 
 
 def late(row: JobExecution) -> float:

@@ -135,12 +135,11 @@ def test_worker_outage_follows_misfire_grace_and_coalesce(celery_processes):
     # Coalesce on: the whole backlog gives exactly one (late) run. The catch-up is the first
     # run after the outage; it covers every fire time due when it started, so each of those
     # is coalesced and none of them runs.
+    first_run = JobExecution.objects.filter(
+        job=merged, started_at__gt=down_at, status__in=["running", "success"]
+    ).order_by("started_at")
     catch_up = wait_for(
-        lambda: (
-            JobExecution.objects.filter(job=merged, status="success", started_at__gt=down_at)
-            .order_by("started_at")
-            .first()
-        ),
+        lambda: (run := first_run.first()) and run.status == "success" and run,
         timeout=60,
         what="the catch-up run",
         processes=celery_processes,
