@@ -6,6 +6,7 @@ from pathlib import Path
 from django.conf import settings
 
 from scheduling.models import Job, JobExecution
+from tests.e2e.fates import problems
 
 EXPLAINED = {"success", "failure", "timeout", "lost", "missed", "skipped"}
 # Statuses of rows whose function was called (a run still going has been called too).
@@ -17,7 +18,8 @@ def account(job: Job, key: str, since: dt.datetime, until: dt.datetime) -> dict:
 
     ``duplicates``: real executions of the function (counted by the task itself) beyond one
     per run on record, plus fire times with more than one row; ``unexplained``: fire times
-    with no row at all.
+    with no row at all; ``inconsistent``: rows whose status, reason and timestamps disagree
+    (:func:`tests.e2e.fates.problems`: say, missed for lateness yet started within grace).
     """
     job.refresh_from_db()
     # ``since`` itself counts: rows are taken from it on, inclusive.
@@ -32,6 +34,7 @@ def account(job: Job, key: str, since: dt.datetime, until: dt.datetime) -> dict:
     by_time: dict[dt.datetime, list[str]] = {}
     for scheduled_at, status in rows.values_list("scheduled_at", "status"):
         by_time.setdefault(scheduled_at, []).append(status)
+    inconsistent = problems(job, rows.exclude(status="running"))
     calls_file = Path(settings.VAR_DIR) / f"calls-{key}"
     all_calls = len(calls_file.read_text().splitlines()) if calls_file.exists() else 0
     all_ran = JobExecution.objects.filter(job=job, status__in=CALLED).count()
@@ -48,6 +51,7 @@ def account(job: Job, key: str, since: dt.datetime, until: dt.datetime) -> dict:
         + sum(len(v) - 1 for v in by_time.values() if len(v) > 1),
         "unexplained": len(unexplained),
         "unexplained_times": [t.isoformat() for t in unexplained[:5]],
+        "inconsistent": inconsistent,
     }
 
 
@@ -55,5 +59,5 @@ def report_line(fault: str, result: dict) -> str:
     return (
         f"FAULT {fault:<34} expected {result['expected']:>4}  recorded {result['recorded']:>4}  "
         f"duplicates {result['duplicates']}  unexplained {result['unexplained']}  "
-        f"outcomes {result['outcomes']}"
+        f"inconsistent {len(result['inconsistent'])}  outcomes {result['outcomes']}"
     )

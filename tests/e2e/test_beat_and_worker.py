@@ -9,6 +9,7 @@ from django_celery_results.models import TaskResult
 
 from scheduling import services
 from scheduling.models import Job, JobExecution
+from tests.e2e.fates import wait_until_settled
 from tests.e2e.processes import wait_for
 from tests.factories import make_job
 
@@ -17,6 +18,20 @@ pytestmark = [pytest.mark.e2e]
 
 def executions(job: Job, **filters):
     return list(JobExecution.objects.filter(job=job, **filters).order_by("scheduled_at"))
+
+
+def wait_for_beat_past(witness: Job, moment: dt.datetime, processes) -> None:
+    """Wait until ``witness`` (firing every second) has run a fire time 5 s after
+    ``moment``: beat has made its passes up to then, and the worker has taken what was sent
+    before, so a run that should not be there would be on record by now."""
+    wait_for(
+        lambda: executions(
+            witness, status="success", scheduled_at__gt=moment + dt.timedelta(seconds=5)
+        ),
+        timeout=60,
+        what="beat and the worker to get past the change",
+        processes=processes,
+    )
 
 
 def test_cron_with_seconds_fires_every_second_and_records_each_run(celery_processes):
@@ -37,9 +52,10 @@ def test_cron_with_seconds_fires_every_second_and_records_each_run(celery_proces
     assert all(t.microsecond == 0 for t in fire_times)
     gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(fire_times)]
     assert all(gap >= 1 for gap in gaps), gaps
-    # About once a second: over the run, at most one fire time in ten may be skipped.
-    span = (fire_times[-1] - fire_times[0]).total_seconds()
-    assert len(fire_times) - 1 >= 0.9 * span, (len(fire_times), span)
+    # Once a second: every second from the first run to the last has exactly one row, and
+    # each agrees with itself (a run a loaded machine delayed past its grace is missed, and
+    # says so by its own timestamps).
+    wait_until_settled(job, fire_times[0], fire_times[-1], celery_processes)
     for run in runs:
         assert run.trigger == "schedule"
         assert run.worker == "w1@e2e"
@@ -48,9 +64,9 @@ def test_cron_with_seconds_fires_every_second_and_records_each_run(celery_proces
         assert run.duration is not None and run.duration >= 0
         assert '"tick"' in run.result
     lateness = sorted(run.lateness for run in runs)
-    # Start-up on a loaded machine may delay one run; the typical run starts promptly.
+    # Load may delay some runs (each within its grace, checked above); the typical run
+    # starts promptly: beat sends at the fire time, not at its next poll.
     assert lateness[len(lateness) // 2] < 0.5, lateness
-    assert lateness[-1] < 5, lateness
     result = wait_for(
         lambda: TaskResult.objects.filter(task_id=runs[0].task_result_id).first(),
         timeout=10,
@@ -66,6 +82,7 @@ def test_cron_with_seconds_fires_every_second_and_records_each_run(celery_proces
 
 def test_paused_job_stops_running_and_resumed_job_runs_again(celery_processes):
     job = make_job(cron_expression="*/1 * * * * *")
+    witness = make_job(name="witness", cron_expression="*/1 * * * * *")
     celery_processes.start_worker()
     celery_processes.start_beat()
     wait_for(
@@ -74,15 +91,16 @@ def test_paused_job_stops_running_and_resumed_job_runs_again(celery_processes):
 
     services.job_pause(job=job)
     paused_at = dt.datetime.now(dt.UTC)
-    time.sleep(5)
-    late_runs = [r for r in executions(job) if r.scheduled_at > paused_at + dt.timedelta(seconds=2)]
+    wait_for_beat_past(witness, paused_at, celery_processes)
+    # Beat sends a fire time only once it is due, and the pause is committed: none after it.
+    late_runs = executions(job, scheduled_at__gt=paused_at)
     assert late_runs == [], "a paused job kept running"
 
     services.job_resume(job=job)
     resumed_at = dt.datetime.now(dt.UTC)
     wait_for(
         lambda: len([r for r in executions(job) if r.scheduled_at > resumed_at]) >= 2,
-        timeout=15,
+        timeout=60,
         what="runs after resume",
         processes=celery_processes,
     )
@@ -132,6 +150,7 @@ def test_schedule_edit_takes_effect_without_restart(celery_processes):
 
 def test_removed_job_stops_running(celery_processes):
     job = make_job(cron_expression="*/1 * * * * *")
+    witness = make_job(name="witness", cron_expression="*/1 * * * * *")
     celery_processes.start_worker()
     celery_processes.start_beat()
     wait_for(
@@ -143,10 +162,8 @@ def test_removed_job_stops_running(celery_processes):
     name = job.name
     services.job_remove(job=job)
     removed_at = dt.datetime.now(dt.UTC)
-    time.sleep(5)
-    late = JobExecution.objects.filter(
-        job_name=name, scheduled_at__gt=removed_at + dt.timedelta(seconds=2)
-    )
+    wait_for_beat_past(witness, removed_at, celery_processes)
+    late = JobExecution.objects.filter(job_name=name, scheduled_at__gt=removed_at)
     assert not late.exists()
     assert JobExecution.objects.filter(job_name=name).exists(), "history kept after removal"
 

@@ -12,11 +12,21 @@ from django.conf import settings
 from django.utils import timezone
 
 from scheduling import services
-from scheduling.models import BeatHeartbeat, Job, JobExecution
+from scheduling.models import Job, JobExecution
+from tests.e2e.fates import (
+    COALESCED_BY_BEAT,
+    COALESCED_BY_RUN,
+    STARTED_LATE,
+    late,
+    table,
+    wait_until_settled,
+)
 from tests.e2e.processes import wait_for
 from tests.factories import make_job
 
 pytestmark = [pytest.mark.e2e]
+NOT_SENT_PREFIX = "Not sent: beat was down"
+COALESCED_PREFIX = "Coalesced into the run at "
 
 
 def rows(job, **filters):
@@ -66,29 +76,31 @@ def test_two_workers_never_exceed_the_limit_together(celery_processes):
     celery_processes.start_worker("w1", concurrency=2)
     celery_processes.start_worker("w2", concurrency=2)
     celery_processes.start_beat()
+    # Both workers must have run some: the limit would hold for one alone.
     wait_for(
-        lambda: len(rows(job, status="success")) >= 5 and rows(job, status="skipped"),
+        lambda: (
+            len(done := rows(job, status="success")) >= 5
+            and rows(job, status="skipped")
+            and {r.worker for r in done} == {"w1@e2e", "w2@e2e"}
+        ),
         timeout=90,
-        what="5 runs and a skip",
+        what="5 runs on both workers, and a skip",
         processes=celery_processes,
     )
-    done = rows(job, status="success")
-    assert max_overlap(done) <= 2
-    assert {r.worker for r in rows(job)} == {"w1@e2e", "w2@e2e"}
+    assert max_overlap(rows(job, status="success")) <= 2
 
 
 def test_worker_outage_follows_misfire_grace_and_coalesce(celery_processes):
     grace = 5
     plain = make_job(name="plain", cron_expression="*/1 * * * * *", misfire_grace_time=grace)
+    patient = make_job(name="patient", cron_expression="*/1 * * * * *", misfire_grace_time=60)
     merged = make_job(
         name="merged", cron_expression="*/1 * * * * *", misfire_grace_time=60, coalesce=True
     )
     celery_processes.start_worker()
     celery_processes.start_beat()
     wait_for(
-        lambda: (
-            len(rows(plain, status="success")) >= 2 and len(rows(merged, status="success")) >= 2
-        ),
+        lambda: all(len(rows(job, status="success")) >= 2 for job in (plain, patient, merged)),
         timeout=60,
         what="first runs",
         processes=celery_processes,
@@ -96,43 +108,56 @@ def test_worker_outage_follows_misfire_grace_and_coalesce(celery_processes):
 
     celery_processes.stop("w1")
     down_at = timezone.now()
-    time.sleep(12)
-    # "Up" is when the new worker answers, not when it was asked to start: on a loaded
-    # machine start-up alone can outlast the grace.
+    outage = 12
+    time.sleep(outage)
     celery_processes.start_worker()
-    up_at = timezone.now()
-    time.sleep(6)
+    # Beat sent every fire time on time; they waited in the broker. No worker ran any of
+    # them before the new one started, at least ``outage`` seconds after ``down_at``.
+    backlog = [down_at, down_at + dt.timedelta(seconds=outage)]
+    surely_late = down_at + dt.timedelta(seconds=outage - grace - 1)
 
-    outage = [down_at + dt.timedelta(seconds=1), up_at - dt.timedelta(seconds=1)]
-    # Coalesce off: every fire time is accounted for once; those delivered later than the
-    # grace are missed, the others ran late.
-    during = rows(plain, scheduled_at__range=outage)
-    fire_times = [r.scheduled_at for r in during]
-    assert len(fire_times) == len(set(fire_times)) >= 9
-    assert all((b - a).total_seconds() == 1 for a, b in itertools.pairwise(fire_times))
-    missed = [r for r in during if r.status == "missed"]
-    ran = [r for r in during if r.status == "success"]
-    assert missed and ran, [(r.scheduled_at, r.status) for r in during]
-    assert all(r.started_at - r.scheduled_at > dt.timedelta(seconds=grace) for r in missed)
-    assert all(r.reason.startswith("Started ") for r in missed)
-    assert all(r.lateness <= grace + 1 for r in ran)
+    # Coalesce off, short grace: each fire time has one row; those that started later than
+    # the grace are missed (and did not run), the others ran late. Which side of the grace
+    # each lands on depends on how fast the worker drains the queue; that each row agrees
+    # with its own timestamps does not (fates.problems).
+    fates = wait_until_settled(plain, *backlog, celery_processes)
+    assert {r.status for r in fates.values()} <= {"success", "missed"}
+    too_old = [r for fire, r in fates.items() if fire <= surely_late]
+    assert len(too_old) >= outage - grace - 2, table(fates)
+    assert all(r.status == "missed" for r in too_old), table(fates)
 
-    # Coalesce on: the whole backlog gives exactly one (late) run; the rest are coalesced.
-    # The catch-up is the first run after the outage; it covers every fire time due when
-    # it started, so each of those is coalesced and none of them runs.
-    after_outage = [r for r in rows(merged, status="success") if r.started_at > down_at]
-    catch_up = min(after_outage, key=lambda r: r.started_at)
-    covered = rows(
-        merged, scheduled_at__gt=catch_up.scheduled_at, scheduled_at__lte=catch_up.started_at
+    # Coalesce off, grace longer than the outage: every fire time ran, the oldest late.
+    fates = wait_until_settled(patient, *backlog, celery_processes)
+    assert {r.status for r in fates.values()} == {"success"}, table(fates)
+    oldest = min(fates.values(), key=lambda r: r.scheduled_at)
+    assert late(oldest) > outage - 2, table(fates)
+
+    # Coalesce on: the whole backlog gives exactly one (late) run. The catch-up is the first
+    # run after the outage; it covers every fire time due when it started, so each of those
+    # is coalesced and none of them runs.
+    first_run = JobExecution.objects.filter(
+        job=merged, started_at__gt=down_at, status__in=["running", "success"]
+    ).order_by("started_at")
+    catch_up = wait_for(
+        lambda: (run := first_run.first()) and run.status == "success" and run,
+        timeout=60,
+        what="the catch-up run",
+        processes=celery_processes,
     )
-    table = [(r.scheduled_at, r.status, r.lateness) for r in rows(merged)]
-    assert catch_up.lateness > 5, table
-    assert len(covered) >= 8, table
-    assert all(r.status == "missed" and r.reason.startswith("Coalesced") for r in covered), table
-    fire_times = [catch_up.scheduled_at] + [r.scheduled_at for r in covered]
-    assert all((b - a).total_seconds() == 1 for a, b in itertools.pairwise(fire_times))
+    assert catch_up.started_at > backlog[1]
+    # (Its message may be from just before the outage: one the stopped worker left.)
+    due = wait_until_settled(merged, down_at, catch_up.started_at, celery_processes)
+    assert len(due) >= outage - 1, table(due)
+    ran = [r for r in due.values() if r.status == "success"]
+    assert ran == ([catch_up] if catch_up.scheduled_at >= down_at else []), table(due)
+    assert all(COALESCED_BY_RUN.match(r.reason) for r in due.values() if r not in ran)
     # And it goes back to running on time.
-    assert rows(merged, status="success", scheduled_at__gt=up_at + dt.timedelta(seconds=2))
+    wait_for(
+        lambda: rows(merged, status="success", scheduled_at__gt=catch_up.started_at),
+        timeout=60,
+        what="a run after the catch-up",
+        processes=celery_processes,
+    )
 
 
 def test_beat_outage_records_missed_fire_times_and_catches_up(celery_processes):
@@ -152,49 +177,59 @@ def test_beat_outage_records_missed_fire_times_and_catches_up(celery_processes):
 
     celery_processes.stop("beat", sig=signal.SIGKILL)
     down_at = timezone.now()
-    time.sleep(10)
+    outage = 10
+    time.sleep(outage)
     celery_processes.start_beat()
-    wait_for(
-        lambda: BeatHeartbeat.objects.filter(started_at__gt=down_at).exists(),
+
+    # Coalesce off: the new beat's first pass records as not sent every fire time older
+    # than the grace (all in one statement, at one time: ``back_at``), and sends the rest
+    # one by one, oldest first. A catch-up run sent near the edge of its grace may still
+    # start after it, and the worker then records it missed (and does not run it); how
+    # many do depends on the machine's load, not on the product.
+    not_sent = wait_for(
+        lambda: rows(plain, scheduled_at__gte=down_at, reason__startswith=NOT_SENT_PREFIX),
         timeout=60,
-        what="the new beat's heartbeat",
+        what="the new beat to record the fire times it did not send",
         processes=celery_processes,
     )
-    up_at = timezone.now()
-    time.sleep(6)
-
-    outage = [down_at + dt.timedelta(seconds=1), up_at - dt.timedelta(seconds=1)]
-    during = rows(plain, scheduled_at__range=outage)
-    fire_times = [r.scheduled_at for r in during]
-    assert len(fire_times) == len(set(fire_times)) >= 8
-    assert all((b - a).total_seconds() == 1 for a, b in itertools.pairwise(fire_times))
-    missed = [r for r in during if r.status == "missed"]
-    caught_up = [r for r in during if r.status == "success"]
-    assert missed and caught_up
-    # Beat leaves unsent what is past its grace when it comes back; a catch-up run sent at
-    # the very edge of its grace may still start after it, and the worker then records it
-    # as missed too (and does not run it). Nothing else may be missed.
-    not_sent = [r for r in missed if r.reason.startswith("Not sent: beat was down")]
-    started_late = [r for r in missed if r.reason.startswith("Started ")]
-    assert not_sent
-    assert len(not_sent) + len(started_late) == len(missed), [r.reason for r in missed]
-    # At most the oldest one or two catch-up runs, between what was not sent and what ran.
-    assert len(started_late) <= 2, [(r.scheduled_at, r.reason) for r in started_late]
-    for late in started_late:
-        assert max(r.scheduled_at for r in not_sent) < late.scheduled_at
-        assert late.scheduled_at < min(r.scheduled_at for r in caught_up)
-    assert all(r.scheduled_at >= up_at - dt.timedelta(seconds=grace + 2) for r in caught_up)
-
-    # Coalesce on: beat sends only the newest due fire time; the others are coalesced.
-    coalesced = rows(merged, status="missed", scheduled_at__gt=down_at)
-    assert len(coalesced) >= 7, [(r.scheduled_at, r.status) for r in rows(merged)]
-    reasons = {r.reason for r in coalesced}
-    assert len(reasons) == 1 and reasons.pop().startswith("Coalesced into the run at ")
-    catch_up_at = max(r.scheduled_at for r in coalesced) + dt.timedelta(seconds=1)
-    assert rows(merged, scheduled_at=catch_up_at, status="success")
-    assert not rows(
-        merged, status="success", scheduled_at__gt=down_at, scheduled_at__lt=catch_up_at
+    back_at = min(r.started_at for r in not_sent)
+    assert back_at > down_at + dt.timedelta(seconds=outage)
+    fates = wait_until_settled(plain, down_at, back_at + dt.timedelta(seconds=2), celery_processes)
+    first_pass = [r for r in fates.values() if r.started_at == back_at and r in not_sent]
+    assert first_pass, table(fates)
+    last_not_sent = max(r.scheduled_at for r in first_pass)
+    # Everything from the outage up to there was not sent, and recorded in that pass...
+    assert [r for f, r in fates.items() if f <= last_not_sent] == first_pass, table(fates)
+    assert len(first_pass) >= outage - grace - 1, table(fates)
+    # ... and every fire time after it was sent, starting with the very next one, which was
+    # due when beat came back: a run, or a worker's "started late".
+    first_sent = fates[last_not_sent + dt.timedelta(seconds=1)]
+    assert first_sent.scheduled_at < back_at
+    assert first_sent.status == "success" or STARTED_LATE.match(first_sent.reason), table(fates)
+    # And it goes back to running on time.
+    wait_for(
+        lambda: rows(plain, status="success", scheduled_at__gt=back_at),
+        timeout=60,
+        what="a run after the catch-up",
+        processes=celery_processes,
     )
+
+    # Coalesce on: the first pass sends only the newest due fire time; every other one
+    # since the outage is recorded coalesced into it, in that pass, and none of them runs.
+    by_beat = wait_for(
+        lambda: rows(merged, scheduled_at__gte=down_at, reason__startswith=COALESCED_PREFIX),
+        timeout=60,
+        what="the fire times the new beat coalesced",
+        processes=celery_processes,
+    )
+    first_pass_at = min(r.started_at for r in by_beat)
+    coalesced = [r for r in by_beat if r.started_at == first_pass_at]
+    [reason] = {r.reason for r in coalesced}
+    catch_up_at = dt.datetime.fromisoformat(COALESCED_BY_BEAT.match(reason)[1])
+    fates = wait_until_settled(merged, down_at, catch_up_at, celery_processes)
+    assert fates.pop(catch_up_at).status == "success", table(fates)
+    assert list(fates.values()) == coalesced, table(fates)
+    assert len(coalesced) >= outage - 1, table(fates)
 
 
 def time_limited_jobs_run(celery_processes, jobs: list) -> dict[str, JobExecution]:
@@ -248,7 +283,8 @@ def test_a_hard_time_limit_kills_the_run_and_the_worker_keeps_serving(celery_pro
     hard = sleeper("hard", "tests.stubborn_sleep", soft_time_limit=1, time_limit=2)
     by_name = time_limited_jobs_run(celery_processes, [hard])
     assert "hard time limit" in by_name["hard"].reason
-    assert 1.5 < by_name["hard"].duration < 10
+    # Killed after its 2 s limit, long before the function's 30 s would have ended.
+    assert 1.5 < by_name["hard"].duration < 30
 
 
 def test_retries_back_off_and_record_every_attempt(celery_processes):
@@ -328,11 +364,24 @@ def test_killed_worker_frees_its_slot_within_the_lease(celery_processes):
     celery_processes.start_worker("w2", env=lease)
     second = wait_for(
         lambda: JobExecution.objects.filter(job=job, status="running", worker="w2@e2e").first(),
-        timeout=30,
+        timeout=60,
         what="the new worker to take the slot",
         processes=celery_processes,
     )
-    assert (second.started_at - killed_at).total_seconds() < 3 + 10
     first.refresh_from_db()
     assert first.status == "lost"
     assert "stopped renewing" in first.reason
+    # Its lease, last renewed before the kill, ran out within a lease's length of it, and
+    # the run is lost as of then; the slot was taken after that, not before...
+    assert first.finished_at == first.lease_until <= killed_at + dt.timedelta(seconds=3)
+    assert second.started_at >= first.lease_until
+    # ... and the first fire time that tried once it had run out took it: no run was
+    # skipped for the dead one's sake after its lease ended (the count and the record of a
+    # skip are a moment apart in one transaction: a second's leeway).
+    skipped_after = rows(
+        job,
+        status="skipped",
+        started_at__gt=first.lease_until + dt.timedelta(seconds=1),
+        started_at__lt=second.started_at,
+    )
+    assert skipped_after == [], [(r.started_at, r.reason) for r in skipped_after]
