@@ -231,8 +231,14 @@ def job_resume(*, job: Job) -> Job:
 
 @transaction.atomic
 def job_remove(*, job: Job) -> None:
-    """Delete ``job``; its executions stay on record under its name."""
+    """Delete ``job``; its executions stay on record under its name.
+
+    The job's row is locked first, as a worker's start locks it: a run that starts at
+    the same moment either is recorded before the delete (and kept, like the others) or
+    finds the job gone, never in between.
+    """
     pk = job.pk
+    list(Job.objects.select_for_update().filter(pk=pk).values_list("pk", flat=True))
     job.delete()
     job.pk = pk  # receivers see which job it was
     _emit(signals.job_removed, job, {})

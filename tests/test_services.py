@@ -2,14 +2,16 @@
 
 import datetime as dt
 import itertools
+import threading
 
 import pytest
 from django.core.exceptions import ValidationError
+from django.db import connection, transaction
 from django.utils import timezone
 
 from scheduling import selectors, services
 from scheduling.models import Job, JobExecution
-from tests.factories import make_job
+from tests.factories import make_job, make_running
 
 pytestmark = pytest.mark.django_db
 
@@ -178,3 +180,30 @@ def test_a_broken_job_can_still_be_paused():
     assert not job.enabled and job.next_run_at is None
     with pytest.raises(ValidationError):
         services.job_resume(job=job)
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="row locks: PostgreSQL")
+def test_a_run_recorded_while_its_job_is_removed_is_kept():
+    # A worker holds the job's row lock (its run's start) while the job is removed.
+    job = make_job(name="removed-while-starting")
+    locked, release = threading.Event(), threading.Event()
+
+    def start_a_run() -> None:
+        try:
+            with transaction.atomic():
+                Job.objects.select_for_update().get(pk=job.pk)
+                locked.set()
+                release.wait(10)
+                make_running(job)
+        finally:
+            connection.close()
+
+    worker = threading.Thread(target=start_a_run)
+    worker.start()
+    assert locked.wait(10)
+    threading.Timer(0.5, release.set).start()
+    services.job_remove(job=job)
+    worker.join(10)
+    run = JobExecution.objects.get(job_name="removed-while-starting")
+    assert run.job_id is None and not Job.objects.filter(pk=job.pk).exists()
