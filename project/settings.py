@@ -136,6 +136,15 @@ elif DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     DATABASES["default"].setdefault("OPTIONS", {})["prepare_threshold"] = (
         int(_prepare) if _prepare else None
     )
+    # Max instances counts a job's running runs after taking its row lock, and needs each
+    # statement to see what was committed before it started: READ COMMITTED, whatever the
+    # database's own default (scheduling.E002 checks it). Set on the session, because a
+    # run's statements commit as implicit transactions that psycopg's isolation_level
+    # does not reach. https://www.postgresql.org/docs/15/transaction-iso.html
+    _session = DATABASES["default"]["OPTIONS"].get("options", "")
+    DATABASES["default"]["OPTIONS"]["options"] = (
+        f"{_session} -c default_transaction_isolation=read\\ committed".strip()
+    )
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

@@ -70,8 +70,9 @@ def test_a_job_removed_before_its_run_fails_its_task():
 
 
 @contextmanager
-def job_locked_for(job: Job, seconds: float):
-    """Another transaction holds ``job``'s row lock for ``seconds`` from entering."""
+def job_locked_for(job: Job, seconds: float, then=None):
+    """Another transaction holds ``job``'s row lock for ``seconds`` from entering, and
+    runs ``then`` in it before it commits."""
     locked, release = threading.Event(), threading.Event()
 
     def hold_the_job_lock() -> None:
@@ -80,6 +81,8 @@ def job_locked_for(job: Job, seconds: float):
                 Job.objects.select_for_update().get(pk=job.pk)
                 locked.set()
                 release.wait(10)
+                if then is not None:
+                    then()
         finally:
             connection.close()
 
@@ -167,3 +170,16 @@ def test_a_manual_runs_message_delivered_twice_runs_once():
     assert JobExecution.objects.filter(job=job).count() == 1
     assert (Path(settings.VAR_DIR) / f"calls-{key}").read_text() == "x\n"  # called once
     assert TaskResult.objects.get(task_id=sent.task_id).status == "SUCCESS"
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="isolation levels: PostgreSQL")
+def test_max_instances_holds_when_the_database_defaults_to_repeatable_read():
+    from tests.test_checks import database_defaulting_to
+
+    job = make_job(task="demo.noop", max_instances=1)
+    # Another worker starts a run while this one waits for the job's lock.
+    another = job_locked_for(job, 1.0, then=lambda: make_running(job, worker="other@test"))
+    with database_defaulting_to("repeatable read", pinned=True), another:
+        run_scheduled(job)
+    statuses = sorted(JobExecution.objects.filter(job=job).values_list("status", flat=True))
+    assert statuses == ["running", "skipped"]
