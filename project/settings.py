@@ -10,6 +10,7 @@ from pathlib import Path
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
+from kombu import Queue
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -206,6 +207,14 @@ CELERY_DB_REUSE_MAX = int(os.environ.get("CELERY_DB_REUSE_MAX", "1000"))
 CELERY_WORKER_SEND_TASK_EVENTS = os.environ.get("CELERY_WORKER_SEND_TASK_EVENTS", "1") == "1"
 CELERY_TASK_SEND_SENT_EVENT = True
 CELERY_BEAT_SCHEDULER = "scheduling.scheduler:JobScheduler"
+# Runs go to the default "celery" queue, alert deliveries to their own "alerts" queue, so a
+# slow or dead webhook receiver never holds up a run. Both are declared: a worker started
+# without -Q consumes both; give alerts their own worker with `celery -A project worker -Q
+# alerts` (and the runs with `-Q celery`) to keep deliveries off the runs' processes.
+# https://docs.celeryq.dev/en/stable/userguide/routing.html
+CELERY_TASK_DEFAULT_QUEUE = "celery"
+CELERY_TASK_QUEUES = (Queue("celery"), Queue("alerts"))
+CELERY_TASK_ROUTES = {"scheduling.deliver_alert": {"queue": "alerts"}}
 
 # --- scheduling app -----------------------------------------------------------------------
 # Read through scheduling.conf.get(); the defaults live there.
@@ -222,6 +231,11 @@ SCHEDULING = {
     "SLOW_THRESHOLD": float(os.environ.get("SCHEDULING_SLOW_THRESHOLD", "60")),
     "METRICS_TOKEN": os.environ.get("SCHEDULING_METRICS_TOKEN") or None,
     "DEADMAN_CHECK_INTERVAL": float(os.environ.get("SCHEDULING_DEADMAN_CHECK_INTERVAL", "60")),
+    "WEBHOOK_ALLOWED_NETWORKS": env_list("SCHEDULING_WEBHOOK_ALLOWED_NETWORKS"),
+    "WEBHOOK_TIMEOUT": float(os.environ.get("SCHEDULING_WEBHOOK_TIMEOUT", "5")),
+    "WEBHOOK_RETRIES": int(os.environ.get("SCHEDULING_WEBHOOK_RETRIES", "5")),
+    "WEBHOOK_RETRY_BACKOFF": float(os.environ.get("SCHEDULING_WEBHOOK_RETRY_BACKOFF", "2")),
+    "WEBHOOK_DEADLINE": float(os.environ.get("SCHEDULING_WEBHOOK_DEADLINE", "600")),
 }
 
 # Alert e-mails: https://docs.djangoproject.com/en/5.2/topics/email/

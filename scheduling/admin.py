@@ -593,13 +593,57 @@ class AlertAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = ("created_at", "job_name", "kind", "state", "message", "delivered")
     list_filter = ("kind", "state", "job")
     search_fields = ("job_name", "message")
-    readonly_fields = ("job", "job_name", "kind", "state", "message", "created_at", "deliveries")
+    readonly_fields = (
+        "job",
+        "job_name",
+        "kind",
+        "state",
+        "message",
+        "created_at",
+        "delivery_attempts",
+    )
 
     @admin.display(description=_("delivered"), boolean=True)
     def delivered(self, alert: Alert) -> bool | None:
+        """Whether every recipient was reached by some attempt (None: none made yet)."""
         if not alert.deliveries:
             return None
-        return all(item.get("ok") for item in alert.deliveries)
+        reached: dict[str, bool] = {}
+        for item in alert.deliveries:
+            key = f"{item.get('channel')} {item.get('to')}"
+            reached[key] = reached.get(key, False) or bool(item.get("ok"))
+        return all(reached.values())
+
+    @admin.display(description=_("deliveries"))
+    def delivery_attempts(self, alert: Alert) -> str:
+        if not alert.deliveries:
+            return _("None yet: the delivery is queued.")
+        rows = format_html_join(
+            "",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            (
+                (
+                    item.get("attempt", "—"),
+                    item.get("at", "—"),
+                    item.get("channel", ""),
+                    ", ".join(item["to"]) if isinstance(item.get("to"), list) else item.get("to"),
+                    "✔" if item.get("ok") else "✘",
+                    " ".join(str(item[k]) for k in ("status", "error") if item.get(k)),
+                )
+                for item in alert.deliveries
+            ),
+        )
+        return format_html(
+            "<table><tr><th>{}</th><th>{}</th><th>{}</th><th>{}</th><th>{}</th><th>{}</th></tr>"
+            "{}</table>",
+            _("attempt"),
+            _("when"),
+            _("channel"),
+            _("to"),
+            _("ok"),
+            _("answer"),
+            rows,
+        )
 
 
 @admin.register(SchedulerLease)
