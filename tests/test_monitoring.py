@@ -9,7 +9,7 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
 from django.contrib.auth.models import Permission
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
 from django.urls import reverse
 from django.utils import timezone
 
@@ -422,3 +422,46 @@ def test_metrics_are_restricted_and_expose_runs_durations_and_beat(client, setti
     assert 'scheduled_job_duration_seconds_count{job="metered"} 2.0' in body
     assert 'scheduled_job_lateness_seconds_count{job="metered"} 2.0' in body
     assert "scheduler_queue_length" in body
+
+
+def test_metrics_with_a_non_ascii_authorization_header_is_forbidden(client, settings):
+    settings.SCHEDULING = {**settings.SCHEDULING, "METRICS_TOKEN": "s3cret"}
+    url = reverse("scheduling-metrics")
+    assert client.get(url, HTTP_AUTHORIZATION="Bearer s3crét").status_code == 403
+    assert client.get(url, HTTP_AUTHORIZATION="Bearer \udcff").status_code == 403
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        {"since": "2026-11-01"},
+        {"since": "2026-11-01T00:00:00"},
+        {"since": "2026-11-01T00:00:00+08:00", "until": "2026-11-02"},
+    ],
+)
+def test_statistics_refuse_a_date_without_a_timezone(admin_client_logged_in, query):
+    page = admin_client_logged_in.get(reverse("scheduling-statistics"), query)
+    assert page.status_code == 400
+    error = page.json()["error"]
+    name = "until" if "until" in query else "since"
+    assert error.startswith(f"{name}:") and "timezone offset" in error
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        {"since": "yesterday"},
+        {"since": "0001-01-01T00:00:00+14:00"},
+        {"until": "9999-12-31T23:59:59-14:00"},
+        {"threshold": "fast"},
+    ],
+)
+def test_statistics_answer_odd_input_with_400_naming_the_parameter(admin_client_logged_in, query):
+    page = admin_client_logged_in.get(reverse("scheduling-statistics"), query)
+    assert page.status_code == 400
+    assert page.json()["error"].startswith(f"{next(iter(query))}:")
+
+
+def test_stats_command_refuses_a_date_without_a_timezone():
+    with pytest.raises(CommandError, match=r"since: .*timezone offset"):
+        call_command("jobs", "stats", "--since", "2026-11-01", stdout=io.StringIO())

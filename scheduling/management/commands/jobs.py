@@ -424,11 +424,10 @@ class Command(BaseCommand):
 
     def _window(self, options: dict[str, Any]):
         try:
-            parse = dt.datetime.fromisoformat
             return selectors.window_bounds(
                 window=options["window"],
-                since=parse(options["since"]) if options.get("since") else None,
-                until=parse(options["until"]) if options.get("until") else None,
+                since=selectors.window_moment_parse(name="since", value=options.get("since")),
+                until=selectors.window_moment_parse(name="until", value=options.get("until")),
             )
         except ValueError as exc:
             raise CommandError(str(exc)) from None
