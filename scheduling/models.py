@@ -314,6 +314,11 @@ class Job(models.Model):
         permissions = [
             ("run_job", _("Can run a job now")),
             ("pause_job", _("Can pause and resume a job")),
+            ("export_secrets", _("Can export a job's secret keyword arguments in clear")),
+            (
+                "keep_secrets",
+                _("Can keep a job's stored secrets while changing its other keyword arguments"),
+            ),
         ]
 
     def __str__(self) -> str:
