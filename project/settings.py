@@ -10,6 +10,7 @@ from pathlib import Path
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
+from kombu import Queue
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -219,6 +220,14 @@ CELERY_DB_REUSE_MAX = int(os.environ.get("CELERY_DB_REUSE_MAX", "1000"))
 CELERY_WORKER_SEND_TASK_EVENTS = os.environ.get("CELERY_WORKER_SEND_TASK_EVENTS", "1") == "1"
 CELERY_TASK_SEND_SENT_EVENT = True
 CELERY_BEAT_SCHEDULER = "scheduling.scheduler:JobScheduler"
+# Runs go to the default "celery" queue, alert deliveries to their own "alerts" queue, so a
+# slow or dead webhook receiver never holds up a run. Both are declared: a worker started
+# without -Q consumes both; give alerts their own worker with `celery -A project worker -Q
+# alerts` (and the runs with `-Q celery`) to keep deliveries off the runs' processes.
+# https://docs.celeryq.dev/en/stable/userguide/routing.html
+CELERY_TASK_DEFAULT_QUEUE = "celery"
+CELERY_TASK_QUEUES = (Queue("celery"), Queue("alerts"))
+CELERY_TASK_ROUTES = {"scheduling.deliver_alert": {"queue": "alerts"}}
 
 # --- scheduling app -----------------------------------------------------------------------
 # Every default lives in scheduling/conf.py; here only what the environment sets overrides it.
@@ -236,6 +245,11 @@ _SCHEDULING_FROM_ENVIRONMENT = {
     "SLOW_THRESHOLD": ("SCHEDULING_SLOW_THRESHOLD", float),
     "METRICS_TOKEN": ("SCHEDULING_METRICS_TOKEN", str),
     "DEADMAN_CHECK_INTERVAL": ("SCHEDULING_DEADMAN_CHECK_INTERVAL", float),
+    "WEBHOOK_ALLOWED_NETWORKS": ("SCHEDULING_WEBHOOK_ALLOWED_NETWORKS", comma_list),
+    "WEBHOOK_TIMEOUT": ("SCHEDULING_WEBHOOK_TIMEOUT", float),
+    "WEBHOOK_RETRIES": ("SCHEDULING_WEBHOOK_RETRIES", int),
+    "WEBHOOK_RETRY_BACKOFF": ("SCHEDULING_WEBHOOK_RETRY_BACKOFF", float),
+    "WEBHOOK_DEADLINE": ("SCHEDULING_WEBHOOK_DEADLINE", float),
 }
 SCHEDULING = {
     name: read(os.environ[variable])

@@ -4,6 +4,7 @@ Thin by design: every write goes through :mod:`scheduling.services`.
 """
 
 import datetime as dt
+import json
 
 from django import forms
 from django.contrib import admin, messages
@@ -69,6 +70,10 @@ def _describe_changes(change: JobChange) -> str:
     return "; ".join(f"{k}: {v[0]!r} → {v[1]!r}" for k, v in change.changes.items())
 
 
+def _swap(field: str) -> str:
+    return "masked_kwargs" if field == "kwargs" else field
+
+
 class ReadOnlyAdminMixin:
     """Records written by the product itself: viewed in the admin, never added or edited."""
 
@@ -80,7 +85,13 @@ class ReadOnlyAdminMixin:
 
 
 class JobAdminForm(forms.ModelForm):
-    """Shows only registered tasks; the model's ``clean`` names any bad field."""
+    """Shows only registered tasks; the model's ``clean`` names any bad field.
+
+    ``may_keep_secrets`` (set per request by :meth:`JobAdmin.get_form`): whether a masked
+    secret sent back is kept even when the other keyword arguments change.
+    """
+
+    may_keep_secrets = False
 
     task = forms.ChoiceField(label=_("task"), choices=())
     timezone = forms.ChoiceField(label=_("timezone"), choices=())
@@ -91,6 +102,8 @@ class JobAdminForm(forms.ModelForm):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
+        # A user who may only view the job gets a form without the model's fields (they
+        # are shown read-only), so each field is set up only when it is there.
         task_choices = [("", "---------"), *registry.choices()]
         current = self.instance.task if self.instance.pk else None
         if current and not registry.is_registered(current):
@@ -100,11 +113,12 @@ class JobAdminForm(forms.ModelForm):
             (name, name) for name in sorted(schedules.available_timezones())
         ]
         self.fields["timezone"].initial = self.instance.timezone
-        if self.instance.run_at and self.instance.timezone in schedules.available_timezones():
-            # Shown as the wall-clock time in the job's timezone, not the server's.
-            local = self.instance.run_at.astimezone(schedules.get_timezone(self.instance.timezone))
-            self.initial["run_at"] = local.replace(tzinfo=None)
-        self.fields["run_at"].help_text = _("Date and time in the job's timezone.")
+        if "run_at" in self.fields:
+            if self.instance.run_at and self.instance.timezone in schedules.available_timezones():
+                # Shown as the wall-clock time in the job's timezone, not the server's.
+                tz = schedules.get_timezone(self.instance.timezone)
+                self.initial["run_at"] = self.instance.run_at.astimezone(tz).replace(tzinfo=None)
+            self.fields["run_at"].help_text = _("Date and time in the job's timezone.")
         if self.instance.pk and isinstance(self.instance.kwargs, dict):
             # Secrets are shown masked; a masked value sent back keeps the stored one.
             self.initial["kwargs"] = masking.mask(self.instance.kwargs)
@@ -115,7 +129,12 @@ class JobAdminForm(forms.ModelForm):
             stored = (
                 Job.objects.filter(pk=self.instance.pk).values_list("kwargs", flat=True).first()
             )
-            cleaned["kwargs"] = masking.unmask(cleaned["kwargs"], stored)
+            try:
+                cleaned["kwargs"] = masking.unmask_checked(
+                    new=cleaned["kwargs"], old=stored, may_keep=self.may_keep_secrets
+                )
+            except ValidationError as exc:
+                self.add_error(None, exc)
         run_at, tz_name = cleaned.get("run_at"), cleaned.get("timezone")
         if run_at and tz_name in schedules.available_timezones():
             try:
@@ -286,11 +305,31 @@ class JobAdmin(admin.ModelAdmin):
             items or _("No upcoming runs."),
         )
 
+    @admin.display(description=_("keyword arguments"))
+    def masked_kwargs(self, job: Job) -> str:
+        return format_html("<pre>{}</pre>", json.dumps(masking.mask(job.kwargs), indent=2))
+
     def get_readonly_fields(self, request, obj=None):
         fields = list(super().get_readonly_fields(request, obj))
         if not self.has_pause_permission(request):
             fields.append("enabled")  # pausing has its own permission
-        return fields
+        return [*fields, "masked_kwargs"]
+
+    def get_fieldsets(self, request, obj=None):
+        """A user who may not change the job sees its kwargs read-only: masked, as in the
+        form (the stock read-only field would show them as stored)."""
+        fieldsets = super().get_fieldsets(request, obj)
+        if obj is None or self.has_change_permission(request, obj):
+            return fieldsets
+        return [
+            (title, {**options, "fields": [_swap(f) for f in options["fields"]]})
+            for title, options in fieldsets
+        ]
+
+    def get_form(self, request, obj=None, change=False, **kwargs):
+        form = super().get_form(request, obj, change=change, **kwargs)
+        form.may_keep_secrets = request.user.has_perm("scheduling.keep_secrets")
+        return form
 
     # --- every change made here is attributed to the admin and the user ------------------
     def changeform_view(self, request, *args, **kwargs):
@@ -570,13 +609,57 @@ class AlertAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = ("created_at", "job_name", "kind", "state", "message", "delivered")
     list_filter = ("kind", "state", "job")
     search_fields = ("job_name", "message")
-    readonly_fields = ("job", "job_name", "kind", "state", "message", "created_at", "deliveries")
+    readonly_fields = (
+        "job",
+        "job_name",
+        "kind",
+        "state",
+        "message",
+        "created_at",
+        "delivery_attempts",
+    )
 
     @admin.display(description=_("delivered"), boolean=True)
     def delivered(self, alert: Alert) -> bool | None:
+        """Whether every recipient was reached by some attempt (None: none made yet)."""
         if not alert.deliveries:
             return None
-        return all(item.get("ok") for item in alert.deliveries)
+        reached: dict[str, bool] = {}
+        for item in alert.deliveries:
+            key = f"{item.get('channel')} {item.get('to')}"
+            reached[key] = reached.get(key, False) or bool(item.get("ok"))
+        return all(reached.values())
+
+    @admin.display(description=_("deliveries"))
+    def delivery_attempts(self, alert: Alert) -> str:
+        if not alert.deliveries:
+            return _("None yet: the delivery is queued.")
+        rows = format_html_join(
+            "",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            (
+                (
+                    item.get("attempt", "—"),
+                    item.get("at", "—"),
+                    item.get("channel", ""),
+                    ", ".join(item["to"]) if isinstance(item.get("to"), list) else item.get("to"),
+                    "✔" if item.get("ok") else "✘",
+                    " ".join(str(item[k]) for k in ("status", "error") if item.get(k)),
+                )
+                for item in alert.deliveries
+            ),
+        )
+        return format_html(
+            "<table><tr><th>{}</th><th>{}</th><th>{}</th><th>{}</th><th>{}</th><th>{}</th></tr>"
+            "{}</table>",
+            _("attempt"),
+            _("when"),
+            _("channel"),
+            _("to"),
+            _("ok"),
+            _("answer"),
+            rows,
+        )
 
 
 @admin.register(SchedulerLease)

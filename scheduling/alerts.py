@@ -1,22 +1,19 @@
 """Alerts: on failure, missed run, slow run and no successful run in time (dead man's
-switch), with a recovery notice; sent by e-mail and webhook to the job's recipients.
+switch), with a recovery notice; sent by e-mail and webhook to the job's recipients by a
+task on the alerts queue (:mod:`scheduling.deliveries`).
 
 An alert is sent when a job's state *changes* (ok → failing, failing → recovered), not on
 every failed run. Every alert and notice is kept, with how each delivery went.
 """
 
 import datetime as dt
-import json
 import logging
-import urllib.request
 from typing import Any
 
-from django.conf import settings
-from django.core.mail import send_mail
 from django.db import transaction
 from django.utils import timezone
 
-from scheduling import conf, sql
+from scheduling import deliveries, sql
 from scheduling.models import (
     FAILED_STATUSES,
     Alert,
@@ -60,8 +57,10 @@ def alert_set(*, job: Job, kind: str, firing: bool, message: str) -> Alert | Non
             message=message,
             created_at=now,
         )
-    alert.deliveries = deliver(alert=alert, job=job)
-    Alert.objects.filter(pk=alert.pk).update(deliveries=alert.deliveries)
+    if any(_recipients(job)):
+        # Delivered by the alerts queue's task: a slow or dead receiver never holds up
+        # the run (or check) that raised the alert.
+        deliveries.alert_deliver_later(alert=alert)
     return alert
 
 
@@ -73,34 +72,6 @@ def payload(alert: Alert) -> dict[str, Any]:
         "message": alert.message,
         "at": alert.created_at.isoformat(),
     }
-
-
-def deliver(*, alert: Alert, job: Job) -> list[dict[str, Any]]:
-    """Send ``alert`` to every recipient of ``job``; report each delivery."""
-    emails, webhooks = _recipients(job)
-    results: list[dict[str, Any]] = []
-    subject = f"[scheduled jobs] {alert.job_name}: {alert.get_kind_display()} {alert.state}"
-    if emails:
-        try:
-            send_mail(subject, alert.message, settings.DEFAULT_FROM_EMAIL, emails)
-            results.append({"channel": "email", "to": emails, "ok": True})
-        except Exception as exc:
-            logger.exception("Alert e-mail for %s failed", alert.job_name)
-            results.append({"channel": "email", "to": emails, "ok": False, "error": repr(exc)})
-    for url in webhooks:
-        body = json.dumps(payload(alert)).encode()
-        request = urllib.request.Request(
-            url, data=body, headers={"Content-Type": "application/json"}, method="POST"
-        )
-        try:
-            with urllib.request.urlopen(request, timeout=conf.get("WEBHOOK_TIMEOUT")) as response:
-                results.append(
-                    {"channel": "webhook", "to": url, "ok": True, "status": response.status}
-                )
-        except Exception as exc:
-            logger.warning("Alert webhook %s for %s failed: %r", url, alert.job_name, exc)
-            results.append({"channel": "webhook", "to": url, "ok": False, "error": repr(exc)})
-    return results
 
 
 _FIRING_SQL = f"SELECT kind FROM {JobAlertStatus._meta.db_table} WHERE job_id = %s AND firing = %s"

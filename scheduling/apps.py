@@ -12,6 +12,7 @@ class SchedulingConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from scheduling import checks, receivers, registry  # noqa: F401
+        # alert_tasks: the delivery task lives outside tasks.py; importing it registers it.
+        from scheduling import alert_tasks, checks, receivers, registry  # noqa: F401
 
         registry.autodiscover()

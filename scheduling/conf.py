@@ -55,7 +55,20 @@ DEFAULTS: dict[str, Any] = {
     "HEALTH_MEMORY_MIN_AVAILABLE_PERCENT": 5,
     # Monitoring: a run slower than this (seconds) is slow, unless its job says otherwise.
     "SLOW_THRESHOLD": 60.0,
+    # Alert delivery (a task on the "alerts" queue, scheduling.alert_tasks): each socket
+    # operation of a webhook POST may take this long (seconds); a failed delivery is tried
+    # again up to WEBHOOK_RETRIES times, after WEBHOOK_RETRY_BACKOFF x 2^attempt seconds
+    # (at most WEBHOOK_RETRY_BACKOFF_MAX), and never later than WEBHOOK_DEADLINE seconds
+    # after the alert.
     "WEBHOOK_TIMEOUT": 5.0,
+    "WEBHOOK_RETRIES": 5,
+    "WEBHOOK_RETRY_BACKOFF": 2.0,
+    "WEBHOOK_RETRY_BACKOFF_MAX": 120.0,
+    "WEBHOOK_DEADLINE": 600.0,
+    # Networks (CIDR, e.g. "10.1.0.0/16") whose addresses may receive webhooks although
+    # they are not public: intranet receivers. Every other private, loopback, link-local,
+    # multicast or reserved address is refused (scheduling.webhooks).
+    "WEBHOOK_ALLOWED_NETWORKS": [],
     # How often each worker runs the dead man's switch check (seconds; 0: never).
     "DEADMAN_CHECK_INTERVAL": 60,
     # /metrics: None = staff users with the view permission only; a string = also anyone

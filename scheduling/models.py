@@ -11,7 +11,7 @@ from django.utils.translation import get_language
 from django.utils.translation import gettext_lazy as _
 from django_celery_results.models import TaskResult
 
-from scheduling import conf, registry, schedules
+from scheduling import conf, registry, schedules, webhooks
 
 
 def default_timezone() -> str:
@@ -355,6 +355,11 @@ class Job(models.Model):
         permissions = [
             ("run_job", _("Can run a job now")),
             ("pause_job", _("Can pause and resume a job")),
+            ("export_secrets", _("Can export a job's secret keyword arguments in clear")),
+            (
+                "keep_secrets",
+                _("Can keep a job's stored secrets while changing its other keyword arguments"),
+            ),
         ]
 
     def __str__(self) -> str:
@@ -405,7 +410,7 @@ class Job(models.Model):
         return (self.dispatch_at - self.next_run_at).total_seconds()
 
     def clean(self) -> None:
-        errors: dict[str, str] = {}
+        errors: dict[str, str | list[str]] = {}
         if self.task and not registry.is_registered(self.task):
             errors["task"] = str(registry.UnknownTaskError(self.task))
         text_fields = (
@@ -463,6 +468,11 @@ class Job(models.Model):
             errors["retry_on"] = _(
                 'Retry on must be a JSON list of exception names, e.g. ["ConnectionError"].'
             )
+        if "alert_webhooks" not in errors:
+            try:
+                webhooks.webhook_urls_validate(text=self.alert_webhooks)
+            except ValidationError as exc:
+                errors["alert_webhooks"] = exc.message_dict["alert_webhooks"]
         if self.soft_time_limit and self.time_limit and self.time_limit <= self.soft_time_limit:
             errors["time_limit"] = _("The hard time limit must be longer than the soft one.")
         if errors:

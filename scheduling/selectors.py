@@ -6,6 +6,7 @@ from typing import Any
 from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
 from django.utils import timezone
+from django.utils.translation import gettext as _
 
 from scheduling import masking, schedules
 from scheduling.models import (
@@ -160,6 +161,38 @@ def window_bounds(
     if since >= until:
         raise ValidationError({"since": "The window must start before it ends."})
     return since, until
+
+
+def window_moment_parse(*, name: str, value: str | None) -> dt.datetime | None:
+    """The ``since``/``until`` parameter ``name`` as an aware date-time (``None`` if empty).
+
+    ``ValidationError`` naming the parameter for anything else: not ISO 8601, no timezone
+    offset (a bare date or a naive time could be any of several instants, so it is
+    refused rather than guessed), or out of the range a database can store.
+    """
+    if not value:
+        return None
+    example = "2026-11-01T00:00:00+08:00"
+    try:
+        moment = dt.datetime.fromisoformat(value)
+    except ValueError:
+        raise ValidationError(
+            {
+                name: _("%(value)r is not an ISO 8601 date-time, e.g. %(example)s.")
+                % {"value": value, "example": example}
+            }
+        ) from None
+    if timezone.is_naive(moment):
+        raise ValidationError(
+            {
+                name: _("%(value)r needs a timezone offset, e.g. %(example)s.")
+                % {"value": value, "example": example}
+            }
+        )
+    try:
+        return moment.astimezone(dt.UTC)
+    except OverflowError:
+        raise ValidationError({name: _("%(value)r is out of range.") % {"value": value}}) from None
 
 
 def _percentiles(durations_qs, fractions: tuple[float, ...]) -> list[float | None]:

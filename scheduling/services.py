@@ -15,10 +15,11 @@ import uuid
 from collections.abc import Iterable
 from typing import Any
 
-from django.core.exceptions import ValidationError
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
 
 from scheduling import audit, masking, registry, signals
 from scheduling.config import DEFAULT_JOBS, JobSpec, config_parse, spec_differences
@@ -30,6 +31,14 @@ from scheduling.models import (
 )
 
 logger = logging.getLogger(__name__)
+
+# What each permission lets an import do, for its refusal message.
+IMPORT_ACTIONS = {
+    "add_job": gettext_lazy("create"),
+    "change_job": gettext_lazy("update"),
+    "pause_job": gettext_lazy("pause or resume"),
+    "delete_job": gettext_lazy("remove"),
+}
 
 SCHEDULE_FIELDS = frozenset(Job.SCHEDULE_FIELDS)
 TRIGGER_FIELDS = frozenset(Job.TRIGGER_FIELDS)
@@ -323,7 +332,12 @@ class ImportReport:
 
 
 def config_import(
-    *, data: Any, dry_run: bool = False, prune: bool = False, only_missing: bool = False
+    *,
+    data: Any,
+    dry_run: bool = False,
+    prune: bool = False,
+    only_missing: bool = False,
+    user: Any = None,
 ) -> ImportReport:
     """Create or update jobs from a config document, all or nothing.
 
@@ -331,26 +345,84 @@ def config_import(
     every problem). Importing the same document twice changes nothing. ``prune`` removes
     jobs that are not in the document; ``only_missing`` never touches existing jobs;
     ``dry_run`` reports the changes without making them.
+
+    ``user`` (a Django user; ``None``: a trusted caller such as the console operator)
+    must hold the permission for every part of the import, checked before anything is
+    written (``PermissionDenied`` naming each missing one and its jobs): add for the jobs
+    it creates, change for those it updates, pause for those it pauses or resumes, delete
+    for those ``prune`` removes. A masked secret sent back is kept only while the job's
+    other kwargs stay the same, unless ``user`` may keep secrets (``keep_secrets``).
     """
     specs = config_parse(data)
     report = ImportReport(dry_run=dry_run)
     outer = audit.current()
     source = outer.source if outer.source == "system" else "import"
+    may_keep = user is None or user.has_perm("scheduling.keep_secrets")
     with transaction.atomic(), audit.audit_context(source=source, actor=outer.actor):
         existing = {job.name: job for job in Job.objects.filter(name__in=[s.name for s in specs])}
+        for spec in specs:
+            if spec.name in existing:
+                spec.fields["kwargs"] = masking.unmask_checked(
+                    new=spec.fields["kwargs"],
+                    old=existing[spec.name].kwargs,
+                    may_keep=may_keep,
+                    job=spec.name,
+                )
+        names = {spec.name for spec in specs}
+        pruned = list(Job.objects.exclude(name__in=names).order_by("name")) if prune else []
+        if user is not None:
+            _import_permissions_check(
+                user=user, specs=specs, existing=existing, pruned=pruned, only_missing=only_missing
+            )
         for spec in specs:
             _import_one(
                 spec=spec, job=existing.get(spec.name), report=report, only_missing=only_missing
             )
-        if prune:
-            names = {spec.name for spec in specs}
-            for job in Job.objects.exclude(name__in=names).order_by("name"):
-                report.removed.append(job.name)
-                report.diff.append(f"- {job.name}")
-                job_remove(job=job)
+        for job in pruned:
+            report.removed.append(job.name)
+            report.diff.append(f"- {job.name}")
+            job_remove(job=job)
         if dry_run:
             transaction.set_rollback(True)
     return report
+
+
+def _import_permissions_check(
+    *,
+    user: Any,
+    specs: list[JobSpec],
+    existing: dict[str, Job],
+    pruned: list[Job],
+    only_missing: bool,
+) -> None:
+    """Refuse the whole import when ``user`` lacks a permission one of its parts needs."""
+    needs: dict[str, list[str]] = collections.defaultdict(list)
+    for spec in specs:
+        job = existing.get(spec.name)
+        if job is None:
+            needs["add_job"].append(spec.name)
+            continue
+        changes = {} if only_missing else spec_differences(job, spec)
+        if "enabled" in changes:
+            needs["pause_job"].append(spec.name)
+        if set(changes) - {"enabled"}:
+            needs["change_job"].append(spec.name)
+    needs["delete_job"] = [job.name for job in pruned]
+    missing = [
+        _("the permission %(perm)r to %(action)s %(jobs)s")
+        % {
+            "perm": f"scheduling.{codename}",
+            "action": IMPORT_ACTIONS[codename],
+            "jobs": ", ".join(names),
+        }
+        for codename, names in needs.items()
+        if names and not user.has_perm(f"scheduling.{codename}")
+    ]
+    if missing:
+        raise PermissionDenied(
+            _("User %(user)r lacks %(missing)s; nothing was imported.")
+            % {"user": user.get_username(), "missing": "; ".join(missing)}
+        )
 
 
 def _import_one(
@@ -361,7 +433,6 @@ def _import_one(
         report.created.append(spec.name)
         report.diff.append(f"+ {spec.name}")
         return
-    spec.fields["kwargs"] = masking.unmask(spec.fields["kwargs"], job.kwargs)
     changes = {} if only_missing else spec_differences(job, spec)
     if not changes:
         report.unchanged.append(spec.name)
@@ -369,7 +440,10 @@ def _import_one(
     job_update(job=job, **{name: new for name, (_old, new) in changes.items()})
     report.updated.append(spec.name)
     for name, (old, new) in sorted(changes.items()):
-        report.diff.append(f"~ {spec.name}: {name}: {old!r} -> {new!r}")
+        # Secrets are masked on both sides; a change to a secret alone still shows as one.
+        shown_old, shown_new = masking.mask(old), masking.mask(new)
+        note = _(" (a secret changed)") if shown_old == shown_new else ""
+        report.diff.append(f"~ {spec.name}: {name}: {shown_old!r} -> {shown_new!r}{note}")
 
 
 @transaction.atomic

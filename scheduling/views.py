@@ -6,19 +6,31 @@ import hmac
 from django.contrib.admin.views.decorators import staff_member_required
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.utils.translation import gettext as _
 
-from scheduling import conf, selectors
+from scheduling import conf, errors, selectors
 from scheduling.models import Job
 
 
 def _window(request: HttpRequest) -> tuple[dt.datetime, dt.datetime]:
     def parse(name: str) -> dt.datetime | None:
-        value = request.GET.get(name)
-        return dt.datetime.fromisoformat(value) if value else None
+        return selectors.window_moment_parse(name=name, value=request.GET.get(name))
 
     return selectors.window_bounds(
         window=request.GET.get("window", "day"), since=parse("since"), until=parse("until")
     )
+
+
+def _threshold(request: HttpRequest) -> float | None:
+    value = request.GET.get("threshold")
+    if not value:
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        raise ValidationError(
+            {"threshold": _("%(value)r is not a number of seconds.") % {"value": value}}
+        ) from None
 
 
 @staff_member_required
@@ -29,11 +41,9 @@ def statistics_json(request: HttpRequest) -> JsonResponse:
         raise PermissionDenied
     try:
         since, until = _window(request)
-        threshold = float(request.GET["threshold"]) if request.GET.get("threshold") else None
+        threshold = _threshold(request)
     except ValidationError as exc:
-        return JsonResponse({"error": "; ".join(exc.messages)}, status=400)
-    except ValueError as exc:
-        return JsonResponse({"error": str(exc)}, status=400)
+        return JsonResponse({"error": errors.one_line(exc)}, status=400)
     jobs = Job.objects.order_by("name")
     if request.GET.get("job"):
         jobs = jobs.filter(name=request.GET["job"])
@@ -61,8 +71,9 @@ def metrics_allowed(request: HttpRequest) -> bool:
         and user.has_perm("scheduling.view_job")
     ):
         return True
-    header = request.headers.get("Authorization", "")
-    return bool(token) and hmac.compare_digest(header, f"Bearer {token}")
+    # Compared as bytes: compare_digest refuses str with non-ASCII characters (a 500).
+    header = request.headers.get("Authorization", "").encode("utf-8", "backslashreplace")
+    return bool(token) and hmac.compare_digest(header, f"Bearer {token}".encode())
 
 
 def metrics(request: HttpRequest) -> HttpResponse:

@@ -30,7 +30,19 @@ class Receiver(BaseHTTPRequestHandler):
 
 
 @pytest.fixture
-def webhook():
+def deliver_in_process(settings):
+    """Run the alerts queue's delivery task in this process, as soon as it is queued."""
+    from project.celery import app
+
+    app.conf.task_always_eager = True
+    yield
+    app.conf.task_always_eager = False
+
+
+@pytest.fixture
+def webhook(settings, deliver_in_process):
+    """A receiver on 127.0.0.1, allowed as an intranet webhook receiver."""
+    settings.SCHEDULING = {**settings.SCHEDULING, "WEBHOOK_ALLOWED_NETWORKS": ["127.0.0.1/32"]}
     Receiver.received = []
     server = HTTPServer(("127.0.0.1", 0), Receiver)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
@@ -126,7 +138,7 @@ def test_dead_mans_switch_fires_when_no_run_succeeds_in_time(webhook):
     assert alerts.deadman_check() == []
 
 
-def test_a_failed_delivery_is_kept_in_the_history():
+def test_a_failed_delivery_is_kept_in_the_history(webhook):
     job = make_job(name="unreachable", task="demo.fail", alert_webhooks="http://127.0.0.1:9/none")
     with pytest.raises(RuntimeError):
         runs.execution_run(

@@ -167,3 +167,8 @@ def test_stats_and_slow_commands(settings):
     out = io.StringIO()
     call_command("jobs", "slow", "--window", "week", stdout=out)
     assert "cmd-stats" in out.getvalue()
+
+
+def test_stats_command_refuses_a_date_without_a_timezone():
+    with pytest.raises(CommandError, match=r"since: .*timezone offset"):
+        call_command("jobs", "stats", "--since", "2026-11-01", stdout=io.StringIO())

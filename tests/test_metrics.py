@@ -23,3 +23,10 @@ def test_metrics_are_restricted_and_expose_runs_durations_and_beat(client, setti
     assert 'scheduled_job_duration_seconds_count{job="metered"} 2.0' in body
     assert 'scheduled_job_lateness_seconds_count{job="metered"} 2.0' in body
     assert "scheduler_queue_length" in body
+
+
+def test_metrics_with_a_non_ascii_authorization_header_is_forbidden(client, settings):
+    settings.SCHEDULING = {**settings.SCHEDULING, "METRICS_TOKEN": "s3cret"}
+    url = reverse("scheduling-metrics")
+    assert client.get(url, HTTP_AUTHORIZATION="Bearer s3crét").status_code == 403
+    assert client.get(url, HTTP_AUTHORIZATION="Bearer \udcff").status_code == 403

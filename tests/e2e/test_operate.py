@@ -1,15 +1,20 @@
 """Operating the product with real processes: Flower's live view and the maintenance jobs."""
 
+import datetime as dt
 import io
 import json
+import re
 import socket
+import threading
+import time
 import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from django.core.management import call_command
 
 from scheduling import maintenance, services
-from scheduling.models import BeatHeartbeat, Job, JobExecution
+from scheduling.models import Alert, BeatHeartbeat, Job, JobExecution
 from tests.e2e.processes import wait_for
 from tests.factories import make_job
 
@@ -108,3 +113,74 @@ def test_run_command_waits_for_the_outcome(celery_processes):
     result = json.loads(out.getvalue())
     assert result["status"] == "success" and result["duration"] >= 0.2
     assert result["trigger"] == "manual" and result["worker"] == "w1@e2e"
+
+
+class HangingOnce(BaseHTTPRequestHandler):
+    """An alert receiver that hangs 10 s on its first POST and answers later ones at once."""
+
+    def do_POST(self):
+        self.rfile.read(int(self.headers["Content-Length"]))
+        self.server.posts.append(time.monotonic())
+        if len(self.server.posts) == 1:
+            time.sleep(10)
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+def test_a_hanging_webhook_receiver_never_holds_up_a_run(celery_processes, settings):
+    server = ThreadingHTTPServer(("127.0.0.1", 0), HangingOnce)
+    server.daemon_threads, server.posts = True, []
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    settings.SCHEDULING = {**settings.SCHEDULING, "WEBHOOK_ALLOWED_NETWORKS": ["127.0.0.1/32"]}
+    job = make_job(
+        task="demo.sleep",
+        cron_expression="0 0 0 1 1 *",
+        kwargs={"seconds": 0.2},
+        slow_threshold=0.1,  # the run's success raises a slow-run alert
+        alert_webhooks=f"http://127.0.0.1:{server.server_port}/hook",
+    )
+    celery_processes.start_worker(
+        env={
+            "SCHEDULING_WEBHOOK_ALLOWED_NETWORKS": "127.0.0.1/32",
+            "SCHEDULING_WEBHOOK_TIMEOUT": "2",
+            "SCHEDULING_WEBHOOK_RETRY_BACKOFF": "1",
+        }
+    )
+    try:
+        task_id = services.job_run_now(job=job)
+        run = wait_for(
+            lambda: JobExecution.objects.filter(task_result_id=task_id, status="success").first(),
+            timeout=60,
+            what="the run to be recorded",
+            processes=celery_processes,
+        )
+        # The run's task ends with the run, not with the delivery of its alert.
+        runtime = wait_for(
+            lambda: re.search(
+                rf"run_job\[{task_id}\] succeeded in ([\d.]+)s", celery_processes.log("w1")
+            ),
+            timeout=30,
+            what="the worker to log the run's end",
+            processes=celery_processes,
+        )
+        assert float(runtime.group(1)) < 1.5, celery_processes.log("w1")
+        alert = wait_for(
+            lambda: (
+                (a := Alert.objects.filter(job=job, kind="slow").first())
+                and any(d["ok"] for d in a.deliveries)
+                and a
+            ),
+            timeout=60,
+            what="the alert to be delivered on a later attempt",
+            processes=celery_processes,
+        )
+    finally:
+        server.shutdown()
+    first, *later = alert.deliveries
+    assert first["ok"] is False and "timed out" in first["error"].lower()
+    assert later[-1]["ok"] is True and later[-1]["attempt"] >= 2
+    assert dt.datetime.fromisoformat(first["at"]) > run.finished_at  # delivered after it
+    assert len(server.posts) >= 2

@@ -12,11 +12,11 @@ import sys
 import time
 from typing import Any
 
-from django.core.exceptions import ValidationError
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
-from scheduling import schedules, selectors, services
+from scheduling import errors, schedules, selectors, services
 from scheduling.audit import audit_context
 from scheduling.models import Job, JobExecution
 
@@ -66,7 +66,9 @@ PERMISSIONS = {
     "slow": "view_job",
     "add": "add_job",
     "modify": "change_job",
-    "import": "change_job",
+    # Import also needs add, change, pause or delete for the parts that create, update,
+    # pause or resume, or prune (checked by the service, before anything is written).
+    "import": "view_job",
     "install-defaults": "add_job",
     "pause": "pause_job",
     "resume": "pause_job",
@@ -82,12 +84,6 @@ def _json_arg(value: str, option: str) -> Any:
         return json.loads(value)
     except json.JSONDecodeError as exc:
         raise CommandError(f"{option} is not valid JSON: {exc}") from None
-
-
-def _one_line(exc: ValidationError) -> str:
-    if hasattr(exc, "error_dict"):
-        return "; ".join(f"{field}: {' '.join(msgs)}" for field, msgs in exc.message_dict.items())
-    return "; ".join(exc.messages)
 
 
 class Command(BaseCommand):
@@ -168,7 +164,8 @@ class Command(BaseCommand):
         p.add_argument(
             "--include-secrets",
             action="store_true",
-            help="write sensitive keyword arguments in clear (masked by default)",
+            help="write sensitive keyword arguments in clear (masked by default; with --user "
+            "it needs the permission scheduling.export_secrets)",
         )
         p = action("import", "Import job definitions from a JSON file, all or nothing.")
         p.add_argument("file", help="JSON file ('-' for stdin)")
@@ -194,28 +191,36 @@ class Command(BaseCommand):
         self.as_json = options.get("json", False)
         handler = getattr(self, "do_" + action.replace("-", "_"))
         actor = getpass.getuser()
+        self.user = None
         if options.get("user"):
-            actor = self._check_permission(options["user"], action)
+            self.user = self._check_permission(options["user"], action)
+            actor = self.user.get_username()
+            if action == "export" and options.get("include_secrets"):
+                self._check_permission(options["user"], action, "export_secrets")
         try:
             with audit_context(source="command", actor=actor):
                 handler(**options)
         except ValidationError as exc:
-            raise CommandError(_one_line(exc)) from None
+            raise CommandError(errors.one_line(exc)) from None
+        except PermissionDenied as exc:
+            raise CommandError(str(exc)) from None
         except Job.DoesNotExist as exc:
             raise CommandError(str(exc)) from None
 
-    def _check_permission(self, username: str, action: str) -> str:
+    def _check_permission(self, username: str, action: str, codename: str | None = None):
+        """The active user ``username``, if they hold the permission for ``action`` (or
+        ``codename``)."""
         from django.contrib.auth import get_user_model
 
         user = get_user_model().objects.filter(username=username, is_active=True).first()
         if user is None:
             raise CommandError(f"No active user {username!r}.")
-        permission = f"scheduling.{PERMISSIONS[action]}"
+        permission = f"scheduling.{codename or PERMISSIONS[action]}"
         if not user.has_perm(permission):
             raise CommandError(
                 f"User {username!r} lacks the permission {permission!r} for {action!r}."
             )
-        return username
+        return user
 
     # --- output ------------------------------------------------------------------------------
     def emit(self, data: Any, text: str) -> None:
@@ -412,7 +417,7 @@ class Command(BaseCommand):
             raise CommandError(f"cannot read {file}: {exc.strerror}") from None
         except json.JSONDecodeError as exc:
             raise CommandError(f"{file} is not valid JSON: {exc}") from None
-        report = services.config_import(data=data, dry_run=dry_run, prune=prune)
+        report = services.config_import(data=data, dry_run=dry_run, prune=prune, user=self.user)
         summary = (
             f"{'Would create' if dry_run else 'Created'} {len(report.created)}, "
             f"{'update' if dry_run else 'updated'} {len(report.updated)}, "
@@ -423,14 +428,13 @@ class Command(BaseCommand):
 
     def _window(self, options: dict[str, Any]):
         try:
-            parse = dt.datetime.fromisoformat
             return selectors.window_bounds(
                 window=options["window"],
-                since=parse(options["since"]) if options.get("since") else None,
-                until=parse(options["until"]) if options.get("until") else None,
+                since=selectors.window_moment_parse(name="since", value=options.get("since")),
+                until=selectors.window_moment_parse(name="until", value=options.get("until")),
             )
-        except ValueError as exc:  # not an ISO date-time
-            raise CommandError(f"--since/--until: {exc}") from None
+        except ValidationError as exc:
+            raise CommandError(errors.one_line(exc)) from None
 
     def do_stats(self, job: str | None = None, **options):
         since, until = self._window(options)
