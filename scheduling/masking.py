@@ -84,3 +84,46 @@ def unmask_checked(*, new: Any, old: Any, may_keep: bool, job: str = "") -> Any:
     if job:
         message = _("Job %(job)s: %(message)s") % {"job": job, "message": message}
     raise ValidationError({"kwargs": message})
+
+
+def secret_values(kwargs: Any) -> list[str]:
+    """The text of every sensitive keyword argument's value, at any depth, longest first
+    (so that a secret containing another is masked whole)."""
+    found: set[str] = set()
+
+    def walk(value: Any, sensitive: bool) -> None:
+        if isinstance(value, dict):
+            for key, item in value.items():
+                walk(item, sensitive or is_sensitive(key))
+        elif isinstance(value, list):
+            for item in value:
+                walk(item, sensitive)
+        elif sensitive and value not in (None, "") and not isinstance(value, bool):
+            found.add(str(value))
+
+    walk(kwargs, False)
+    return sorted(found, key=len, reverse=True)
+
+
+def mask_text(text: str, secrets: list[str]) -> str:
+    """``text`` (an exception's message, a traceback) with every secret replaced."""
+    for secret in secrets:
+        text = text.replace(secret, MASK)
+    return text
+
+
+def mask_exception(exc: BaseException, secrets: list[str]) -> BaseException:
+    """``exc``, or when its message holds a secret an exception saying the same with the
+    secret masked: of the same class where it can be made from one message, else a
+    ``RuntimeError`` that names the class."""
+    text = str(exc)
+    masked = mask_text(text, secrets)
+    if masked == text and mask_text(repr(exc.args), secrets) == repr(exc.args):
+        return exc
+    try:
+        shown = type(exc)(masked)
+    except Exception:
+        shown = RuntimeError(f"{type(exc).__name__}: {masked}")
+    if str(shown) != masked:
+        shown = RuntimeError(f"{type(exc).__name__}: {masked}")
+    return shown

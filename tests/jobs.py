@@ -42,3 +42,13 @@ def count_runs(key: str, seconds: float = 0) -> int:
         handle.write("x\n")
     time.sleep(seconds)
     return 1
+
+
+@job_task("tests.login", description="Fail to log in, naming the password in the error.")
+def login(user: str, password: str) -> None:
+    raise ConnectionError(f"cannot log in as {user} with password {password}")
+
+
+@job_task("tests.nul_error", description="Raise an error whose message holds a NUL character.")
+def nul_error() -> None:
+    raise RuntimeError("bad byte \x00 in the input")

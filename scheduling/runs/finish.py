@@ -63,6 +63,8 @@ def finish(
     execution.finished_at = execution.started_at + dt.timedelta(seconds=execution.duration)
     execution.status = status
     execution.lease_until = None
+    # PostgreSQL stores no NUL character in text: a function may well raise or return one.
+    outcome = {name: text.replace("\x00", "\\x00") for name, text in outcome.items()}
     for name, text in outcome.items():
         setattr(execution, name, text)
     state = states.SUCCESS if error is None else states.RETRY if retrying else states.FAILURE

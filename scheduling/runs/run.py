@@ -9,7 +9,7 @@ from celery import states
 from celery.exceptions import SoftTimeLimitExceeded
 from django.db import DatabaseError, InterfaceError, close_old_connections
 
-from scheduling import registry
+from scheduling import masking, registry
 from scheduling.models import ExecutionStatus
 from scheduling.runs.call import call
 from scheduling.runs.finish import finish, jsonable, summary
@@ -88,19 +88,25 @@ def execution_run(
         raise
     except Exception as exc:
         retry = should_retry(job, exc, attempt)
+        # What the function raised is told with the job's secrets masked, everywhere it
+        # goes: the execution, the task result, alerts, Celery's log and events (Flower).
+        secrets = masking.secret_values(job.kwargs)
+        shown = masking.mask_exception(exc, secrets)
         finish(
             execution,
             clock,
             ExecutionStatus.FAILURE,
             message=message,
-            error=exc,
+            error=shown,
             retrying=retry,
-            exception=f"{type(exc).__name__}: {exc}",
-            traceback=tb.format_exc(),
+            exception=masking.mask_text(f"{type(exc).__name__}: {exc}", secrets),
+            traceback=masking.mask_text(tb.format_exc(), secrets),
         )
         if retry:
-            raise RetryLater(retry_countdown(job, attempt), exc) from exc
-        raise
+            raise RetryLater(retry_countdown(job, attempt), shown) from None
+        if shown is exc:
+            raise
+        raise shown from None
     returned = jsonable(value)
     finish(
         execution,

@@ -2,10 +2,12 @@
 
 import pytest
 from django.utils import timezone
+from django_celery_results.models import TaskResult
 
 from scheduling import runs
-from scheduling.models import JobExecution
-from tests.factories import make_job
+from scheduling.masking import MASK
+from scheduling.models import Alert, JobExecution
+from tests.factories import make_job, run_scheduled, sent_message
 
 pytestmark = pytest.mark.django_db
 
@@ -42,3 +44,31 @@ def test_execution_run_of_an_async_function():
         job_id=job.pk, trigger="manual", scheduled_at=None, task_id=None, worker=""
     )
     assert value["async"] is True
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_secret_in_an_exception_is_masked_wherever_the_failure_goes():
+    secret = "hunter2-very-secret"
+    job = make_job(task="tests.login", kwargs={"user": "ops", "password": secret})
+    sent = sent_message(job)
+    with pytest.raises(ConnectionError) as raised:
+        run_scheduled(job, sent=sent)
+    assert secret not in str(raised.value) and MASK in str(raised.value)  # Celery's log, events
+    execution = JobExecution.objects.get(job=job)
+    assert execution.exception == f"ConnectionError: cannot log in as ops with password {MASK}"
+    assert secret not in execution.traceback and "raise ConnectionError" in execution.traceback
+    result = TaskResult.objects.get(task_id=sent.task_id)
+    assert secret not in result.result and secret not in result.traceback
+    assert secret not in Alert.objects.get(job=job, kind="failure").message
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_nul_character_in_an_exception_is_recorded_not_lost():
+    job = make_job(task="tests.nul_error")
+    sent = sent_message(job)
+    with pytest.raises(RuntimeError):
+        run_scheduled(job, sent=sent)
+    execution = JobExecution.objects.get(job=job)
+    assert execution.status == "failure"
+    assert execution.exception == "RuntimeError: bad byte \\x00 in the input"
+    assert TaskResult.objects.get(task_id=sent.task_id).status == "FAILURE"
