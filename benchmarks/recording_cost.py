@@ -2,7 +2,7 @@
 
 Companion to ``benchmarks/worker_throughput.py``: there, a worker with 2 processes drains
 no-op runs and the figure is runs per second; here one process calls the execution
-service itself (``runs.execution_run``, as ``scheduling.run_job`` does, for a job
+service itself (``scheduling.runs.execution_run``, as ``scheduling.run_job`` does, for a job
 running ``demo.noop``), with no Celery around it, and the figures say where a run's time
 goes: CPU in the process, time spent waiting for PostgreSQL, statements sent, round trips
 (waits for PostgreSQL's answer, ``sql.round_trips``), and how much of the wait is the
@@ -36,8 +36,9 @@ os.environ.setdefault("DJANGO_SECRET_KEY", "benchmark-only-secret-key-" + uuid.u
 def measure(runs: int, synchronous: bool) -> dict[str, float]:
     from django.db import connection
 
-    from scheduling import runs, sql
+    from scheduling import sql
     from scheduling.models import ExecutionTrigger, JobExecution
+    from scheduling.runs import execution_run
     from scheduling.task_results import TaskMessage
 
     job = bench.bench_job()  # first: reset_state needs the job (a fresh database has none)
@@ -57,7 +58,7 @@ def measure(runs: int, synchronous: bool) -> dict[str, float]:
 
     def run(index: int) -> None:
         task_id = str(uuid.uuid4())
-        runs.execution_run(
+        execution_run(
             job_id=job.pk,
             trigger=ExecutionTrigger.SCHEDULE,
             scheduled_at=base + dt.timedelta(milliseconds=index),
