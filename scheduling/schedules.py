@@ -65,6 +65,7 @@ _WEEKDAY_NAMES = {
 }
 _PLAIN_ITEM = re.compile(r"^(\*|\d+|[a-z]{3})(?:-(\d+|[a-z]{3}))?(?:/(\d+))?$")
 _NUMBER_ITEM = re.compile(r"^(\*|\d+)(?:-(\d+))?(?:/(\d+))?$")
+_ONE_VALUE_RANGE = re.compile(r"^(\w+)-\1(?:/\d+)?$", re.IGNORECASE)
 _LAST_BEFORE = re.compile(r"^l-(\d+)$")
 _NEAREST_WEEKDAY = re.compile(r"^(?:(\d+)w|w(\d+))$")  # w15: croniter's spelling of 15w
 _LAST_WEEKDAY_OF = re.compile(r"^(?:(\d|[a-z]{3})l|l(\d))$")  # l5: croniter's spelling of 5l
@@ -142,6 +143,20 @@ class CronRule:
             and all(item[0] == "days" for item in self.days_of_month or ())
             and all(item[0] == "weekdays" for item in self.days_of_week or ())
         )
+
+    @property
+    def croniter_expression(self) -> str:
+        """The expression for croniter, with a day field that restricts nothing as ``*``.
+
+        croniter would read ``0/1`` or ``0-6`` in one day field as restricting, and then
+        match either day field instead of the other alone.
+        """
+        fields = self.expression.split()
+        if self.days_of_month is None:
+            fields[DAY] = "*"
+        if self.days_of_week is None:
+            fields[WEEKDAY] = "*"
+        return " ".join(fields[:6])
 
     @property
     def last_year(self) -> int | None:
@@ -307,17 +322,24 @@ def _split_fields(expression: str) -> list[str]:
     text = (expression or "").strip()
     if text.startswith("@"):
         if text.lower() not in CRON_MACROS:
-            raise ValueError(f"Unknown cron macro {text!r}; use one of {', '.join(CRON_MACROS)}.")
+            raise ValueError(
+                f"Unknown cron macro {text!r}; use one of {', '.join(CRON_MACROS)}, "
+                f"or give the fields."
+            )
         return CRON_MACROS[text.lower()].split()
     fields = text.split()
     if len(fields) == 5:
-        return ["0", *fields]
-    if len(fields) not in (6, 7, 8):
+        fields = ["0", *fields]
+    elif len(fields) not in (6, 7, 8):
         raise ValueError(
             f"A cron expression has 6 fields (second minute hour day-of-month month "
             f"day-of-week), 5 (without seconds), a 7th for the year and an 8th for the ISO "
             f"week, or is a macro such as @daily; {expression!r} has {len(fields)}."
         )
+    # croniter 7 reads a range of one value (1-1, FEB-FEB) as every value: store the value.
+    fields = [
+        ",".join(_ONE_VALUE_RANGE.sub(r"\1", item) for item in field.split(",")) for field in fields
+    ]
     # A year or week of '*' restricts nothing: the stored form leaves it out.
     while len(fields) > 6 and fields[-1] == "*":
         fields.pop()
@@ -587,7 +609,7 @@ class CronTrigger:
         rule, tz = self.rule, self.tz
         start = moment.astimezone(tz)
         if rule.croniter_alone:
-            iterator = croniter(rule.expression, start, second_at_beginning=True)
+            iterator = croniter(rule.croniter_expression, start, second_at_beginning=True)
             return self._first_fire(iterator, moment, tz)
         last_year = rule.last_year or start.year + _HORIZON_YEARS
         year, month = start.year, start.month

@@ -23,16 +23,23 @@ def _number(text: str) -> int:
     return int(text) if text.isdigit() else NAMES[text.lower()]
 
 
-def _plain(item: str, value: int, low: int) -> bool:
+def _plain(item: str, value: int, low: int, high: int = 10_000) -> bool:
     base, _, step = item.partition("/")
     if base == "*":
-        first, last = low, 10_000
+        first, last = low, high
     elif "-" in base:
         first, last = (_number(p) for p in base.split("-"))
     else:
         first = _number(base)
-        last = 10_000 if step else first
+        last = high if step else first  # an open step (1/2) runs to the field's end
     return first <= value <= last and (value - first) % int(step or 1) == 0
+
+
+def _safe_plain(item: str, value: int, low: int) -> bool:
+    try:
+        return _plain(item, value, low)
+    except (KeyError, ValueError):  # L, W, # items
+        return False
 
 
 def _weekdays_mon_fri(day: dt.date) -> list[int]:
@@ -70,7 +77,7 @@ def _dow_item(item: str, day: dt.date) -> bool:
         ]
         return weekday == _number(name) % 7 and len(same) == int(k)
     # 7 is Sunday too.
-    return _plain(item, weekday, 0) or (weekday == 0 and _plain(item, 7, 0))
+    return _plain(item, weekday, 0, 6) or (weekday == 0 and _plain(item, 7, 0, 6))
 
 
 def reference_day(expression: str, day: dt.date) -> bool:
@@ -82,7 +89,13 @@ def reference_day(expression: str, day: dt.date) -> bool:
         return False
     if not any(_plain(i, day.isocalendar().week, 1) for i in week.split(",")):
         return False
-    dom_free, dow_free = dom in ("*", "?"), dow in ("*", "?")
+    # A field that names every value (*, ?, */1, 1-31, 0-7) does not restrict the day.
+    dom_free = dom == "?" or all(
+        any(_safe_plain(i, v, 1) for i in dom.split(",")) for v in range(1, 32)
+    )
+    dow_free = dow == "?" or all(
+        any(_safe_plain(i, v, 0) for i in dow.split(",")) for v in range(7)
+    )
     by_dom = dom_free or any(_dom_item(i, day) for i in dom.split(","))
     by_dow = dow_free or any(_dow_item(i, day) for i in dow.split(","))
     return (by_dom or by_dow) if not dom_free and not dow_free else (by_dom and by_dow)
@@ -373,3 +386,12 @@ def test_a_year_or_week_of_star_is_left_out_of_the_stored_form():
 def test_new_syntax_in_plain_words_in_both_languages(expression, english, chinese):
     assert english in describe_cron(expression)
     assert chinese in describe_cron(expression, locale="zh_CN")
+
+
+@pytest.mark.parametrize("weekdays", ["*", "?", "0-6", "0/1", "*/1", "0-7", "SUN-SAT"])
+def test_a_day_of_week_naming_every_day_leaves_the_day_of_month_alone(weekdays):
+    # Not "either the 2nd or any day": croniter read 0/1 that way.
+    assert _local(f"0 0 9 2 * {weekdays}", "UTC", n=2) == [
+        "2026-01-02 Fri 09:00",
+        "2026-02-02 Mon 09:00",
+    ]
