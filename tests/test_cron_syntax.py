@@ -395,3 +395,29 @@ def test_a_day_of_week_naming_every_day_leaves_the_day_of_month_alone(weekdays):
         "2026-01-02 Fri 09:00",
         "2026-02-02 Mon 09:00",
     ]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("expression", "words", "runs"),
+    [
+        ("@daily", "At 00:00 (Asia/Shanghai)", 5),
+        ("0 0 18 ? * FRIL", "At 18:00, on the last Friday of the month (Asia/Shanghai)", 5),
+        ("0 0 12 1 1 ? 2099", "only in 2099 (Asia/Shanghai)", 1),
+    ],
+)
+def test_admin_preview_of_the_new_syntax(admin_client_logged_in, expression, words, runs):
+    from django.urls import reverse
+
+    answer = admin_client_logged_in.get(
+        reverse("admin:scheduling_job_preview"),
+        {"trigger_type": "cron", "cron_expression": expression, "timezone": "Asia/Shanghai"},
+    ).json()
+    assert answer["description"].endswith(words)
+    assert len(answer["next_runs"]) == runs
+    bad = admin_client_logged_in.get(
+        reverse("admin:scheduling_job_preview"),
+        {"trigger_type": "cron", "cron_expression": "0 0 12 ? * 9L", "timezone": "UTC"},
+    )
+    assert bad.status_code == 400
+    assert "day of week field '9L'" in bad.json()["error"]
