@@ -18,13 +18,15 @@ One entry::
     }
 
 ``trigger_args`` also takes APScheduler's style: cron fields
-(``{"hour": 2, "minute": 0}``; APScheduler's day_of_week counts from Monday = 0),
+(``{"hour": 2, "minute": 0}``; APScheduler's day_of_week counts from Monday = 0; its
+day expressions ``last``, ``3rd fri``, ``last fri`` and its ``year`` and ``week`` work),
 ``{"minutes": 30}`` for intervals and ``{"run_date": "2024-12-31 23:59:59"}`` (in the job's
 timezone when it has no offset) for dates. A file is either that list or an object with a
 ``"jobs"`` list (backups add ``"executions"``, which import ignores).
 """
 
 import datetime as dt
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,7 +51,18 @@ ENTRY_KEYS = {
 }
 REQUIRED_KEYS = ("task_id", "task_func", "trigger_type", "trigger_args")
 OPTION_KEYS = set(Job.OPTION_FIELDS)
-CRON_KEYS = ("second", "minute", "hour", "day", "month", "day_of_week")
+CRON_KEYS = ("second", "minute", "hour", "day", "month", "day_of_week", "year", "week")
+APS_FIELD_ORDER = ("year", "month", "day", "week", "day_of_week", "hour", "minute", "second")
+APS_DEFAULTS = {
+    "year": "*",
+    "month": "1",
+    "day": "1",
+    "week": "*",
+    "day_of_week": "*",
+    "hour": "0",
+    "minute": "0",
+    "second": "0",
+}
 APS_WEEKDAYS = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 
 
@@ -73,27 +86,79 @@ class JobSpec:
 
 
 def _aps_day_of_week(value: str) -> str:
-    """APScheduler counts weekdays from Monday = 0; cron from Sunday = 0 (Monday = 1)."""
+    """APScheduler's day_of_week (Monday = 0) as cron's (Sunday = 0, Monday = 1).
 
-    def one(token: str) -> str:
-        return str((int(token) + 1) % 7) if token.isdigit() else token
-
+    Names mean the same in both and are kept; numbers, ``*`` and steps are turned into the
+    cron numbers of the days they name (``*/2`` is Mon, Wed, Fri, Sun in APScheduler).
+    """
     parts = []
-    for item in value.split(","):
-        base, _, step = item.partition("/")
-        if "-" in base and all(p.isdigit() for p in base.split("-", 1)):
-            low, high = (int(p) for p in base.split("-", 1))
-            if low > high:
-                raise ValueError(f"day_of_week {value!r} has an empty range {base!r}")
-            days = [str((d + 1) % 7) for d in range(low, high + 1)]
-            parts.append(",".join(days) if not step else f"{one(str(low))}-{one(str(high))}/{step}")
-        else:
-            parts.append(one(base) + (f"/{step}" if step else ""))
+    for item in re.split(r" *, *", value.strip().lower()):
+        names = re.fullmatch(r"([a-z]+)(?:-([a-z]+))?", item)
+        if names:
+            if any(n and n not in APS_WEEKDAYS for n in names.groups()):
+                raise ValueError(f"day_of_week {value!r}: {item!r} is not a weekday name")
+            if names[2] and APS_WEEKDAYS.index(names[1]) > APS_WEEKDAYS.index(names[2]):
+                raise ValueError(f"day_of_week {value!r} has an empty range {item!r}")
+            parts.append(item)
+            continue
+        days = _aps_numbers(item, 0, 6)
+        if days is None:
+            raise ValueError(f"day_of_week {value!r}: {item!r} is not 0-6, a name, * or a range")
+        parts.append(",".join(str((d + 1) % 7) for d in days))
     return ",".join(parts)
 
 
+def _aps_numbers(item: str, low: int, high: int) -> list[int] | None:
+    """The values of APScheduler's ``*``, ``*/n``, ``a``, ``a-b``, ``a-b/n``, ``a/n``."""
+    match = re.fullmatch(r"(\*|\d+)(?:-(\d+))?(?:/(\d+))?", item)
+    if not match or (match[1] == "*" and match[2]):
+        return None
+    first = low if match[1] == "*" else int(match[1])
+    last = int(match[2]) if match[2] else (high if match[3] or match[1] == "*" else first)
+    step = int(match[3] or 1)
+    if not low <= first <= last <= high or step < 1:
+        return None
+    return list(range(first, last + 1, step))
+
+
+_APS_POSITION = re.compile(r"(1st|2nd|3rd|4th|5th|last) +([a-z]+)")
+
+
+def _aps_day(value: str) -> tuple[str, str]:
+    """APScheduler's day field as cron's (day of month, day of week).
+
+    ``last`` is the month's last day (``L``), ``3rd fri`` the third Friday (``5#3``),
+    ``last fri`` the last Friday (``5L``); in a list (``1,last fri``) any item matches,
+    which is what cron does with a day of month and a day of week both given.
+    """
+    month_days, weekdays = [], []
+    for item in re.split(r" *, *", value.strip().lower()):
+        position = _APS_POSITION.fullmatch(item)
+        if item == "last":
+            month_days.append("L")
+        elif position:
+            if position[2] not in APS_WEEKDAYS:
+                raise ValueError(f"day {value!r}: {position[2]!r} is not a weekday name")
+            weekday = (APS_WEEKDAYS.index(position[2]) + 1) % 7
+            which = position[1]
+            weekdays.append(f"{weekday}L" if which == "last" else f"{weekday}#{which[0]}")
+        elif " " in item:
+            raise ValueError(
+                f"day {value!r}: {item!r} is not a day, a range, 'last', 'last fri' or '3rd fri'"
+            )
+        else:
+            month_days.append(item)
+    return ",".join(month_days) or "?", ",".join(weekdays) or "*"
+
+
 def cron_from_trigger_args(trigger_args: dict[str, Any]) -> str:
-    """A 6-field cron expression from ``{"expression": ...}`` or APScheduler cron fields."""
+    """A cron expression from ``{"expression": ...}`` or APScheduler cron fields.
+
+    APScheduler's fields are ``year``, ``month``, ``day``, ``week`` (ISO week),
+    ``day_of_week``, ``hour``, ``minute``, ``second``. As in APScheduler, fields less
+    significant than the least significant one given default to their minimum (``day``
+    and ``month`` 1, times 0), except ``week`` and ``day_of_week``; the others to ``*``.
+    """
     if "expression" in trigger_args:
         extra = set(trigger_args) - {"expression"}
         if extra:
@@ -104,21 +169,29 @@ def cron_from_trigger_args(trigger_args: dict[str, Any]) -> str:
         raise ValueError(f"unknown cron fields {sorted(unknown)}; use {list(CRON_KEYS)}")
     if not trigger_args:
         raise ValueError("give 'expression' or at least one cron field")
-    # APScheduler: fields below the smallest one given default to their minimum, the
-    # others to '*'.
-    smallest = max(i for i, key in enumerate(CRON_KEYS) if key in trigger_args)
-    values = []
-    for index, key in enumerate(CRON_KEYS):
+    values: dict[str, str] = {}
+    remaining = set(trigger_args)
+    for key in APS_FIELD_ORDER:
         if key in trigger_args:
             value = str(trigger_args[key]).strip()
-            if not value or " " in value:
+            if not value or (" " in value and key != "day"):
                 raise ValueError(f"cron field {key!r} must be one non-empty value, not {value!r}")
-            values.append(_aps_day_of_week(value) if key == "day_of_week" else value)
-        elif index < smallest and key in ("second", "minute", "hour"):
-            values.append("0")
+            remaining.discard(key)
+            values[key] = value
         else:
-            values.append("*")
-    return schedules.normalize_cron(" ".join(values))
+            values[key] = APS_DEFAULTS[key] if not remaining else "*"
+    month_day, weekday = _aps_day(values["day"])
+    if values["day_of_week"] != "*":
+        if weekday != "*" or month_day not in ("*", "?"):
+            raise ValueError(
+                "APScheduler runs only on days that match both 'day' and 'day_of_week', cron "
+                "on days that match either: give one of them (e.g. day='1st mon' for the "
+                "first Monday of the month)"
+            )
+        weekday = _aps_day_of_week(values["day_of_week"])
+    fields = [values["second"], values["minute"], values["hour"], month_day, values["month"]]
+    fields += [weekday, values["year"], values["week"]]
+    return schedules.normalize_cron(" ".join(fields))
 
 
 def _interval_from_trigger_args(trigger_args: dict[str, Any]) -> tuple[int, str]:

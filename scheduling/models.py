@@ -189,7 +189,9 @@ class Job(models.Model):
         blank=True,
         help_text=_(
             "6 fields, seconds first (second minute hour day month weekday), "
-            "e.g. '0 */5 * * * *'; 5-field cron runs at second 0. Monday is 1."
+            "e.g. '0 */5 * * * *'; 5-field cron runs at second 0; an optional 7th field is "
+            "the year. Monday is 1. Also @daily, @hourly..., L, L-3, LW, 15W, 5L (last "
+            "Friday), 1#2 (second Monday)."
         ),
     )
     interval_every = models.PositiveIntegerField(

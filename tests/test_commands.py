@@ -112,7 +112,8 @@ def test_bad_input_exits_non_zero_from_the_shell(transactional_db):
     assert result.returncode == 1
     assert result.stderr.strip() == (
         "CommandError: cron_expression: A cron expression has 6 fields (second minute hour "
-        "day-of-month month day-of-week) or 5 (without seconds); 'bad' has 1."
+        "day-of-month month day-of-week), 5 (without seconds), a 7th for the year and an 8th "
+        "for the ISO week, or is a macro such as @daily; 'bad' has 1."
     )
 
 

@@ -155,3 +155,71 @@ def test_default_jobs_are_installed_once_and_never_overwrite_edits():
     assert Job.objects.get(name="daily_cleanup").cron_expression == "0 0 4 * * *"
     assert not Job.objects.filter(name="data_backup").exists()
     assert InstalledDefault.objects.count() == len(DEFAULT_JOBS)
+
+
+@pytest.mark.parametrize(
+    ("trigger_args", "expression"),
+    [
+        ({"day": "last fri", "hour": 18}, "0 0 18 ? * 5L"),
+        ({"day": "3rd fri", "hour": 9}, "0 0 9 ? * 5#3"),
+        ({"day": "1st mon"}, "0 0 0 ? * 1#1"),
+        ({"day": "5th sun"}, "0 0 0 ? * 0#5"),
+        ({"day": "last"}, "0 0 0 L * *"),
+        ({"day": "1,last"}, "0 0 0 1,L * *"),
+        ({"day": "1, last fri"}, "0 0 0 1 * 5L"),  # either, as in APScheduler's list
+        ({"day": "2nd tue,4th tue", "month": "*"}, "0 0 0 ? * 2#2,2#4"),
+        ({"week": 10, "day_of_week": "mon", "hour": 9}, "0 0 9 * * mon * 10"),
+        ({"week": "1-2"}, "0 0 0 * * * * 1-2"),
+        ({"year": 2028}, "0 0 0 1 1 * 2028"),
+        ({"year": "2027-2029", "month": 3, "day": "last"}, "0 0 0 L 3 * 2027-2029"),
+    ],
+)
+def test_apscheduler_day_expressions_year_and_week(trigger_args, expression):
+    assert cron_from_trigger_args(trigger_args) == expression
+
+
+def test_apscheduler_fills_the_fields_after_the_last_given_with_their_minimum():
+    # APScheduler: month=6 alone is June 1st at midnight, not every day of June.
+    assert cron_from_trigger_args({"month": 6}) == "0 0 0 1 6 *"
+    assert cron_from_trigger_args({"month": 6, "hour": 3}) == "0 0 3 * 6 *"
+
+
+def test_apscheduler_day_of_week_numbers_and_steps_count_from_monday():
+    # APScheduler's */2 is Mon, Wed, Fri, Sun; cron's */2 would be Sun, Tue, Thu, Sat.
+    assert cron_from_trigger_args({"day_of_week": "*/2"}) == "0 0 0 * * 1,3,5,0"
+    assert cron_from_trigger_args({"day_of_week": "0-4/2"}) == "0 0 0 * * 1,3,5"
+
+
+@pytest.mark.parametrize(
+    ("trigger_args", "message"),
+    [
+        ({"day": 1, "day_of_week": "mon"}, "match both 'day' and 'day_of_week'"),
+        ({"day": "last fri", "day_of_week": "mon-fri"}, "match both"),
+        ({"day": "last foo"}, "'foo' is not a weekday name"),
+        ({"day": "6th fri"}, "'6th fri' is not a day"),
+        ({"day": "32"}, "day of month field '32'"),
+        ({"week": 54}, "week field '54'"),
+        ({"year": 1969}, "year field '1969'"),
+        ({"day_of_week": "fri-mon"}, "empty range"),
+        ({"day_of_week": "7"}, "is not 0-6"),
+    ],
+)
+def test_apscheduler_fields_cron_cannot_mean_are_refused(trigger_args, message):
+    with pytest.raises(ValueError, match=message):
+        cron_from_trigger_args(trigger_args)
+
+
+@pytest.mark.django_db
+def test_import_of_a_last_friday_job_previews_its_runs():
+    (spec,) = config_parse(
+        [
+            {
+                "task_id": "month_end",
+                "task_func": "demo.echo",
+                "trigger_type": "cron",
+                "trigger_args": {"day": "last fri", "hour": 18},
+                "timezone": "Asia/Shanghai",
+            }
+        ]
+    )
+    assert spec.fields["cron_expression"] == "0 0 18 ? * 5L"

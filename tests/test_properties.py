@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from scheduling import services
 from scheduling.config import CRON_KEYS, ENTRY_KEYS, ConfigError, config_parse
 from scheduling.models import Job, JobChange
-from scheduling.schedules import CronTrigger, normalize_cron
+from scheduling.schedules import CronTrigger, describe_cron, normalize_cron
 from tests.factories import make_job
 from tests.test_admin import form_data
 
@@ -90,14 +90,22 @@ valid_leaning_cron = st.tuples(
     _in_range_field(0, 59),
     _in_range_field(0, 59),
     _in_range_field(0, 23),
-    st.one_of(_in_range_field(1, 31), st.sampled_from(["L", "?", "15W"])),
+    st.one_of(
+        _in_range_field(1, 31), st.sampled_from(["L", "?", "15W", "L-3", "LW", "1,L", "31W"])
+    ),
     _in_range_field(1, 12, MONTH_NAMES),
     st.one_of(
         _in_range_field(0, 7, DAY_NAMES),
-        st.sampled_from(["?", "1#2", "5L", "MON-FRI"]),
+        st.sampled_from(["?", "1#2", "5L", "MON-FRI", "FRIL", "5#5", "5#3,0L"]),
     ),
     st.booleans(),
 ).map(lambda f: " ".join(f[1:6] if f[6] else f[:6]))  # sometimes classic 5-field cron
+# With a year field and an ISO week field sometimes.
+valid_leaning_cron = st.tuples(
+    valid_leaning_cron,
+    st.sampled_from(["", " 2030", " 1990-2099/7", " *", " 2026,2090"]),
+    st.sampled_from(["", "", " 10", " 1-3,52"]),
+).map(lambda p: p[0] + (p[1] or (" *" if p[2] else "")) + p[2] if len(p[0].split()) == 6 else p[0])
 
 moments = st.datetimes(
     min_value=dt.datetime(1970, 1, 1),
@@ -131,8 +139,10 @@ def _assert_normalizes_or_names_the_problem(expression: str) -> None:
     except ValueError as exc:
         assert "field" in str(exc), f"{expression!r}: {exc}"
     else:
-        assert len(result.split()) == 6
-        assert croniter.is_valid(result, second_at_beginning=True)
+        assert len(result.split()) in (6, 7, 8)
+        assert normalize_cron(result) == result  # the stored form reads back as itself
+        if len(result.split()) == 6 and not any(c in result.upper() for c in "LW#"):
+            assert croniter.is_valid(result, second_at_beginning=True)
 
 
 @FAST
@@ -186,6 +196,37 @@ def test_next_cron_fire_times_keep_increasing_across_daylight_saving(expression,
         assert nxt.utcoffset() == dt.timedelta(0)
         assert nxt > moment, f"{trigger}: {nxt} is not after {moment}"
         moment = nxt
+
+
+@settings(FAST, max_examples=80)
+@given(
+    expression=valid_leaning_cron,
+    timezone=st.sampled_from(["America/New_York", "Europe/Berlin", "Asia/Shanghai"]),
+    after=st.datetimes(min_value=dt.datetime(1990, 1, 1), max_value=dt.datetime(2090, 1, 1)),
+)
+def test_next_cron_fire_time_is_on_the_first_day_the_reference_matches(expression, timezone, after):
+    from tests.test_cron_syntax import reference_day
+
+    trigger = _valid_trigger(expression, timezone)
+    moment = after.replace(tzinfo=trigger.tz)
+    nxt = trigger.next_after(moment)
+    if nxt is None:
+        return
+    day, last = moment.date() + dt.timedelta(days=1), nxt.astimezone(trigger.tz).date()
+    assert reference_day(expression, last), (expression, last)
+    while day < last and (day - moment.date()).days < 400:
+        assert not reference_day(expression, day), (expression, day, last)
+        day += dt.timedelta(days=1)
+
+
+@FAST
+@given(expression=valid_leaning_cron, locale=st.sampled_from(["en_US", "zh_CN"]))
+def test_any_valid_cron_has_plain_words_in_both_languages(expression, locale):
+    try:
+        normalize_cron(expression)
+    except ValueError:
+        assume(False)
+    assert describe_cron(expression, locale=locale)
 
 
 # --- 2. job arguments ------------------------------------------------------------------------

@@ -146,3 +146,14 @@ def test_hour_step_of_one_counts_as_hourly_on_fall_back():
 def test_unknown_timezone_is_refused_when_the_trigger_is_built():
     with pytest.raises(ValueError, match="Unknown timezone 'Mars/Olympus'"):
         CronTrigger("0 * * * * *", "Mars/Olympus")
+
+
+def test_a_range_of_one_value_is_that_value():
+    # croniter 7 expands 1-1 to every value: Mondays only, not every day.
+    assert normalize_cron("0 0 9 * * 1-1") == "0 0 9 * * 1"
+    assert normalize_cron("0 0 9 * FEB-FEB MON-mon") == "0 0 9 * FEB MON"
+    start = dt.datetime(2026, 1, 1, tzinfo=UTC)  # a Thursday
+    times = upcoming(CronTrigger("0 0 9 * * 1-1", "UTC"), after=start, count=2)
+    assert [t.strftime("%a %d") for t in times] == ["Mon 05", "Mon 12"]
+    times = upcoming(CronTrigger("0 5-5 * * * *", "UTC"), after=start, count=2)
+    assert [t.strftime("%H:%M") for t in times] == ["00:05", "01:05"]
