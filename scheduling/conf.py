@@ -23,6 +23,9 @@ DEFAULTS: dict[str, Any] = {
     # How often each worker looks for runs whose lease expired (their worker died) and
     # records them as lost (seconds; 0: only when the job next starts).
     "REAP_INTERVAL": 10,
+    # How long a worker keeps trying to record how a run ended while the database does
+    # not answer (seconds), keeping the run's lease alive meanwhile.
+    "FINISH_RETRY_SECONDS": 120,
     # Beat: a standby takes over once the leader has not renewed its lease for this long
     # (the leader renews every third of it, and in every pass that sends); beat looks for
     # due jobs at least this often (so an edit that makes a job due sooner is seen within

@@ -314,20 +314,39 @@ def insert_select(
 
 
 @functools.cache
-def _update_sql(model: type[Model], names: tuple[str, ...], increments: tuple[str, ...]) -> str:
+def _update_sql(
+    model: type[Model], names: tuple[str, ...], increments: tuple[str, ...], where: str
+) -> str:
     quote = connection.ops.quote_name
     sets = [f"{quote(field.column)} = %s" for field in _fields(model, names)]
     sets += [f"{quote(f.column)} = {quote(f.column)} + 1" for f in _fields(model, increments)]
     meta = model._meta
-    return f"UPDATE {quote(meta.db_table)} SET {', '.join(sets)} WHERE {quote(meta.pk.column)} = %s"
+    condition = f" AND {where}" if where else ""
+    return (
+        f"UPDATE {quote(meta.db_table)} SET {', '.join(sets)}"
+        f" WHERE {quote(meta.pk.column)} = %s{condition}"
+    )
 
 
-def row_update(model: type[Model], pk: Any, *, increment: Iterable[str] = (), **values: Any) -> int:
-    """``UPDATE`` the row ``pk`` of ``model`` with ``values``, adding 1 to each field of
-    ``increment``; return the number of rows changed (0 or 1)."""
-    sql = _update_sql(model, tuple(values), tuple(increment))
+def update_statement(
+    model: type[Model],
+    pk: Any,
+    *,
+    increment: Iterable[str] = (),
+    where: tuple[str, list[Any]] = ("", []),
+    **values: Any,
+) -> tuple[str, list[Any]]:
+    """The ``UPDATE`` of the row ``pk`` of ``model`` with ``values``, adding 1 to each field
+    of ``increment``, only if the SQL condition ``where`` (text, parameters) holds too."""
+    condition, params = where
+    sql = _update_sql(model, tuple(values), tuple(increment), condition)
+    return sql, [*_prepared(_fields(model, values), values), pk, *params]
+
+
+def row_update(model: type[Model], pk: Any, **options: Any) -> int:
+    """Run :func:`update_statement`; return the number of rows changed (0 or 1)."""
     with cursor() as c:
-        c.execute(sql, [*_prepared(_fields(model, values), values), pk])
+        c.execute(*update_statement(model, pk, **options))
         return c.rowcount
 
 
@@ -348,7 +367,7 @@ def rows_update(instances: Iterable[Model], names: Iterable[str]) -> None:
         for obj in instances
     ]
     with cursor() as c:
-        c.executemany(_update_sql(model, names, ()), params)
+        c.executemany(_update_sql(model, names, (), ""), params)
 
 
 @functools.cache

@@ -23,10 +23,10 @@ def bucket_index(duration: float) -> int:
     return len(BUCKETS)
 
 
-_UPSERT = f"""
-INSERT INTO {TABLE} (job_id, day, status, count, duration_count, duration_sum, duration_min,
-    duration_max, lateness_count, lateness_sum, b0, b1, b2, b3, b4, b5, b6, b7)
-VALUES (%s, %s, %s, 1, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+_COLUMNS = """job_id, day, status, count, duration_count, duration_sum, duration_min,
+    duration_max, lateness_count, lateness_sum, b0, b1, b2, b3, b4, b5, b6, b7"""
+_VALUES = "%s, %s, %s, 1, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s"
+_ON_CONFLICT = f"""
 ON CONFLICT (job_id, day, status) DO UPDATE SET
     count = {TABLE}.count + 1,
     duration_count = {TABLE}.duration_count + excluded.duration_count,
@@ -44,6 +44,9 @@ ON CONFLICT (job_id, day, status) DO UPDATE SET
     b4 = {TABLE}.b4 + excluded.b4, b5 = {TABLE}.b5 + excluded.b5,
     b6 = {TABLE}.b6 + excluded.b6, b7 = {TABLE}.b7 + excluded.b7
 """
+_UPSERT = f"INSERT INTO {TABLE} ({_COLUMNS}) VALUES ({_VALUES}) {_ON_CONFLICT}"
+# The same, only if a condition holds: SELECT ... WHERE instead of VALUES.
+_UPSERT_IF = f"INSERT INTO {TABLE} ({_COLUMNS}) SELECT {_VALUES} WHERE {{}} {_ON_CONFLICT}"
 
 
 def _row(execution: JobExecution) -> list:
@@ -68,13 +71,18 @@ def _row(execution: JobExecution) -> list:
     ]
 
 
-def stats_record(*, execution: JobExecution) -> None:
+def stats_record(*, execution: JobExecution, only_if: tuple[str, list] = ("", [])) -> None:
     """Add one run that ended (or missed, or skipped fire time) to its day's statistics;
-    called once per run, in the transaction that records how it ended."""
+    called once per run, in the transaction that records how it ended, and only if the SQL
+    condition ``only_if`` (text, parameters) holds when it runs."""
     if execution.job_id is None:
         return
+    condition, params = only_if
     with sql.cursor() as cursor:
-        cursor.execute(_UPSERT, _row(execution))
+        if condition:
+            cursor.execute(_UPSERT_IF.format(condition), [*_row(execution), *params])
+        else:
+            cursor.execute(_UPSERT, _row(execution))
 
 
 @transaction.atomic

@@ -52,3 +52,23 @@ def login(user: str, password: str) -> None:
 @job_task("tests.nul_error", description="Raise an error whose message holds a NUL character.")
 def nul_error() -> None:
     raise RuntimeError("bad byte \x00 in the input")
+
+
+@job_task(
+    "tests.cut_database_connection",
+    description="Have PostgreSQL end this process's database connection, then return.",
+)
+def cut_database_connection() -> str:
+    import psycopg
+    from django.db import connection
+
+    pid = connection.connection.info.backend_pid
+    params = connection.get_connection_params()
+    wanted = {
+        key: params[key]
+        for key in ("dbname", "user", "password", "host", "port")
+        if params.get(key)
+    }
+    with psycopg.connect(**wanted, autocommit=True) as other:
+        other.execute("SELECT pg_terminate_backend(%s)", [pid])
+    return "cut"

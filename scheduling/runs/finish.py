@@ -14,7 +14,13 @@ from typing import Any
 
 from celery import states
 from celery.exceptions import TimeLimitExceeded
-from django.db import close_old_connections, transaction
+from django.db import (
+    DatabaseError,
+    InterfaceError,
+    close_old_connections,
+    connection,
+    transaction,
+)
 from django.utils import timezone
 
 from scheduling import alerts, conf, masking, sql, stats
@@ -58,7 +64,14 @@ def finish(
 ) -> None:
     """Record how the run that started at ``clock`` (``time.perf_counter()``) ended: the
     execution row, the task result (``RETRY`` while attempts remain), the statistics and
-    the job's last run. The run event goes out once that is committed."""
+    the job's last run, then send the run event.
+
+    1. A database that does not answer (restarted, say) is tried again, for up to
+       ``FINISH_RETRY_SECONDS``, while the caller keeps the run's lease alive; before
+       each new try, a record the lost answer had in fact committed is found and kept.
+    2. The record is made only while the run is still *running*: a run recorded as lost
+       meanwhile (its lease expired) stays lost, and is not counted a second time.
+    """
     execution.duration = time.perf_counter() - clock
     execution.finished_at = execution.started_at + dt.timedelta(seconds=execution.duration)
     execution.status = status
@@ -68,16 +81,86 @@ def finish(
     for name, text in outcome.items():
         setattr(execution, name, text)
     state = states.SUCCESS if error is None else states.RETRY if retrying else states.FAILURE
-    with sql.cursor() as firing:
-        with sql.one_trip_transaction():
-            sql.row_update(
-                JobExecution,
+    written = dict(message=message, state=state, value=value, error=error, outcome=outcome)
+    deadline = time.monotonic() + conf.get("FINISH_RETRY_SECONDS")
+    pause = 0.5
+    while True:
+        try:
+            recorded, firing_alerts = _record(execution, **written)
+            break
+        except (DatabaseError, InterfaceError) as exc:
+            connection.close()
+            if time.monotonic() + pause > deadline:
+                raise
+            logger.warning(
+                "Job %s: could not record how its run %s ended (%s); trying again in %.1fs",
+                execution.job_name,
                 execution.pk,
-                duration=execution.duration,
-                finished_at=execution.finished_at,
-                status=status,
-                lease_until=None,
-                **outcome,
+                exc,
+                pause,
+            )
+            time.sleep(pause)
+            pause = min(pause * 2, 5.0)
+        try:
+            if _recorded_already(execution):
+                recorded, firing_alerts = True, None
+                break
+        except (DatabaseError, InterfaceError):
+            connection.close()
+    if not recorded:
+        logger.warning(
+            "Job %s: run %s was recorded as lost before it ended %s (its lease expired)",
+            execution.job_name,
+            execution.pk,
+            status,
+        )
+        return
+    announce(execution, firing_alerts=firing_alerts)
+    logger.info("Job %s %s in %.3fs", execution.job_name, status, execution.duration)
+
+
+def _recorded_already(execution: JobExecution) -> bool:
+    return JobExecution.objects.filter(
+        pk=execution.pk, status=execution.status, finished_at=execution.finished_at
+    ).exists()
+
+
+def _record(
+    execution: JobExecution,
+    *,
+    message: TaskMessage | None,
+    state: str,
+    value: Any,
+    error: BaseException | None,
+    outcome: dict[str, str],
+) -> tuple[bool, set[str]]:
+    """Write the outcome in one transaction sent in one round trip
+    (:func:`sql.one_trip_transaction`); return whether the run was still running (and so
+    is recorded now) and the job's alert states, read along with it."""
+    # The statistics and the job's last run follow the execution's update: only if it
+    # made the row this outcome (a run reaped as lost keeps its record).
+    ours = (
+        f"EXISTS (SELECT 1 FROM {JobExecution._meta.db_table}"
+        " WHERE id = %s AND status = %s AND finished_at = %s)",
+        [
+            execution.pk,
+            execution.status,
+            connection.ops.adapt_datetimefield_value(execution.finished_at),
+        ],
+    )
+    with sql.cursor() as updated, sql.cursor() as firing:
+        with sql.one_trip_transaction():
+            updated.execute(
+                *sql.update_statement(
+                    JobExecution,
+                    execution.pk,
+                    where=("status = %s", [ExecutionStatus.RUNNING]),
+                    duration=execution.duration,
+                    finished_at=execution.finished_at,
+                    status=execution.status,
+                    lease_until=None,
+                    **outcome,
+                )
             )
             if message is not None:
                 task_result_record(
@@ -88,20 +171,19 @@ def finish(
                     traceback=outcome.get("traceback"),
                     started_at=execution.started_at,
                 )
-            stats.stats_record(execution=execution)
-            # The alerts' reading for the run event below, sent along instead of after.
+            stats.stats_record(execution=execution, only_if=ours)
+            # The alerts' reading for the run event, sent along instead of after.
             firing.execute(*alerts.firing_query(execution.job_id))
             # Last: the job's row stays locked (against the next run's start) until the commit.
-            _update_job_last(execution)
-        firing_alerts = alerts.firing_read(firing)
-    announce(execution, firing_alerts=firing_alerts)
-    logger.info("Job %s %s in %.3fs", execution.job_name, status, execution.duration)
+            _update_job_last(execution, only_if=ours)
+        return updated.rowcount == 1, alerts.firing_read(firing)
 
 
-def _update_job_last(execution: JobExecution) -> None:
+def _update_job_last(execution: JobExecution, only_if: tuple[str, list] = ("", [])) -> None:
     sql.row_update(
         Job,
         execution.job_id,
+        where=only_if,
         increment=["total_run_count"],
         last_run_at=execution.started_at,
         last_status=execution.status,

@@ -10,7 +10,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 from django.db import DatabaseError, InterfaceError, close_old_connections
 
 from scheduling import masking, registry
-from scheduling.models import ExecutionStatus
+from scheduling.models import ExecutionStatus, Job, JobExecution
 from scheduling.runs.call import call
 from scheduling.runs.finish import finish, jsonable, summary
 from scheduling.runs.lease import lease_kept
@@ -71,9 +71,15 @@ def execution_run(
         return NOT_RUN
     job = execution.job
     clock = time.perf_counter()
+    with lease_kept(execution):  # until the outcome is recorded
+        return _call_and_finish(execution, job, clock, attempt=attempt, message=message)
+
+
+def _call_and_finish(
+    execution: JobExecution, job: Job, clock: float, *, attempt: int, message: TaskMessage | None
+) -> Any:
     try:
-        with lease_kept(execution):
-            value = call(registry.get_task(job.task), job)
+        value = call(registry.get_task(job.task), job)
     except SoftTimeLimitExceeded as exc:
         finish(
             execution,
