@@ -1,6 +1,6 @@
 """Plain SQL for the statements every run and every beat pass executes.
 
-One-statement reads and writes of a single row (:func:`row_get`, :func:`row_insert`,
+One-statement reads and writes of a single row (:func:`row_get_with`, :func:`row_insert`,
 :func:`row_update`, :func:`row_upsert`, :func:`insert_select`), portable between
 PostgreSQL and SQLite, whose text is built once per shape. Values go in prepared by the
 model fields exactly as the ORM prepares them (``Field.get_db_prep_save``, ``pre_save``)
@@ -194,21 +194,13 @@ def _converters(model: type[Model]) -> list[tuple[int, list, Any]]:
     return found
 
 
-def row_get(model: type[Model], pk: Any, *, for_update: bool = False) -> Model | None:
-    """The row ``pk`` of ``model`` as an instance (``None`` if there is none); with
-    ``for_update`` its row is locked until the transaction ends (``SELECT ... FOR
-    UPDATE``; SQLite's transaction already holds the write lock)."""
-    with cursor() as c:
-        c.execute(_get_sql(model, for_update), [pk])
-        row = c.fetchone()
-    return _instance(model, row)
-
-
 def row_get_with(
     model: type[Model], pk: Any, *queries: tuple[str, list[Any]], for_update: bool = False
 ) -> tuple[Model | None, list[tuple[Any, ...] | None]]:
-    """:func:`row_get`, and the first row of each of ``queries`` (statement, parameters),
-    sent together in :func:`one_trip_transaction`: one round trip on PostgreSQL. The
+    """The row ``pk`` of ``model`` as an instance (``None`` if there is none), and the first
+    row of each of ``queries`` (statement, parameters), sent together in
+    :func:`one_trip_transaction`: one round trip on PostgreSQL. With ``for_update`` the
+    row is locked until the transaction ends (SQLite's already holds the write lock). The
     server runs them in order, each seeing what was committed before it started, so with
     ``for_update`` the queries run once the lock is held. Outside an atomic block the
     statements are a transaction of their own, committed before this returns."""
