@@ -5,7 +5,9 @@ The lock (``SELECT ... FOR UPDATE``; on SQLite the write lock) makes the rules h
 across every worker on every machine sharing the database. A second message for the
 same fire time and attempt is dropped by the row's unique key, not by a query: every
 outcome inserts the row of its fire time, so a duplicate fails on that insert and its
-whole transaction (a coalesce mark, lost runs reaped, events) is rolled back.
+whole transaction (a coalesce mark, lost runs reaped, events) is rolled back. The one
+exception: a message delivered again whose own run is on record as running with an
+expired lease (it never ran: its worker died first) takes that run over.
 
 A first attempt that the rules let start takes one round trip (:func:`_start_at_once`);
 any other goes through :func:`_start_in_full`, which also records a refusal.
@@ -20,7 +22,7 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from scheduling import sql
+from scheduling import sql, stats
 from scheduling.models import ExecutionStatus, ExecutionTrigger, Job, JobExecution
 from scheduling.runs import rules
 from scheduling.runs.events import announce
@@ -78,20 +80,75 @@ def _lock_job(job_id: int) -> tuple[Job | None, int]:
     return job, live or 0
 
 
-def _recorded(
+def _same_run(
     *,
     job_id: int,
     trigger: str,
     scheduled_at: dt.datetime | None,
     attempt: int,
     task_id: str | None,
-) -> bool:
-    """Whether this run is on record already: its message (any trigger), or its fire
-    time (a scheduled run, whichever message carried it)."""
+) -> Q:
+    """The rows of this run: of its message (any trigger), or of its fire time (a
+    scheduled run, whichever message carried it)."""
     same = Q(task_result_id=task_id) if task_id else Q(pk__in=[])
     if trigger == ExecutionTrigger.SCHEDULE:
         same |= Q(job_id=job_id, trigger=trigger, scheduled_at=scheduled_at)
-    return JobExecution.objects.filter(same, attempt=attempt).exists()
+    return same & Q(attempt=attempt)
+
+
+_NOT_DEAD = object()
+
+
+def _take_over_dead(
+    *, job_id: int, same: Q, worker: str, task_id: str | None, message: TaskMessage | None
+) -> Any:
+    """The run of a message delivered again, on record as *running* with an expired lease:
+    its worker died, or the start's answer was lost on the way back, before the function
+    ran. Apply the rules to it now and run it (return it) or record why not (return
+    ``None``), instead of dropping the message as a duplicate; ``_NOT_DEAD`` when the run
+    on record is finished or alive elsewhere."""
+    with transaction.atomic():
+        job = Job.objects.select_for_update().filter(pk=job_id).first()
+        now = timezone.now()
+        dead = (
+            JobExecution.objects.select_for_update()
+            .filter(same, status=ExecutionStatus.RUNNING, lease_until__lt=now)
+            .first()
+        )
+        if job is None or dead is None:
+            return _NOT_DEAD
+        live = JobExecution.objects.filter(
+            job=job, status=ExecutionStatus.RUNNING, lease_until__gte=now
+        ).count()
+        decision = rules.decide(
+            job, scheduled_at=dead.scheduled_at, late=_lateness(dead, now), live=live
+        )
+        dead.job = job
+        if not decision.starts:
+            dead.status, dead.reason = decision.status, decision.reason[:500]
+            dead.finished_at, dead.lease_until = now, None
+            dead.save(update_fields=["status", "reason", "finished_at", "lease_until"])
+            if message is not None:
+                task_result_record(message=message, result=NOT_RUN, started_at=now)
+            stats.stats_record(execution=dead)
+            announce(dead)
+            return None
+        _cover_due_fire_times(job, dead, now)
+        dead.worker, dead.started_at, dead.lease_until = worker, now, now + lease_term()
+        dead.task_result_id = task_id or dead.task_result_id
+        dead.save(update_fields=["worker", "started_at", "lease_until", "task_result"])
+        logger.warning("Job %s: run %s of a dead worker taken over by %s", job, dead.pk, worker)
+        announce(dead)
+        return dead
+
+
+def _cover_due_fire_times(job: Job, execution: JobExecution, now: dt.datetime) -> None:
+    """A coalescing job's scheduled run covers every fire time due by ``now``: their
+    messages will be coalesced."""
+    if job.coalesce and execution.trigger == ExecutionTrigger.SCHEDULE and execution.scheduled_at:
+        Job.objects.filter(pk=job.pk).update(
+            coalesced_until=rules.latest_due_fire_time(job, execution.scheduled_at, now)
+        )
 
 
 def execution_start(
@@ -131,14 +188,19 @@ def execution_start(
                 JobExecution.objects.filter(pk=started.pk).delete()
             return _start_in_full(job_id=job_id, attempt=attempt, message=message, **run)
     except IntegrityError:
-        duplicate = _recorded(
+        same = _same_run(
             job_id=job_id,
             trigger=trigger,
             scheduled_at=scheduled_at,
             attempt=attempt,
             task_id=task_id,
         )
-        if not duplicate:
+        taken = _take_over_dead(
+            job_id=job_id, same=same, worker=worker, task_id=task_id, message=message
+        )
+        if taken is not _NOT_DEAD:
+            return taken
+        if not JobExecution.objects.filter(same).exists():
             raise
     logger.warning("Job %s: run of %s delivered twice; dropped", job_id, scheduled_at)
     if message is not None:
@@ -237,11 +299,7 @@ def _start_in_full(
             task_result_id=execution.task_result_id,
         )
         return None
-    if job.coalesce and execution.trigger == ExecutionTrigger.SCHEDULE and execution.scheduled_at:
-        # This run covers every fire time due by now: their messages will be coalesced.
-        Job.objects.filter(pk=job.pk).update(
-            coalesced_until=rules.latest_due_fire_time(job, execution.scheduled_at, now)
-        )
+    _cover_due_fire_times(job, execution, now)
     if attempt > 0 and execution.task_result_id:
         execution.retry_of = JobExecution.objects.filter(
             task_result_id=execution.task_result_id, attempt=0

@@ -183,3 +183,48 @@ def test_max_instances_holds_when_the_database_defaults_to_repeatable_read():
         run_scheduled(job)
     statuses = sorted(JobExecution.objects.filter(job=job).values_list("status", flat=True))
     assert statuses == ["running", "skipped"]
+
+
+def on_record_as_running(job, sent, fire, *, lease_left: float) -> JobExecution:
+    """The row a first delivery of ``sent`` started; its lease ends ``lease_left`` s from now."""
+    return JobExecution.objects.create(
+        job=job,
+        job_name=job.name,
+        task=job.task,
+        trigger="schedule",
+        status="running",
+        scheduled_at=fire,
+        started_at=fire,
+        lease_until=timezone.now() + dt.timedelta(seconds=lease_left),
+        worker="dead@test",
+        task_result_id=sent.task_id,
+    )
+
+
+def test_a_message_delivered_again_runs_the_run_its_dead_worker_never_ran():
+    key = f"dead-{uuid.uuid4().hex}"
+    job = make_job(task="tests.count_runs", kwargs={"key": key}, misfire_grace_time=60)
+    sent, fire = sent_message(job), timezone.now()
+    on_record_as_running(job, sent, fire, lease_left=-1)
+    assert run_scheduled(job, fire_time=fire, sent=sent) == 1
+    run = JobExecution.objects.get(job=job)
+    assert (run.status, run.worker) == ("success", "w1@test")
+    assert (Path(settings.VAR_DIR) / f"calls-{key}").read_text() == "x\n"
+
+
+def test_a_message_delivered_again_while_its_run_is_alive_is_dropped():
+    job = make_job(task="demo.noop")
+    sent, fire = sent_message(job), timezone.now()
+    alive = on_record_as_running(job, sent, fire, lease_left=30)
+    assert run_scheduled(job, fire_time=fire, sent=sent) == {"ran": False}
+    alive.refresh_from_db()
+    assert (alive.status, alive.worker) == ("running", "dead@test")
+
+
+def test_a_dead_run_taken_over_past_its_grace_is_missed():
+    job = make_job(task="demo.noop", misfire_grace_time=5)
+    sent, fire = sent_message(job), timezone.now() - dt.timedelta(minutes=1)
+    on_record_as_running(job, sent, fire, lease_left=-1)
+    assert run_scheduled(job, fire_time=fire, sent=sent) == {"ran": False}
+    run = JobExecution.objects.get(job=job)
+    assert run.status == "missed" and run.reason.startswith("Started 6")
