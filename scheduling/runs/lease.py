@@ -7,6 +7,7 @@ runs; a worker killed mid-run stops renewing, and once the lease has expired the
 
 import datetime as dt
 import logging
+import math
 import os
 import threading
 import time
@@ -26,6 +27,30 @@ def renewal_interval(term: float) -> float:
     """How often a lease of ``term`` seconds is renewed (a run's, or beat's): every third
     of its term, so that two renewals in a row may fail before it lapses."""
     return term / 3
+
+
+_clock = {"offset": dt.timedelta(0), "measured": -math.inf}
+CLOCK_CHECK_INTERVAL = 60.0
+
+
+def db_now() -> dt.datetime:
+    """Now by the database server's clock, which every worker shares: leases are written
+    and compared by it, so a worker whose own clock is off neither reaps live runs nor
+    keeps dead ones. The offset from this machine's clock is measured once a minute per
+    process (one query); on SQLite every process runs on the database's machine."""
+    if connection.vendor != "postgresql":
+        return timezone.now()
+    if time.monotonic() - _clock["measured"] >= CLOCK_CHECK_INTERVAL:
+        from scheduling import sql
+
+        with sql.cursor() as cursor:
+            before = timezone.now()
+            cursor.execute("SELECT STATEMENT_TIMESTAMP()")
+            (server,) = cursor.fetchone()
+            after = timezone.now()
+        _clock["offset"] = server - (before + (after - before) / 2)
+        _clock["measured"] = time.monotonic()
+    return timezone.now() + _clock["offset"]
 
 
 def lease_term() -> dt.timedelta:
@@ -65,7 +90,7 @@ class LeaseRenewer:
                 if running:
                     JobExecution.objects.filter(
                         pk__in=running, status=ExecutionStatus.RUNNING
-                    ).update(lease_until=timezone.now() + lease_term())
+                    ).update(lease_until=db_now() + lease_term())
                 else:
                     connection.close()  # this thread's own connection: none kept while idle
             except (DatabaseError, InterfaceError):

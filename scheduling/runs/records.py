@@ -15,6 +15,7 @@ from django.utils import timezone
 from scheduling import sql, stats
 from scheduling.models import ExecutionStatus, ExecutionTrigger, Job, JobExecution
 from scheduling.runs.events import announce
+from scheduling.runs.lease import db_now
 from scheduling.task_results import TaskMessage, task_result_record
 
 logger = logging.getLogger(__name__)
@@ -59,7 +60,7 @@ def execution_reap_lost(*, job: Job | None = None) -> int:
     Each row is claimed by a conditional update, so that of two processes reaping at
     once (a worker's periodic check, another's start of the job) one records it.
     """
-    now = timezone.now()
+    now = db_now()
     stale = JobExecution.objects.filter(status=ExecutionStatus.RUNNING, lease_until__lt=now)
     if job is not None:
         stale = stale.filter(job=job)

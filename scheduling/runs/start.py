@@ -26,7 +26,7 @@ from scheduling import sql, stats
 from scheduling.models import ExecutionStatus, ExecutionTrigger, Job, JobExecution
 from scheduling.runs import rules
 from scheduling.runs.events import announce
-from scheduling.runs.lease import lease_term
+from scheduling.runs.lease import db_now, lease_term
 from scheduling.runs.records import NOT_RUN, execution_reap_lost, record_not_run
 from scheduling.task_results import TaskMessage, task_result_record
 
@@ -66,11 +66,11 @@ def _lock_job(job_id: int) -> tuple[Job | None, int]:
     waited for it), they are counted again.
     """
     job, [(live, expired, earliest)] = sql.row_get_with(
-        Job, job_id, _running_query(job_id, timezone.now()), for_update=True
+        Job, job_id, _running_query(job_id, db_now()), for_update=True
     )
     if job is None:
         return None, 0
-    now = timezone.now()
+    now = db_now()
     if live and sql.from_db(JobExecution, "lease_until", earliest) < now:
         with sql.cursor() as cursor:
             cursor.execute(*_running_query(job_id, now))
@@ -109,16 +109,16 @@ def _take_over_dead(
     on record is finished or alive elsewhere."""
     with transaction.atomic():
         job = Job.objects.select_for_update().filter(pk=job_id).first()
-        now = timezone.now()
+        now, lease_now = timezone.now(), db_now()
         dead = (
             JobExecution.objects.select_for_update()
-            .filter(same, status=ExecutionStatus.RUNNING, lease_until__lt=now)
+            .filter(same, status=ExecutionStatus.RUNNING, lease_until__lt=lease_now)
             .first()
         )
         if job is None or dead is None:
             return _NOT_DEAD
         live = JobExecution.objects.filter(
-            job=job, status=ExecutionStatus.RUNNING, lease_until__gte=now
+            job=job, status=ExecutionStatus.RUNNING, lease_until__gte=lease_now
         ).count()
         decision = rules.decide(
             job, scheduled_at=dead.scheduled_at, late=_lateness(dead, now), live=live
@@ -134,7 +134,7 @@ def _take_over_dead(
             announce(dead)
             return None
         _cover_due_fire_times(job, dead, now)
-        dead.worker, dead.started_at, dead.lease_until = worker, now, now + lease_term()
+        dead.worker, dead.started_at, dead.lease_until = worker, now, lease_now + lease_term()
         dead.task_result_id = task_id or dead.task_result_id
         dead.save(update_fields=["worker", "started_at", "lease_until", "task_result"])
         logger.warning("Job %s: run %s of a dead worker taken over by %s", job, dead.pk, worker)
@@ -221,7 +221,10 @@ def _lateness(execution: JobExecution, now: dt.datetime) -> float | None:
 def _running_row(now: dt.datetime, **fields: Any) -> JobExecution:
     """A running row that starts at ``now`` with a fresh lease; ``fields`` are the run's."""
     return JobExecution(
-        status=ExecutionStatus.RUNNING, started_at=now, lease_until=now + lease_term(), **fields
+        status=ExecutionStatus.RUNNING,
+        started_at=now,
+        lease_until=db_now() + lease_term(),
+        **fields,
     )
 
 
@@ -236,7 +239,7 @@ def _start_at_once(*, job_id: int, **run: Any) -> JobExecution | None:
     statement runs once the lock is held. A coalescing job never starts here: its run
     also marks the fire times it covers.
     """
-    now = timezone.now()
+    now, lease_now = timezone.now(), db_now()
     execution = _running_row(now, job_id=job_id, attempt=0, **run)
     late = _lateness(execution, now)
     insert = sql.insert_select(
@@ -251,7 +254,7 @@ def _start_at_once(*, job_id: int, **run: Any) -> JobExecution | None:
                 scheduled_at_in_db=_db_time(execution.scheduled_at)
                 if execution.scheduled_at
                 else None,
-                now_in_db=_db_time(now),
+                now_in_db=_db_time(lease_now),
             ),
         ],
     )
@@ -259,7 +262,7 @@ def _start_at_once(*, job_id: int, **run: Any) -> JobExecution | None:
     # leaves the caller's transaction usable, as the full start's atomic() does.
     with transaction.atomic() if connection.in_atomic_block else nullcontext():
         job, [(_live, expired, _earliest), inserted] = sql.row_get_with(
-            Job, job_id, _running_query(job_id, now), insert, for_update=True
+            Job, job_id, _running_query(job_id, lease_now), insert, for_update=True
         )
     if job is None:
         raise JobNotFoundError(f"Job {job_id} does not exist (removed before it ran).")
