@@ -368,8 +368,14 @@ def test_killed_worker_frees_its_slot_within_the_lease(celery_processes):
         what="the new worker to take the slot",
         processes=celery_processes,
     )
-    first.refresh_from_db()
-    assert first.status == "lost"
+    # The start that took the slot records the dead run as lost right after (its own
+    # transaction, once the new run's row is in).
+    first = wait_for(
+        lambda: JobExecution.objects.filter(pk=first.pk, status="lost").first(),
+        timeout=10,
+        what="the dead run to be recorded as lost",
+        processes=celery_processes,
+    )
     assert "stopped renewing" in first.reason
     # Its lease, last renewed before the kill, ran out within a lease's length of it, and
     # the run is lost as of then; the slot was taken after that, not before...
