@@ -639,6 +639,30 @@ class SchedulerLease(models.Model):
         return f"{self.name}: {self.holder or '-'}"
 
 
+class SentFireTime(models.Model):
+    """A fire time beat sent, until it is checked: the ledger that explains a run whose
+    message never reached a worker, kept in the database so that whichever beat leads
+    next checks what an earlier leader sent."""
+
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="+")
+    scheduled_at = models.DateTimeField(_("fire time"))
+    check_after = models.DateTimeField(
+        _("check after"),
+        db_index=True,
+        help_text=_("By then its run has started, or it is recorded as missed."),
+    )
+
+    class Meta:
+        verbose_name = _("sent fire time")
+        verbose_name_plural = _("sent fire times")
+        constraints = [
+            models.UniqueConstraint(fields=["job", "scheduled_at"], name="sent_fire_time_unique")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.job_id} @ {self.scheduled_at:%Y-%m-%d %H:%M:%S}"
+
+
 class InstalledDefault(models.Model):
     """A default job that was installed once; it is never installed again, even if removed."""
 

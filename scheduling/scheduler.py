@@ -39,7 +39,6 @@ import contextlib
 import dataclasses
 import datetime as dt
 import functools
-import heapq
 import logging
 import os
 import socket
@@ -62,6 +61,7 @@ from scheduling.models import (
     Job,
     JobExecution,
     SchedulerLease,
+    SentFireTime,
 )
 from scheduling.runs.lease import renewal_interval
 from scheduling.runs.rules import oldest_allowed, plan_next
@@ -206,8 +206,6 @@ class JobScheduler(DatabaseScheduler):
         self.lease = Lease(self.beat_name, conf.get("BEAT_LEASE_SECONDS"))
         self.poll_interval = conf.get("BEAT_POLL_INTERVAL")
         self.batch_size = conf.get("BEAT_BATCH_SIZE")
-        # Heap of (deadline, job id, fire time) of runs sent and not yet seen starting.
-        self._in_flight: list[tuple[dt.datetime, int, dt.datetime]] = []
         self.sent_events = conf.get("BEAT_SENT_EVENTS")
         super().__init__(*args, **kwargs)
 
@@ -323,10 +321,15 @@ class JobScheduler(DatabaseScheduler):
             for job, plan in zip(jobs, plans, strict=True):
                 self._advance(job, plan)
             sql.rows_update(jobs, ["next_run_at", "dispatch_at"])
-        # Only once committed: a rolled back pass sends its runs again, and the worker
-        # drops the second message of a fire time.
-        for item in sent:
-            heapq.heappush(self._in_flight, item)
+            # The ledger, in the same transaction: a rolled back pass sends its runs again
+            # (the worker drops the second message of a fire time), and records them again.
+            SentFireTime.objects.bulk_create(
+                [
+                    SentFireTime(job_id=job_id, scheduled_at=fire, check_after=deadline)
+                    for deadline, job_id, fire in sent
+                ],
+                ignore_conflicts=True,
+            )
         return len(sent)
 
     @contextlib.contextmanager
@@ -443,45 +446,49 @@ class JobScheduler(DatabaseScheduler):
     # -- bookkeeping ------------------------------------------------------------------
 
     def _check_ledger(self) -> None:
-        """Record as missed the runs that were sent but never reached a worker."""
+        """Record as missed the fire times sent (by this beat or an earlier leader) whose
+        run has not started by their ledger's deadline; a few hundred at a time."""
         now = time.monotonic()
-        if now - self._last_ledger_check < LEDGER_CHECK_INTERVAL or not self._in_flight:
+        if now - self._last_ledger_check < LEDGER_CHECK_INTERVAL:
             return
         self._last_ledger_check = now
-        current = timezone.now()
-        overdue: list[tuple[dt.datetime, int, dt.datetime]] = []
-        while self._in_flight and self._in_flight[0][0] <= current and len(overdue) < 500:
-            overdue.append(heapq.heappop(self._in_flight))
-        if not overdue:
-            return
         try:
-            self._record_lost_messages([(job_id, fire) for _, job_id, fire in overdue])
+            # One probe of the ledger's index; the transaction only when something is due.
+            if SentFireTime.objects.filter(check_after__lte=timezone.now()).exists():
+                self._record_lost_messages()
         except DB_ERRORS:
             logger.exception("JobScheduler: could not check runs in flight; later")
-            for item in overdue:
-                heapq.heappush(self._in_flight, item)
 
     @transaction.atomic
-    def _record_lost_messages(self, overdue: list[tuple[int, dt.datetime]]) -> None:
-        job_ids = {job_id for job_id, _ in overdue}
+    def _record_lost_messages(self) -> None:
+        overdue = list(
+            SentFireTime.objects.select_for_update(skip_locked=True)
+            .filter(check_after__lte=timezone.now())
+            .order_by("check_after")[:500]
+        )
+        if not overdue:
+            return
+        job_ids = {entry.job_id for entry in overdue}
         jobs = Job.objects.in_bulk(job_ids)
         arrived = set(
             JobExecution.objects.filter(
                 job_id__in=job_ids,
                 trigger=ExecutionTrigger.SCHEDULE,
-                scheduled_at__in={fire_time for _, fire_time in overdue},
+                scheduled_at__in={entry.scheduled_at for entry in overdue},
             ).values_list("job_id", "scheduled_at")
         )
-        for job_id, fire_time in overdue:
-            job = jobs.get(job_id)
-            if job is None or (job_id, fire_time) in arrived:
+        for entry in overdue:
+            job = jobs.get(entry.job_id)
+            if job is None or (entry.job_id, entry.scheduled_at) in arrived:
                 continue
             runs.execution_record_missed(
                 job=job,
-                fire_times=[fire_time],
-                reason="Sent to the broker but never started: the message was lost "
-                "(e.g. the broker restarted without persistence).",
+                fire_times=[entry.scheduled_at],
+                reason="Sent to the broker but not started within its grace: no worker took "
+                "the message in time, or it was lost (e.g. the broker restarted without "
+                "persistence).",
             )
+        SentFireTime.objects.filter(pk__in=[entry.pk for entry in overdue]).delete()
 
     def _heartbeat(self) -> None:
         """Record that this beat is alive, at most every few seconds."""

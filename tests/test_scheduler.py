@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from project.celery import app
 from scheduling import services
-from scheduling.models import Job, JobChange, JobExecution, SchedulerLease
+from scheduling.models import Job, JobChange, JobExecution, SchedulerLease, SentFireTime
 from scheduling.scheduler import JobScheduler
 from tests.factories import make_job
 
@@ -93,7 +93,8 @@ def test_an_idle_pass_reads_one_row_and_sleeps_until_the_next_fire_time(
     job = make_job(cron_expression="*/1 * * * * *")
     soon = timezone.now() + dt.timedelta(seconds=0.4)
     make_due(job, soon)
-    scheduler._last_heartbeat = float("inf")  # heartbeats are counted elsewhere
+    # Heartbeats and the ledger's check (every few seconds) are counted elsewhere.
+    scheduler._last_heartbeat = scheduler._last_ledger_check = float("inf")
     with django_assert_max_num_queries(1):
         wait = scheduler.tick()
     assert 0 < wait <= 0.4
@@ -249,3 +250,38 @@ def test_bulk_create_validates_every_job_and_inserts_nothing_on_error():
     assert not Job.objects.filter(name="new").exists()
     [created] = services.job_bulk_create(jobs=[good])
     assert created.next_run_at is not None and created.dispatch_at == created.next_run_at
+
+
+# -- the ledger of sent fire times ----------------------------------------------------------
+
+
+def test_a_fire_time_an_earlier_leader_sent_and_no_worker_started_is_missed(sent):
+    job = make_job(cron_expression="*/1 * * * * *", misfire_grace_time=5)
+    started = make_job(cron_expression="*/1 * * * * *", misfire_grace_time=5)
+    fire = now_s()
+    first = new_scheduler()
+    assert first.lease.acquire()
+    for due in (job, started):
+        make_due(due, fire)
+    first.dispatch_due(timezone.now())
+    assert SentFireTime.objects.filter(scheduled_at=fire).count() == 2
+    first.lease.release()  # that leader goes, and what it held in memory with it
+    # A worker started one of the two runs; the other message was lost.
+    JobExecution.objects.create(
+        job=started,
+        job_name=started.name,
+        task=started.task,
+        trigger="schedule",
+        status="success",
+        scheduled_at=fire,
+        started_at=fire,
+    )
+    SentFireTime.objects.update(check_after=timezone.now())  # their grace + margin passed
+    second = new_scheduler()
+    assert second.lease.acquire()
+    second._check_ledger()
+    missed = JobExecution.objects.get(job=job, scheduled_at=fire)
+    assert missed.status == "missed"
+    assert missed.reason.startswith("Sent to the broker but not started within its grace")
+    assert JobExecution.objects.filter(job=started).count() == 1
+    assert not SentFireTime.objects.exists()  # checked, so forgotten

@@ -22,7 +22,7 @@ NOT_SENT = re.compile(
 )
 COALESCED_BY_BEAT = re.compile(r"^Coalesced into the run at (\S+)\.$")
 COALESCED_BY_RUN = re.compile(r"^Coalesced into the run that covered fire times up to (\S+)\.$")
-NEVER_STARTED = "Sent to the broker but never started: "
+NEVER_STARTED = "Sent to the broker but not started within its grace: "
 STILL_GOING = re.compile(r"^(\d+) run\(s\) still going; max instances is (\d+)\.$")
 LEDGER_MARGIN = 10  # scheduler.LEDGER_MARGIN, restated: the test checks the product
 # Timestamps are stored to the microsecond; a lateness recomputed from them may differ from
