@@ -313,6 +313,9 @@ def _day_of_week_field(value: str) -> tuple[tuple, ...] | None:
                 raise _FieldError("#k counts the weekday's occurrence in the month, 1 to 5")
             items.append(("nth", _weekday_number(match[1]), int(match[2])))
         else:
+            if item.startswith("7/"):
+                # Sunday alone (7 to 7) to classic cron, every day (0 to 6) to croniter.
+                raise _FieldError("a step from Sunday starts at 0 or SUN, not 7")
             weekdays = _plain_values(WEEKDAY, item, 0, 6)
             if len(weekdays) == 7:
                 return None

@@ -330,6 +330,7 @@ def test_a_daily_time_on_a_last_weekday_keeps_the_dst_policy():
     [
         ("0 0 12 * * 9L", "day of week field '9L'"),
         ("0 0 12 ? * 1#6", "day of week field '1#6'"),
+        ("* * * * * 7/1", "day of week field '7/1'.*starts at 0 or SUN"),
         ("0 0 12 ? * L", "day of week field 'L'"),
         ("0 0 12 L-31 * ?", "day of month field 'L-31'"),
         ("0 0 12 32W * ?", "day of month field '32W'"),
