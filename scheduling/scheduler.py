@@ -479,8 +479,10 @@ class JobScheduler(DatabaseScheduler):
             runs.execution_record_missed(
                 job=job,
                 fire_times=[fire_time],
-                reason="Sent to the broker but never started: the message was lost "
-                "(e.g. the broker restarted without persistence).",
+                reason="Sent to the broker but never started: it expired in the queue "
+                f"{job.queue or self.app.conf.task_default_queue!r} after its misfire grace "
+                f"({job.misfire_grace_time}s) with no worker taking it, or the message was "
+                "lost (e.g. the broker restarted without persistence).",
             )
 
     def _heartbeat(self) -> None:
