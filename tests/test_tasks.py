@@ -27,3 +27,30 @@ def test_the_task_writes_its_extended_result_itself():
         job.name,
     )
     assert "job_id" in result.task_kwargs
+
+
+def test_a_celery_tasks_own_retry_options_are_replaced_by_the_jobs(settings, tmp_path):
+    from scheduling.models import JobExecution
+
+    settings.VAR_DIR = tmp_path
+    # tests.celery_flaky is a @shared_task with autoretry_for=(ConnectionError,) and
+    # max_retries=5: as a job task it runs under the job's rules, and its job retries never.
+    job = make_job(task="tests.celery_flaky", kwargs={"key": "once", "failures": 2})
+    with pytest.raises(ConnectionError, match="attempt 1 fails"):
+        run_job.apply(kwargs={"job_id": job.pk, "trigger": "manual"}, throw=True)
+    (run,) = JobExecution.objects.filter(job=job)
+    assert (run.status, run.exception) == ("failure", "ConnectionError: attempt 1 fails")
+    # With the job's own retries it is tried again, as any job is.
+    retried = make_job(
+        task="tests.celery_flaky",
+        kwargs={"key": "retried", "failures": 2},
+        max_retries=2,
+        retry_backoff=0,
+    )
+    run_job.apply(kwargs={"job_id": retried.pk, "trigger": "manual"})
+    attempts = JobExecution.objects.filter(job=retried).order_by("attempt")
+    assert [(r.attempt, r.status) for r in attempts] == [
+        (0, "failure"),
+        (1, "failure"),
+        (2, "success"),
+    ]
