@@ -171,3 +171,18 @@ def test_a_revoked_message_that_did_not_expire_is_not_recorded_missed():
         sender=run_job, request=Context(headers), terminated=True, signum=15, expired=False
     )
     assert not JobExecution.objects.filter(job=job).exists()
+
+
+def test_the_task_sent_event_names_a_run_by_its_task_as_the_workers_events_do():
+    # Flower merges a task-sent event that arrives late over the worker's events.
+    from project.celery import app
+
+    job = make_job(task="demo.echo", kwargs={"token": SECRET})
+    options = sent_options(job)
+    message = app.amqp.create_task_message(
+        "id-1", run_job.name, (), {"job_id": job.pk}, create_sent_event=True,
+        shadow=options["shadow"], argsrepr=options["argsrepr"], kwargsrepr=options["kwargsrepr"],
+    )  # fmt: skip
+    assert message.sent_event["name"] == "demo.echo"
+    assert message.sent_event["kwargs"] == f"{{'token': '{MASK}'}}"
+    assert message.headers["task"] == "scheduling.run_job"  # what the worker runs
