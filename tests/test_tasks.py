@@ -54,3 +54,36 @@ def test_a_celery_tasks_own_retry_options_are_replaced_by_the_jobs(settings, tmp
         (1, "failure"),
         (2, "success"),
     ]
+
+
+def test_a_retry_is_shown_like_its_first_attempt_and_never_expires(settings, tmp_path):
+    from unittest import mock
+
+    from celery.exceptions import Retry
+
+    settings.VAR_DIR = tmp_path
+    job = make_job(task="tests.flaky", kwargs={"key": "retry-shown", "failures": 1}, max_retries=1)
+    # The request a worker gives the task: the message's headers merged in.
+    run_job.push_request(
+        id=str(uuid.uuid4()),
+        retries=0,
+        hostname="w1@test",
+        argsrepr="()",
+        kwargsrepr="{'key': 'retry-shown', 'failures': 1}",
+        expires="2026-01-01T00:00:00+00:00",
+    )
+    try:
+        with (
+            mock.patch.object(run_job, "retry", side_effect=Retry("again")) as retry,
+            pytest.raises(Retry),
+        ):
+            run_job.run(job_id=job.pk, trigger="manual")
+    finally:
+        run_job.pop_request()
+    options = retry.call_args.kwargs
+    # Celery copies neither argsrepr nor kwargsrepr to a retry, but does copy expires.
+    assert options["expires"] is None
+    assert (options["argsrepr"], options["kwargsrepr"]) == (
+        "()",
+        "{'key': 'retry-shown', 'failures': 1}",
+    )
