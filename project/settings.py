@@ -228,6 +228,17 @@ CELERY_BEAT_SCHEDULER = "scheduling.scheduler:JobScheduler"
 CELERY_TASK_DEFAULT_QUEUE = "celery"
 CELERY_TASK_QUEUES = (Queue("celery"), Queue("alerts"))
 CELERY_TASK_ROUTES = {"scheduling.deliver_alert": {"queue": "alerts"}}
+# A job may name its own queue (Job.queue): Celery declares a queue it does not know when
+# a run is sent to it and when a worker consumes it (-Q reports), the one a worker
+# started without -Q leaves alone. Job priorities (0-9): RabbitMQ needs x-max-priority
+# on every queue, these and the jobs' own (this sets it on all that Celery declares; a
+# queue declared before without it must be deleted once, RabbitMQ refuses to change
+# it); kombu's Redis transport keeps one list per priority step, one step per priority.
+# https://docs.celeryq.dev/en/stable/userguide/routing.html#special-routing-options
+CELERY_TASK_CREATE_MISSING_QUEUES = True
+CELERY_TASK_QUEUE_MAX_PRIORITY = 9
+if CELERY_BROKER_URL.split(":", 1)[0] in {"redis", "rediss", "sentinel"}:
+    CELERY_BROKER_TRANSPORT_OPTIONS = {"priority_steps": list(range(10))}
 
 # --- scheduling app -----------------------------------------------------------------------
 # Every default lives in scheduling/conf.py; here only what the environment sets overrides it.

@@ -214,6 +214,7 @@ class JobAdmin(admin.ModelAdmin):
             {"fields": ("coalesce", "max_instances", "misfire_grace_time", "jitter")},
         ),
         (_("Time limits"), {"fields": ("soft_time_limit", "time_limit")}),
+        (_("Routing"), {"fields": Job.ROUTING_FIELDS}),
         (
             _("Alerts"),
             {"fields": ("slow_threshold", "alert_emails", "alert_webhooks", "alert_grace")},

@@ -4,7 +4,7 @@ import datetime as dt
 import random
 
 from django.core.exceptions import ValidationError
-from django.core.validators import MinValueValidator
+from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
 from django.utils import timezone as dj_timezone
 from django.utils.translation import get_language
@@ -39,6 +39,15 @@ def _contains_nul(value) -> bool:
     if isinstance(value, list):
         return any(_contains_nul(v) for v in value)
     return False
+
+
+#: The highest job priority (and RabbitMQ's x-max-priority of the queues).
+MAX_PRIORITY = 9
+
+broker_name_validator = RegexValidator(
+    r"^[A-Za-z0-9_.:@-]*$",
+    _("Use letters, digits and . _ : @ - only (a queue, exchange or routing key name)."),
+)
 
 
 class TriggerType(models.TextChoices):
@@ -107,6 +116,8 @@ class Job(models.Model):
     )
     #: Fields whose change moves the next fire time.
     SCHEDULE_FIELDS = (*TRIGGER_FIELDS, "timezone", "enabled")
+    #: Where a job's runs are sent (Celery's routing options of the message).
+    ROUTING_FIELDS = ("queue", "priority", "exchange", "routing_key")
     #: How a job runs, beyond what and when: the "options" of a config file, and editable
     #: everywhere a job is.
     OPTION_FIELDS = (
@@ -126,6 +137,7 @@ class Job(models.Model):
         "alert_emails",
         "alert_webhooks",
         "alert_grace",
+        *ROUTING_FIELDS,
     )
     #: Every field an operator edits (admin form, commands, import, services).
     EDITABLE_FIELDS = (
@@ -301,6 +313,43 @@ class Job(models.Model):
         help_text=_(
             "Dead man's switch: alert when no run succeeded within the job's period plus this."
         ),
+    )
+    queue = models.CharField(
+        _("queue"),
+        max_length=200,
+        blank=True,
+        validators=[broker_name_validator],
+        help_text=_(
+            "Celery queue the runs are sent to (empty: the default queue). Only a worker "
+            "consuming it runs them: celery -A project worker -Q reports."
+        ),
+    )
+    priority = models.PositiveSmallIntegerField(
+        _("priority"),
+        default=0,
+        validators=[MaxValueValidator(MAX_PRIORITY)],
+        help_text=_(
+            "0 (lowest) to 9 (most urgent): on Redis and RabbitMQ a waiting run of a higher "
+            "priority is taken before those of lower ones in the same queue. The embedded "
+            "broker ignores it."
+        ),
+    )
+    exchange = models.CharField(
+        _("exchange"),
+        max_length=200,
+        blank=True,
+        validators=[broker_name_validator],
+        help_text=_(
+            "RabbitMQ: the exchange the runs are published to, declared on the broker and "
+            "bound to a queue a worker consumes (empty: the queue's own)."
+        ),
+    )
+    routing_key = models.CharField(
+        _("routing key"),
+        max_length=200,
+        blank=True,
+        validators=[broker_name_validator],
+        help_text=_("RabbitMQ: the routing key the runs are published with (empty: the queue's)."),
     )
     schedule_anchor = models.DateTimeField(
         _("schedule anchor"),

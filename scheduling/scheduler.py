@@ -484,9 +484,10 @@ class JobScheduler(DatabaseScheduler):
             runs.execution_record_missed(
                 job=job,
                 fire_times=[entry.scheduled_at],
-                reason="Sent to the broker but not started within its grace: no worker took "
-                "the message in time, or it was lost (e.g. the broker restarted without "
-                "persistence).",
+                reason="Sent to the broker but not started within its grace: it expired in "
+                f"the queue {job.queue or self.app.conf.task_default_queue!r} after its misfire "
+                f"grace ({job.misfire_grace_time}s) with no worker taking it, or the message was "
+                "lost (e.g. the broker restarted without persistence).",
             )
         SentFireTime.objects.filter(pk__in=[entry.pk for entry in overdue]).delete()
 

@@ -70,11 +70,22 @@ def job_status(*, job: Job) -> dict[str, Any]:
         "coalesce": job.coalesce,
         "max_instances": job.max_instances,
         "misfire_grace_time": job.misfire_grace_time,
+        "queue": job_queue(job=job),
+        "priority": job.priority,
+        "exchange": job.exchange or None,
+        "routing_key": job.routing_key or None,
         "last_run_at": job.last_run_at.isoformat() if job.last_run_at else None,
         "last_status": job.last_status or None,
         "last_duration": job.last_duration,
         "total_run_count": job.total_run_count,
     }
+
+
+def job_queue(*, job: Job) -> str:
+    """The queue ``job``'s runs are sent to: its own, or Celery's default queue."""
+    from celery import current_app
+
+    return job.queue or current_app.conf.task_default_queue
 
 
 def _trigger_ok(job: Job) -> bool:

@@ -10,11 +10,14 @@ restart and nothing to reload.
 import collections
 import dataclasses
 import datetime as dt
+import functools
 import logging
 import uuid
 from collections.abc import Iterable
 from typing import Any
+from urllib.parse import urlsplit
 
+from celery.utils.saferepr import saferepr
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
 from django.utils import timezone
@@ -24,6 +27,7 @@ from django.utils.translation import gettext_lazy
 from scheduling import audit, masking, registry, signals
 from scheduling.config import DEFAULT_JOBS, JobSpec, config_parse, spec_differences
 from scheduling.models import (
+    MAX_PRIORITY,
     ExecutionTrigger,
     InstalledDefault,
     Job,
@@ -283,18 +287,38 @@ def job_dispatch(
     """Publish one run of ``job`` to the broker; used by beat and by run-now.
 
     The message carries the job id, the fire time and the jitter applied; the worker
-    reads everything else from the job row. Time limits travel as Celery options: the
-    hard limit always, the soft one only for sync functions (an ``async def`` job gets
-    its soft limit inside its event loop, see :mod:`scheduling.runs.call`).
+    reads everything else from the job row. The options of the message:
+
+    - time limits: the hard limit always, the soft one only for sync functions (an
+      ``async def`` job gets its soft limit inside its event loop, see
+      :mod:`scheduling.runs.call`);
+    - routing: the job's queue (else Celery's default), priority, exchange, routing key;
+    - a scheduled run expires in the broker at its fire time + jitter + misfire grace:
+      the worker would record it missed from then on anyway (:mod:`scheduling.runs.rules`),
+      so it need not wait for one (the worker records an expired message as missed,
+      :func:`scheduling.tasks.record_expired`);
+    - what Flower, Celery's log and ``celery inspect`` show: the job's task name
+      (``shadow``) and its own arguments, secrets masked (``argsrepr``/``kwargsrepr``).
     """
     from scheduling.tasks import run_job
 
-    options: dict[str, Any] = {"headers": {"periodic_task_name": job.name}}
+    options: dict[str, Any] = {
+        "headers": {"periodic_task_name": job.name},
+        **message_display(job),
+        **message_routing(job, run_job.app),
+    }
     if job.time_limit:
         options["time_limit"] = job.time_limit
     is_async = registry.is_registered(job.task) and registry.get_task(job.task).is_async
     if job.soft_time_limit and not is_async:
         options["soft_time_limit"] = job.soft_time_limit
+    if trigger == ExecutionTrigger.SCHEDULE:
+        options["expires"] = scheduled_at + dt.timedelta(seconds=jitter + job.misfire_grace_time)
+        # What a worker that drops the expired message records it by (Celery's signal of
+        # an expired message carries the headers, not the arguments).
+        options["headers"].update(
+            {EXPIRED_JOB_HEADER: job.pk, EXPIRED_FIRE_TIME_HEADER: scheduled_at.isoformat()}
+        )
     result = run_job.apply_async(
         kwargs={
             "job_id": job.pk,
@@ -307,6 +331,51 @@ def job_dispatch(
         **options,
     )
     return result.id
+
+
+def message_display(job: Job) -> dict[str, str]:
+    """How Celery shows a run of ``job`` (worker log, task events, Flower, ``inspect``):
+    under the job's task name, with the job's arguments, secrets masked as in the admin.
+
+    The task name rather than the job's name: it names what runs (the function), as
+    Celery's name does for any task, and there are as many as there are registered tasks,
+    not as many as jobs (one-off jobs each have their own name), so Flower's task-type
+    filter and its metrics stay small. The job's name travels as ``periodic_task_name``.
+    """
+    return {
+        "shadow": job.task,
+        "argsrepr": saferepr(tuple(masking.mask(list(job.args or []))), ARGS_REPR_MAX),
+        "kwargsrepr": saferepr(masking.mask(dict(job.kwargs or {})), ARGS_REPR_MAX),
+    }
+
+
+ARGS_REPR_MAX = 1024
+EXPIRED_JOB_HEADER = "scheduling_job_id"
+EXPIRED_FIRE_TIME_HEADER = "scheduling_fire_time"  # Celery's own limit for argsrepr and kwargsrepr
+
+
+def message_routing(job: Job, app: Any) -> dict[str, Any]:
+    """The queue, priority, exchange and routing key of a run of ``job``.
+
+    A job's priority means the same on every broker: 9 is the most urgent. RabbitMQ takes
+    higher numbers first; kombu's Redis transport takes its lowest step first, so there
+    the number is turned around. The embedded filesystem broker ignores it.
+    """
+    options: dict[str, Any] = {"priority": job.priority}
+    if broker_is_redis(app.conf.broker_url or ""):
+        options["priority"] = MAX_PRIORITY - job.priority
+    if job.queue:
+        options["queue"] = job.queue
+    if job.exchange:
+        options["exchange"] = job.exchange
+    if job.routing_key:
+        options["routing_key"] = job.routing_key
+    return options
+
+
+@functools.cache
+def broker_is_redis(url: str) -> bool:
+    return urlsplit(url.split(";")[0]).scheme in {"redis", "rediss", "sentinel"}
 
 
 @dataclasses.dataclass

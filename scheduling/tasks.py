@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 from celery import Task, shared_task
 from celery.exceptions import Reject, TimeLimitExceeded
-from celery.signals import worker_ready, worker_shutdown
+from celery.signals import task_revoked, worker_ready, worker_shutdown
 from celery.utils.saferepr import saferepr
 
 from scheduling import conf, runs, threads
@@ -114,7 +114,59 @@ def run_job(
             message=self.task_message(),
         )
     except runs.RetryLater as retry:
-        raise self.retry(countdown=retry.countdown, exc=retry.cause) from retry.cause
+        # The retry is shown like the first attempt (Celery copies neither argsrepr nor
+        # kwargsrepr), and never expires: the misfire rule does not apply to retries.
+        raise self.retry(
+            countdown=retry.countdown,
+            exc=retry.cause,
+            expires=None,
+            argsrepr=getattr(self.request, "argsrepr", None),
+            kwargsrepr=getattr(self.request, "kwargsrepr", None),
+        ) from retry.cause
     except runs.DatabaseUnavailable as exc:
         time.sleep(1)  # do not spin while the database is away
         raise Reject(str(exc), requeue=True) from exc
+
+
+@task_revoked.connect
+def record_expired(sender=None, request=None, expired=False, **kwargs):
+    """Record as missed a scheduled run whose message expired before a worker took it.
+
+    A scheduled run's message expires at its fire time + jitter + misfire grace
+    (:func:`scheduling.services.job_dispatch`). A worker that receives it later drops it
+    without running the task (this signal, in the worker's main process); RabbitMQ drops
+    an expired message at the head of its queue itself, and then beat's ledger of runs in
+    flight records the fire time. Either way, once.
+    """
+    if not expired or getattr(sender, "name", None) != run_job.name or request is None:
+        return
+    from django.db import close_old_connections
+
+    from scheduling.models import Job
+    from scheduling.services import EXPIRED_FIRE_TIME_HEADER, EXPIRED_JOB_HEADER
+
+    job_id = getattr(request, EXPIRED_JOB_HEADER, None)
+    fire_time = getattr(request, EXPIRED_FIRE_TIME_HEADER, None)
+    if job_id is None or not fire_time:
+        return
+    try:
+        job = Job.objects.filter(pk=job_id).first()
+        if job is None:
+            return
+        queue = (getattr(request, "delivery_info", None) or {}).get("routing_key") or ""
+        runs.execution_record_missed(
+            job=job,
+            fire_times=[dt.datetime.fromisoformat(fire_time)],
+            reason=expired_reason(queue=queue, grace=job.misfire_grace_time),
+        )
+    except Exception:
+        # Beat's ledger of runs in flight records the fire time instead.
+        logger.exception("Could not record the expired run %s", getattr(request, "id", "?"))
+        close_old_connections()
+
+
+def expired_reason(*, queue: str, grace: int) -> str:
+    return (
+        f"Expired in the queue{f' {queue!r}' if queue else ''}: no worker took it within its "
+        f"misfire grace ({grace}s)."
+    )

@@ -4,6 +4,7 @@ processes the end-to-end tests start through SCHEDULING_EXTRA_JOB_MODULES)."""
 import time
 from pathlib import Path
 
+from celery import shared_task
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 
@@ -72,3 +73,31 @@ def cut_database_connection() -> str:
     with psycopg.connect(**wanted, autocommit=True) as other:
         other.execute("SELECT pg_terminate_backend(%s)", [pid])
     return "cut"
+
+
+@job_task(description="A Celery task with options of its own, registered as a job task.")
+@shared_task(
+    name="tests.celery_flaky",
+    time_limit=1,
+    soft_time_limit=1,
+    autoretry_for=(ConnectionError,),
+    max_retries=5,
+    retry_backoff=False,
+)
+def celery_flaky(key: str, failures: int, seconds: float = 0) -> int:
+    """Sleep, then fail with ConnectionError the first N times (a stock Celery task)."""
+    time.sleep(seconds)
+    return flaky(key, failures)
+
+
+@job_task("tests.bound_celery_task")
+@shared_task(bind=True, name="tests.bound_celery_task")
+def bound_celery_task(self, value: int) -> dict:
+    """A bound Celery task: ``self`` is the task, its request is empty (called in process)."""
+    return {"value": value, "task": self.name, "called_directly": self.request.called_directly}
+
+
+@job_task("tests.sleep_with_secret", description="Sleep, holding a secret keyword argument.")
+def sleep_with_secret(seconds: float, api_token: str) -> str:
+    time.sleep(seconds)
+    return "slept"

@@ -43,6 +43,10 @@ def form_data(**overrides):
         "alert_emails": "",
         "alert_webhooks": "",
         "alert_grace": "300",
+        "queue": "",
+        "priority": "0",
+        "exchange": "",
+        "routing_key": "",
     }
     data.update(overrides)
     return data

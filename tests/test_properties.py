@@ -362,6 +362,10 @@ option_values = {
     "alert_emails": st.sampled_from(["", "ops@example.com"]),
     "alert_webhooks": st.sampled_from(["", "https://example.com/hook"]),
     "alert_grace": st.integers(0, 3600),
+    "queue": st.sampled_from(["", "reports", "bad queue"]),
+    "priority": st.integers(0, 10),
+    "exchange": st.sampled_from(["", "reports"]),
+    "routing_key": st.sampled_from(["", "reports.daily"]),
 }
 plausible_fields = st.fixed_dictionaries(
     {"task_id": st.sampled_from(TASK_IDS), "task_func": st.sampled_from(TASKS)},

@@ -44,3 +44,26 @@ def test_name_and_description_default_to_module_path_and_docstring():
         f"{__name__}.test_name_and_description_default_to_module_path_and_docstring.<locals>.documented"
     )
     assert task.description == "Does a documented thing."
+
+
+def test_a_celery_task_stacked_under_job_task_is_registered_and_stays_a_celery_task():
+    from tests.jobs import bound_celery_task, celery_flaky
+
+    task = registry.get_task("tests.celery_flaky")  # its Celery name, by default
+    assert task.celery_task is celery_flaky and not task.is_async
+    assert task.description == "A Celery task with options of its own, registered as a job task."
+    assert celery_flaky.name == "tests.celery_flaky"  # still callable through Celery
+    assert hasattr(celery_flaky, "delay") and hasattr(bound_celery_task, "apply_async")
+    # A bound task's function gets the task as ``self``; its request is empty.
+    assert registry.get_task("tests.bound_celery_task").func(3) == {
+        "value": 3,
+        "task": "tests.bound_celery_task",
+        "called_directly": True,
+    }
+
+
+def test_a_celery_task_not_stacked_under_job_task_cannot_run_as_a_job():
+    from scheduling.alert_tasks import deliver_alert
+
+    assert deliver_alert.name == "scheduling.deliver_alert"
+    assert not registry.is_registered("scheduling.deliver_alert")

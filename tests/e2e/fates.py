@@ -23,6 +23,9 @@ NOT_SENT = re.compile(
 COALESCED_BY_BEAT = re.compile(r"^Coalesced into the run at (\S+)\.$")
 COALESCED_BY_RUN = re.compile(r"^Coalesced into the run that covered fire times up to (\S+)\.$")
 NEVER_STARTED = "Sent to the broker but not started within its grace: "
+EXPIRED = re.compile(
+    r"^Expired in the queue '[\w.:@-]+': no worker took it within its misfire grace \((\d+)s\)\.$"
+)
 STILL_GOING = re.compile(r"^(\d+) run\(s\) still going; max instances is (\d+)\.$")
 LEDGER_MARGIN = 10  # scheduler.LEDGER_MARGIN, restated: the test checks the product
 # Timestamps are stored to the microsecond; a lateness recomputed from them may differ from
@@ -136,6 +139,11 @@ def _problem(job: Job, row: JobExecution) -> str | None:
         age = (row.started_at - row.scheduled_at).total_seconds()
         if age <= grace + job.jitter + LEDGER_MARGIN:
             return f"recorded lost {age:.3f}s after its fire time, before the ledger's margin"
+        return None
+    if match := EXPIRED.match(row.reason):
+        age = (row.started_at - row.scheduled_at).total_seconds()
+        if int(match[1]) != grace or age <= grace:
+            return f"expired {age:.3f}s after its fire time, within the grace"
         return None
     if match := COALESCED_BY_BEAT.match(row.reason):
         into = dt.datetime.fromisoformat(match[1])

@@ -56,8 +56,14 @@ class CeleryProcesses:
         )
 
     def start_worker(
-        self, name: str = "w1", concurrency: int = 2, env: dict[str, str] | None = None
+        self,
+        name: str = "w1",
+        concurrency: int = 2,
+        env: dict[str, str] | None = None,
+        queues: list[str] | None = None,
     ) -> str:
+        """Start a worker; ``queues``: the queues it consumes (``-Q``; default: those of
+        ``CELERY_TASK_QUEUES``)."""
         hostname = f"{name}@e2e"
         self._start(
             name,
@@ -71,6 +77,7 @@ class CeleryProcesses:
                 hostname,
                 "--without-mingle",
                 "--without-gossip",
+                *(["-Q", ",".join(queues)] if queues else []),
             ],
             extra_env=env,
         )

@@ -8,6 +8,7 @@ import socket
 import threading
 import time
 import urllib.request
+import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -36,7 +37,7 @@ def get_json(url: str):
 
 
 def test_flower_shows_the_worker_and_a_running_job(celery_processes):
-    job = make_job(task="demo.sleep", cron_expression="*/2 * * * * *", kwargs={"seconds": 1})
+    make_job(task="demo.sleep", cron_expression="*/2 * * * * *", kwargs={"seconds": 1})
     flower = celery_processes.start_flower(free_port())
     celery_processes.start_worker()
     celery_processes.start_beat()
@@ -50,10 +51,9 @@ def test_flower_shows_the_worker_and_a_running_job(celery_processes):
     assert workers["w1@e2e"]["stats"]["pool"]["max-concurrency"] == 2
 
     def our_tasks():
-        tasks = get_json(f"{flower}/api/tasks?taskname=scheduling.run_job") or {}
-        return [
-            t for t in tasks.values() if t.get("kwargs") and f"'job_id': {job.pk}" in t["kwargs"]
-        ]
+        # Shown under the job's task name, with the job's own arguments.
+        tasks = get_json(f"{flower}/api/tasks?taskname=demo.sleep") or {}
+        return [t for t in tasks.values() if t.get("kwargs") == "{'seconds': 1}"]
 
     tasks = wait_for(
         lambda: (t := our_tasks()) and any(x["state"] == "SUCCESS" for x in t) and t,
@@ -65,6 +65,59 @@ def test_flower_shows_the_worker_and_a_running_job(celery_processes):
     assert done["worker"] == "w1@e2e"
     assert done["runtime"] >= 1.0
     assert JobExecution.objects.filter(task_result_id=done["uuid"], status="success").exists()
+
+
+def test_flower_shows_each_run_as_its_job_with_its_secrets_masked(celery_processes):
+    secret = f"s3cr3t-{uuid.uuid4().hex}"
+    running = make_job(
+        task="tests.sleep_with_secret",
+        cron_expression="0 0 0 1 1 *",
+        kwargs={"seconds": 30, "api_token": secret},
+    )
+    failing = make_job(
+        task="tests.login",
+        cron_expression="0 0 0 1 1 *",
+        kwargs={"user": "ops", "password": secret},
+    )
+    flower = celery_processes.start_flower(free_port())
+    celery_processes.start_worker()
+    wait_for(
+        lambda: (w := get_json(f"{flower}/api/workers?refresh=1")) and "w1@e2e" in w,
+        timeout=60,
+        what="Flower to list the worker",
+        processes=celery_processes,
+    )
+    running_id = services.job_run_now(job=running)
+    failing_id = services.job_run_now(job=failing)
+
+    def shown():
+        tasks = get_json(f"{flower}/api/tasks") or {}
+        states = (tasks.get(running_id, {}).get("state"), tasks.get(failing_id, {}).get("state"))
+        return states == ("STARTED", "FAILURE") and tasks
+
+    tasks = wait_for(
+        shown, timeout=60, what="Flower to show one run going and one failed",
+        processes=celery_processes,
+    )  # fmt: skip
+    going, failed = tasks[running_id], tasks[failing_id]
+    assert (going["name"], going["args"]) == ("tests.sleep_with_secret", "()")
+    assert going["kwargs"] == "{'seconds': 30, 'api_token': '********'}"
+    assert failed["name"] == "tests.login"
+    assert failed["kwargs"] == "{'user': 'ops', 'password': '********'}"
+    assert "cannot log in as ops with password ********" in failed["exception"]
+    answers = [
+        tasks,
+        get_json(f"{flower}/api/task/info/{running_id}"),
+        get_json(f"{flower}/api/task/info/{failing_id}"),
+        get_json(f"{flower}/api/task/result/{failing_id}"),
+        get_json(f"{flower}/api/workers?refresh=1"),
+        get_json(f"{flower}/api/task/types"),
+    ]
+    assert answers[1]["name"] == "tests.sleep_with_secret"
+    assert secret not in json.dumps(answers)
+    # The worker's own log names the runs by their task, and keeps the secret out too.
+    log = celery_processes.log("w1")
+    assert f"tests.login[{failing_id}]" in log and secret not in log
 
 
 def test_health_check_job_passes_with_beat_and_a_worker_running(celery_processes, settings):
@@ -160,7 +213,7 @@ def test_a_hanging_webhook_receiver_never_holds_up_a_run(celery_processes, setti
         # The run's task ends with the run, not with the delivery of its alert.
         runtime = wait_for(
             lambda: re.search(
-                rf"run_job\[{task_id}\] succeeded in ([\d.]+)s", celery_processes.log("w1")
+                rf"demo\.sleep\[{task_id}\] succeeded in ([\d.]+)s", celery_processes.log("w1")
             ),
             timeout=30,
             what="the worker to log the run's end",

@@ -28,11 +28,14 @@ EXAMPLES = {
         "  manage.py jobs add ping --task demo.echo --every 30 --period seconds --args '[1]'\n"
         "  manage.py jobs add once --task demo.echo --at '2026-12-31 23:59:59' "
         "--timezone Asia/Shanghai\n"
-        "  manage.py jobs add later --task demo.echo --delay 60 --kwargs '{\"x\": 1}'"
+        "  manage.py jobs add later --task demo.echo --delay 60 --kwargs '{\"x\": 1}'\n"
+        "  manage.py jobs add nightly --task demo.echo --cron '0 0 2 * * *' --queue reports "
+        "--priority 7"
     ),
     "modify": (
         "  manage.py jobs modify report --cron '*/10 * * * * *'\n"
-        "  manage.py jobs modify report --kwargs '{\"days\": 7}' --description 'Weekly view'"
+        "  manage.py jobs modify report --kwargs '{\"days\": 7}' --description 'Weekly view'\n"
+        "  manage.py jobs modify report --queue reports --priority 9"
     ),
     "pause": "  manage.py jobs pause report",
     "resume": "  manage.py jobs resume report",
@@ -149,6 +152,16 @@ class Command(BaseCommand):
             p.add_argument("--description")
             p.add_argument("--max-instances", type=int)
             p.add_argument("--misfire-grace-time", type=int)
+            p.add_argument(
+                "--queue",
+                help="Celery queue of the runs ('' for the default queue); start a worker "
+                "for it with: celery -A project worker -Q QUEUE",
+            )
+            p.add_argument(
+                "--priority", type=int, help="0 (lowest, the default) to 9 (most urgent)"
+            )
+            p.add_argument("--exchange", help="RabbitMQ exchange ('' for the queue's own)")
+            p.add_argument("--routing-key", help="RabbitMQ routing key ('' for the queue's)")
             if name == "add":
                 p.add_argument("--paused", action="store_true", help="create it paused")
         action("pause", "Pause a job: it keeps its definition but does not fire.")
@@ -289,6 +302,7 @@ class Command(BaseCommand):
             "description",
             "max_instances",
             "misfire_grace_time",
+            *Job.ROUTING_FIELDS,
         ):
             if options.get(option) is not None:
                 fields[option] = options[option]

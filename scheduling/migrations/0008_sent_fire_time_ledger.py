@@ -7,7 +7,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('scheduling', '0006_cron_syntax_help'),
+        ('scheduling', '0007_job_routing'),
     ]
 
     operations = [
