@@ -93,8 +93,9 @@ def reference_day(expression: str, day: dt.date) -> bool:
     dom_free = dom == "?" or all(
         any(_safe_plain(i, v, 1) for i in dom.split(",")) for v in range(1, 32)
     )
-    dow_free = dow == "?" or all(
-        any(_safe_plain(i, v, 0) for i in dow.split(",")) for v in range(7)
+    dow_free = dow == "?" or all(  # 7 is Sunday too (1-7 names every day)
+        any(_safe_plain(i, v, 0) or (v == 0 and _safe_plain(i, 7, 0)) for i in dow.split(","))
+        for v in range(7)
     )
     by_dom = dom_free or any(_dom_item(i, day) for i in dom.split(","))
     by_dow = dow_free or any(_dow_item(i, day) for i in dow.split(","))
