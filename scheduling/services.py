@@ -279,6 +279,7 @@ def job_dispatch(
     task_id: str | None = None,
     jitter: float = 0.0,
     producer: Any = None,
+    retry_policy: dict[str, Any] | None = None,
 ) -> str:
     """Publish one run of ``job`` to the broker; used by beat and by run-now.
 
@@ -295,6 +296,9 @@ def job_dispatch(
     is_async = registry.is_registered(job.task) and registry.get_task(job.task).is_async
     if job.soft_time_limit and not is_async:
         options["soft_time_limit"] = job.soft_time_limit
+    if retry_policy is not None:
+        # Beat bounds how long a publish may retry (Celery's default: 3 more tries).
+        options["retry_policy"] = retry_policy
     result = run_job.apply_async(
         kwargs={
             "job_id": job.pk,
