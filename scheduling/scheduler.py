@@ -55,7 +55,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from django.db import DatabaseError, InterfaceError, OperationalError, connection, transaction
-from django.db.models import F, Q
+from django.db.models import DurationField, ExpressionWrapper, F, Q
 from django.db.models.functions import Now
 from django.utils import timezone
 from django_celery_beat.schedulers import DatabaseScheduler
@@ -131,6 +131,7 @@ class Lease:
         self.seconds = seconds
         self.token: int | None = None
         self.renewed = 0.0  # monotonic time the last successful renewal was sent
+        self.expires_in: float | None = None  # the holder's, as seen by the last try
 
     @property
     def held(self) -> bool:
@@ -143,6 +144,7 @@ class Lease:
         statement, and this beat simply tries again on its next pass.
         """
         SchedulerLease.objects.get_or_create(name=LEASE_NAME)
+        self.expires_in = None
         started = time.monotonic()
         try:
             with transaction.atomic():
@@ -161,6 +163,7 @@ class Lease:
                     expires_at=now + dt.timedelta(seconds=self.seconds),
                 )
                 if not taken:
+                    self.expires_in = self._expires_in()
                     return False
                 token = SchedulerLease.objects.values_list("token", flat=True).get(name=LEASE_NAME)
         except OperationalError as exc:
@@ -171,6 +174,19 @@ class Lease:
         self.renewed = started
         logger.warning("Beat %s is now the leader (token %d)", self.holder, self.token)
         return True
+
+    @staticmethod
+    def _expires_in() -> float | None:
+        """Seconds until the holder's lease runs out, by the database's clock."""
+        lease = SchedulerLease.objects.filter(name=LEASE_NAME)
+        if connection.vendor == "postgresql":
+            left = lease.annotate(
+                left=ExpressionWrapper(F("expires_at") - Now(), output_field=DurationField())
+            ).values_list("left", flat=True)[0]
+        else:
+            expires_at = lease.values_list("expires_at", flat=True)[0]
+            left = None if expires_at is None else expires_at - timezone.now()
+        return None if left is None else left.total_seconds()
 
     def renew(self) -> bool:
         """Extend the lease if this beat still holds it (one statement, committed at once:
@@ -370,7 +386,7 @@ class JobScheduler(DatabaseScheduler):
             if not self.lease.held and (
                 time.monotonic() < self._standing_back_until or not self.lease.acquire()
             ):
-                return self.poll_interval  # a standby
+                return self._standby_wait()
             held, due_at = self._renew_and_peek()
             if not held:
                 return self.poll_interval
@@ -385,6 +401,13 @@ class JobScheduler(DatabaseScheduler):
             logger.exception("JobScheduler: database error; trying again in a second")
             connection.close()  # reconnect on the next pass (e.g. after a server restart)
             return 1.0
+
+    def _standby_wait(self) -> float:
+        """A standby tries again in a second, or just after the lease runs out if sooner."""
+        left = self.lease.expires_in
+        if left is None or time.monotonic() < self._standing_back_until:
+            return self.poll_interval
+        return min(self.poll_interval, max(left, 0.0) + 0.05)
 
     def sync(self) -> None:
         """Next fire times are written as runs are sent; nothing is left to sync."""

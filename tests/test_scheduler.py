@@ -407,3 +407,13 @@ def test_a_take_over_never_waits_for_the_lease_row():
         release.set()
         holder.join()
     assert second.lease.acquire()
+
+
+def test_a_standby_tries_again_just_after_the_lease_runs_out():
+    first, second = new_scheduler(), new_scheduler()
+    second.lease.holder = "other-host:1"
+    assert first.lease.acquire()
+    SchedulerLease.objects.update(expires_at=timezone.now() + dt.timedelta(seconds=0.3))
+    assert 0.2 < second.tick() <= 0.4
+    SchedulerLease.objects.update(expires_at=timezone.now() + dt.timedelta(seconds=30))
+    assert second.tick() == second.poll_interval
