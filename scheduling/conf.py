@@ -29,7 +29,9 @@ DEFAULTS: dict[str, Any] = {
     # Beat: a standby takes over once the leader has not renewed its lease for this long
     # (the leader renews every third of it, and in every pass that sends); beat looks for
     # due jobs at least this often (so an edit that makes a job due sooner is seen within
-    # it); most runs sent per transaction.
+    # it); most runs sent per transaction. Beat's bounds follow the lease (a pass publishes
+    # for a fifth of it, each broker operation gives up after a tenth, its PostgreSQL
+    # statements and idle transactions end after half: scheduling.scheduler).
     "BEAT_LEASE_SECONDS": 5.0,
     "BEAT_POLL_INTERVAL": 1.0,
     "BEAT_BATCH_SIZE": 1000,

@@ -10,10 +10,12 @@ schedule**. Each job row stores its next fire time (``next_run_at``) and when to
 1. asks for the earliest ``dispatch_at`` (one index probe: the idle loop costs the same at
    100 jobs or 100,000) and sleeps until then, or at most ``BEAT_POLL_INTERVAL``, so that
    an edit that makes a job due sooner is seen within that time;
-2. when something is due, in **one transaction**: renews its lease (the fence: a beat that
-   lost the lease sends nothing), locks the due rows (``FOR UPDATE SKIP LOCKED``; a row an
-   operator is saving right now waits for the next pass), sends each due run, then stores
-   every job's following fire time, in batches of ``BEAT_BATCH_SIZE``.
+2. when something is due: renews its lease (the fence: a beat that lost the lease sends
+   nothing), then in **one transaction** locks the due rows (``FOR UPDATE SKIP LOCKED``; a
+   row an operator is saving right now waits for the next pass), sends each due run, then
+   stores every job's following fire time, in batches of ``BEAT_BATCH_SIZE``. A pass
+   publishes for a fifth of the lease at most, and a message only while the lease surely
+   outlasts it (:meth:`JobScheduler.dispatch_due`).
 
 Edits need no change detection at all: the services write the new fire time on the row,
 and beat reads only rows that are due. Deletes and pauses simply drop rows from the index.
@@ -21,13 +23,18 @@ and beat reads only rows that are due. Deletes and pauses simply drop rows from 
 **High availability.** Any number of beats may run. The one holding the lease
 (:class:`~scheduling.models.SchedulerLease`, a row in the same database: PostgreSQL, or
 SQLite on the embedded default) dispatches; the others try to take it over once a second
-and succeed once it has not been renewed for ``BEAT_LEASE_SECONDS``. As the holder renews
-the lease inside each sending transaction, and a take-over waits for that transaction's row
-lock, two beats never send in the same moment. Sending and storing the next fire time
-happen in one transaction, messages first: a beat killed in between leaves the fire time
-unstored, so the next leader sends it again, and the worker drops the second message by
-its (job, fire time) key. So a fire time is never run twice and never lost, whichever beat
-dies when.
+(never waiting for the row: NOWAIT) and succeed once it has not been renewed for
+``BEAT_LEASE_SECONDS``. No fault of the leader can block that: the lease row is locked
+only by the one statement that renews it; the leader publishes only while its lease, by its
+own clock counted from before that renewal, outlasts the longest publish (every socket
+operation of beat's broker connection is bounded, one retry); its database sessions end a
+statement or an idle transaction after half the lease, and notice a vanished peer through
+keep-alives (:func:`beat_database_options`); a leader the broker fails hands the lease
+over. Sending and storing the next fire time happen in one transaction, messages first:
+a beat killed, stopped or cut off in between leaves the fire time unstored (its
+transaction rolled back by the server), so the next leader sends it again, and the worker
+drops the second message by its (job, fire time) key. So a fire time is never run twice and
+never lost, whichever beat fails how.
 
 Fire times that could not be sent in time (beat down, no leader) follow the job's misfire
 policy (:func:`scheduling.runs.rules.plan_next`); runs sent but never started (lost in a
@@ -46,11 +53,12 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from django.db import DatabaseError, InterfaceError, connection, transaction
-from django.db.models import F, Q
+from django.db import DatabaseError, InterfaceError, OperationalError, connection, transaction
+from django.db.models import DurationField, ExpressionWrapper, F, Q
 from django.db.models.functions import Now
 from django.utils import timezone
 from django_celery_beat.schedulers import DatabaseScheduler
+from kombu.exceptions import OperationalError as KombuOperationalError
 
 from scheduling import conf, runs, services, sql
 from scheduling.audit import audit_context
@@ -75,6 +83,7 @@ HEARTBEAT_INTERVAL = 5.0
 LEDGER_MARGIN = 10.0
 LEDGER_CHECK_INTERVAL = 5.0
 DB_ERRORS = (DatabaseError, InterfaceError)
+LOCK_NOT_AVAILABLE = "55P03"  # PostgreSQL's SQLSTATE for NOWAIT (and lock_timeout)
 
 
 def _database_now() -> Any:
@@ -121,55 +130,97 @@ class Lease:
         self.holder = holder
         self.seconds = seconds
         self.token: int | None = None
-        self.renewed = 0.0  # monotonic time of the last successful renewal
+        self.renewed = 0.0  # monotonic time the last successful renewal was sent
+        self.expires_in: float | None = None  # the holder's, as seen by the last try
 
     @property
     def held(self) -> bool:
         return self.token is not None
 
     def acquire(self) -> bool:
-        """Take the lease if it is free or expired; return whether this beat holds it."""
+        """Take the lease if it is free or expired; return whether this beat holds it.
+
+        Never waits for the row: a renewal or another beat's take-over holds it for one
+        statement, and this beat simply tries again on its next pass.
+        """
         SchedulerLease.objects.get_or_create(name=LEASE_NAME)
-        with transaction.atomic():
-            now = _database_now()
-            free = Q(holder="") | Q(expires_at__isnull=True) | Q(expires_at__lt=now)
-            # One conditional UPDATE: of two beats trying at once, exactly one matches.
-            taken = SchedulerLease.objects.filter(free, name=LEASE_NAME).update(
-                holder=self.holder,
-                token=F("token") + 1,
-                acquired_at=now,
-                expires_at=now + dt.timedelta(seconds=self.seconds),
-            )
-            if not taken:
+        self.expires_in = None
+        started = time.monotonic()
+        try:
+            with transaction.atomic():
+                list(
+                    SchedulerLease.objects.select_for_update(nowait=True)
+                    .filter(name=LEASE_NAME)
+                    .values_list("pk")
+                )
+                now = _database_now()
+                free = Q(holder="") | Q(expires_at__isnull=True) | Q(expires_at__lt=now)
+                # One conditional UPDATE: of two beats trying at once, exactly one matches.
+                taken = SchedulerLease.objects.filter(free, name=LEASE_NAME).update(
+                    holder=self.holder,
+                    token=F("token") + 1,
+                    acquired_at=now,
+                    expires_at=now + dt.timedelta(seconds=self.seconds),
+                )
+                if not taken:
+                    self.expires_in = self._expires_in()
+                    return False
+                token = SchedulerLease.objects.values_list("token", flat=True).get(name=LEASE_NAME)
+        except OperationalError as exc:
+            if getattr(exc.__cause__, "sqlstate", None) == LOCK_NOT_AVAILABLE:
                 return False
-            self.token = SchedulerLease.objects.values_list("token", flat=True).get(name=LEASE_NAME)
-        self.renewed = time.monotonic()
+            raise
+        self.token = token
+        self.renewed = started
         logger.warning("Beat %s is now the leader (token %d)", self.holder, self.token)
         return True
 
+    @staticmethod
+    def _expires_in() -> float | None:
+        """Seconds until the holder's lease runs out, by the database's clock."""
+        lease = SchedulerLease.objects.filter(name=LEASE_NAME)
+        if connection.vendor == "postgresql":
+            left = lease.annotate(
+                left=ExpressionWrapper(F("expires_at") - Now(), output_field=DurationField())
+            ).values_list("left", flat=True)[0]
+        else:
+            expires_at = lease.values_list("expires_at", flat=True)[0]
+            left = None if expires_at is None else expires_at - timezone.now()
+        return None if left is None else left.total_seconds()
+
     def renew(self) -> bool:
-        """Extend the lease if this beat still holds it; inside a transaction this also
-        locks it until commit, so nobody can take it over meanwhile."""
+        """Extend the lease if this beat still holds it (one statement, committed at once:
+        the row is locked only while it runs)."""
         if self.token is None:
             return False
+        started = time.monotonic()
         kept = SchedulerLease.objects.filter(
             name=LEASE_NAME, holder=self.holder, token=self.token
         ).update(expires_at=_database_now() + dt.timedelta(seconds=self.seconds))
-        return self.renewed_if(bool(kept))
+        return self.renewed_if(bool(kept), started)
 
     @property
     def due_for_renewal(self) -> bool:
         """Whether the lease is held and its :func:`renewal_interval` has passed."""
         return self.held and time.monotonic() - self.renewed >= renewal_interval(self.seconds)
 
-    def renewed_if(self, kept: bool) -> bool:
-        """Note the outcome of a renewal (made here or in a statement of the caller's)."""
+    def renewed_if(self, kept: bool, started: float) -> bool:
+        """Note the outcome of a renewal (made here or in a statement of the caller's) that
+        was sent at ``started`` (monotonic)."""
         if not kept:
             logger.warning("Beat %s lost the lease to another beat; standing by", self.holder)
             self.token = None
             return False
-        self.renewed = time.monotonic()
+        self.renewed = started
         return True
+
+    def remaining(self) -> float:
+        """Seconds this beat surely still holds the lease, by its own clock: the term counted
+        from when the last renewal was sent (the database counts it from later, so a
+        standby cannot take over before this reaches 0)."""
+        if self.token is None:
+            return 0.0
+        return self.renewed + self.seconds - time.monotonic()
 
     def release(self) -> None:
         """Let a standby take over at once (a clean shutdown)."""
@@ -179,6 +230,66 @@ class Lease:
             expires_at=None, holder=""
         )
         self.token = None
+
+
+class PassOver(Exception):
+    """A pass stops here: its time is up, or its lease too short for one more message."""
+
+
+class BrokerUnreachable(Exception):
+    """A publish failed for the broker's sake (connection, time-out) after its one retry."""
+
+
+def beat_database_options(options: dict[str, Any], lease_seconds: float) -> dict[str, Any]:
+    """``OPTIONS`` of a PostgreSQL connection of beat: ``options`` with every wait bounded
+    below the lease, so that no fault of a beat holds a lock past its term.
+
+    The server ends a statement after half the lease, a transaction left idle (the beat
+    stopped, or cut off while it held rows) after half the lease, and a wait for a lock
+    after a fifth; TCP keep-alives on both sides and ``tcp_user_timeout`` notice a vanished
+    peer within seconds instead of the system's two hours. Workers keep the project's own
+    options: their runs may take any time.
+    https://www.postgresql.org/docs/15/runtime-config-client.html
+    https://www.postgresql.org/docs/15/libpq-connect.html#LIBPQ-PARAMKEYWORDS
+    """
+    half, fifth = int(lease_seconds * 500), int(lease_seconds * 200)
+    server = {
+        "statement_timeout": half,
+        "idle_in_transaction_session_timeout": half,
+        "lock_timeout": fifth,
+        "tcp_keepalives_idle": 1,
+        "tcp_keepalives_interval": 1,
+        "tcp_keepalives_count": 2,
+        "tcp_user_timeout": half,
+    }
+    session = " ".join(f"-c {name}={value}" for name, value in server.items())
+    return {
+        **options,
+        "options": f"{options.get('options', '')} {session}".strip(),
+        "keepalives": 1,
+        "keepalives_idle": 1,
+        "keepalives_interval": 1,
+        "keepalives_count": 2,
+        "tcp_user_timeout": half,
+        "connect_timeout": max(2, round(lease_seconds / 2)),  # libpq's least is 2 s
+    }
+
+
+def beat_broker_options(driver: str, timeout: float) -> dict[str, Any]:
+    """Transport options of beat's broker connection: every socket operation, and the
+    broker's answer to each message, within ``timeout``; one reconnection per publish."""
+    options: dict[str, Any] = {
+        "max_retries": 1,
+        "interval_start": 0,
+        "interval_step": 0,
+        "interval_max": 0,
+    }
+    if driver == "redis":
+        options |= {"socket_timeout": timeout, "socket_connect_timeout": timeout}
+    elif driver == "amqp":
+        # Without publisher confirms a message written into a dead link counts as sent.
+        options |= {"confirm_publish": True, "read_timeout": timeout, "write_timeout": timeout}
+    return options
 
 
 @dataclasses.dataclass(slots=True)
@@ -207,15 +318,53 @@ class JobScheduler(DatabaseScheduler):
         self.poll_interval = conf.get("BEAT_POLL_INTERVAL")
         self.batch_size = conf.get("BEAT_BATCH_SIZE")
         self.sent_events = conf.get("BEAT_SENT_EVENTS")
+        # Bounds, all within the lease (README, "Several beats"): each socket operation
+        # of a publish, a pass's publishing, and the longest one publish can take (the
+        # message, a reconnection and the message again).
+        self.publish_timeout = self.lease.seconds / 10
+        self.pass_seconds = self.lease.seconds / 5
+        self.publish_bound = 4 * self.publish_timeout
+        self.retry_policy = {"max_retries": 1, "interval_start": 0, "interval_step": 0}
+        self._standing_back_until = 0.0
         super().__init__(*args, **kwargs)
 
     # -- what celery.beat.Service calls -------------------------------------------------
 
     def setup_schedule(self) -> None:
+        """Called once in a beat process (not for a ``lazy`` scheduler): bound its own
+        database connections before it opens them (:func:`beat_database_options`)."""
+        if connection.vendor == "postgresql":
+            connection.close()
+            connection.settings_dict["OPTIONS"] = beat_database_options(
+                connection.settings_dict.get("OPTIONS", {}), self.lease.seconds
+            )
+            connection.settings_dict["OPTIONS"].setdefault(
+                "application_name", f"beat {self.beat_name}"
+            )
         if self.app.conf.beat_schedule:
             logger.warning(
                 "JobScheduler ignores CELERY_BEAT_SCHEDULE; define jobs in the admin instead."
             )
+
+    @functools.cached_property
+    def connection(self) -> Any:
+        """Beat's broker connection, every wait bounded (:func:`beat_broker_options`)."""
+        driver = self.app.connection_for_write().transport.driver_type
+        return self.app.connection_for_write(
+            connect_timeout=self.publish_timeout,
+            transport_options=beat_broker_options(driver, self.publish_timeout),
+        )
+
+    @functools.cached_property
+    def producer(self) -> Any:
+        """Connects on first use, within the publish's bounds (Celery's own first waits
+        for the broker with up to 100 retries)."""
+        return self.Producer(self.connection, auto_declare=False)
+
+    @functools.cached_property
+    def broker_errors(self) -> tuple[type[BaseException], ...]:
+        """What a publish raises when the broker is out of reach."""
+        return (KombuOperationalError, OSError, *self.connection.connection_errors)
 
     @property
     def schedule(self) -> dict:
@@ -232,8 +381,10 @@ class JobScheduler(DatabaseScheduler):
         """One pass; returns how long to sleep before the next one."""
         try:
             self._heartbeat()
-            if not self.lease.held and not self.lease.acquire():
-                return self.poll_interval  # a standby
+            if not self.lease.held and (
+                time.monotonic() < self._standing_back_until or not self.lease.acquire()
+            ):
+                return self._standby_wait()
             held, due_at = self._renew_and_peek()
             if not held:
                 return self.poll_interval
@@ -248,6 +399,13 @@ class JobScheduler(DatabaseScheduler):
             logger.exception("JobScheduler: database error; trying again in a second")
             connection.close()  # reconnect on the next pass (e.g. after a server restart)
             return 1.0
+
+    def _standby_wait(self) -> float:
+        """A standby tries again in a second, or just after the lease runs out if sooner."""
+        left = self.lease.expires_in
+        if left is None or time.monotonic() < self._standing_back_until:
+            return self.poll_interval
+        return min(self.poll_interval, max(left, 0.0) + 0.05)
 
     def sync(self) -> None:
         """Next fire times are written as runs are sent; nothing is left to sync."""
@@ -274,6 +432,7 @@ class JobScheduler(DatabaseScheduler):
             if not self.lease.renew():
                 return False, None
             return True, self._next_dispatch_at()
+        started = time.monotonic()
         with sql.cursor() as cursor:
             cursor.execute(
                 _renew_and_peek_sql(),
@@ -285,7 +444,7 @@ class JobScheduler(DatabaseScheduler):
                 ],
             )
             kept, due_at = cursor.fetchone()
-        return self.lease.renewed_if(bool(kept)), sql.from_db(Job, "dispatch_at", due_at)
+        return self.lease.renewed_if(bool(kept), started), sql.from_db(Job, "dispatch_at", due_at)
 
     # -- dispatch ---------------------------------------------------------------------
 
@@ -296,12 +455,25 @@ class JobScheduler(DatabaseScheduler):
         return None if row is None else sql.from_db(Job, "dispatch_at", row[0])
 
     def dispatch_due(self, now: dt.datetime) -> int:
-        """Send every run due by ``now`` (one batch), store what follows; return how many
-        runs were sent."""
+        """Send the runs due by ``now`` (one batch, one bounded pass), store what follows;
+        return how many runs were sent.
+
+        1. Renew the lease, in a statement of its own: the lease row is never locked
+           while messages go out, so a standby's take-over never waits for this pass.
+        2. Lock the due rows and publish, each message only while the lease surely has
+           time left for it (:meth:`_may_publish`: the fence, by this beat's clock, as no
+           lock on the lease is held), and for at most ``pass_seconds``. A job not reached
+           keeps its fire time, for the next pass or the next leader.
+        3. Store the following fire time of every job handled, and commit.
+        4. A publish that failed for the broker's sake stops the pass; once committed, this
+           beat hands the lease over (:meth:`_step_down`).
+        """
+        if not self.lease.renew():
+            return 0
+        ends = time.monotonic() + self.pass_seconds
         sent: list[tuple[dt.datetime, int, dt.datetime]] = []
+        unreachable: BrokerUnreachable | None = None
         with transaction.atomic(), self._sent_events():
-            if not self.lease.renew():
-                return 0
             jobs = list(
                 Job.objects.select_for_update(skip_locked=True)
                 .filter(enabled=True, dispatch_at__lte=now)
@@ -311,16 +483,28 @@ class JobScheduler(DatabaseScheduler):
             # computed (the last of a burst is not delayed by the planning of the others),
             # then the late, coalescing or broken ones, then every following fire time.
             plans = [self._plan_on_time(job, now) for job in jobs]
-            for job, plan in zip(jobs, plans, strict=True):
-                if plan is not None:
-                    self._send_planned(job, plan, sent)
-            for index, job in enumerate(jobs):
-                if plans[index] is None:
-                    plans[index] = self._plan(job, now)
-                    self._send_planned(job, plans[index], sent)
-            for job, plan in zip(jobs, plans, strict=True):
-                self._advance(job, plan)
-            sql.rows_update(jobs, ["next_run_at", "dispatch_at"])
+            handled = [False] * len(jobs)
+            try:
+                for index, (job, plan) in enumerate(zip(jobs, plans, strict=True)):
+                    if plan is not None:
+                        self._may_publish(ends)
+                        self._send_planned(job, plan, sent)
+                        handled[index] = True
+                for index, job in enumerate(jobs):
+                    if plans[index] is None:
+                        self._may_publish(ends)
+                        plans[index] = self._plan(job, now)
+                        self._send_planned(job, plans[index], sent)
+                        handled[index] = True
+            except PassOver:
+                pass
+            except BrokerUnreachable as exc:
+                unreachable = exc
+            for job, plan, was in zip(jobs, plans, handled, strict=True):
+                if was:
+                    self._advance(job, plan)
+            done = [job for job, was in zip(jobs, handled, strict=True) if was]
+            sql.rows_update(done, ["next_run_at", "dispatch_at"])
             # The ledger, in the same transaction: a rolled back pass sends its runs again
             # (the worker drops the second message of a fire time), and records them again.
             SentFireTime.objects.bulk_create(
@@ -330,7 +514,30 @@ class JobScheduler(DatabaseScheduler):
                 ],
                 ignore_conflicts=True,
             )
+        if unreachable is not None:
+            self._step_down(unreachable)
         return len(sent)
+
+    def _may_publish(self, ends: float) -> None:
+        """Raise :class:`PassOver` unless one more message may go out in this pass: the pass
+        has time left, and the lease outlasts the longest a publish can take, so that every
+        message of this beat has left before a standby can take over."""
+        if time.monotonic() >= ends or self.lease.remaining() <= self.publish_bound:
+            raise PassOver
+
+    def _step_down(self, error: Exception) -> None:
+        """Hand the lease over after the broker failed this beat, and stand back for a term
+        so that a beat that reaches the broker takes it (with every beat cut off, they
+        take turns, and fire times beyond their grace are recorded missed)."""
+        logger.error(
+            "Beat %s cannot reach the broker (%r); handing the lease over", self.beat_name, error
+        )
+        self._standing_back_until = time.monotonic() + self.lease.seconds
+        try:
+            self.lease.release()
+        except DB_ERRORS:
+            logger.exception("JobScheduler: could not release the lease; it runs out instead")
+            self.lease.token = None
 
     @contextlib.contextmanager
     def _sent_events(self) -> Iterator[None]:
@@ -384,6 +591,9 @@ class JobScheduler(DatabaseScheduler):
         return plan
 
     def _send(self, job: Job, fire_time: dt.datetime, jitter: float) -> bool:
+        """Publish one run; ``False`` if the broker refused it (recorded missed). A broker
+        out of reach raises :class:`BrokerUnreachable`: the fire time stays unsent, for
+        the next pass or the next leader."""
         try:
             services.job_dispatch(
                 job=job,
@@ -391,7 +601,10 @@ class JobScheduler(DatabaseScheduler):
                 scheduled_at=fire_time,
                 jitter=jitter,
                 producer=self.producer,
+                retry_policy=self.retry_policy,
             )
+        except self.broker_errors as exc:
+            raise BrokerUnreachable(exc) from exc
         except Exception as exc:
             logger.exception("Job %s: could not send its run", job.name)
             runs.execution_record_missed(

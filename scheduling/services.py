@@ -283,6 +283,7 @@ def job_dispatch(
     task_id: str | None = None,
     jitter: float = 0.0,
     producer: Any = None,
+    retry_policy: dict[str, Any] | None = None,
 ) -> str:
     """Publish one run of ``job`` to the broker; used by beat and by run-now.
 
@@ -319,6 +320,9 @@ def job_dispatch(
         options["headers"].update(
             {EXPIRED_JOB_HEADER: job.pk, EXPIRED_FIRE_TIME_HEADER: scheduled_at.isoformat()}
         )
+    if retry_policy is not None:
+        # Beat bounds how long a publish may retry (Celery's default: 3 more tries).
+        options["retry_policy"] = retry_policy
     result = run_job.apply_async(
         kwargs={
             "job_id": job.pk,

@@ -5,14 +5,18 @@ broker); everything else (queries, locks, the lease, the stored fire times) is r
 """
 
 import datetime as dt
+import threading
+import time
 
 import pytest
+from django.db import connection, connections, transaction
 from django.utils import timezone
+from kombu.exceptions import OperationalError as KombuOperationalError
 
 from project.celery import app
 from scheduling import services
 from scheduling.models import Job, JobChange, JobExecution, SchedulerLease, SentFireTime
-from scheduling.scheduler import JobScheduler
+from scheduling.scheduler import JobScheduler, beat_broker_options, beat_database_options
 from tests.factories import make_job
 
 pytestmark = pytest.mark.django_db
@@ -285,3 +289,168 @@ def test_a_fire_time_an_earlier_leader_sent_and_no_worker_started_is_missed(sent
     assert missed.reason.startswith("Sent to the broker but not started within its grace")
     assert JobExecution.objects.filter(job=started).count() == 1
     assert not SentFireTime.objects.exists()  # checked, so forgotten
+
+
+# -- failover cannot be blocked -----------------------------------------------------------
+
+
+def due_jobs(count: int) -> list[Job]:
+    fire = now_s()
+    jobs = [make_job(name=f"due-{i}", cron_expression="0 0 0 1 1 *") for i in range(count)]
+    for job in jobs:
+        make_due(job, fire)
+    return jobs
+
+
+def still_due(jobs: list[Job]) -> list[str]:
+    return [
+        job.name
+        for job in Job.objects.filter(pk__in=[j.pk for j in jobs], dispatch_at__lte=timezone.now())
+    ]
+
+
+def test_a_pass_stops_publishing_once_the_lease_is_too_short_for_another_message(
+    scheduler, monkeypatch
+):
+    """The fence, without a lock on the lease: a message leaves only while the lease
+    surely outlasts it; the jobs not reached keep their fire time for the next leader."""
+    jobs = due_jobs(3)
+    sent = []
+
+    def dispatch(*, job, **kwargs):
+        sent.append(job.name)
+        scheduler.lease.renewed -= scheduler.lease.seconds  # as if stopped right after
+
+    monkeypatch.setattr(services, "job_dispatch", dispatch)
+    assert scheduler.dispatch_due(timezone.now()) == 1
+    assert sent == ["due-0"]
+    assert still_due(jobs) == ["due-1", "due-2"]
+    assert not JobExecution.objects.exists()  # nothing recorded missed: still to be sent
+
+
+def test_a_pass_publishes_for_a_bounded_time_and_the_next_pass_sends_the_rest(
+    scheduler, monkeypatch
+):
+    jobs = due_jobs(3)
+    sent = []
+
+    def slow_dispatch(*, job, **kwargs):
+        sent.append(job.name)
+        time.sleep(0.35)
+
+    monkeypatch.setattr(services, "job_dispatch", slow_dispatch)
+    scheduler.pass_seconds = 0.3
+    assert [scheduler.dispatch_due(timezone.now()) for _ in range(4)] == [1, 1, 1, 0]
+    assert sorted(sent) == ["due-0", "due-1", "due-2"]
+    assert still_due(jobs) == []
+
+
+def test_a_broker_out_of_reach_stops_the_pass_and_hands_the_lease_over(scheduler, monkeypatch):
+    """The fire time that could not go out is neither stored as sent nor recorded missed:
+    the next leader sends it; this beat stands back for a term before trying again."""
+    jobs = due_jobs(3)
+    sent = []
+
+    def dispatch(*, job, retry_policy, **kwargs):
+        assert retry_policy["max_retries"] == 1  # bounded, not Celery's default 3
+        if sent:
+            raise KombuOperationalError("timed out")
+        sent.append(job.name)
+
+    monkeypatch.setattr(services, "job_dispatch", dispatch)
+    assert scheduler.dispatch_due(timezone.now()) == 1
+    assert still_due(jobs) == ["due-1", "due-2"]
+    assert not JobExecution.objects.exists()
+    assert not scheduler.lease.held and SchedulerLease.objects.get().holder == ""
+    assert scheduler.tick() == scheduler.poll_interval and not scheduler.lease.held
+    standby = new_scheduler()
+    standby.lease.holder = "other-host:1"
+    assert standby.lease.acquire()
+
+
+def test_beat_database_options_bound_every_wait_and_keep_the_projects():
+    options = beat_database_options(
+        {"prepare_threshold": 5, "options": "-c default_transaction_isolation=read\\ committed"},
+        lease_seconds=5,
+    )
+    assert options["prepare_threshold"] == 5
+    assert options["options"].startswith("-c default_transaction_isolation=read\\ committed -c ")
+    for setting in (
+        "statement_timeout=2500",
+        "idle_in_transaction_session_timeout=2500",
+        "lock_timeout=1000",
+        "tcp_user_timeout=2500",
+    ):
+        assert f"-c {setting}" in options["options"]
+    assert options["keepalives"] == 1 and options["keepalives_idle"] == 1
+    assert options["tcp_user_timeout"] == 2500 and options["connect_timeout"] == 2
+
+
+def test_beat_broker_options_bound_each_publish():
+    assert beat_broker_options("redis", 0.5)["socket_timeout"] == 0.5
+    amqp = beat_broker_options("amqp", 0.5)
+    assert amqp["confirm_publish"] and amqp["read_timeout"] == amqp["write_timeout"] == 0.5
+    assert beat_broker_options("filesystem", 0.5)["max_retries"] == 1
+
+
+postgresql_only = pytest.mark.skipif(
+    connection.vendor != "postgresql", reason="PostgreSQL's session settings and row locks"
+)
+
+
+@postgresql_only
+def test_postgresql_takes_the_beat_connection_options():
+    beat_connection = connections.create_connection("default")
+    beat_connection.settings_dict = {
+        **connection.settings_dict,
+        "OPTIONS": beat_database_options(connection.settings_dict["OPTIONS"], 5),
+    }
+    try:
+        with beat_connection.cursor() as cursor:
+            cursor.execute("SHOW idle_in_transaction_session_timeout")
+            assert cursor.fetchone()[0] == "2500ms"
+            cursor.execute("SHOW transaction_isolation")
+            assert cursor.fetchone()[0] == "read committed"
+    finally:
+        beat_connection.close()
+
+
+@postgresql_only
+@pytest.mark.django_db(transaction=True)
+def test_a_take_over_never_waits_for_the_lease_row():
+    """Whoever holds the row (say, a leader stopped inside a transaction), a standby's try
+    returns at once, and succeeds on a later pass once the row is free."""
+    first, second = new_scheduler(), new_scheduler()
+    second.lease.holder = "other-host:1"
+    assert first.lease.acquire()
+    SchedulerLease.objects.update(expires_at=timezone.now() - dt.timedelta(seconds=1))
+    locked, release = threading.Event(), threading.Event()
+
+    def hold_the_row():
+        with transaction.atomic():
+            list(SchedulerLease.objects.select_for_update())
+            locked.set()
+            release.wait(10)
+        connection.close()
+
+    holder = threading.Thread(target=hold_the_row)
+    holder.start()
+    try:
+        assert locked.wait(10)
+        started = time.monotonic()
+        assert not second.lease.acquire()
+        assert time.monotonic() - started < 1
+    finally:
+        release.set()
+        holder.join()
+    assert second.lease.acquire()
+
+
+def test_a_standby_tries_again_just_after_the_lease_runs_out():
+    first, second = new_scheduler(), new_scheduler()
+    second.lease.holder = "other-host:1"
+    assert first.lease.acquire()
+    SchedulerLease.objects.update(expires_at=timezone.now() + dt.timedelta(seconds=0.3))
+    assert 0.2 < second.tick() <= 0.4
+    SchedulerLease.objects.update(expires_at=timezone.now() + dt.timedelta(seconds=30))
+    assert second.tick() == second.poll_interval

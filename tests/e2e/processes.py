@@ -44,10 +44,16 @@ class CeleryProcesses:
             "C_FORCE_ROOT": "1",
         }
 
-    def _start(self, name: str, args: list[str], extra_env: dict[str, str] | None = None) -> None:
+    def _start(
+        self,
+        name: str,
+        args: list[str],
+        extra_env: dict[str, str] | None = None,
+        prefix: list[str] | None = None,
+    ) -> None:
         log = open(self.log_dir / f"{name}.log", "w")  # noqa: SIM115 - closed with the process
         self.procs[name] = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "project", *args],
+            [*(prefix or []), sys.executable, "-m", "celery", "-A", "project", *args],
             cwd=ROOT,
             env={**self.env, **(extra_env or {})},
             stdout=log,
@@ -89,9 +95,16 @@ class CeleryProcesses:
         )
         return hostname
 
-    def start_beat(self, name: str = "beat", ready: bool = False) -> None:
-        """Start a beat; with ``ready``, return once it has made its first pass."""
-        self._start(name, ["beat", "-l", "info", "--pidfile="])
+    def start_beat(
+        self,
+        name: str = "beat",
+        ready: bool = False,
+        env: dict[str, str] | None = None,
+        prefix: list[str] | None = None,
+    ) -> None:
+        """Start a beat; with ``ready``, return once it has made its first pass. ``prefix``
+        goes before the command (e.g. ``ip netns exec NAME``, which execs it: same pid)."""
+        self._start(name, ["beat", "-l", "info", "--pidfile="], extra_env=env, prefix=prefix)
         if ready:
             from scheduling.models import BeatHeartbeat
 
