@@ -14,6 +14,7 @@ from django.utils import timezone
 
 from scheduling import sql, stats
 from scheduling.models import ExecutionStatus, ExecutionTrigger, Job, JobExecution
+from scheduling.runs import rules
 from scheduling.runs.events import announce
 from scheduling.runs.lease import db_now
 from scheduling.task_results import TaskMessage, task_result_record
@@ -61,14 +62,14 @@ def execution_reap_lost(*, job: Job | None = None) -> int:
     once (a worker's periodic check, another's start of the job) one records it.
     """
     now = db_now()
-    stale = JobExecution.objects.filter(status=ExecutionStatus.RUNNING, lease_until__lt=now)
+    stale = JobExecution.objects.filter(rules.expired_at(now))
     if job is not None:
         stale = stale.filter(job=job)
     reaped = 0
     for execution in stale.select_related("job"):
-        claimed = JobExecution.objects.filter(
-            pk=execution.pk, status=ExecutionStatus.RUNNING, lease_until__lt=now
-        ).update(status=ExecutionStatus.LOST, finished_at=F("lease_until"), reason=LOST_REASON)
+        claimed = JobExecution.objects.filter(rules.expired_at(now), pk=execution.pk).update(
+            status=ExecutionStatus.LOST, finished_at=F("lease_until"), reason=LOST_REASON
+        )
         if not claimed:
             continue
         execution.status = ExecutionStatus.LOST

@@ -18,6 +18,8 @@ import datetime as dt
 import logging
 from typing import Any
 
+from django.db.models import Q
+
 from scheduling.models import ExecutionStatus, ExecutionTrigger, Job, JobExecution
 
 logger = logging.getLogger(__name__)
@@ -111,6 +113,16 @@ _EXECUTIONS = JobExecution._meta.db_table
 #: A run holds a live lease (counts against max instances) while it is running and its
 #: lease has not expired; parameters: :func:`live_params`.
 LIVE_SQL = "status = %s AND lease_until >= %s"
+
+
+def live_at(now: dt.datetime) -> Q:
+    """:data:`LIVE_SQL` as an ORM condition."""
+    return Q(status=ExecutionStatus.RUNNING, lease_until__gte=now)
+
+
+def expired_at(now: dt.datetime) -> Q:
+    """A run still marked running whose lease has expired by ``now``: its worker died."""
+    return Q(status=ExecutionStatus.RUNNING, lease_until__lt=now)
 
 
 def live_params(now_in_db: Any) -> list[Any]:

@@ -112,14 +112,12 @@ def _take_over_dead(
         now, lease_now = timezone.now(), db_now()
         dead = (
             JobExecution.objects.select_for_update()
-            .filter(same, status=ExecutionStatus.RUNNING, lease_until__lt=lease_now)
+            .filter(same, rules.expired_at(lease_now))
             .first()
         )
         if job is None or dead is None:
             return _NOT_DEAD
-        live = JobExecution.objects.filter(
-            job=job, status=ExecutionStatus.RUNNING, lease_until__gte=lease_now
-        ).count()
+        live = JobExecution.objects.filter(rules.live_at(lease_now), job=job).count()
         decision = rules.decide(
             job, scheduled_at=dead.scheduled_at, late=_lateness(dead, now), live=live
         )
