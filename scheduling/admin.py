@@ -58,6 +58,18 @@ def _local(moment, tz_name: str) -> str:
     return date_format(moment.astimezone(tz), "Y-m-d H:i:s T")
 
 
+def _paused_words(job: Job) -> str:
+    """``paused by alice until 2026-12-24 06:00:00 CST: upstream down``, as known."""
+    words = str(_("paused"))
+    if job.paused_by:
+        words += " " + str(_("by %(who)s") % {"who": job.paused_by})
+    if job.resume_at:
+        words += " " + str(_("until %(when)s") % {"when": _local(job.resume_at, job.timezone)})
+    if job.pause_reason:
+        words += f": {job.pause_reason}"
+    return words
+
+
 def _in_job_timezone(moment, tz_name: str):
     """Read the wall-clock time the operator typed (parsed in the server's timezone) in the
     job's timezone instead."""
@@ -148,6 +160,30 @@ class JobAdminForm(forms.ModelForm):
         return cleaned
 
 
+class PauseForm(forms.Form):
+    """Why the selected jobs are paused and, optionally, when they resume by themselves."""
+
+    reason = forms.CharField(
+        label=_("Reason"),
+        max_length=Job._meta.get_field("pause_reason").max_length,
+        required=False,
+        widget=forms.TextInput(attrs={"size": 60}),
+    )
+    until = forms.DateTimeField(
+        label=_("Resume at"),
+        required=False,
+        help_text=_(
+            "Optional: YYYY-MM-DD HH:MM:SS, in the server's timezone. Empty: until resumed."
+        ),
+    )
+
+    def clean_until(self):
+        until = self.cleaned_data["until"]
+        if until is not None and until <= timezone.now():
+            raise forms.ValidationError(_("The resume time has already passed."))
+        return until
+
+
 @admin.register(Job)
 class JobAdmin(admin.ModelAdmin):
     """Jobs: the list an operator scans, the form with its live preview, the actions and the dashboard."""
@@ -172,6 +208,8 @@ class JobAdmin(admin.ModelAdmin):
         "last_status",
         "last_duration",
         "total_run_count",
+        "consecutive_failures",
+        *Job.PAUSE_FIELDS,
         "created_at",
         "updated_at",
     )
@@ -211,7 +249,15 @@ class JobAdmin(admin.ModelAdmin):
         (_("Schedule preview"), {"fields": ("schedule_preview",)}),
         (
             _("Execution options"),
-            {"fields": ("coalesce", "max_instances", "misfire_grace_time", "jitter")},
+            {
+                "fields": (
+                    "coalesce",
+                    "max_instances",
+                    "misfire_grace_time",
+                    "jitter",
+                    "pause_after_failures",
+                )
+            },
         ),
         (_("Time limits"), {"fields": ("soft_time_limit", "time_limit")}),
         (_("Routing"), {"fields": Job.ROUTING_FIELDS}),
@@ -246,7 +292,7 @@ class JobAdmin(admin.ModelAdmin):
     @admin.display(description=_("next run"), ordering="next_run_at")
     def next_run(self, job: Job) -> str:
         if not job.enabled:
-            return _("paused")
+            return _paused_words(job)
         return _local(job.next_run_at, job.timezone) if job.next_run_at else "—"
 
     @admin.display(description=_("last run"), ordering="last_run_at")
@@ -365,9 +411,30 @@ class JobAdmin(admin.ModelAdmin):
 
     @admin.action(description=_("Pause selected jobs"), permissions=["pause"])
     def pause_jobs(self, request, queryset: QuerySet[Job]):
-        done = self._each(request, queryset, services.job_pause)
-        self.message_user(
-            request, ngettext("%(n)d job paused.", "%(n)d jobs paused.", done) % {"n": done}
+        """Ask why and until when, then pause the selected jobs."""
+        form = PauseForm(request.POST if "apply" in request.POST else None)
+        if form.is_valid():
+            reason, until = form.cleaned_data["reason"], form.cleaned_data["until"]
+            done = self._each(
+                request,
+                queryset,
+                lambda job: services.job_pause(job=job, reason=reason, until=until),
+            )
+            self.message_user(
+                request, ngettext("%(n)d job paused.", "%(n)d jobs paused.", done) % {"n": done}
+            )
+            return None
+        return TemplateResponse(
+            request,
+            "scheduling/pause.html",
+            {
+                **self.admin_site.each_context(request),
+                "title": _("Pause jobs"),
+                "opts": self.model._meta,
+                "jobs": queryset,
+                "form": form,
+                "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME,
+            },
         )
 
     @admin.action(description=_("Resume selected jobs"), permissions=["pause"])

@@ -64,6 +64,15 @@ def alert_set(*, job: Job, kind: str, firing: bool, message: str) -> Alert | Non
     return alert
 
 
+def pause_resolve(*, job: Job) -> Alert | None:
+    """Resolve the alert of a job that paused itself after failures, once resumed."""
+    if not JobAlertStatus.objects.filter(job=job, kind=AlertKind.PAUSED, firing=True).exists():
+        return None
+    return alert_set(
+        job=job, kind=AlertKind.PAUSED, firing=False, message=f"{job.name} was resumed."
+    )
+
+
 def payload(alert: Alert) -> dict[str, Any]:
     return {
         "job": alert.job_name,

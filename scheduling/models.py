@@ -137,8 +137,11 @@ class Job(models.Model):
         "alert_emails",
         "alert_webhooks",
         "alert_grace",
+        "pause_after_failures",
         *ROUTING_FIELDS,
     )
+    #: Why and until when a job is paused: set by a pause, cleared by a resume.
+    PAUSE_FIELDS = ("pause_reason", "paused_by", "paused_at", "resume_at")
     #: Every field an operator edits (admin form, commands, import, services).
     EDITABLE_FIELDS = (
         "name",
@@ -389,6 +392,35 @@ class Job(models.Model):
     )
     last_duration = models.FloatField(_("last duration (s)"), null=True, blank=True, editable=False)
     total_run_count = models.PositiveIntegerField(_("runs"), default=0, editable=False)
+    pause_reason = models.CharField(
+        _("pause reason"),
+        max_length=500,
+        blank=True,
+        editable=False,
+        help_text=_("Why the job is paused: as the operator wrote it, or why it paused itself."),
+    )
+    paused_by = models.CharField(_("paused by"), max_length=150, blank=True, editable=False)
+    paused_at = models.DateTimeField(_("paused at"), null=True, blank=True, editable=False)
+    resume_at = models.DateTimeField(
+        _("resumes at"),
+        null=True,
+        blank=True,
+        editable=False,
+        help_text=_("A paused job resumes by itself then, from its next fire time after it."),
+    )
+    pause_after_failures = models.PositiveIntegerField(
+        _("pause after failures"),
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1)],
+        help_text=_(
+            "Pause the job by itself after this many failed runs in a row, counted after "
+            "all retries (cancelled runs do not count). Empty: never."
+        ),
+    )
+    consecutive_failures = models.PositiveIntegerField(
+        _("failures in a row"), default=0, editable=False
+    )
     created_at = models.DateTimeField(_("created"), auto_now_add=True)
     updated_at = models.DateTimeField(_("updated"), auto_now=True)
 
@@ -401,6 +433,12 @@ class Job(models.Model):
             # Beat asks only for due jobs: the enabled ones in dispatch order.
             models.Index(
                 fields=["dispatch_at"], condition=models.Q(enabled=True), name="job_dispatch_idx"
+            ),
+            # Beat looks for paused jobs whose resume time has come.
+            models.Index(
+                fields=["resume_at"],
+                condition=models.Q(enabled=False, resume_at__isnull=False),
+                name="job_resume_idx",
             ),
         ]
         permissions = [
@@ -805,6 +843,7 @@ class AlertKind(models.TextChoices):
     MISSED = "missed", _("Missed run")
     SLOW = "slow", _("Slow run")
     DEADMAN = "deadman", _("No successful run (dead man's switch)")
+    PAUSED = "paused", _("Paused after failures")
 
 
 class AlertState(models.TextChoices):

@@ -4,7 +4,7 @@ import logging
 
 from django.dispatch import receiver
 
-from scheduling import alerts, signals
+from scheduling import alerts, services, signals
 from scheduling.models import JobChange
 
 logger = logging.getLogger(__name__)
@@ -41,5 +41,12 @@ for _signal in ACTIONS:
 @receiver(signals.run_failed, dispatch_uid="scheduling.run.failed")
 @receiver(signals.run_missed, dispatch_uid="scheduling.run.missed")
 @receiver(signals.run_skipped, dispatch_uid="scheduling.run.skipped")
-def on_run_finished(sender, *, execution, firing_alerts=None, **kwargs) -> None:
+def on_run_finished(sender, *, execution, firing_alerts=None, retrying=False, **kwargs) -> None:
     alerts.on_run(execution, firing=firing_alerts)
+    if execution.job_id is not None and execution.job.pause_after_failures is not None:
+        services.job_track_failures(execution=execution, retrying=retrying)
+
+
+@receiver(signals.job_resumed, dispatch_uid="scheduling.job.resumed")
+def on_job_resumed(sender, *, job, **kwargs) -> None:
+    alerts.pause_resolve(job=job)

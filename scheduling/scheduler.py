@@ -101,25 +101,30 @@ def _database_now() -> Any:
 
 
 @functools.cache
-def _peek_sql() -> str:
-    """The earliest ``dispatch_at`` of an enabled job: one probe of ``job_dispatch_idx``."""
+def _peek_columns() -> str:
+    """The earliest ``dispatch_at`` of an enabled job and the earliest ``resume_at`` of a
+    paused one: one probe each of ``job_dispatch_idx`` and ``job_resume_idx``."""
     q = connection.ops.quote_name
+    table = q(Job._meta.db_table)
     return (
-        f"SELECT {q('dispatch_at')} FROM {q(Job._meta.db_table)}"
+        f"(SELECT {q('dispatch_at')} FROM {table}"
         f" WHERE {q('enabled')} AND {q('dispatch_at')} IS NOT NULL"
-        f" ORDER BY {q('dispatch_at')} LIMIT 1"
+        f" ORDER BY {q('dispatch_at')} LIMIT 1),"
+        f" (SELECT {q('resume_at')} FROM {table}"
+        f" WHERE NOT {q('enabled')} AND {q('resume_at')} IS NOT NULL"
+        f" ORDER BY {q('resume_at')} LIMIT 1)"
     )
 
 
 @functools.cache
 def _renew_and_peek_sql() -> str:
-    """PostgreSQL: renew this beat's lease and peek (:func:`_peek_sql`) in one statement."""
+    """PostgreSQL: renew this beat's lease and peek (:func:`_peek_columns`) in one statement."""
     q = connection.ops.quote_name
     return (
         f"WITH renewed AS (UPDATE {q(SchedulerLease._meta.db_table)}"
         f" SET {q('expires_at')} = STATEMENT_TIMESTAMP() + %s"
         f" WHERE {q('name')} = %s AND {q('holder')} = %s AND {q('token')} = %s RETURNING 1)"
-        f" SELECT (SELECT COUNT(*) FROM renewed), ({_peek_sql()})"
+        f" SELECT (SELECT COUNT(*) FROM renewed), {_peek_columns()}"
     )
 
 
@@ -385,14 +390,25 @@ class JobScheduler(DatabaseScheduler):
                 time.monotonic() < self._standing_back_until or not self.lease.acquire()
             ):
                 return self._standby_wait()
-            held, due_at = self._renew_and_peek()
+            held, due_at, resume_at = self._renew_and_peek()
             if not held:
                 return self.poll_interval
             now = timezone.now()
+            if resume_at is not None and resume_at <= now:
+                self._resume_due()
+                return 0.0  # look again at once: the resumed jobs may be due
             if due_at is None or due_at > now:
                 self._check_ledger()
-                wait = self.poll_interval if due_at is None else (due_at - now).total_seconds()
-                return max(min(wait, self.poll_interval), 0.0)
+                wait = min(
+                    (moment - now).total_seconds()
+                    for moment in (
+                        due_at,
+                        resume_at,
+                        now + dt.timedelta(seconds=self.poll_interval),
+                    )
+                    if moment is not None
+                )
+                return max(wait, 0.0)
             self.dispatch_due(now)
             return 0.0  # look again at once: more may be due
         except DB_ERRORS:
@@ -419,19 +435,20 @@ class JobScheduler(DatabaseScheduler):
 
     # -- leadership -------------------------------------------------------------------
 
-    def _renew_and_peek(self) -> tuple[bool, dt.datetime | None]:
+    def _renew_and_peek(self) -> tuple[bool, dt.datetime | None, dt.datetime | None]:
         """Renew the lease when it is due (:attr:`Lease.due_for_renewal`) and read the
-        earliest ``dispatch_at``: whether this beat still leads, and when to send next.
+        earliest ``dispatch_at`` and ``resume_at``: whether this beat still leads, when to
+        send next, and when a paused job resumes next.
 
         On PostgreSQL both happen in one statement, so an idle pass costs one round trip
         whether it renews or not; SQLite runs in process and takes two.
         """
         if not self.lease.due_for_renewal:
-            return True, self._next_dispatch_at()
+            return True, *self._peek()
         if connection.vendor != "postgresql":
             if not self.lease.renew():
-                return False, None
-            return True, self._next_dispatch_at()
+                return False, None, None
+            return True, *self._peek()
         started = time.monotonic()
         with sql.cursor() as cursor:
             cursor.execute(
@@ -443,16 +460,20 @@ class JobScheduler(DatabaseScheduler):
                     self.lease.token,
                 ],
             )
-            kept, due_at = cursor.fetchone()
-        return self.lease.renewed_if(bool(kept), started), sql.from_db(Job, "dispatch_at", due_at)
+            kept, due_at, resume_at = cursor.fetchone()
+        return (
+            self.lease.renewed_if(bool(kept), started),
+            sql.from_db(Job, "dispatch_at", due_at),
+            sql.from_db(Job, "resume_at", resume_at),
+        )
 
     # -- dispatch ---------------------------------------------------------------------
 
-    def _next_dispatch_at(self) -> dt.datetime | None:
+    def _peek(self) -> tuple[dt.datetime | None, dt.datetime | None]:
         with sql.cursor() as cursor:
-            cursor.execute(_peek_sql())
-            row = cursor.fetchone()
-        return None if row is None else sql.from_db(Job, "dispatch_at", row[0])
+            cursor.execute(f"SELECT {_peek_columns()}")
+            due_at, resume_at = cursor.fetchone()
+        return sql.from_db(Job, "dispatch_at", due_at), sql.from_db(Job, "resume_at", resume_at)
 
     def dispatch_due(self, now: dt.datetime) -> int:
         """Send the runs due by ``now`` (one batch, one bounded pass), store what follows;
@@ -657,6 +678,12 @@ class JobScheduler(DatabaseScheduler):
         return reason
 
     # -- bookkeeping ------------------------------------------------------------------
+
+    def _resume_due(self) -> None:
+        """Resume the paused jobs whose resume time has come, as this beat."""
+        with audit_context(source=AuditSource.SYSTEM, actor=self.beat_name):
+            for job in services.jobs_resume_due():
+                logger.info("Job %s resumed at its resume time", job.name)
 
     def _check_ledger(self) -> None:
         """Record as missed the fire times sent (by this beat or an earlier leader) whose

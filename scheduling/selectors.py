@@ -78,6 +78,12 @@ def job_status(*, job: Job) -> dict[str, Any]:
         "last_status": job.last_status or None,
         "last_duration": job.last_duration,
         "total_run_count": job.total_run_count,
+        "pause_reason": job.pause_reason or None,
+        "paused_by": job.paused_by or None,
+        "paused_at": job.paused_at.isoformat() if job.paused_at else None,
+        "resume_at": job.resume_at.isoformat() if job.resume_at else None,
+        "pause_after_failures": job.pause_after_failures,
+        "consecutive_failures": job.consecutive_failures,
     }
 
 

@@ -24,13 +24,18 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
-from scheduling import audit, masking, registry, signals
+from scheduling import alerts, audit, errors, masking, registry, signals
 from scheduling.config import DEFAULT_JOBS, JobSpec, config_parse, spec_differences
 from scheduling.models import (
+    FAILED_STATUSES,
     MAX_PRIORITY,
+    AlertKind,
+    AuditSource,
+    ExecutionStatus,
     ExecutionTrigger,
     InstalledDefault,
     Job,
+    JobExecution,
     TriggerType,
 )
 
@@ -66,6 +71,8 @@ def job_save(*, job: Job, changed: Iterable[str] | None = None) -> Job:
     if reschedule:
         job.set_next_run(job.compute_next_run(now) if job.enabled else None)
     if creating:
+        if not job.enabled:
+            _set_pause_state(job, paused=True, reason=job.pause_reason, until=job.resume_at)
         job.save()
         _emit(
             signals.job_added,
@@ -80,6 +87,9 @@ def job_save(*, job: Job, changed: Iterable[str] | None = None) -> Job:
         fields = (changed_set & EDITABLE_FIELDS) | {"version", "updated_at", "schedule_anchor"}
         if reschedule:
             fields |= {"next_run_at", "dispatch_at"}
+        if before.enabled != job.enabled:
+            _set_pause_state(job, paused=not job.enabled)
+            fields |= {*Job.PAUSE_FIELDS, "consecutive_failures"}
         job.save(update_fields=sorted(fields))
         diff = {
             f: [_jsonable(getattr(before, f)), _jsonable(getattr(job, f))]
@@ -210,20 +220,74 @@ def job_reschedule(*, job: Job, trigger_type: str | None = None, **trigger: Any)
     return job_update(job=job, **fields)
 
 
-@transaction.atomic
-def job_pause(*, job: Job) -> Job:
-    """Stop firing ``job``; its definition stays.
+def _set_pause_state(
+    job: Job, *, paused: bool, reason: str = "", until: dt.datetime | None = None
+) -> None:
+    """Record who paused ``job``, when, why and until when; a resume clears it all and
+    starts the count of failures in a row again (a pause keeps it, to be read)."""
+    job.pause_reason = reason if paused else ""
+    job.paused_by = audit.current().actor if paused else ""
+    job.paused_at = timezone.now() if paused else None
+    job.resume_at = until if paused else None
+    if not paused:
+        job.consecutive_failures = 0
 
-    Only the enabled flag changes, without validating the rest, so an operator can pause
+
+def _pause_until_check(until: dt.datetime | None) -> None:
+    if until is None:
+        return
+    if timezone.is_naive(until):
+        raise ValidationError({"resume_at": _("Give the resume time with its timezone.")})
+    if until <= timezone.now():
+        raise ValidationError(
+            {"resume_at": _("The resume time %(until)s has already passed.") % {"until": until}}
+        )
+
+
+@transaction.atomic
+def job_pause(*, job: Job, reason: str = "", until: dt.datetime | None = None) -> Job:
+    """Stop firing ``job``, saying why and, with ``until``, when it resumes by itself;
+    its definition stays. Pausing a paused job gives it the new reason and resume time.
+
+    Only the pause changes, without validating the rest, so an operator can pause
     exactly the job that is broken (a bad cron, a task no longer registered).
     """
+    reason = (reason or "").strip()
+    max_length = Job._meta.get_field("pause_reason").max_length
+    if len(reason) > max_length:
+        raise ValidationError(
+            {
+                "pause_reason": _("Keep the reason under %(limit)d characters.")
+                % {"limit": max_length}
+            }
+        )
+    _pause_until_check(until)
     before = Job.objects.select_for_update().get(pk=job.pk)
     job.version = before.version + 1
     job.enabled = False
     job.set_next_run(None)
-    job.save(update_fields=["enabled", "next_run_at", "dispatch_at", "version", "updated_at"])
     if before.enabled:
-        _emit(signals.job_paused, job, {"enabled": [True, False]})
+        _set_pause_state(job, paused=True, reason=reason, until=until)
+    else:
+        job.pause_reason, job.resume_at = reason, until
+    job.save(
+        update_fields=[
+            "enabled",
+            "next_run_at",
+            "dispatch_at",
+            "version",
+            "updated_at",
+            *Job.PAUSE_FIELDS,
+            "consecutive_failures",
+        ]
+    )
+    diff = {
+        field: [_jsonable(getattr(before, field)), _jsonable(getattr(job, field))]
+        for field in ("enabled", "pause_reason", "resume_at")
+        if getattr(before, field) != getattr(job, field)
+    }
+    if diff:
+        _emit(signals.job_paused, job, diff)
     return job
 
 
@@ -240,6 +304,66 @@ def job_stop(*, job: Job, reason: str) -> Job:
 def job_resume(*, job: Job) -> Job:
     """Fire ``job`` again, from its next fire time after now (validated like any edit)."""
     return job_update(job=job, enabled=True)
+
+
+def jobs_resume_due(*, now: dt.datetime | None = None) -> list[Job]:
+    """Resume the paused jobs whose resume time has come; return them.
+
+    A job that can no longer be resumed (its task was unregistered, say) stays paused
+    without a resume time, and the reason is recorded as a stop.
+    """
+    resumed = []
+    due = Job.objects.filter(enabled=False, resume_at__lte=now or timezone.now())
+    for job in due.order_by("resume_at")[:100]:
+        try:
+            resumed.append(job_resume(job=job))
+        except ValidationError as exc:
+            Job.objects.filter(pk=job.pk).update(resume_at=None)
+            _emit(
+                signals.job_stopped,
+                job,
+                {
+                    "error": f"Could not resume at {job.resume_at.isoformat()}: {errors.one_line(exc)}"
+                },
+            )
+    return resumed
+
+
+def _first_line(text: str, limit: int = 200) -> str:
+    line = text.strip().splitlines()[0] if text.strip() else ""
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+@transaction.atomic
+def job_track_failures(*, execution: JobExecution, retrying: bool = False) -> Job | None:
+    """Count ``execution``'s outcome towards its job's failures in a row, and pause the
+    job once they reach its ``pause_after_failures`` (with a failure alert saying so);
+    return the job when this paused it.
+
+    A failed attempt that is retried does not count (its last attempt does); a success
+    starts the count again; other outcomes (missed, skipped, cancelled) leave it.
+    """
+    job = Job.objects.select_for_update().filter(pk=execution.job_id).first()
+    if job is None or job.pause_after_failures is None:
+        return None
+    if execution.status == ExecutionStatus.SUCCESS:
+        if job.consecutive_failures:
+            Job.objects.filter(pk=job.pk).update(consecutive_failures=0)
+        return None
+    if execution.status not in FAILED_STATUSES or retrying:
+        return None
+    job.consecutive_failures += 1
+    Job.objects.filter(pk=job.pk).update(consecutive_failures=job.consecutive_failures)
+    if not job.enabled or job.consecutive_failures < job.pause_after_failures:
+        return None
+    reason = _("Paused by itself after %(count)d failed runs in a row; the last: %(detail)s") % {
+        "count": job.consecutive_failures,
+        "detail": _first_line(execution.exception or execution.reason or execution.status),
+    }
+    with audit.audit_context(source=AuditSource.SYSTEM, actor="pause_after_failures"):
+        job_pause(job=job, reason=reason[: Job._meta.get_field("pause_reason").max_length])
+    alerts.alert_set(job=job, kind=AlertKind.PAUSED, firing=True, message=reason)
+    return job
 
 
 @transaction.atomic

@@ -110,7 +110,7 @@ def test_preview_endpoint_explains_or_names_the_error(admin_client):
 def test_pause_and_resume_actions(admin_client):
     job = make_job()
     url = reverse("admin:scheduling_job_changelist")
-    admin_client.post(url, {"action": "pause_jobs", "_selected_action": [job.pk]})
+    admin_client.post(url, {"action": "pause_jobs", "_selected_action": [job.pk], "apply": "1"})
     job.refresh_from_db()
     assert not job.enabled and job.next_run_at is None
     admin_client.post(url, {"action": "resume_jobs", "_selected_action": [job.pk]})
@@ -128,7 +128,7 @@ def test_actions_need_their_permissions(client, django_user_model):
     url = reverse("admin:scheduling_job_changelist")
     page = client.get(url).content.decode()
     assert "pause_jobs" not in page and "run_jobs_now" not in page
-    client.post(url, {"action": "pause_jobs", "_selected_action": [job.pk]})
+    client.post(url, {"action": "pause_jobs", "_selected_action": [job.pk], "apply": "1"})
     job.refresh_from_db()
     assert job.enabled
 
@@ -165,7 +165,7 @@ def test_pausing_a_broken_job_from_the_admin_works(admin_client):
     job = make_job()
     Job.objects.filter(pk=job.pk).update(task="gone.task")
     url = reverse("admin:scheduling_job_changelist")
-    admin_client.post(url, {"action": "pause_jobs", "_selected_action": [job.pk]})
+    admin_client.post(url, {"action": "pause_jobs", "_selected_action": [job.pk], "apply": "1"})
     job.refresh_from_db()
     assert not job.enabled
     response = admin_client.post(

@@ -49,7 +49,7 @@ def test_every_change_is_audited_with_who_how_and_what():
 def test_admin_edits_are_audited_and_shown_on_the_job(admin_client):
     job = make_job(name="edited")
     url = reverse("admin:scheduling_job_changelist")
-    admin_client.post(url, {"action": "pause_jobs", "_selected_action": [job.pk]})
+    admin_client.post(url, {"action": "pause_jobs", "_selected_action": [job.pk], "apply": "1"})
     change = JobChange.objects.get(job=job, action="paused")
     assert (change.source, change.actor) == ("admin", "admin")
     page = admin_client.get(reverse("admin:scheduling_job_change", args=[job.pk]))

@@ -454,3 +454,17 @@ def test_a_standby_tries_again_just_after_the_lease_runs_out():
     assert 0.2 < second.tick() <= 0.4
     SchedulerLease.objects.update(expires_at=timezone.now() + dt.timedelta(seconds=30))
     assert second.tick() == second.poll_interval
+
+
+def test_a_paused_job_is_resumed_by_the_pass_that_reaches_its_resume_time(scheduler, sent):
+    job = make_job(cron_expression="*/1 * * * * *")
+    services.job_pause(job=job, reason="window", until=timezone.now() + dt.timedelta(seconds=0.5))
+    # The idle pass sleeps until the resume time, not a whole poll interval.
+    scheduler._last_heartbeat = scheduler._last_ledger_check = float("inf")
+    assert 0 < scheduler.tick() <= 0.5
+    time.sleep(0.6)
+    assert scheduler.tick() == 0.0  # resumed: look again at once
+    job.refresh_from_db()
+    assert job.enabled and job.resume_at is None and job.next_run_at is not None
+    change = job.changes.get(action="resumed")
+    assert (change.source, change.actor) == ("system", scheduler.beat_name)

@@ -115,7 +115,7 @@ def finish(
             status,
         )
         return
-    announce(execution, firing_alerts=firing_alerts)
+    announce(execution, firing_alerts=firing_alerts, retrying=retrying)
     logger.info("Job %s %s in %.3fs", execution.job_name, status, execution.duration)
 
 

@@ -276,9 +276,18 @@ def test_operator_runs_pauses_and_charts_a_job(page, operator, celery_processes)
     page.goto(url(operator, "admin:scheduling_job_changelist"))
     expect(job_row(page, name).locator("td.field-last_outcome")).to_contain_text("✔ Success")
     screenshot(page, "job-list.png")
-    run_action(page, name, "Pause selected jobs", "1 job paused.")
+    # Pausing asks why and until when first.
+    job_row(page, name).locator("input.action-select").check()
+    page.select_option("select[name=action]", label="Pause selected jobs")
+    page.click("button[name=index]")
+    page.fill("input[name=reason]", "upstream down")
+    screenshot(page, "pause.png")
+    page.click("input[name=apply]")
+    expect(page.locator("ul.messagelist")).to_contain_text("1 job paused.")
     paused_at = dt.datetime.now(dt.UTC)
-    expect(job_row(page, name).locator("td.field-next_run")).to_have_text("paused")
+    expect(job_row(page, name).locator("td.field-next_run")).to_have_text(
+        "paused by operator: upstream down"
+    )
     expect(job_row(page, name).locator("td.field-enabled img")).to_have_attribute("alt", "False")
     job.refresh_from_db()
     assert job.enabled is False

@@ -37,7 +37,10 @@ EXAMPLES = {
         "  manage.py jobs modify report --kwargs '{\"days\": 7}' --description 'Weekly view'\n"
         "  manage.py jobs modify report --queue reports --priority 9"
     ),
-    "pause": "  manage.py jobs pause report",
+    "pause": (
+        "  manage.py jobs pause report --reason 'upstream API down, ticket OPS-42'\n"
+        "  manage.py jobs pause report --reason 'maintenance' --until '2026-12-24 06:00:00'"
+    ),
     "resume": "  manage.py jobs resume report",
     "remove": "  manage.py jobs remove report",
     "run": "  manage.py jobs run report\n  manage.py jobs run report --wait --timeout 60 --json",
@@ -80,6 +83,22 @@ PERMISSIONS = {
     "alerts-check": "view_job",
     "stats-rebuild": "change_job",
 }
+
+
+def _moment(value: str, option: str, tz_name: str) -> dt.datetime:
+    """``value`` as an aware date-time: ISO 8601, in ``tz_name`` unless it has an offset."""
+    try:
+        moment = dt.datetime.fromisoformat(value)
+    except ValueError:
+        raise CommandError(
+            f"{option} {value!r} is not a date-time like 2026-12-31 23:59:59"
+        ) from None
+    if moment.tzinfo is None:
+        try:
+            moment = moment.replace(tzinfo=schedules.get_timezone(tz_name))
+        except ValueError as exc:
+            raise CommandError(str(exc)) from None
+    return moment
 
 
 def _json_arg(value: str, option: str) -> Any:
@@ -162,9 +181,19 @@ class Command(BaseCommand):
             )
             p.add_argument("--exchange", help="RabbitMQ exchange ('' for the queue's own)")
             p.add_argument("--routing-key", help="RabbitMQ routing key ('' for the queue's)")
+            p.add_argument(
+                "--pause-after-failures",
+                type=int,
+                help="pause the job by itself after N failed runs in a row (0: never)",
+            )
             if name == "add":
                 p.add_argument("--paused", action="store_true", help="create it paused")
-        action("pause", "Pause a job: it keeps its definition but does not fire.")
+        p = action("pause", "Pause a job: it keeps its definition but does not fire.")
+        p.add_argument("--reason", default="", help="why (shown in the jobs list and audit)")
+        p.add_argument(
+            "--until",
+            help="resume by itself at this date-time (job timezone unless an offset is given)",
+        )
         action("resume", "Resume a paused job from its next fire time.")
         action("remove", "Remove a job; its executions stay on record.")
         p = action("run", "Run a job now, once (a manual run).")
@@ -274,18 +303,7 @@ class Command(BaseCommand):
                 "interval_period": options["period"],
             }
         if options.get("at"):
-            try:
-                moment = dt.datetime.fromisoformat(options["at"])
-            except ValueError:
-                raise CommandError(
-                    f"--at {options['at']!r} is not a date-time like 2026-12-31 23:59:59"
-                ) from None
-            if moment.tzinfo is None:
-                try:
-                    moment = moment.replace(tzinfo=schedules.get_timezone(tz_name))
-                except ValueError as exc:
-                    raise CommandError(str(exc)) from None
-            return {"trigger_type": "date", "run_at": moment}
+            return {"trigger_type": "date", "run_at": _moment(options["at"], "--at", tz_name)}
         return {}
 
     def _common_fields(self, options: dict[str, Any]) -> dict[str, Any]:
@@ -306,6 +324,8 @@ class Command(BaseCommand):
         ):
             if options.get(option) is not None:
                 fields[option] = options[option]
+        if options.get("pause_after_failures") is not None:
+            fields["pause_after_failures"] = options["pause_after_failures"] or None
         return fields
 
     def do_add(self, job: str, **options):
@@ -339,9 +359,14 @@ class Command(BaseCommand):
         status = selectors.job_status(job=found)
         self.emit(status, f"Modified job {found.name}; next run {status['next_run_time'] or '-'}")
 
-    def do_pause(self, job: str, **_):
-        found = services.job_pause(job=self._job(job))
-        self.stdout.write(f"Paused job {found.name}")
+    def do_pause(self, job: str, reason: str = "", until: str | None = None, **_):
+        found = self._job(job)
+        resume_at = None if until is None else _moment(until, "--until", found.timezone)
+        found = services.job_pause(job=found, reason=reason, until=resume_at)
+        self.stdout.write(
+            f"Paused job {found.name}"
+            + (f" until {found.resume_at.isoformat()}" if found.resume_at else "")
+        )
 
     def do_resume(self, job: str, **_):
         found = services.job_resume(job=self._job(job))
