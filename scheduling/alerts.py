@@ -29,15 +29,6 @@ from scheduling.models import (
 logger = logging.getLogger(__name__)
 
 
-def _recipients(job: Job) -> tuple[list[str], list[str]]:
-    def lines(text: str) -> list[str]:
-        return [
-            line.strip() for line in (text or "").replace(",", "\n").splitlines() if line.strip()
-        ]
-
-    return lines(job.alert_emails), lines(job.alert_webhooks)
-
-
 def alert_set(*, job: Job, kind: str, firing: bool, message: str) -> Alert | None:
     """Move the job's ``kind`` alert to firing or resolved; notify only on a change."""
     now = timezone.now()
@@ -57,7 +48,7 @@ def alert_set(*, job: Job, kind: str, firing: bool, message: str) -> Alert | Non
             message=message,
             created_at=now,
         )
-    if any(_recipients(job)):
+    if any(job.alert_recipients):
         # Delivered by the alerts queue's task: a slow or dead receiver never holds up
         # the run (or check) that raised the alert.
         deliveries.alert_deliver_later(alert=alert)

@@ -477,6 +477,19 @@ class Job(models.Model):
             self.slow_threshold if self.slow_threshold is not None else conf.get("SLOW_THRESHOLD")
         )
 
+    @property
+    def alert_recipients(self) -> tuple[list[str], list[str]]:
+        """The alert e-mail addresses and webhook URLs, one per line or comma-separated."""
+
+        def lines(text: str) -> list[str]:
+            return [
+                line.strip()
+                for line in (text or "").replace(",", "\n").splitlines()
+                if line.strip()
+            ]
+
+        return lines(self.alert_emails), lines(self.alert_webhooks)
+
     def compute_next_run(self, after: dt.datetime | None = None) -> dt.datetime | None:
         return self.trigger().next_after(after or dj_timezone.now())
 
