@@ -23,7 +23,7 @@ from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 from django_celery_beat import models as beat_models
 
-from scheduling import charts, masking, registry, schedules, selectors, services
+from scheduling import charts, explain, masking, registry, schedules, selectors, services
 from scheduling.audit import audit_context
 from scheduling.models import (
     Alert,
@@ -213,7 +213,7 @@ class JobAdmin(admin.ModelAdmin):
         "created_at",
         "updated_at",
     )
-    readonly_fields = ("recent_changes", "schedule_preview", *status_fields)
+    readonly_fields = ("recent_changes", "schedule_preview", "fire_time_fates", *status_fields)
     fieldsets = (
         (
             None,
@@ -278,6 +278,10 @@ class JobAdmin(admin.ModelAdmin):
             },
         ),
         (_("Status"), {"fields": status_fields}),
+        (
+            _("Why did (or didn't) it run?"),
+            {"fields": ("fire_time_fates",), "classes": ("collapse",)},
+        ),
         (_("Audit trail"), {"fields": ("recent_changes",), "classes": ("collapse",)}),
     )
 
@@ -338,6 +342,34 @@ class JobAdmin(admin.ModelAdmin):
             rows,
             url,
             _("all changes"),
+        )
+
+    @admin.display(description=_("fire times"))
+    def fire_time_fates(self, job: Job) -> str:
+        if job.pk is None:
+            return "—"
+        report = explain.job_explain(job=job, recent=10, upcoming=5)
+        rows = format_html_join(
+            "",
+            '<tr class="fate-{}"><td>{}</td><td>{}</td><td>{}</td></tr>',
+            (
+                (
+                    fate["fate"],
+                    _local(dt.datetime.fromisoformat(fate["scheduled_at"]), job.timezone),
+                    explain.FATE_LABELS[fate["fate"]]
+                    + (f" ({ExecutionStatus(fate['status']).label})" if fate["status"] else ""),
+                    fate["detail"][:300],
+                )
+                for fate in [*report["recent"], *report["upcoming"]]
+            ),
+        )
+        return format_html(
+            "{}<table><tr><th>{}</th><th>{}</th><th>{}</th></tr>{}</table>",
+            format_html("<p>{}</p>", report["paused"]) if report["paused"] else "",
+            _("fire time"),
+            _("fate"),
+            _("why"),
+            rows,
         )
 
     @admin.display(description=_("schedule preview"))

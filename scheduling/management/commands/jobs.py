@@ -16,7 +16,7 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
-from scheduling import errors, schedules, selectors, services
+from scheduling import errors, explain, schedules, selectors, services
 from scheduling.audit import audit_context
 from scheduling.models import Job, JobExecution
 
@@ -45,6 +45,10 @@ EXAMPLES = {
     "remove": "  manage.py jobs remove report",
     "run": "  manage.py jobs run report\n  manage.py jobs run report --wait --timeout 60 --json",
     "history": "  manage.py jobs history report --limit 20",
+    "explain": (
+        "  manage.py jobs explain report\n"
+        "  manage.py jobs explain report --since '2026-12-01 00:00:00' --recent 50 --json"
+    ),
     "export": "  manage.py jobs export jobs.json\n  manage.py jobs export > jobs.json",
     "import": (
         "  manage.py jobs import jobs.json --dry-run\n"
@@ -67,6 +71,7 @@ PERMISSIONS = {
     "list": "view_job",
     "show": "view_job",
     "history": "view_job",
+    "explain": "view_job",
     "export": "view_job",
     "stats": "view_job",
     "slow": "view_job",
@@ -201,6 +206,16 @@ class Command(BaseCommand):
         p.add_argument("--timeout", type=float, default=60, help="seconds to wait (default 60)")
         p = action("history", "Recent executions of a job.")
         p.add_argument("--limit", type=int, default=10)
+        p = action(
+            "explain",
+            "Why did (or didn't) it run? Each recent and upcoming fire time with its fate.",
+        )
+        p.add_argument("--recent", type=int, default=20, help="recent fire times (default 20)")
+        p.add_argument("--upcoming", type=int, default=5, help="upcoming fire times (default 5)")
+        p.add_argument(
+            "--since",
+            help="from this date-time (job timezone unless an offset is given; default: a day ago)",
+        )
         p = action("export", "Export all job definitions as JSON (to a file or stdout).")
         p.add_argument("file", nargs="?", help="output file (default: stdout)")
         p.add_argument(
@@ -371,6 +386,23 @@ class Command(BaseCommand):
     def do_resume(self, job: str, **_):
         found = services.job_resume(job=self._job(job))
         self.stdout.write(f"Resumed job {found.name}; next run {found.next_run_at or '-'}")
+
+    def do_explain(
+        self, job: str, recent: int = 20, upcoming: int = 5, since: str | None = None, **_
+    ):
+        found = self._job(job)
+        start = None if since is None else _moment(since, "--since", found.timezone)
+        if recent < 1 or upcoming < 0:
+            raise CommandError("--recent must be at least 1 and --upcoming at least 0")
+        report = explain.job_explain(job=found, recent=recent, upcoming=upcoming, since=start)
+        lines = [f"Job {found.name}" + (f" ({report['paused']})" if report["paused"] else "")]
+        for title, key in (("recent", "recent"), ("upcoming", "upcoming")):
+            lines.append(f"{title}:")
+            for fate in report[key] or [{"scheduled_at": "-", "fate": "none", "detail": ""}]:
+                status = f" {fate['status']}" if fate.get("status") else ""
+                detail = f"  {fate['detail']}" if fate["detail"] else ""
+                lines.append(f"  {fate['scheduled_at']:<26} {fate['fate']}{status}{detail}")
+        self.emit(report, "\n".join(lines))
 
     def do_remove(self, job: str, **_):
         found = self._job(job)
