@@ -301,6 +301,15 @@ def _weekday_number(text: str) -> int:
     return _WEEKDAY_NAMES[text]
 
 
+_OPEN_STEP = re.compile(r"^([0-9]+|[a-z]{3})/([0-9]+)$")
+
+
+def _reaches_sunday_seven(match: re.Match) -> bool:
+    """Whether ``start/step`` (no end) steps onto 7 from a weekday after Sunday."""
+    start, step = _weekday_number(match[1]), int(match[2])
+    return 1 <= start <= 6 and step > 0 and (7 - start) % step == 0
+
+
 def _day_of_week_field(value: str) -> tuple[tuple, ...] | None:
     if value == "?":
         return None
@@ -316,6 +325,13 @@ def _day_of_week_field(value: str) -> tuple[tuple, ...] | None:
             if item.startswith("7/"):
                 # Sunday alone (7 to 7) to classic cron, every day (0 to 6) to croniter.
                 raise _FieldError("a step from Sunday starts at 0 or SUN, not 7")
+            if (match := _OPEN_STEP.match(item)) and _reaches_sunday_seven(match):
+                # 1/2 is 1,3,5,7 to classic cron (its week runs to 7, Sunday) and 1,3,5 to
+                # croniter (to 6): say which.
+                raise _FieldError(
+                    "a step from a weekday reads two ways at the week's end (with Sunday as "
+                    "7 or without): give the range, e.g. 1-7/2 or 1-6/2"
+                )
             weekdays = _plain_values(WEEKDAY, item, 0, 6)
             if len(weekdays) == 7:
                 return None
