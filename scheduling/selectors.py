@@ -39,12 +39,17 @@ def job_get(*, ident: str | int) -> Job:
 
 
 def job_upcoming_runs(*, job: Job, count: int = 5, after: dt.datetime | None = None):
-    """The next ``count`` fire times of ``job`` (empty when paused or finished)."""
+    """The next ``count`` fire times of ``job`` (empty when paused or finished): within its
+    validity window, and no more than the runs it has left."""
     try:
         trigger = job.trigger()
     except ValueError:
         return []
     if not job.enabled:
+        return []
+    if job.runs_remaining is not None:
+        count = min(count, job.runs_remaining)
+    if count < 1:
         return []
     first = job.next_run_at or trigger.next_after(after or timezone.now())
     if first is None:
@@ -78,7 +83,16 @@ def job_status(*, job: Job) -> dict[str, Any]:
         "last_status": job.last_status or None,
         "last_duration": job.last_duration,
         "total_run_count": job.total_run_count,
+        "start_at": _iso(job.start_at),
+        "end_at": _iso(job.end_at),
+        "max_runs": job.max_runs,
+        "scheduled_run_count": job.scheduled_run_count,
+        "runs_remaining": job.runs_remaining,
     }
+
+
+def _iso(moment: dt.datetime | None) -> str | None:
+    return moment.isoformat() if moment else None
 
 
 def job_queue(*, job: Job) -> str:

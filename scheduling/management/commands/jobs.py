@@ -30,12 +30,16 @@ EXAMPLES = {
         "--timezone Asia/Shanghai\n"
         "  manage.py jobs add later --task demo.echo --delay 60 --kwargs '{\"x\": 1}'\n"
         "  manage.py jobs add nightly --task demo.echo --cron '0 0 2 * * *' --queue reports "
-        "--priority 7"
+        "--priority 7\n"
+        "  manage.py jobs add trial --task demo.echo --every 10 --start-at '2026-12-01 09:00:00' "
+        "--end-at '2026-12-31 18:00:00' --max-runs 100"
     ),
     "modify": (
         "  manage.py jobs modify report --cron '*/10 * * * * *'\n"
         "  manage.py jobs modify report --kwargs '{\"days\": 7}' --description 'Weekly view'\n"
-        "  manage.py jobs modify report --queue reports --priority 9"
+        "  manage.py jobs modify report --queue reports --priority 9\n"
+        "  manage.py jobs modify report --end-at '2027-01-01 00:00:00' --max-runs 10\n"
+        "  manage.py jobs modify report --start-at '' --end-at '' --max-runs ''   # no window"
     ),
     "pause": "  manage.py jobs pause report",
     "resume": "  manage.py jobs resume report",
@@ -87,6 +91,18 @@ def _json_arg(value: str, option: str) -> Any:
         return json.loads(value)
     except json.JSONDecodeError as exc:
         raise CommandError(f"{option} is not valid JSON: {exc}") from None
+
+
+def _moment_arg(value: str, option: str, tz_name: str) -> dt.datetime:
+    """A date-time option, without an offset read in the job's timezone."""
+    try:
+        schedules.get_timezone(tz_name)
+    except ValueError as exc:
+        raise CommandError(str(exc)) from None
+    try:
+        return schedules.parse_moment(value, tz_name)
+    except ValueError as exc:
+        raise CommandError(f"{option} {exc}") from None
 
 
 class Command(BaseCommand):
@@ -162,6 +178,21 @@ class Command(BaseCommand):
             )
             p.add_argument("--exchange", help="RabbitMQ exchange ('' for the queue's own)")
             p.add_argument("--routing-key", help="RabbitMQ routing key ('' for the queue's)")
+            p.add_argument(
+                "--start-at",
+                help="no run before this date-time (job timezone unless it has an offset; "
+                "'' to clear): the first run is the first fire time at or after it",
+            )
+            p.add_argument(
+                "--end-at",
+                help="no run after this date-time (job timezone unless it has an offset; '' to "
+                "clear); then the job is finished (disabled)",
+            )
+            p.add_argument(
+                "--max-runs",
+                help="most fire times the schedule sends ('' to clear); then the job is "
+                "finished (disabled)",
+            )
             if name == "add":
                 p.add_argument("--paused", action="store_true", help="create it paused")
         action("pause", "Pause a job: it keeps its definition but does not fire.")
@@ -274,19 +305,27 @@ class Command(BaseCommand):
                 "interval_period": options["period"],
             }
         if options.get("at"):
+            return {"trigger_type": "date", "run_at": _moment_arg(options["at"], "--at", tz_name)}
+        return {}
+
+    @staticmethod
+    def _window_fields(options: dict[str, Any], tz_name: str) -> dict[str, Any]:
+        """``--start-at``, ``--end-at`` and ``--max-runs``; an empty value clears each."""
+        fields: dict[str, Any] = {}
+        for name in ("start_at", "end_at"):
+            value = options.get(name)
+            if value is not None:
+                option = "--" + name.replace("_", "-")
+                fields[name] = _moment_arg(value, option, tz_name) if value.strip() else None
+        value = options.get("max_runs")
+        if value is not None:
             try:
-                moment = dt.datetime.fromisoformat(options["at"])
+                fields["max_runs"] = int(value) if value.strip() else None
             except ValueError:
                 raise CommandError(
-                    f"--at {options['at']!r} is not a date-time like 2026-12-31 23:59:59"
+                    f"--max-runs {value!r} is not a whole number ('' for no limit)"
                 ) from None
-            if moment.tzinfo is None:
-                try:
-                    moment = moment.replace(tzinfo=schedules.get_timezone(tz_name))
-                except ValueError as exc:
-                    raise CommandError(str(exc)) from None
-            return {"trigger_type": "date", "run_at": moment}
-        return {}
+        return fields
 
     def _common_fields(self, options: dict[str, Any]) -> dict[str, Any]:
         fields: dict[str, Any] = {}
@@ -313,12 +352,13 @@ class Command(BaseCommand):
         task = fields.pop("task")
         if options.get("paused"):
             fields["enabled"] = False
+        tz_name = fields.get("timezone") or Job().timezone
+        fields.update(self._window_fields(options, tz_name))
         if options.get("delay") is not None:
             created = services.job_schedule_delay(
                 task=task, delay_seconds=options["delay"], name=job, **fields
             )
         else:
-            tz_name = fields.get("timezone") or Job().timezone
             created = services.job_create(
                 name=job, task=task, **self._trigger_fields(options, tz_name), **fields
             )
@@ -332,7 +372,9 @@ class Command(BaseCommand):
     def do_modify(self, job: str, **options):
         found = self._job(job)
         fields = self._common_fields(options)
-        fields.update(self._trigger_fields(options, fields.get("timezone") or found.timezone))
+        tz_name = fields.get("timezone") or found.timezone
+        fields.update(self._trigger_fields(options, tz_name))
+        fields.update(self._window_fields(options, tz_name))
         if not fields:
             raise CommandError("nothing to change: give a trigger, --args, --kwargs or an option")
         services.job_update(job=found, **fields)
