@@ -60,11 +60,14 @@ def job_save(*, job: Job, changed: Iterable[str] | None = None) -> Job:
     creating = job.pk is None
     changed_set = set(EDITABLE_FIELDS if changed is None or creating else changed)
     # Under the row lock from here on, so two concurrent edits never share a version
-    # number, beat's version guard always sees the newer one, and the runs beat counted
-    # meanwhile are the ones validated against max runs.
+    # number, beat's version guard always sees the newer one, and what beat wrote
+    # meanwhile (the runs it counted, a job it finished) is what the edit is validated and
+    # scheduled against.
     before = None if creating else Job.objects.select_for_update().get(pk=job.pk)
     if before is not None:
         job.scheduled_run_count = before.scheduled_run_count
+        if "enabled" not in changed_set:
+            job.enabled = before.enabled
     job.full_clean()
     now = timezone.now()
     if creating or changed_set & TRIGGER_FIELDS:

@@ -249,6 +249,15 @@ def test_a_job_whose_window_has_not_started_is_not_overdue():
 # --- beat: counts what it sends, finishes the job ------------------------------------------
 
 
+def test_an_edit_of_a_job_beat_finished_meanwhile_keeps_it_finished():
+    job = make_job(cron_expression="*/1 * * * * *", max_runs=1)
+    stale = Job.objects.get(pk=job.pk)
+    services.job_finish(job=Job.objects.get(pk=job.pk), reason="Finished: test.")
+    services.job_update(job=stale, cron_expression="*/2 * * * * *")
+    job.refresh_from_db()
+    assert (job.enabled, job.next_run_at, job.cron_expression) == (False, None, "*/2 * * * * *")
+
+
 @pytest.fixture
 def sent(monkeypatch):
     """Runs the scheduler sends, as (job name, fire time)."""
