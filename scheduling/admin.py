@@ -70,20 +70,43 @@ def _paused_words(job: Job) -> str:
     return words
 
 
+#: The form's date-times, typed as wall-clock times in the job's timezone.
+LOCAL_DATETIME_FIELDS = ("run_at", "start_at", "end_at")
+
+
 def _in_job_timezone(moment, tz_name: str):
     """Read the wall-clock time the operator typed (parsed in the server's timezone) in the
-    job's timezone instead."""
+    job's timezone instead, by the cron rules' daylight-saving policy
+    (:func:`scheduling.schedules.wall_clock_moment`)."""
     naive = timezone.make_naive(moment, timezone.get_current_timezone())
-    return naive.replace(tzinfo=schedules.get_timezone(tz_name))
+    return schedules.wall_clock_moment(naive, tz_name)
 
 
 def _describe_changes(change: JobChange) -> str:
-    """An audit entry's changes in one line: ``field: old → new; …``."""
-    return "; ".join(f"{k}: {v[0]!r} → {v[1]!r}" for k, v in change.changes.items())
+    """An audit entry's changes in one line: ``field: old → new; …`` (a note that is not a
+    pair, such as a reason, as it is)."""
+    return "; ".join(
+        f"{k}: {v[0]!r} → {v[1]!r}" if isinstance(v, list) and len(v) == 2 else f"{k}: {v}"
+        for k, v in change.changes.items()
+    )
 
 
 def _swap(field: str) -> str:
     return "masked_kwargs" if field == "kwargs" else field
+
+
+def _window_words(job: Job) -> str:
+    """The validity window in words: "From … until …; 2 of 3 runs left." (empty: none)."""
+    parts = []
+    if job.start_at:
+        parts.append(_("From %(start)s") % {"start": _local(job.start_at, job.timezone)})
+    if job.end_at:
+        parts.append(_("Until %(end)s") % {"end": _local(job.end_at, job.timezone)})
+    if job.max_runs is not None:
+        parts.append(
+            _("%(left)d of %(max)d runs left") % {"left": job.runs_remaining, "max": job.max_runs}
+        )
+    return "; ".join(str(part) for part in parts)
 
 
 class ReadOnlyAdminMixin:
@@ -125,12 +148,20 @@ class JobAdminForm(forms.ModelForm):
             (name, name) for name in sorted(schedules.available_timezones())
         ]
         self.fields["timezone"].initial = self.instance.timezone
-        if "run_at" in self.fields:
-            if self.instance.run_at and self.instance.timezone in schedules.available_timezones():
+        for name in LOCAL_DATETIME_FIELDS:
+            if name not in self.fields:
+                continue
+            stored = getattr(self.instance, name)
+            if stored and self.instance.timezone in schedules.available_timezones():
                 # Shown as the wall-clock time in the job's timezone, not the server's.
                 tz = schedules.get_timezone(self.instance.timezone)
-                self.initial["run_at"] = self.instance.run_at.astimezone(tz).replace(tzinfo=None)
-            self.fields["run_at"].help_text = _("Date and time in the job's timezone.")
+                self.initial[name] = stored.astimezone(tz).replace(tzinfo=None)
+            if name == "run_at":
+                self.fields[name].help_text = _("Date and time in the job's timezone.")
+            else:
+                self.fields[name].help_text = format_html(
+                    "{} {}", self.fields[name].help_text, _("In the job's timezone.")
+                )
         if self.instance.pk and isinstance(self.instance.kwargs, dict):
             # Secrets are shown masked; a masked value sent back keeps the stored one.
             self.initial["kwargs"] = masking.mask(self.instance.kwargs)
@@ -147,16 +178,18 @@ class JobAdminForm(forms.ModelForm):
                 )
             except ValidationError as exc:
                 self.add_error(None, exc)
-        run_at, tz_name = cleaned.get("run_at"), cleaned.get("timezone")
-        if run_at and tz_name in schedules.available_timezones():
+        tz_name = cleaned.get("timezone")
+        for name in LOCAL_DATETIME_FIELDS:
+            moment = cleaned.get(name)
+            if not moment or tz_name not in schedules.available_timezones():
+                continue
             try:
-                cleaned["run_at"] = _in_job_timezone(run_at, tz_name)
-                cleaned["run_at"].astimezone(dt.UTC)
+                cleaned[name] = _in_job_timezone(moment, tz_name)
             except (OverflowError, ValueError):
-                self.add_error("run_at", _("The date is out of range."))
-                cleaned.pop("run_at", None)
+                self.add_error(name, _("The date is out of range."))
+                cleaned.pop(name, None)
             else:
-                self.instance.run_at = cleaned["run_at"]
+                setattr(self.instance, name, cleaned[name])
         return cleaned
 
 
@@ -213,7 +246,13 @@ class JobAdmin(admin.ModelAdmin):
         "created_at",
         "updated_at",
     )
-    readonly_fields = ("recent_changes", "schedule_preview", "fire_time_fates", *status_fields)
+    readonly_fields = (
+        "recent_changes",
+        "schedule_preview",
+        "fire_time_fates",
+        "runs_left",
+        *status_fields,
+    )
     fieldsets = (
         (
             None,
@@ -246,6 +285,7 @@ class JobAdmin(admin.ModelAdmin):
             _("Once at a date"),
             {"fields": ("run_at",), "classes": ("trigger-section", "trigger-date")},
         ),
+        (_("Validity"), {"fields": (*Job.WINDOW_FIELDS, "runs_left")}),
         (_("Schedule preview"), {"fields": ("schedule_preview",)}),
         (
             _("Execution options"),
@@ -379,10 +419,21 @@ class JobAdmin(admin.ModelAdmin):
         runs = selectors.job_upcoming_runs(job=job, count=5)
         items = format_html_join("", "<li>{}</li>", ((_local(r, job.timezone),) for r in runs))
         return format_html(
-            '<div id="schedule-preview"><p>{}</p><ol>{}</ol></div>',
+            '<div id="schedule-preview"><p>{}</p><ol>{}</ol><p>{}</p></div>',
             job.describe_trigger(),
             items or _("No upcoming runs."),
+            _window_words(job),
         )
+
+    @admin.display(description=_("runs left"))
+    def runs_left(self, job: Job) -> str:
+        if job.max_runs is None:
+            return _("No limit (%(sent)d scheduled runs sent).") % {"sent": job.scheduled_run_count}
+        return _("%(left)d of %(max)d (%(sent)d scheduled runs sent).") % {
+            "left": job.runs_remaining,
+            "max": job.max_runs,
+            "sent": job.scheduled_run_count,
+        }
 
     @admin.display(description=_("keyword arguments"))
     def masked_kwargs(self, job: Job) -> str:
@@ -578,13 +629,18 @@ class JobAdmin(admin.ModelAdmin):
         )
         if stored is not None:
             job.schedule_anchor = stored.schedule_anchor
+            job.scheduled_run_count = stored.scheduled_run_count
         try:
             if data.get("interval_every"):
                 job.interval_every = int(data["interval_every"])
-            if data.get("run_at"):
-                job.run_at = _in_job_timezone(
-                    forms.DateTimeField().clean(data["run_at"]), job.timezone
-                )
+            for name in LOCAL_DATETIME_FIELDS:
+                if data.get(name):
+                    moment = forms.DateTimeField().clean(data[name])
+                    setattr(job, name, _in_job_timezone(moment, job.timezone))
+            if data.get("max_runs"):
+                job.max_runs = forms.IntegerField(min_value=1).clean(data["max_runs"])
+            if job.start_at and job.end_at and job.end_at <= job.start_at:
+                raise ValidationError(_("The end time must be after the start time."))
             job.trigger()
             runs = selectors.job_upcoming_runs(job=job, count=5)
         except (ValueError, ValidationError, OverflowError) as exc:
@@ -594,6 +650,7 @@ class JobAdmin(admin.ModelAdmin):
             {
                 "description": job.describe_trigger(),
                 "next_runs": [_local(run, job.timezone) for run in runs],
+                "window": _window_words(job),
             }
         )
 

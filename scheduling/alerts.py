@@ -178,7 +178,8 @@ def deadman_check(*, now: dt.datetime | None = None) -> list[str]:
             .values_list("started_at", flat=True)
             .first()
         )
-        reference = last_success or job.created_at
+        # A job whose validity window starts later is not overdue before it starts.
+        reference = last_success or max(job.created_at, job.start_at or job.created_at)
         silence = (now - reference).total_seconds()
         if silence > period + job.alert_grace:
             overdue.append(job.name)

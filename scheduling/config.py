@@ -14,14 +14,21 @@ One entry::
       "timezone": "Asia/Shanghai",
       "args": [], "kwargs": {},
       "options": {"group": "maintenance", "coalesce": false, "max_instances": 3,
-                  "misfire_grace_time": 15}
+                  "misfire_grace_time": 15,
+                  "start_at": "2026-12-01T09:00:00+08:00", "end_at": null, "max_runs": 10}
     }
+
+The validity window's ``start_at`` and ``end_at`` are ISO 8601 date-times (or null); one
+without an offset is a wall-clock time in the job's timezone, read by the cron rules'
+daylight-saving policy (:func:`scheduling.schedules.parse_moment`). Export writes them
+in the job's timezone with their offset.
 
 ``trigger_args`` also takes APScheduler's style: cron fields
 (``{"hour": 2, "minute": 0}``; APScheduler's day_of_week counts from Monday = 0; its
 day expressions ``last``, ``3rd fri``, ``last fri`` and its ``year`` and ``week`` work),
 ``{"minutes": 30}`` for intervals and ``{"run_date": "2024-12-31 23:59:59"}`` (in the job's
-timezone when it has no offset) for dates. A file is either that list or an object with a
+timezone when it has no offset) for dates, and APScheduler's ``start_date`` and
+``end_date`` beside them (the window's ``start_at`` and ``end_at``). A file is either that list or an object with a
 ``"jobs"`` list (backups add ``"executions"``, which import ignores).
 """
 
@@ -50,7 +57,9 @@ ENTRY_KEYS = {
     "options",
 }
 REQUIRED_KEYS = ("task_id", "task_func", "trigger_type", "trigger_args")
-OPTION_KEYS = set(Job.OPTION_FIELDS)
+OPTION_KEYS = set(Job.OPTION_FIELDS) | set(Job.WINDOW_FIELDS)
+#: APScheduler's trigger arguments for the validity window, and the options they stand for.
+APS_WINDOW_KEYS = {"start_date": "start_at", "end_date": "end_at"}
 CRON_KEYS = ("second", "minute", "hour", "day", "month", "day_of_week", "year", "week")
 APS_FIELD_ORDER = ("year", "month", "day", "week", "day_of_week", "hour", "minute", "second")
 APS_DEFAULTS = {
@@ -211,17 +220,47 @@ def _interval_from_trigger_args(trigger_args: dict[str, Any]) -> tuple[int, str]
 def _date_from_trigger_args(trigger_args: dict[str, Any], tz_name: str) -> dt.datetime:
     if set(trigger_args) != {"run_date"}:
         raise ValueError('give {"run_date": "YYYY-MM-DD HH:MM:SS"}')
+    # In UTC, as stored: a wall-clock time that occurs twice compares equal to itself.
+    return _moment("run_date", trigger_args["run_date"], tz_name)
+
+
+def _moment(key: str, value: Any, tz_name: str) -> dt.datetime:
+    if not isinstance(value, str):
+        raise ValueError(f"{key} must be an ISO date-time string such as 2026-12-31 23:59:59")
     try:
-        moment = dt.datetime.fromisoformat(str(trigger_args["run_date"]))
-    except ValueError:
-        raise ValueError(f"run_date {trigger_args['run_date']!r} is not an ISO date-time") from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=schedules.get_timezone(tz_name))
+        schedules.get_timezone(tz_name)
+    except ValueError as exc:
+        raise ValueError(f"{key} is read in the job's timezone: {exc}") from None
     try:
-        # In UTC, as stored: a wall-clock time that occurs twice compares equal to itself.
-        return moment.astimezone(dt.UTC)
-    except OverflowError:
-        raise ValueError(f"run_date {trigger_args['run_date']!r} is out of range") from None
+        return schedules.parse_moment(value, tz_name)
+    except ValueError as exc:
+        raise ValueError(f"{key} {exc}") from None
+
+
+def _window_from_entry(
+    options: dict[str, Any], trigger_args: dict[str, Any], tz_name: str
+) -> tuple[dict[str, Any], list[str]]:
+    """The validity window of an entry: ``start_at``, ``end_at`` (date-times or null) and
+    ``max_runs`` from its options, or APScheduler's ``start_date`` and ``end_date`` from its
+    trigger arguments; and the problems found."""
+    window: dict[str, Any] = {"max_runs": options.get("max_runs")}
+    problems = []
+    for aps_key, name in APS_WINDOW_KEYS.items():
+        if name in options and aps_key in trigger_args:
+            problems.append(f"give options.{name} or trigger_args.{aps_key}, not both")
+            continue
+        if aps_key in trigger_args:
+            place, key, value = "trigger_args", aps_key, trigger_args[aps_key]
+        else:
+            place, key, value = "options", name, options.get(name)
+        if value is None:
+            window[name] = None
+            continue
+        try:
+            window[name] = _moment(key, value, tz_name)
+        except ValueError as exc:
+            problems.append(f"{place}: {exc}")
+    return window, problems
 
 
 def _entry_to_spec(entry: Any, where: str) -> tuple[JobSpec | None, list[str]]:
@@ -264,6 +303,11 @@ def _entry_to_spec(entry: Any, where: str) -> tuple[JobSpec | None, list[str]]:
     trigger_args = entry["trigger_args"]
     if not isinstance(trigger_args, dict):
         return None, [f"{where}: 'trigger_args' must be an object"]
+    window, window_problems = _window_from_entry(options, trigger_args, tz_name)
+    if window_problems:
+        return None, [f"{where}: {problem}" for problem in window_problems]
+    fields.update(window)
+    trigger_args = {k: v for k, v in trigger_args.items() if k not in APS_WINDOW_KEYS}
     if not isinstance(fields["enabled"], bool):
         return None, [f"{where}: 'enabled' must be true or false"]
     try:
@@ -372,8 +416,20 @@ def job_to_entry(job: Job) -> dict[str, Any]:
         "timezone": job.timezone,
         "args": job.args,
         "kwargs": job.kwargs,
-        "options": {name: getattr(job, name) for name in Job.OPTION_FIELDS},
+        "options": {
+            **{name: getattr(job, name) for name in Job.OPTION_FIELDS},
+            "start_at": _local_iso(job, job.start_at),
+            "end_at": _local_iso(job, job.end_at),
+            "max_runs": job.max_runs,
+        },
     }
+
+
+def _local_iso(job: Job, moment: dt.datetime | None) -> str | None:
+    """A date-time of ``job`` as the file writes it: in the job's timezone, with its offset."""
+    if moment is None:
+        return None
+    return moment.astimezone(schedules.get_timezone(job.timezone)).isoformat()
 
 
 def _same_json(value: Any) -> Any:

@@ -41,6 +41,8 @@ def _contains_nul(value) -> bool:
     return False
 
 
+_MICROSECOND = dt.timedelta(microseconds=1)
+
 #: The highest job priority (and RabbitMQ's x-max-priority of the queues).
 MAX_PRIORITY = 9
 
@@ -114,8 +116,11 @@ class Job(models.Model):
         "interval_period",
         "run_at",
     )
+    #: When the job may fire at all: no fire time before ``start_at``, none after
+    #: ``end_at``, at most ``max_runs`` sent by the schedule.
+    WINDOW_FIELDS = ("start_at", "end_at", "max_runs")
     #: Fields whose change moves the next fire time.
-    SCHEDULE_FIELDS = (*TRIGGER_FIELDS, "timezone", "enabled")
+    SCHEDULE_FIELDS = (*TRIGGER_FIELDS, "timezone", "enabled", *WINDOW_FIELDS)
     #: Where a job's runs are sent (Celery's routing options of the message).
     ROUTING_FIELDS = ("queue", "priority", "exchange", "routing_key")
     #: How a job runs, beyond what and when: the "options" of a config file, and editable
@@ -354,6 +359,46 @@ class Job(models.Model):
         validators=[broker_name_validator],
         help_text=_("RabbitMQ: the routing key the runs are published with (empty: the queue's)."),
     )
+    start_at = models.DateTimeField(
+        _("start at"),
+        null=True,
+        blank=True,
+        help_text=_(
+            "No run before this moment: the first run is the first fire time at or after it "
+            "(an interval counts from it). Empty: from now."
+        ),
+    )
+    end_at = models.DateTimeField(
+        _("end at"),
+        null=True,
+        blank=True,
+        help_text=_(
+            "No run after this moment. Once no fire time is left before it, the job is "
+            "finished: disabled, with the reason in its audit trail. Empty: no end."
+        ),
+    )
+    max_runs = models.PositiveIntegerField(
+        _("max runs"),
+        null=True,
+        blank=True,
+        validators=[
+            MinValueValidator(1, _("Max runs is at least 1; leave it empty for no limit."))
+        ],
+        help_text=_(
+            "Most fire times the schedule sends over the job's life; after the last one the "
+            "job is finished (disabled). Manual runs and retries are not counted, nor fire "
+            "times missed before they were sent. Empty: no limit."
+        ),
+    )
+    scheduled_run_count = models.PositiveIntegerField(
+        _("scheduled runs sent"),
+        default=0,
+        editable=False,
+        help_text=_(
+            "Fire times the schedule has sent to the workers, counted against max runs "
+            "(whatever their fate there); manual runs and retries are not counted."
+        ),
+    )
     schedule_anchor = models.DateTimeField(
         _("schedule anchor"),
         default=dj_timezone.now,
@@ -454,20 +499,67 @@ class Job(models.Model):
     def __str__(self) -> str:
         return self.name
 
-    def trigger(self) -> schedules.Trigger:
-        """The trigger object for this job's fields; ``ValueError`` when they are invalid."""
+    def plain_trigger(self) -> schedules.Trigger:
+        """The trigger of this job's fields, without its validity window; ``ValueError``
+        when they are invalid."""
         if self.trigger_type == TriggerType.CRON:
             return schedules.CronTrigger(self.cron_expression, self.timezone)
         if self.trigger_type == TriggerType.INTERVAL:
             if not self.interval_every or self.interval_period not in schedules.INTERVAL_UNITS:
                 raise ValueError("An interval job needs 'every' (at least 1) and a period.")
             seconds = self.interval_every * schedules.INTERVAL_UNITS[self.interval_period]
-            return schedules.IntervalTrigger(seconds=seconds, anchor=self.schedule_anchor)
+            anchor = self.schedule_anchor
+            if self.start_at is not None:
+                # Counted from the start time, which is the first fire time itself.
+                try:
+                    anchor = self.start_at - dt.timedelta(seconds=seconds)
+                except OverflowError:
+                    raise ValueError("The start time is too early for this interval.") from None
+            return schedules.IntervalTrigger(seconds=seconds, anchor=anchor)
         if self.trigger_type == TriggerType.DATE:
             if self.run_at is None:
                 raise ValueError("A one-off job needs 'run at'.")
             return schedules.DateTrigger(self.run_at)
         raise ValueError(f"Unknown trigger type {self.trigger_type!r}.")
+
+    def trigger(self) -> schedules.Trigger:
+        """The job's fire times: its trigger (:meth:`plain_trigger`) within its validity
+        window (``start_at``, ``end_at``); ``ValueError`` when the fields are invalid."""
+        plain = self.plain_trigger()
+        if self.start_at is None and self.end_at is None:
+            return plain
+        return schedules.Window(plain, start=self.start_at, end=self.end_at)
+
+    @property
+    def runs_remaining(self) -> int | None:
+        """Fire times the schedule may still send (``None``: no max runs)."""
+        if self.max_runs is None:
+            return None
+        return max(self.max_runs - self.scheduled_run_count, 0)
+
+    def finished_reason(self, following: dt.datetime | None) -> str | None:
+        """Why a job with a validity window is finished when ``following`` is its next fire
+        time (``None``: not finished; a job without a window never finishes this way)."""
+        if self.runs_remaining == 0:
+            return f"Finished: it has sent its {self.max_runs} runs (max runs)."
+        if following is None and self.end_at is not None:
+            return (
+                f"Finished: no fire time is left before its end time "
+                f"{self._local_iso(self.end_at)}."
+            )
+        if following is None and self.max_runs is not None:
+            return (
+                f"Finished: its trigger has no fire time left ({self.scheduled_run_count} of "
+                f"{self.max_runs} runs sent)."
+            )
+        return None
+
+    def _local_iso(self, moment: dt.datetime) -> str:
+        """``moment`` in the job's timezone (in UTC if that zone is unknown), ISO 8601."""
+        try:
+            return moment.astimezone(schedules.get_timezone(self.timezone)).isoformat()
+        except (ValueError, OverflowError):
+            return moment.isoformat()
 
     @property
     def slow_after(self) -> float | None:
@@ -543,7 +635,8 @@ class Job(models.Model):
             except ValueError as exc:
                 errors["cron_expression"] = str(exc)
             else:
-                if "timezone" not in errors and self.compute_next_run() is None:
+                plain = self.plain_trigger() if "timezone" not in errors else None
+                if plain is not None and plain.next_after(dj_timezone.now()) is None:
                     errors["cron_expression"] = _(
                         "The cron expression %(expr)s never fires (no such date)."
                     ) % {"expr": repr(self.cron_expression)}
@@ -564,6 +657,7 @@ class Job(models.Model):
                 self.run_at.astimezone(dt.UTC)
             except OverflowError:
                 errors["run_at"] = _("The date is out of range.")
+        errors.update(self._window_errors(errors))
         if not isinstance(self.retry_on, list) or not all(
             isinstance(name, str) and name for name in self.retry_on
         ):
@@ -579,6 +673,64 @@ class Job(models.Model):
             errors["time_limit"] = _("The hard time limit must be longer than the soft one.")
         if errors:
             raise ValidationError(errors)
+
+    def _window_errors(self, errors: dict) -> dict[str, str]:
+        """What is wrong with the validity window; ``errors`` found so far (a broken
+        trigger leaves the window's fire times unchecked)."""
+        found: dict[str, str] = {}
+        for name in ("start_at", "end_at"):
+            moment = getattr(self, name)
+            if moment is None:
+                continue
+            if dj_timezone.is_naive(moment):
+                found[name] = _(
+                    "Give the date-time with its timezone (a naive one is read in the job's "
+                    "timezone by the forms, commands and imports)."
+                )
+                continue
+            try:
+                moment.astimezone(dt.UTC)
+            except OverflowError:
+                found[name] = _("The date is out of range.")
+        if found:
+            return found
+        if self.start_at and self.end_at and self.end_at <= self.start_at:
+            return {"end_at": _("The end time must be after the start time.")}
+        if not self.enabled or errors:
+            return {}
+        if self.runs_remaining == 0:
+            return {
+                "max_runs": _(
+                    "The job has already sent %(count)d scheduled runs: give max runs above "
+                    "%(count)d or clear it to run it again, or pause it."
+                )
+                % {"count": self.scheduled_run_count}
+            }
+        if self.start_at is None and self.end_at is None:
+            return {}
+        now = dj_timezone.now()
+        try:
+            plain = self.plain_trigger()
+            windowed, unbounded = self.trigger().next_after(now), plain.next_after(now)
+            after_start = self.start_at and plain.next_after(self.start_at - _MICROSECOND)
+        except (ValueError, OverflowError):
+            return {}
+        if windowed is not None or unbounded is None:
+            return {}  # fires within the window, or its trigger has ended anyway
+        if self.start_at is not None and after_start is None:
+            return {
+                "start_at": _("The trigger has no fire time at or after the start time %(start)s.")
+                % {"start": self._local_iso(self.start_at)}
+            }
+        if self.end_at is not None:
+            return {
+                "end_at": _(
+                    "No fire time is left before the end time %(end)s: move the end time, "
+                    "clear it, or pause the job."
+                )
+                % {"end": self._local_iso(self.end_at)}
+            }
+        return {}
 
     def describe_trigger(self) -> str:
         """The trigger in plain words, e.g. "Every 5 minutes (Asia/Shanghai)"."""

@@ -36,6 +36,14 @@ transaction rolled back by the server), so the next leader sends it again, and t
 drops the second message by its (job, fire time) key. So a fire time is never run twice and
 never lost, whichever beat fails how.
 
+**Validity windows.** A job's fire times come from its trigger within its window
+(``Job.trigger()``: none before ``start_at``, none after ``end_at``), and every fire time
+the broker takes is counted on the row (``scheduled_run_count``) in the transaction that
+sends it, so a fire time sent again by the next leader after a rolled-back pass is counted
+once. When no fire time is left (the end passed, or ``max_runs`` were sent) the pass that
+found it disables the job through :func:`scheduling.services.job_finish`, with the reason
+in its audit trail.
+
 Fire times that could not be sent in time (beat down, no leader) follow the job's misfire
 policy (:func:`scheduling.runs.rules.plan_next`); runs sent but never started (lost in a
 broker restart) are recorded as missed by the in-flight ledger; each beat keeps a
@@ -302,6 +310,7 @@ class Plan:
     """What one pass does with one due job."""
 
     send: dt.datetime | None = None  # the fire time sent now
+    sent: bool = False  # whether the broker took it
     jitter: float = 0.0
     following: dt.datetime | None = None  # the next fire time after this pass
     missed: list[dt.datetime] = dataclasses.field(default_factory=list)
@@ -525,7 +534,7 @@ class JobScheduler(DatabaseScheduler):
                 if was:
                     self._advance(job, plan)
             done = [job for job, was in zip(jobs, handled, strict=True) if was]
-            sql.rows_update(done, ["next_run_at", "dispatch_at"])
+            sql.rows_update(done, ["next_run_at", "dispatch_at", "scheduled_run_count"])
             # The ledger, in the same transaction: a rolled back pass sends its runs again
             # (the worker drops the second message of a fire time), and records them again.
             SentFireTime.objects.bulk_create(
@@ -576,7 +585,12 @@ class JobScheduler(DatabaseScheduler):
         """The usual case, decided from the row alone: the stored fire time is within its
         grace and the job does not coalesce, so it is sent as it is. ``None``: plan it in
         full (:meth:`_plan`)."""
-        if job.coalesce or job.next_run_at is None or job.next_run_at < oldest_allowed(job, now):
+        if (
+            job.coalesce
+            or job.next_run_at is None
+            or job.next_run_at < oldest_allowed(job, now)
+            or job.runs_remaining == 0
+        ):
             return None
         return Plan(send=job.next_run_at, jitter=job.next_jitter)
 
@@ -584,12 +598,15 @@ class JobScheduler(DatabaseScheduler):
         self, job: Job, plan: Plan, sent: list[tuple[dt.datetime, int, dt.datetime]]
     ) -> None:
         if plan.send is not None and self._send(job, plan.send, plan.jitter):
+            plan.sent = True
             grace = plan.jitter + job.misfire_grace_time + LEDGER_MARGIN
             sent.append((plan.send + dt.timedelta(seconds=grace), job.pk, plan.send))
 
     def _plan(self, job: Job, now: dt.datetime) -> Plan:
         """Which fire time of a due ``job`` to send now, following its misfire policy."""
         plan = Plan()
+        if job.runs_remaining == 0:
+            return plan  # its max runs were sent: nothing more, it is finished
         try:
             plan.trigger = job.trigger()
             fire, plan.missed, plan.coalesced = plan_next(
@@ -644,6 +661,11 @@ class JobScheduler(DatabaseScheduler):
             runs.execution_record_missed(job=job, fire_times=[job.next_run_at], reason=reason)
             job.set_next_run(None)
             return
+        if plan.sent:
+            # Counted in the transaction that sends it: a pass rolled back (its beat died
+            # before committing) counts nothing, and the leader that sends the fire time
+            # again counts it then, once.
+            job.scheduled_run_count += 1
         if plan.send is not None:
             try:
                 trigger = plan.trigger or job.trigger()
@@ -654,7 +676,11 @@ class JobScheduler(DatabaseScheduler):
                 self._stop(job, exc)
                 job.set_next_run(None)
                 return
-        job.set_next_run(plan.following)
+        finished = job.finished_reason(plan.following)
+        if finished is not None:
+            self._finish(job, finished)
+        else:
+            job.set_next_run(plan.following)
         if plan.missed:
             runs.execution_record_missed(
                 job=job,
@@ -676,6 +702,12 @@ class JobScheduler(DatabaseScheduler):
         with audit_context(source=AuditSource.SYSTEM, actor=self.beat_name):
             services.job_stop(job=job, reason=reason)
         return reason
+
+    def _finish(self, job: Job, reason: str) -> None:
+        """Disable ``job``, whose validity window is over (no next fire time)."""
+        logger.info("Job %s is finished: %s", job, reason)
+        with audit_context(source=AuditSource.SYSTEM, actor=self.beat_name):
+            services.job_finish(job=job, reason=reason)
 
     # -- bookkeeping ------------------------------------------------------------------
 

@@ -18,6 +18,12 @@ Daylight-saving policy for cron (croniter alone fires ambiguous times twice):
   occurrence, when the expression names specific hours (a daily or weekly job runs once);
   when the hour field is ``*`` the job is hourly or faster and fires in both occurrences,
   because both are real, elapsed hours.
+
+The same policy reads a wall-clock date-time typed without an offset (a one-off job's
+``run_at``, a validity window's ``start_at`` and ``end_at``): :func:`wall_clock_moment`.
+
+A job's validity window (:class:`Window`) bounds any trigger: no fire time before its
+start, none after its end.
 """
 
 import calendar
@@ -88,6 +94,57 @@ def get_timezone(name: str) -> zoneinfo.ZoneInfo:
     if not isinstance(name, str) or name not in available_timezones():
         raise ValueError(f"Unknown timezone {name!r}; use an IANA name such as 'Asia/Shanghai'.")
     return zoneinfo.ZoneInfo(name)
+
+
+def wall_clock_moment(moment: dt.datetime, tz_name: str) -> dt.datetime:
+    """``moment`` as an aware datetime in UTC: an aware one as it is, a naive one read as a
+    wall-clock time in ``tz_name`` by the cron rules' daylight-saving policy.
+
+    A time that does not exist (in a spring-forward gap) is the end of the gap, when the
+    clock jumps past it (02:30 in a 02:00 → 03:00 gap is 03:00); a time that occurs twice
+    (fall back) is its first occurrence. Raises ``ValueError`` naming the problem for an
+    unknown zone or a moment outside the calendar.
+    """
+    tz = get_timezone(tz_name) if moment.tzinfo is None else None
+    try:
+        if tz is None:
+            return moment.astimezone(UTC)
+        first = moment.replace(tzinfo=tz, fold=0)
+        if first.astimezone(UTC).astimezone(tz).replace(tzinfo=None) == moment:
+            return first.astimezone(UTC)
+        return _gap_end(moment, tz)
+    except OverflowError:
+        raise ValueError(f"{moment.isoformat()} is outside the calendar.") from None
+
+
+def parse_moment(text: str, tz_name: str) -> dt.datetime:
+    """An ISO 8601 date-time (``2026-12-31 23:59:59``, ``2026-12-31T23:59:59+08:00``) as an
+    aware datetime in UTC; one without an offset is a wall-clock time in ``tz_name``
+    (:func:`wall_clock_moment`). Raises ``ValueError`` naming the problem."""
+    try:
+        moment = dt.datetime.fromisoformat(str(text).strip())
+    except ValueError:
+        raise ValueError(
+            f"{text!r} is not a date-time like 2026-12-31 23:59:59 (ISO 8601, optionally "
+            f"with an offset such as +08:00)."
+        ) from None
+    return wall_clock_moment(moment, tz_name)
+
+
+def _gap_end(naive: dt.datetime, tz: zoneinfo.ZoneInfo) -> dt.datetime:
+    """The instant the clock jumps over the gap that hides ``naive`` (a whole second: zone
+    transitions are), found between its readings at the offsets before and after."""
+    before = naive.replace(tzinfo=tz, fold=1).astimezone(UTC)  # still the old offset
+    after = naive.replace(tzinfo=tz, fold=0).astimezone(UTC)  # already the new one
+    new_offset = after.astimezone(tz).utcoffset()
+    low, high = int(before.timestamp()), int(after.timestamp()) + 1
+    while high - low > 1:
+        middle = (low + high) // 2
+        if dt.datetime.fromtimestamp(middle, tz).utcoffset() == new_offset:
+            high = middle
+        else:
+            low = middle
+    return dt.datetime.fromtimestamp(high, UTC)
 
 
 class _FieldError(ValueError):
@@ -731,6 +788,33 @@ class DateTrigger:
 
     def __str__(self) -> str:
         return f"date[{self.run_at.isoformat()}]"
+
+
+@dataclass(frozen=True)
+class Window:
+    """``trigger`` within a validity window: its first fire time is the first at or after
+    ``start`` (APScheduler's ``start_date``), and none is after ``end`` (its ``end_date``).
+    Either bound may be ``None`` (open)."""
+
+    trigger: Trigger
+    start: dt.datetime | None = None
+    end: dt.datetime | None = None
+
+    def next_after(self, moment: dt.datetime) -> dt.datetime | None:
+        if self.start is not None and moment < self.start:
+            moment = self.start - dt.timedelta(microseconds=1)  # at or after the start
+        fire = self.trigger.next_after(moment)
+        if fire is None or (self.end is not None and fire > self.end):
+            return None
+        return fire
+
+    def __str__(self) -> str:
+        bounds = [
+            f"{word} {bound.astimezone(UTC).isoformat()}"
+            for word, bound in (("from", self.start), ("until", self.end))
+            if bound is not None
+        ]
+        return " ".join([str(self.trigger), *bounds])
 
 
 def upcoming(trigger: Trigger, *, after: dt.datetime, count: int) -> list[dt.datetime]:

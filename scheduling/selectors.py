@@ -39,12 +39,17 @@ def job_get(*, ident: str | int) -> Job:
 
 
 def job_upcoming_runs(*, job: Job, count: int = 5, after: dt.datetime | None = None):
-    """The next ``count`` fire times of ``job`` (empty when paused or finished)."""
+    """The next ``count`` fire times of ``job`` (empty when paused or finished): within its
+    validity window, and no more than the runs it has left."""
     try:
         trigger = job.trigger()
     except ValueError:
         return []
     if not job.enabled:
+        return []
+    if job.runs_remaining is not None:
+        count = min(count, job.runs_remaining)
+    if count < 1:
         return []
     first = job.next_run_at or trigger.next_after(after or timezone.now())
     if first is None:
@@ -80,11 +85,20 @@ def job_status(*, job: Job) -> dict[str, Any]:
         "total_run_count": job.total_run_count,
         "pause_reason": job.pause_reason or None,
         "paused_by": job.paused_by or None,
-        "paused_at": job.paused_at.isoformat() if job.paused_at else None,
-        "resume_at": job.resume_at.isoformat() if job.resume_at else None,
+        "paused_at": _iso(job.paused_at),
+        "resume_at": _iso(job.resume_at),
         "pause_after_failures": job.pause_after_failures,
         "consecutive_failures": job.consecutive_failures,
+        "start_at": _iso(job.start_at),
+        "end_at": _iso(job.end_at),
+        "max_runs": job.max_runs,
+        "scheduled_run_count": job.scheduled_run_count,
+        "runs_remaining": job.runs_remaining,
     }
+
+
+def _iso(moment: dt.datetime | None) -> str | None:
+    return moment.isoformat() if moment else None
 
 
 def job_queue(*, job: Job) -> str:

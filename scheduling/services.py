@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 from celery.utils.saferepr import saferepr
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
+from django.db.models import F
 from django.utils import timezone
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
@@ -63,6 +64,15 @@ def job_save(*, job: Job, changed: Iterable[str] | None = None) -> Job:
     """
     creating = job.pk is None
     changed_set = set(EDITABLE_FIELDS if changed is None or creating else changed)
+    # Under the row lock from here on, so two concurrent edits never share a version
+    # number, beat's version guard always sees the newer one, and what beat wrote
+    # meanwhile (the runs it counted, a job it finished) is what the edit is validated and
+    # scheduled against.
+    before = None if creating else Job.objects.select_for_update().get(pk=job.pk)
+    if before is not None:
+        job.scheduled_run_count = before.scheduled_run_count
+        if "enabled" not in changed_set:
+            job.enabled = before.enabled
     job.full_clean()
     now = timezone.now()
     if creating or changed_set & TRIGGER_FIELDS:
@@ -80,9 +90,6 @@ def job_save(*, job: Job, changed: Iterable[str] | None = None) -> Job:
             {f: [None, _jsonable(getattr(job, f))] for f in sorted(EDITABLE_FIELDS)},
         )
     else:
-        # Under the row lock, so two concurrent edits never share a version number and
-        # beat's version guard always sees the newer one.
-        before = Job.objects.select_for_update().get(pk=job.pk)
         job.version = before.version + 1
         fields = (changed_set & EDITABLE_FIELDS) | {"version", "updated_at", "schedule_anchor"}
         if reschedule:
@@ -298,6 +305,28 @@ def job_stop(*, job: Job, reason: str) -> Job:
     job.set_next_run(None)
     Job.objects.filter(pk=job.pk).update(next_run_at=None, dispatch_at=None)
     _emit(signals.job_stopped, job, {"error": reason})
+    return job
+
+
+@transaction.atomic
+def job_finish(*, job: Job, reason: str) -> Job:
+    """Disable ``job`` because its validity window is over (its end time passed or its
+    max runs were sent); ``reason`` goes to its audit trail. Beat calls it in the pass
+    that sent the last allowed fire time, under that pass's row lock.
+
+    Like :func:`job_pause`, only the enabled flag and the next fire time change; resuming
+    it needs a later end time or more max runs (:meth:`Job.clean` says so).
+    """
+    job.enabled = False
+    job.set_next_run(None)
+    Job.objects.filter(pk=job.pk).update(
+        enabled=False,
+        next_run_at=None,
+        dispatch_at=None,
+        version=F("version") + 1,
+        updated_at=timezone.now(),
+    )
+    _emit(signals.job_finished, job, {"enabled": [True, False], "reason": reason})
     return job
 
 

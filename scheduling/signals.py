@@ -13,6 +13,8 @@ system), ``actor`` (user name or "") and ``changes`` (``{field: [old, new]}``):
   ``enabled`` among its changes)
 - ``job_stopped``: beat cannot compute the job's fire times any more (its timezone was
   removed from the system, say) and stopped scheduling it; ``changes`` holds the error
+- ``job_finished``: beat disabled the job because its validity window is over (its end
+  time passed, or it sent its max runs); ``changes`` holds ``enabled`` and the ``reason``
 
 Run events, with keyword argument ``execution`` (a saved :class:`JobExecution`):
 
@@ -39,6 +41,7 @@ job_removed = Signal()
 job_paused = Signal()
 job_resumed = Signal()
 job_stopped = Signal()
+job_finished = Signal()
 
 run_started = Signal()
 run_succeeded = Signal()

@@ -100,7 +100,7 @@ def test_prune_removes_only_when_asked():
         ),
         (
             lambda d: d[2].update(trigger_args={"run_date": "soon"}),
-            "run_date 'soon' is not an ISO date-time",
+            "run_date 'soon' is not a date-time",
         ),
         (
             lambda d: d[0].update(args={"a": 1}),

@@ -30,12 +30,16 @@ EXAMPLES = {
         "--timezone Asia/Shanghai\n"
         "  manage.py jobs add later --task demo.echo --delay 60 --kwargs '{\"x\": 1}'\n"
         "  manage.py jobs add nightly --task demo.echo --cron '0 0 2 * * *' --queue reports "
-        "--priority 7"
+        "--priority 7\n"
+        "  manage.py jobs add trial --task demo.echo --every 10 --start-at '2026-12-01 09:00:00' "
+        "--end-at '2026-12-31 18:00:00' --max-runs 100"
     ),
     "modify": (
         "  manage.py jobs modify report --cron '*/10 * * * * *'\n"
         "  manage.py jobs modify report --kwargs '{\"days\": 7}' --description 'Weekly view'\n"
-        "  manage.py jobs modify report --queue reports --priority 9"
+        "  manage.py jobs modify report --queue reports --priority 9\n"
+        "  manage.py jobs modify report --end-at '2027-01-01 00:00:00' --max-runs 10\n"
+        "  manage.py jobs modify report --start-at '' --end-at '' --max-runs ''   # no window"
     ),
     "pause": (
         "  manage.py jobs pause report --reason 'upstream API down, ticket OPS-42'\n"
@@ -90,27 +94,23 @@ PERMISSIONS = {
 }
 
 
-def _moment(value: str, option: str, tz_name: str) -> dt.datetime:
-    """``value`` as an aware date-time: ISO 8601, in ``tz_name`` unless it has an offset."""
-    try:
-        moment = dt.datetime.fromisoformat(value)
-    except ValueError:
-        raise CommandError(
-            f"{option} {value!r} is not a date-time like 2026-12-31 23:59:59"
-        ) from None
-    if moment.tzinfo is None:
-        try:
-            moment = moment.replace(tzinfo=schedules.get_timezone(tz_name))
-        except ValueError as exc:
-            raise CommandError(str(exc)) from None
-    return moment
-
-
 def _json_arg(value: str, option: str) -> Any:
     try:
         return json.loads(value)
     except json.JSONDecodeError as exc:
         raise CommandError(f"{option} is not valid JSON: {exc}") from None
+
+
+def _moment_arg(value: str, option: str, tz_name: str) -> dt.datetime:
+    """A date-time option, without an offset read in the job's timezone."""
+    try:
+        schedules.get_timezone(tz_name)
+    except ValueError as exc:
+        raise CommandError(str(exc)) from None
+    try:
+        return schedules.parse_moment(value, tz_name)
+    except ValueError as exc:
+        raise CommandError(f"{option} {exc}") from None
 
 
 class Command(BaseCommand):
@@ -190,6 +190,21 @@ class Command(BaseCommand):
                 "--pause-after-failures",
                 type=int,
                 help="pause the job by itself after N failed runs in a row (0: never)",
+            )
+            p.add_argument(
+                "--start-at",
+                help="no run before this date-time (job timezone unless it has an offset; "
+                "'' to clear): the first run is the first fire time at or after it",
+            )
+            p.add_argument(
+                "--end-at",
+                help="no run after this date-time (job timezone unless it has an offset; '' to "
+                "clear); then the job is finished (disabled)",
+            )
+            p.add_argument(
+                "--max-runs",
+                help="most fire times the schedule sends ('' to clear); then the job is "
+                "finished (disabled)",
             )
             if name == "add":
                 p.add_argument("--paused", action="store_true", help="create it paused")
@@ -318,8 +333,27 @@ class Command(BaseCommand):
                 "interval_period": options["period"],
             }
         if options.get("at"):
-            return {"trigger_type": "date", "run_at": _moment(options["at"], "--at", tz_name)}
+            return {"trigger_type": "date", "run_at": _moment_arg(options["at"], "--at", tz_name)}
         return {}
+
+    @staticmethod
+    def _window_fields(options: dict[str, Any], tz_name: str) -> dict[str, Any]:
+        """``--start-at``, ``--end-at`` and ``--max-runs``; an empty value clears each."""
+        fields: dict[str, Any] = {}
+        for name in ("start_at", "end_at"):
+            value = options.get(name)
+            if value is not None:
+                option = "--" + name.replace("_", "-")
+                fields[name] = _moment_arg(value, option, tz_name) if value.strip() else None
+        value = options.get("max_runs")
+        if value is not None:
+            try:
+                fields["max_runs"] = int(value) if value.strip() else None
+            except ValueError:
+                raise CommandError(
+                    f"--max-runs {value!r} is not a whole number ('' for no limit)"
+                ) from None
+        return fields
 
     def _common_fields(self, options: dict[str, Any]) -> dict[str, Any]:
         fields: dict[str, Any] = {}
@@ -348,12 +382,13 @@ class Command(BaseCommand):
         task = fields.pop("task")
         if options.get("paused"):
             fields["enabled"] = False
+        tz_name = fields.get("timezone") or Job().timezone
+        fields.update(self._window_fields(options, tz_name))
         if options.get("delay") is not None:
             created = services.job_schedule_delay(
                 task=task, delay_seconds=options["delay"], name=job, **fields
             )
         else:
-            tz_name = fields.get("timezone") or Job().timezone
             created = services.job_create(
                 name=job, task=task, **self._trigger_fields(options, tz_name), **fields
             )
@@ -367,7 +402,9 @@ class Command(BaseCommand):
     def do_modify(self, job: str, **options):
         found = self._job(job)
         fields = self._common_fields(options)
-        fields.update(self._trigger_fields(options, fields.get("timezone") or found.timezone))
+        tz_name = fields.get("timezone") or found.timezone
+        fields.update(self._trigger_fields(options, tz_name))
+        fields.update(self._window_fields(options, tz_name))
         if not fields:
             raise CommandError("nothing to change: give a trigger, --args, --kwargs or an option")
         services.job_update(job=found, **fields)
@@ -376,11 +413,15 @@ class Command(BaseCommand):
 
     def do_pause(self, job: str, reason: str = "", until: str | None = None, **_):
         found = self._job(job)
-        resume_at = None if until is None else _moment(until, "--until", found.timezone)
+        resume_at = None if until is None else _moment_arg(until, "--until", found.timezone)
         found = services.job_pause(job=found, reason=reason, until=resume_at)
         self.stdout.write(
             f"Paused job {found.name}"
-            + (f" until {found.resume_at.isoformat()}" if found.resume_at else "")
+            + (
+                f" until {found.resume_at.astimezone(schedules.get_timezone(found.timezone)).isoformat()}"
+                if found.resume_at
+                else ""
+            )
         )
 
     def do_resume(self, job: str, **_):
@@ -391,7 +432,7 @@ class Command(BaseCommand):
         self, job: str, recent: int = 20, upcoming: int = 5, since: str | None = None, **_
     ):
         found = self._job(job)
-        start = None if since is None else _moment(since, "--since", found.timezone)
+        start = None if since is None else _moment_arg(since, "--since", found.timezone)
         if recent < 1 or upcoming < 0:
             raise CommandError("--recent must be at least 1 and --upcoming at least 0")
         report = explain.job_explain(job=found, recent=recent, upcoming=upcoming, since=start)

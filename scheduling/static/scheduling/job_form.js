@@ -42,6 +42,9 @@ window.addEventListener("load", function () {
         interval_period: value("interval_period"),
         run_at: value("run_at"),
         timezone: value("timezone"),
+        start_at: value("start_at"),
+        end_at: value("end_at"),
+        max_runs: value("max_runs"),
       });
       fetch(previewUrl + "?" + params.toString(), {
         credentials: "same-origin",
@@ -65,6 +68,11 @@ window.addEventListener("load", function () {
             ol.appendChild(li);
           });
           box.append(p, ol);
+          if (data.window) {
+            const w = document.createElement("p");
+            w.textContent = data.window;
+            box.append(w);
+          }
         })
         .catch(function () {});
     }, 250);
@@ -75,7 +83,7 @@ window.addEventListener("load", function () {
     if (event.target.closest(".datetimeshortcuts, .calendarbox, .clockbox")) preview();
   });
   document.querySelectorAll("input, select").forEach(function (el) {
-    if (/^id_(cron_expression|interval_|run_at|timezone)/.test(el.id)) {
+    if (/^id_(cron_expression|interval_|run_at|timezone|start_at|end_at|max_runs)/.test(el.id)) {
       el.addEventListener("input", preview);
       el.addEventListener("change", preview);
       // The admin's calendar and clock pickers set the value without an input event.
