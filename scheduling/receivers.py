@@ -16,6 +16,8 @@ ACTIONS = {
     signals.job_paused: "paused",
     signals.job_resumed: "resumed",
     signals.job_stopped: "stopped",
+    signals.run_cancel_requested: "cancel run",
+    signals.run_terminate_requested: "terminate run",
 }
 
 
@@ -34,7 +36,9 @@ def record_change(sender, *, signal, job, source, actor, changes, **kwargs) -> N
 
 
 for _signal in ACTIONS:
-    _signal.connect(record_change, dispatch_uid=f"scheduling.audit.{ACTIONS[_signal]}")
+    _signal.connect(
+        record_change, dispatch_uid=f"scheduling.audit.{ACTIONS[_signal].replace(' ', '_')}"
+    )
 
 
 @receiver(signals.run_succeeded, dispatch_uid="scheduling.run.succeeded")

@@ -12,6 +12,7 @@ from scheduling import masking, schedules
 from scheduling.models import (
     EXECUTED_STATUSES,
     FAILED_STATUSES,
+    IN_PROGRESS_STATUSES,
     ExecutionStatus,
     Job,
     JobExecution,
@@ -248,10 +249,12 @@ def job_statistics(*, job: Job, since: dt.datetime, until: dt.datetime) -> dict[
         failures=Count("pk", filter=Q(status__in=FAILED_STATUSES)),
         missed=Count("pk", filter=Q(status=ExecutionStatus.MISSED)),
         skipped=Count("pk", filter=Q(status=ExecutionStatus.SKIPPED)),
+        cancelled=Count("pk", filter=Q(status=ExecutionStatus.CANCELLED)),
+        terminated=Count("pk", filter=Q(status=ExecutionStatus.TERMINATED)),
     )
     durations = executed.aggregate(min=Min("duration"), avg=Avg("duration"), max=Max("duration"))
     p50, p95, p99 = _percentiles(executed, (0.5, 0.95, 0.99))
-    last = rows.exclude(status=ExecutionStatus.RUNNING).order_by("-started_at").first()
+    last = rows.exclude(status__in=IN_PROGRESS_STATUSES).order_by("-started_at").first()
     runs = totals["runs"]
     return {
         "job": job.name,

@@ -18,7 +18,7 @@ from django.utils import timezone
 
 from scheduling import errors, schedules, selectors, services
 from scheduling.audit import audit_context
-from scheduling.models import Job, JobExecution
+from scheduling.models import IN_PROGRESS_STATUSES, Job, JobExecution
 
 EXAMPLES = {
     "list": "  manage.py jobs list\n  manage.py jobs list --group maintenance --json",
@@ -362,7 +362,7 @@ class Command(BaseCommand):
         while time.monotonic() < deadline:
             run = (
                 JobExecution.objects.filter(task_result_id=task_id)
-                .exclude(status="running")
+                .exclude(status__in=IN_PROGRESS_STATUSES)
                 .first()
             )
             if run is not None:
