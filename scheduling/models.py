@@ -106,6 +106,12 @@ STOPPED_STATUSES = frozenset({ExecutionStatus.CANCELLED, ExecutionStatus.TERMINA
 IN_PROGRESS_STATUSES = frozenset({ExecutionStatus.RUNNING, ExecutionStatus.CANCELLING})
 
 
+def progress_text(percent: float | None, message: str) -> str:
+    """A run's progress in one line, as the admin and Flower show it: ``42% loading rows``."""
+    shown = "" if percent is None else f"{percent:.0f}%"
+    return " ".join(part for part in (shown, message) if part)
+
+
 class ExecutionTrigger(models.TextChoices):
     """What sent a run: its schedule (beat) or an operator (run now)."""
 
@@ -678,6 +684,14 @@ class JobExecution(models.Model):
 
     def __str__(self) -> str:
         return f"{self.job_name} @ {self.started_at:%Y-%m-%d %H:%M:%S} ({self.status})"
+
+    @property
+    def in_progress(self) -> bool:
+        return self.status in IN_PROGRESS_STATUSES
+
+    @property
+    def progress_text(self) -> str:
+        return progress_text(self.progress, self.progress_message)
 
     @property
     def lateness(self) -> float | None:

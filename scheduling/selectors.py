@@ -347,3 +347,10 @@ def upcoming_runs(*, limit: int = 15) -> list[Job]:
     return list(
         Job.objects.filter(enabled=True, next_run_at__isnull=False).order_by("next_run_at")[:limit]
     )
+
+
+def execution_in_progress_list(*, job: Job) -> QuerySet[JobExecution]:
+    """The runs of ``job`` in progress (running, or asked to stop), oldest first."""
+    return JobExecution.objects.filter(job=job, status__in=IN_PROGRESS_STATUSES).order_by(
+        "started_at"
+    )

@@ -63,7 +63,7 @@ def stop_request(
     terminates it.
     """
     row = (
-        JobExecution.objects.select_for_update()
+        JobExecution.objects.select_for_update(of=("self",))
         .select_related("job")
         .filter(pk=execution.pk)
         .first()

@@ -160,9 +160,3 @@ def active(context: RunContext) -> Iterator[RunContext]:
         yield context
     finally:
         _current.reset(token)
-
-
-def progress_text(percent: float | None, message: str) -> str:
-    """A progress report in one line, as Flower shows it: ``42% loading rows``."""
-    shown = "" if percent is None else f"{percent:.0f}%"
-    return " ".join(part for part in (shown, message) if part)

@@ -20,8 +20,8 @@ from django.db import DatabaseError, InterfaceError, connection
 from django.utils import timezone
 
 from scheduling import conf, threads
-from scheduling.models import IN_PROGRESS_STATUSES, ExecutionStatus, JobExecution
-from scheduling.runs.context import PROGRESS_EVENT, RunContext, progress_text
+from scheduling.models import IN_PROGRESS_STATUSES, ExecutionStatus, JobExecution, progress_text
+from scheduling.runs.context import PROGRESS_EVENT, RunContext
 
 logger = logging.getLogger(__name__)
 
