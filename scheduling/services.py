@@ -1,4 +1,5 @@
-"""Writes: create, change, pause, stop and run jobs; import job definitions.
+"""Writes: create, change, pause, stop and run jobs; cancel and terminate runs; import job
+definitions.
 
 Every function here is keyword-only and named ``<entity>_<action>``. Services that change
 a schedule store the job's next fire time (``next_run_at``, and ``dispatch_at`` with its

@@ -18,8 +18,8 @@ A function asks for it with a parameter annotated :class:`RunContext` (any name,
 Nothing here touches the database or the broker from the function's own thread: the
 lease renewer of the worker process (:mod:`scheduling.runs.lease`) tells the context
 that the run was cancelled, and writes the progress reported (at most once per
-``CANCEL_CHECK_INTERVAL``) to the execution and as a Celery task event, which Flower
-shows in the run's entry.
+``CANCEL_CHECK_INTERVAL``) to the execution and as a Celery task event
+(:data:`PROGRESS_EVENT`), which Flower shows in the run's entry.
 """
 
 import asyncio
@@ -36,9 +36,14 @@ from typing import Any
 
 logger = logging.getLogger("scheduling.run")
 
-#: The Celery task event that carries a run's progress (Flower shows its custom state,
-#: ``PROGRESS``, and the text in the run's *result* until the run ends).
-PROGRESS_EVENT = "task-progress"
+#: The Celery task event that carries a run's progress; Flower shows the text in the run's
+#: *result* until the run ends. Celery's event state takes the type of an unknown event
+#: as the task's state and ranks every such custom state after *revoked*
+#: (``celery.states.precedence``): a run that showed a ``PROGRESS`` state would keep it
+#: when it is then cancelled or terminated. This type is read as the state ``STARTED``
+#: (what the run still is) without moving its start time or Flower's prefetch metrics,
+#: which go by ``task-started`` events only.
+PROGRESS_EVENT = "task-STARTED"
 PROGRESS_MESSAGE_MAX = 500
 
 

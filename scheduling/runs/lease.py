@@ -20,7 +20,13 @@ from django.db import DatabaseError, InterfaceError, connection
 from django.utils import timezone
 
 from scheduling import conf, threads
-from scheduling.models import IN_PROGRESS_STATUSES, ExecutionStatus, JobExecution, progress_text
+from scheduling.models import (
+    IN_PROGRESS_STATUSES,
+    STOPPED_STATUSES,
+    ExecutionStatus,
+    JobExecution,
+    progress_text,
+)
 from scheduling.runs.context import PROGRESS_EVENT, RunContext
 
 logger = logging.getLogger(__name__)
@@ -116,13 +122,15 @@ class LeaseRenewer:
                 connection.close()
 
 
+#: A run in one of these was asked to stop (a run reaped as lost meanwhile is not).
+STOP_ASKED_STATUSES = frozenset({ExecutionStatus.CANCELLING, *STOPPED_STATUSES})
+
+
 def check_contexts(contexts: dict[int, RunContext]) -> None:
     """Tell the contexts of runs asked to stop, and write the progress reported."""
-    for pk in (
-        JobExecution.objects.filter(pk__in=list(contexts))
-        .exclude(status=ExecutionStatus.RUNNING)
-        .values_list("pk", flat=True)
-    ):
+    for pk in JobExecution.objects.filter(
+        pk__in=list(contexts), status__in=STOP_ASKED_STATUSES
+    ).values_list("pk", flat=True):
         contexts[pk].request_cancel()
     for context in contexts.values():
         progress_write(context)

@@ -115,6 +115,7 @@ def _call_and_finish(
     try:
         value = call(registry.get_task(job.task), job, context)
     except (asyncio.CancelledError, Exception) as exc:
+        _write_progress(context)
         if context.cancelled():
             _finish_stopped(execution, clock, context, message=message, error=exc)
         if isinstance(exc, asyncio.CancelledError):
@@ -156,7 +157,6 @@ def _finish_stopped(
 ) -> NoReturn:
     """Record a run whose function stopped after it was asked to (whatever it returned
     or raised) as cancelled, and end the task as revoked."""
-    _write_progress(context)
     outcome: dict[str, Any] = {}
     if error is not None and not isinstance(error, asyncio.CancelledError | RunCancelled):
         secrets = masking.secret_values(execution.job.kwargs)

@@ -4,6 +4,7 @@ not heeded becomes a terminate after its grace, and a terminate kills the run's 
 process while the worker serves on. Each run's slot is free from the request on."""
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ from django.conf import settings
 from scheduling import services
 from scheduling.models import JobChange, JobExecution
 from tests.e2e.processes import wait_for
+from tests.e2e.test_operate import free_port, get_json
 from tests.factories import make_job
 
 pytestmark = [pytest.mark.e2e]
@@ -140,3 +142,39 @@ def _next_run_succeeds(processes) -> None:
         what="two runs after the terminate to succeed",
         processes=processes,
     )
+
+
+def test_flower_shows_a_runs_progress_and_its_cancel(celery_processes):
+    flower = celery_processes.start_flower(free_port())
+    job = make_job(task="tests.cooperative", kwargs={"key": "flower"})
+    celery_processes.start_worker(env=FAST)
+    wait_for(
+        lambda: (w := get_json(f"{flower}/api/workers?refresh=1")) and "w1@e2e" in w,
+        timeout=60,
+        what="Flower to list the worker",
+        processes=celery_processes,
+    )
+    task_id = services.job_run_now(job=job)
+    shown = wait_for(
+        lambda: (
+            (t := get_json(f"{flower}/api/task/info/{task_id}"))
+            and re.fullmatch(r"\d+% step \d+ of 600", t.get("result") or "")
+            and t
+        ),
+        timeout=60,
+        what="Flower to show the run's progress",
+        processes=celery_processes,
+    )
+    assert shown["state"] == "STARTED", shown
+    run = JobExecution.objects.get(task_result_id=task_id)
+    assert run.progress is not None and run.progress_message.startswith("step ")
+    services.execution_cancel(execution=run)
+    wait_for(
+        lambda: (
+            (t := get_json(f"{flower}/api/task/info/{task_id}")) and t.get("state") == "REVOKED"
+        ),
+        timeout=60,
+        what="Flower to show the cancelled run as revoked",
+        processes=celery_processes,
+    )
+    assert JobExecution.objects.get(pk=run.pk).status == "cancelled"

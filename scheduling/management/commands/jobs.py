@@ -106,7 +106,7 @@ class Command(BaseCommand):
         parser.add_argument(
             "--user",
             help="act as this Django user: the action needs that user's permission "
-            "(view, add, change, delete, run or pause job)",
+            "(view, add, change, delete, run or pause job, or cancel run)",
         )
         sub = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
 
