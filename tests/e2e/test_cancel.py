@@ -178,3 +178,21 @@ def test_flower_shows_a_runs_progress_and_its_cancel(celery_processes):
         processes=celery_processes,
     )
     assert JobExecution.objects.get(pk=run.pk).status == "cancelled"
+
+
+def test_on_the_threads_pool_terminate_tells_the_function_to_stop(celery_processes):
+    job = make_job(task="tests.cooperative", kwargs={"key": "threads"})
+    celery_processes.start_worker(env=FAST, pool="threads")
+    services.job_run_now(job=job)
+    run = _running(job, celery_processes, progress=True)
+    services.execution_cancel(execution=run, terminate=True, by="dave")
+    said = f"Job {job.name}: run {run.pk} was recorded as terminated before it ended cancelled"
+    wait_for(
+        lambda: said in celery_processes.log("w1"),
+        timeout=30,
+        what="the function to stop when told (the threads pool cannot kill one task)",
+        processes=celery_processes,
+    )
+    run.refresh_from_db()
+    assert run.status == "terminated" and run.result == ""
+    _next_run_succeeds(celery_processes)
