@@ -71,6 +71,8 @@ def test_a_sync_function_sees_its_cancel_and_its_slot_is_free_at_once(celery_pro
     )
     first = _ended(first, celery_processes)
     assert first.status == "cancelled", first.reason
+    stopped = (first.finished_at - first.cancel_requested_at).total_seconds()
+    print(f"cancel asked -> function stopped and recorded: {stopped:.2f}s (check every 0.5s)")
     assert first.cancelled_by == "alice"
     assert first.reason == "Cancelled by alice: wrong day"
     assert json.loads(first.result)["stopped_at"] > 0
@@ -195,4 +197,43 @@ def test_on_the_threads_pool_terminate_tells_the_function_to_stop(celery_process
     )
     run.refresh_from_db()
     assert run.status == "terminated" and run.result == ""
+    _next_run_succeeds(celery_processes)
+
+
+@pytest.mark.skipif(
+    settings.CELERY_BROKER_URL.startswith("filesystem://"),
+    reason="two workers: Redis or RabbitMQ (the embedded broker serves one)",
+)
+def test_cancel_and_terminate_reach_the_worker_that_runs_each_run(celery_processes):
+    job = make_job(task="tests.cooperative", kwargs={"key": "two"}, max_instances=2)
+    celery_processes.start_worker("w1", concurrency=1, env=FAST)
+    celery_processes.start_worker("w2", concurrency=1, env=FAST)
+    services.job_run_now(job=job)
+    services.job_run_now(job=job)
+    both = wait_for(
+        lambda: (
+            (
+                r := list(
+                    JobExecution.objects.filter(job=job, status="running", progress__isnull=False)
+                )
+            )
+            and len(r) == 2
+            and r
+        ),
+        timeout=60,
+        what="a run on each worker",
+        processes=celery_processes,
+    )
+    assert {run.worker for run in both} == {"w1@e2e", "w2@e2e"}
+    cancelled, terminated = sorted(both, key=lambda run: run.worker)
+    services.execution_cancel(execution=cancelled)
+    services.execution_cancel(execution=terminated, terminate=True)
+    assert _ended(cancelled, celery_processes).status == "cancelled"
+    wait_for(
+        lambda: f"Terminating {terminated.task_result_id} (9)" in celery_processes.log("w2"),
+        timeout=30,
+        what="w2 to kill the run's process",
+        processes=celery_processes,
+    )
+    assert f"Terminating {terminated.task_result_id}" not in celery_processes.log("w1")
     _next_run_succeeds(celery_processes)
