@@ -74,7 +74,7 @@ class LeaseRenewer:
 
     The same thread is how a run learns, through the database (so from any machine),
     that it was asked to stop: every ``CANCEL_CHECK_INTERVAL`` it reads which of its
-    runs are no longer *running* (one indexed query) and tells their run contexts
+    runs were asked to stop (one indexed query) and tells their run contexts
     (:meth:`RunContext.request_cancel`); and it writes the progress they reported.
     """
 
