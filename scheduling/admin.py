@@ -12,13 +12,14 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.paginator import Paginator
 from django.db import connection
 from django.db.models import QuerySet
-from django.http import HttpRequest, JsonResponse
+from django.http import HttpRequest, HttpResponseNotAllowed, HttpResponseRedirect, JsonResponse
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.formats import date_format
 from django.utils.functional import cached_property
 from django.utils.html import format_html, format_html_join
+from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 from django_celery_beat import models as beat_models
@@ -117,6 +118,29 @@ class ReadOnlyAdminMixin:
 
     def has_change_permission(self, request, obj=None):
         return False
+
+
+class RunsInProgressMixin:
+    """A change page that lists runs in progress with their live progress and, for a user
+    who may (``scheduling.cancel_run``), buttons that cancel or terminate them."""
+
+    change_form_template = "scheduling/admin/change_form_runs.html"
+
+    def runs_in_progress(self, obj) -> list[JobExecution]:
+        raise NotImplementedError
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        obj = self.get_object(request, object_id) if object_id.isdigit() else None
+        runs = self.runs_in_progress(obj) if obj is not None else []
+        extra = {
+            "show_runs_in_progress": obj is not None and self.shows_runs(obj, runs),
+            "runs_in_progress": runs,
+            "may_cancel_runs": request.user.has_perm("scheduling.cancel_run"),
+        }
+        return super().change_view(request, object_id, form_url, {**extra, **(extra_context or {})})
+
+    def shows_runs(self, obj, runs: list[JobExecution]) -> bool:
+        return True
 
 
 class JobAdminForm(forms.ModelForm):
@@ -218,7 +242,7 @@ class PauseForm(forms.Form):
 
 
 @admin.register(Job)
-class JobAdmin(admin.ModelAdmin):
+class JobAdmin(RunsInProgressMixin, admin.ModelAdmin):
     """Jobs: the list an operator scans, the form with its live preview, the actions and the dashboard."""
 
     form = JobAdminForm
@@ -327,6 +351,9 @@ class JobAdmin(admin.ModelAdmin):
 
     class Media:
         js = ("scheduling/job_form.js",)
+
+    def runs_in_progress(self, job: Job) -> list[JobExecution]:
+        return list(selectors.execution_in_progress_list(job=job))
 
     # --- list columns ---------------------------------------------------------------------
     @admin.display(description=_("trigger"))
@@ -679,10 +706,12 @@ class EstimatedCountPaginator(Paginator):
 
 
 @admin.register(JobExecution)
-class JobExecutionAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
-    """Every run, read-only: filter by job, outcome, trigger and date."""
+class JobExecutionAdmin(RunsInProgressMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
+    """Every run, read-only: filter by job, outcome, trigger and date; a run in progress
+    shows its progress live and can be cancelled or terminated (``scheduling.cancel_run``)."""
 
     paginator = EstimatedCountPaginator
+    actions = ("cancel_runs", "terminate_runs")
     list_display = (
         "job_name",
         "trigger",
@@ -691,6 +720,7 @@ class JobExecutionAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         "started_at",
         "duration_s",
         "lateness_s",
+        "progress_s",
         "worker",
     )
     list_filter = ("status", "trigger", "started_at", "job")
@@ -709,12 +739,119 @@ class JobExecutionAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         "duration",
         "lateness_s",
         "worker",
+        "reason",
+        "cancelled_by",
+        "cancel_requested_at",
+        "progress",
+        "progress_message",
         "result",
         "exception",
         "traceback_block",
         "task_result_link",
     )
     exclude = ("traceback", "task_result")
+
+    def runs_in_progress(self, execution: JobExecution) -> list[JobExecution]:
+        return [execution] if execution.in_progress else []
+
+    def shows_runs(self, execution: JobExecution, runs: list[JobExecution]) -> bool:
+        return bool(runs)
+
+    @admin.display(description=_("progress"))
+    def progress_s(self, execution: JobExecution) -> str:
+        return execution.progress_text or "—"
+
+    # --- cancel and terminate ------------------------------------------------------------
+    def has_cancel_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("scheduling.cancel_run")
+
+    @admin.action(description=_("Cancel selected runs"), permissions=["cancel"])
+    def cancel_runs(self, request, queryset: QuerySet[JobExecution]):
+        self._stop_each(request, queryset, terminate=False)
+
+    @admin.action(description=_("Terminate selected runs"), permissions=["cancel"])
+    def terminate_runs(self, request, queryset: QuerySet[JobExecution]):
+        self._stop_each(request, queryset, terminate=True)
+
+    def _stop_each(self, request, queryset, *, terminate: bool) -> int:
+        """Cancel or terminate each run; one that is not in progress is named, not a 500."""
+        done = 0
+        with audit_context(source="admin", actor=request.user.get_username()):
+            for execution in queryset:
+                try:
+                    services.execution_cancel(
+                        execution=execution, terminate=terminate, by=request.user
+                    )
+                except ValidationError as exc:
+                    self.message_user(request, "; ".join(exc.messages), messages.ERROR)
+                else:
+                    done += 1
+        if done:
+            text = (
+                ngettext("%(n)d run terminated.", "%(n)d runs terminated.", done)
+                if terminate
+                else ngettext(
+                    "%(n)d run asked to stop (cancelled).",
+                    "%(n)d runs asked to stop (cancelled).",
+                    done,
+                )
+            )
+            self.message_user(request, text % {"n": done})
+        return done
+
+    def get_urls(self):
+        return [
+            path(
+                "<int:pk>/progress/",
+                self.admin_site.admin_view(self.progress_view),
+                name="scheduling_jobexecution_progress",
+            ),
+            path(
+                "<int:pk>/stop/",
+                self.admin_site.admin_view(self.stop_view),
+                name="scheduling_jobexecution_stop",
+            ),
+            *super().get_urls(),
+        ]
+
+    def progress_view(self, request: HttpRequest, pk: int) -> JsonResponse:
+        """JSON: the run's status and progress, for the live view of a run in progress."""
+        if not self.has_view_permission(request):
+            return JsonResponse({"error": str(_("Permission denied."))}, status=403)
+        execution = JobExecution.objects.filter(pk=pk).first()
+        if execution is None:
+            return JsonResponse({"error": str(_("No such run."))}, status=404)
+        return JsonResponse(
+            {
+                "status": execution.status,
+                "status_display": execution.get_status_display(),
+                "in_progress": execution.in_progress,
+                "progress": execution.progress,
+                "message": execution.progress_message,
+                "text": execution.progress_text,
+            }
+        )
+
+    def stop_view(self, request: HttpRequest, pk: int):
+        """POST: cancel (``terminate=0``) or terminate (``terminate=1``) one run, then go
+        back to the page the button was on."""
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        if not self.has_cancel_permission(request):
+            raise PermissionDenied
+        back = request.POST.get("next", "")
+        if not url_has_allowed_host_and_scheme(back, {request.get_host()}):
+            back = reverse("admin:scheduling_jobexecution_change", args=[pk])
+        execution = JobExecution.objects.filter(pk=pk).first()
+        if execution is None:
+            self.message_user(request, _("No such run."), messages.ERROR)
+            return HttpResponseRedirect(back)
+        self._stop_each(
+            request,
+            JobExecution.objects.filter(pk=pk),
+            terminate=request.POST.get("terminate") == "1",
+        )
+        return HttpResponseRedirect(back)
 
     @admin.display(description=_("duration (s)"), ordering="duration")
     def duration_s(self, execution: JobExecution) -> str:

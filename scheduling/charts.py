@@ -10,6 +10,8 @@ COLORS = {
     "lost": "#7d3c98",
     "missed": "#999999",
     "skipped": "#c8b400",
+    "cancelled": "#5b7fa3",
+    "terminated": "#2f4f6f",
 }
 
 

@@ -23,6 +23,13 @@ DEFAULTS: dict[str, Any] = {
     # How often each worker looks for runs whose lease expired (their worker died) and
     # records them as lost (seconds; 0: only when the job next starts).
     "REAP_INTERVAL": 10,
+    # Cancelling a run: its worker looks for a cancel request of the runs in progress in
+    # each process this often (seconds; one indexed query, only while runs are going) and
+    # writes the progress they report at most this often; a cancelled run whose function
+    # has not stopped CANCEL_GRACE_SECONDS after the request is terminated (its process
+    # killed), by the first worker's periodic check (REAP_INTERVAL) that sees it.
+    "CANCEL_CHECK_INTERVAL": 1.0,
+    "CANCEL_GRACE_SECONDS": 30.0,
     # How long a worker keeps trying to record how a run ended while the database does
     # not answer (seconds), keeping the run's lease alive meanwhile.
     "FINISH_RETRY_SECONDS": 120,

@@ -80,6 +80,9 @@ class ExecutionStatus(models.TextChoices):
     SKIPPED = "skipped", _("Skipped")
     MISSED = "missed", _("Missed")
     LOST = "lost", _("Lost")
+    CANCELLING = "cancelling", _("Cancelling")
+    CANCELLED = "cancelled", _("Cancelled")
+    TERMINATED = "terminated", _("Terminated")
 
 
 #: Outcomes of runs whose function was called: their durations count.
@@ -95,6 +98,20 @@ EXECUTED_STATUSES = frozenset(
 FAILED_STATUSES = EXECUTED_STATUSES - {ExecutionStatus.SUCCESS}
 #: Outcomes of fire times that did not run.
 NOT_RUN_STATUSES = frozenset({ExecutionStatus.MISSED, ExecutionStatus.SKIPPED})
+#: Outcomes of runs an operator (or an overlap policy) stopped: their own outcome, neither
+#: a success nor a failure (no failure alert, no pause on failure), their durations cut
+#: short and not counted.
+STOPPED_STATUSES = frozenset({ExecutionStatus.CANCELLED, ExecutionStatus.TERMINATED})
+#: A run whose function is still going: running, or asked to stop and not stopped yet. Only
+#: a *running* run holds a max-instances slot (:mod:`scheduling.runs.rules`): a cancelled
+#: run frees its slot at once.
+IN_PROGRESS_STATUSES = frozenset({ExecutionStatus.RUNNING, ExecutionStatus.CANCELLING})
+
+
+def progress_text(percent: float | None, message: str) -> str:
+    """A run's progress in one line, as the admin and Flower show it: ``42% loading rows``."""
+    shown = "" if percent is None else f"{percent:.0f}%"
+    return " ".join(part for part in (shown, message) if part)
 
 
 class ExecutionTrigger(models.TextChoices):
@@ -488,6 +505,7 @@ class Job(models.Model):
         ]
         permissions = [
             ("run_job", _("Can run a job now")),
+            ("cancel_run", _("Can cancel and terminate a job's running runs")),
             ("pause_job", _("Can pause and resume a job")),
             ("export_secrets", _("Can export a job's secret keyword arguments in clear")),
             (
@@ -785,7 +803,7 @@ class JobExecution(models.Model):
         _("reason"),
         max_length=500,
         blank=True,
-        help_text=_("Why a run was skipped, missed or lost."),
+        help_text=_("Why a run was skipped, missed, lost, cancelled or terminated."),
     )
     jitter = models.FloatField(_("jitter (s)"), null=True, blank=True)
     attempt = models.PositiveSmallIntegerField(_("attempt"), default=0)
@@ -802,6 +820,30 @@ class JobExecution(models.Model):
         null=True,
         blank=True,
         help_text=_("A running run whose worker stops renewing this is counted as lost."),
+    )
+    cancel_requested_at = models.DateTimeField(
+        _("cancel requested at"),
+        null=True,
+        blank=True,
+        help_text=_("When an operator asked this run to stop (cancel or terminate)."),
+    )
+    cancelled_by = models.CharField(
+        _("cancelled by"),
+        max_length=150,
+        blank=True,
+        help_text=_("Who cancelled or terminated the run (a user, or what acted for one)."),
+    )
+    progress = models.FloatField(
+        _("progress (%)"),
+        null=True,
+        blank=True,
+        help_text=_("What the function last reported through its run context, 0 to 100."),
+    )
+    progress_message = models.CharField(
+        _("progress message"),
+        max_length=500,
+        blank=True,
+        help_text=_("The message the function reported with its progress."),
     )
     task_result = models.ForeignKey(
         TaskResult,
@@ -845,6 +887,14 @@ class JobExecution(models.Model):
 
     def __str__(self) -> str:
         return f"{self.job_name} @ {self.started_at:%Y-%m-%d %H:%M:%S} ({self.status})"
+
+    @property
+    def in_progress(self) -> bool:
+        return self.status in IN_PROGRESS_STATUSES
+
+    @property
+    def progress_text(self) -> str:
+        return progress_text(self.progress, self.progress_message)
 
     @property
     def lateness(self) -> float | None:

@@ -17,6 +17,8 @@ ACTIONS = {
     signals.job_resumed: "resumed",
     signals.job_stopped: "stopped",
     signals.job_finished: "finished",
+    signals.run_cancel_requested: "cancel run",
+    signals.run_terminate_requested: "terminate run",
 }
 
 
@@ -35,7 +37,9 @@ def record_change(sender, *, signal, job, source, actor, changes, **kwargs) -> N
 
 
 for _signal in ACTIONS:
-    _signal.connect(record_change, dispatch_uid=f"scheduling.audit.{ACTIONS[_signal]}")
+    _signal.connect(
+        record_change, dispatch_uid=f"scheduling.audit.{ACTIONS[_signal].replace(' ', '_')}"
+    )
 
 
 @receiver(signals.run_succeeded, dispatch_uid="scheduling.run.succeeded")

@@ -12,6 +12,7 @@ from scheduling import masking, schedules
 from scheduling.models import (
     EXECUTED_STATUSES,
     FAILED_STATUSES,
+    IN_PROGRESS_STATUSES,
     ExecutionStatus,
     Job,
     JobExecution,
@@ -268,10 +269,12 @@ def job_statistics(*, job: Job, since: dt.datetime, until: dt.datetime) -> dict[
         failures=Count("pk", filter=Q(status__in=FAILED_STATUSES)),
         missed=Count("pk", filter=Q(status=ExecutionStatus.MISSED)),
         skipped=Count("pk", filter=Q(status=ExecutionStatus.SKIPPED)),
+        cancelled=Count("pk", filter=Q(status=ExecutionStatus.CANCELLED)),
+        terminated=Count("pk", filter=Q(status=ExecutionStatus.TERMINATED)),
     )
     durations = executed.aggregate(min=Min("duration"), avg=Avg("duration"), max=Max("duration"))
     p50, p95, p99 = _percentiles(executed, (0.5, 0.95, 0.99))
-    last = rows.exclude(status=ExecutionStatus.RUNNING).order_by("-started_at").first()
+    last = rows.exclude(status__in=IN_PROGRESS_STATUSES).order_by("-started_at").first()
     runs = totals["runs"]
     return {
         "job": job.name,
@@ -363,4 +366,11 @@ def duration_series(*, job: Job, limit: int = 200) -> list[dict[str, Any]]:
 def upcoming_runs(*, limit: int = 15) -> list[Job]:
     return list(
         Job.objects.filter(enabled=True, next_run_at__isnull=False).order_by("next_run_at")[:limit]
+    )
+
+
+def execution_in_progress_list(*, job: Job) -> QuerySet[JobExecution]:
+    """The runs of ``job`` in progress (running, or asked to stop), oldest first."""
+    return JobExecution.objects.filter(job=job, status__in=IN_PROGRESS_STATUSES).order_by(
+        "started_at"
     )

@@ -1,4 +1,5 @@
-"""Writes: create, change, pause, stop and run jobs; import job definitions.
+"""Writes: create, change, pause, stop and run jobs; cancel and terminate runs; import job
+definitions.
 
 Every function here is keyword-only and named ``<entity>_<action>``. Services that change
 a schedule store the job's next fire time (``next_run_at``, and ``dispatch_at`` with its
@@ -39,6 +40,7 @@ from scheduling.models import (
     JobExecution,
     TriggerType,
 )
+from scheduling.runs.cancel import stop_request
 
 logger = logging.getLogger(__name__)
 
@@ -426,6 +428,44 @@ def job_run_now(*, job: Job) -> str:
         )
     )
     return task_id
+
+
+def execution_cancel(
+    *, execution: JobExecution, terminate: bool = False, by: Any = None, reason: str = ""
+) -> JobExecution:
+    """Stop a run in progress: cancel it (its function is told, and has
+    ``CANCEL_GRACE_SECONDS`` to stop before it is terminated) or, with ``terminate``,
+    kill its process now (:mod:`scheduling.runs.cancel`). Either way the run stops
+    holding its max-instances slot at once, and the request goes to the job's audit
+    trail. Return the run as recorded.
+
+    ``by`` is who asks: a Django user, a name, or ``None`` for the current audit context
+    (the admin's or a command's user, else the API); ``reason`` is kept with the run. A
+    run that is not in progress is refused (``ValidationError`` on ``execution``); a
+    second cancel of a run being cancelled changes nothing.
+    """
+    context = audit.current()
+    if by is None:
+        actor = context.actor or context.source
+    elif hasattr(by, "get_username"):
+        actor = by.get_username()
+    else:
+        actor = str(by)
+    reason = str(reason or "").replace("\x00", "").strip()[:300]
+    with transaction.atomic():
+        row, changed = stop_request(
+            execution=execution, terminate=terminate, actor=actor, reason=reason
+        )
+        if changed and row.job is not None:
+            signal = signals.run_terminate_requested if terminate else signals.run_cancel_requested
+            signal.send_robust(
+                sender=Job,
+                job=row.job,
+                source=context.source,
+                actor=actor,
+                changes={"execution": [None, row.pk], "reason": [None, reason]},
+            )
+    return row
 
 
 def job_dispatch(

@@ -15,6 +15,8 @@ system), ``actor`` (user name or "") and ``changes`` (``{field: [old, new]}``):
   removed from the system, say) and stopped scheduling it; ``changes`` holds the error
 - ``job_finished``: beat disabled the job because its validity window is over (its end
   time passed, or it sent its max runs); ``changes`` holds ``enabled`` and the ``reason``
+- ``run_cancel_requested``, ``run_terminate_requested``: someone asked one of the job's
+  running runs to stop; ``changes`` holds the execution's id and the reason
 
 Run events, with keyword argument ``execution`` (a saved :class:`JobExecution`):
 
@@ -23,6 +25,8 @@ Run events, with keyword argument ``execution`` (a saved :class:`JobExecution`):
 - ``run_failed`` — it raised, timed out or was lost
 - ``run_missed`` — a fire time was not run (misfire grace or coalesced)
 - ``run_skipped`` — a fire time was not run (max instances reached)
+- ``run_cancelled`` — a run was stopped: cancelled (its function stopped when asked) or
+  terminated (its process killed); ``execution.cancelled_by`` says who asked
 
 A worker's ``run_succeeded`` and ``run_failed`` also carry ``firing_alerts``: the kinds of
 alert firing for the job, read with the run's outcome (for our alerts receiver; others
@@ -42,9 +46,12 @@ job_paused = Signal()
 job_resumed = Signal()
 job_stopped = Signal()
 job_finished = Signal()
+run_cancel_requested = Signal()
+run_terminate_requested = Signal()
 
 run_started = Signal()
 run_succeeded = Signal()
 run_failed = Signal()
 run_missed = Signal()
 run_skipped = Signal()
+run_cancelled = Signal()

@@ -10,7 +10,12 @@ import datetime as dt
 from django.db import connection, transaction
 
 from scheduling import sql
-from scheduling.models import NOT_RUN_STATUSES, ExecutionStatus, JobDailyStats, JobExecution
+from scheduling.models import (
+    IN_PROGRESS_STATUSES,
+    NOT_RUN_STATUSES,
+    JobDailyStats,
+    JobExecution,
+)
 
 TABLE = JobDailyStats._meta.db_table
 BUCKETS = JobDailyStats.DURATION_BUCKETS
@@ -106,6 +111,7 @@ def stats_rebuild() -> int:
             f"SUM(CASE WHEN duration IS NOT NULL AND {low} AND {high} THEN 1 ELSE 0 END)"
         )
     executions = JobExecution._meta.db_table
+    in_progress = ", ".join(f"'{status}'" for status in sorted(IN_PROGRESS_STATUSES))
     sql = f"""
         INSERT INTO {TABLE} (job_id, day, status, count, duration_count, duration_sum,
             duration_min, duration_max, lateness_count, lateness_sum,
@@ -116,13 +122,13 @@ def stats_rebuild() -> int:
             COALESCE(SUM(CASE WHEN {ran} THEN {lateness} ELSE 0 END), 0),
             {", ".join(bucket_sql)}
         FROM {executions}
-        WHERE status <> '{ExecutionStatus.RUNNING}' AND job_id IS NOT NULL
+        WHERE status NOT IN ({in_progress}) AND job_id IS NOT NULL
         GROUP BY job_id, {day}, status
     """.replace("TRUE", "1=1")
     with connection.cursor() as cursor:
         cursor.execute(sql)
     return (
-        JobExecution.objects.exclude(status=ExecutionStatus.RUNNING)
+        JobExecution.objects.exclude(status__in=IN_PROGRESS_STATUSES)
         .filter(job__isnull=False)
         .count()
     )

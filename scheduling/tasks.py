@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable
 
 from celery import Task, shared_task
-from celery.exceptions import Reject, TimeLimitExceeded
+from celery.exceptions import Ignore, Reject, TimeLimitExceeded
 from celery.signals import task_revoked, worker_ready, worker_shutdown
 from celery.utils.saferepr import saferepr
 
@@ -40,13 +40,14 @@ def _every(interval: float, check: Callable[[], object], name: str) -> None:
 @worker_ready.connect
 def start_housekeeping(**kwargs):
     """Checks every worker makes, independently of beat and of the jobs' next starts:
-    the dead man's switch of every job (so a dead beat is noticed too), and the reaping
+    the dead man's switch of every job (so a dead beat is noticed too), the reaping
     of runs whose worker died (so a one-off or paused job's dead run does not stay
-    "running")."""
+    "running"), and the terminate of cancelled runs past their grace."""
     from scheduling import alerts
 
     _every(conf.get("DEADMAN_CHECK_INTERVAL"), alerts.deadman_check, "deadman-switch")
     _every(conf.get("REAP_INTERVAL"), runs.execution_reap_lost, "lost-run-reaper")
+    _every(conf.get("REAP_INTERVAL"), runs.execution_terminate_overdue, "cancel-grace")
 
 
 @worker_shutdown.connect
@@ -123,6 +124,14 @@ def run_job(
             argsrepr=getattr(self.request, "argsrepr", None),
             kwargsrepr=getattr(self.request, "kwargsrepr", None),
         ) from retry.cause
+    except runs.RunStopped:
+        # Shown as revoked, as a terminated run is (Flower, celery events); the record
+        # and the task result are written.
+        try:
+            self.send_event("task-revoked", terminated=False, signum=None, expired=False)
+        except Exception as exc:
+            logger.warning("Could not send the revoked event of %s: %s", self.request.id, exc)
+        raise Ignore() from None
     except runs.DatabaseUnavailable as exc:
         time.sleep(1)  # do not spin while the database is away
         raise Reject(str(exc), requeue=True) from exc

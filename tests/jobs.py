@@ -1,6 +1,8 @@
 """Job tasks that only the tests register (imported by tests/conftest.py, and by the
 processes the end-to-end tests start through SCHEDULING_EXTRA_JOB_MODULES)."""
 
+import asyncio
+import json
 import time
 from pathlib import Path
 
@@ -8,7 +10,9 @@ from celery import shared_task
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 
+from scheduling import runs
 from scheduling.registry import job_task
+from scheduling.runs import RunContext
 
 
 @job_task("tests.stubborn_sleep", description="Sleep and ignore the soft time limit.")
@@ -100,4 +104,39 @@ def bound_celery_task(self, value: int) -> dict:
 @job_task("tests.sleep_with_secret", description="Sleep, holding a secret keyword argument.")
 def sleep_with_secret(seconds: float, api_token: str) -> str:
     time.sleep(seconds)
+    return "slept"
+
+
+@job_task("tests.cooperative", description="Report progress each step until cancelled.")
+def cooperative(key: str, steps: int = 600, *, run: RunContext) -> dict:
+    """Steps of 0.1 s, each reported as progress; stops when its run is cancelled."""
+    marker = Path(settings.VAR_DIR) / f"context-{key}"
+    marker.write_text(
+        json.dumps(
+            {
+                "job": run.job,
+                "execution_id": run.execution_id,
+                "scheduled_at": run.scheduled_at.isoformat() if run.scheduled_at else None,
+                "attempt": run.attempt,
+                "trigger": run.trigger,
+                "current": runs.current() is run,
+            }
+        )
+    )
+    run.logger.info("starting %d steps", steps)
+    for step in range(steps):
+        if run.cancelled():
+            return {"stopped_at": step}
+        run.progress(100 * step / steps, f"step {step} of {steps}")
+        time.sleep(0.1)
+    return {"stopped_at": steps}
+
+
+@job_task("tests.async_until_cancelled", description="Await until cancelled (async def).")
+async def async_until_cancelled(key: str, seconds: float = 120) -> str:
+    try:
+        await asyncio.sleep(seconds)
+    except asyncio.CancelledError:
+        (Path(settings.VAR_DIR) / f"cancelled-{key}").write_text("CancelledError")
+        raise
     return "slept"

@@ -200,3 +200,80 @@ def test_dashboard_draws_its_charts(admin_client):
     assert html.count("<svg") >= 3
     assert "charted" in html and 'id="job-stats"' in html
     assert "cdn" not in html.lower()
+
+
+def _running_run(job):
+    import uuid
+
+    from tests.factories import make_running
+
+    return make_running(job, task_result_id=str(uuid.uuid4()), worker="w1@test")
+
+
+def test_a_run_in_progress_shows_its_progress_and_can_be_cancelled_from_the_job_page(
+    admin_client,
+):
+    from scheduling.models import JobExecution
+
+    job = make_job()
+    run = _running_run(job)
+    JobExecution.objects.filter(pk=run.pk).update(progress=42, progress_message="rows")
+    page = admin_client.get(reverse("admin:scheduling_job_change", args=[job.pk])).content.decode()
+    stop_url = reverse("admin:scheduling_jobexecution_stop", args=[run.pk])
+    assert "Runs in progress" in page and stop_url in page and "42% rows" in page
+    progress = admin_client.get(reverse("admin:scheduling_jobexecution_progress", args=[run.pk]))
+    assert progress.json() == {
+        "status": "running",
+        "status_display": "Running",
+        "in_progress": True,
+        "progress": 42.0,
+        "message": "rows",
+        "text": "42% rows",
+    }
+    back = reverse("admin:scheduling_job_change", args=[job.pk])
+    response = admin_client.post(stop_url, {"terminate": "0", "next": back})
+    assert response.status_code == 302 and response["Location"] == back
+    run.refresh_from_db()
+    assert run.status == "cancelling" and run.cancelled_by == "admin"
+    assert job.changes.get(action="cancel run").source == "admin"
+
+
+def test_cancel_and_terminate_need_their_permission(client, django_user_model):
+    from scheduling.models import JobExecution
+
+    user = django_user_model.objects.create_user("viewer", password="pw", is_staff=True)
+    user.user_permissions.add(
+        Permission.objects.get(codename="view_job"),
+        Permission.objects.get(codename="view_jobexecution"),
+    )
+    client.force_login(user)
+    job = make_job()
+    run = _running_run(job)
+    page = client.get(reverse("admin:scheduling_jobexecution_change", args=[run.pk]))
+    assert "Runs in progress" in page.content.decode()
+    assert 'name="terminate"' not in page.content.decode()
+    url = reverse("admin:scheduling_jobexecution_changelist")
+    client.post(url, {"action": "terminate_runs", "_selected_action": [run.pk]})
+    stop = client.post(reverse("admin:scheduling_jobexecution_stop", args=[run.pk]))
+    assert stop.status_code == 403
+    assert JobExecution.objects.get(pk=run.pk).status == "running"
+
+    user.user_permissions.add(Permission.objects.get(codename="cancel_run"))
+    client.force_login(django_user_model.objects.get(pk=user.pk))
+    client.post(url, {"action": "terminate_runs", "_selected_action": [run.pk]})
+    run.refresh_from_db()
+    assert run.status == "terminated" and run.cancelled_by == "viewer"
+    # A run that is not in progress any more is named, not a 500.
+    response = client.post(
+        url, {"action": "cancel_runs", "_selected_action": [run.pk]}, follow=True
+    )
+    assert "is not running: it is Terminated" in response.content.decode()
+
+
+def test_the_runs_in_progress_are_shown_in_chinese(admin_client):
+    job = make_job()
+    _running_run(job)
+    page = admin_client.get(
+        reverse("admin:scheduling_job_change", args=[job.pk]), HTTP_ACCEPT_LANGUAGE="zh-Hans"
+    ).content.decode()
+    assert "进行中的执行" in page and "终止" in page and "运行中" in page

@@ -173,3 +173,25 @@ def test_stats_and_slow_commands(settings):
 def test_stats_command_refuses_a_date_without_a_timezone():
     with pytest.raises(CommandError, match=r"since: .*timezone offset"):
         call_command("jobs", "stats", "--since", "2026-11-01", stdout=io.StringIO())
+
+
+def test_cancel_a_run_from_the_console(django_user_model):
+    import uuid
+
+    from scheduling.models import JobExecution
+    from tests.factories import make_running
+
+    job = make_job()
+    run = make_running(job, task_result_id=str(uuid.uuid4()))
+    with pytest.raises(CommandError, match="No run with execution id 'x'"):
+        jobs("cancel", "x")
+    django_user_model.objects.create_user("eve", is_staff=True)
+    with pytest.raises(CommandError, match=r"lacks the permission 'scheduling\.cancel_run'"):
+        jobs("--user", "eve", "cancel", str(run.pk))
+    output = json.loads(jobs("cancel", str(run.pk), "--reason", "stuck", "--json"))
+    assert output["status"] == "cancelling" and output["reason"].endswith(": stuck")
+    output = json.loads(jobs("cancel", str(run.pk), "--terminate", "--json"))
+    assert output["status"] == "terminated"
+    with pytest.raises(CommandError, match="is not running"):
+        jobs("cancel", str(run.pk))
+    assert JobExecution.objects.get(pk=run.pk).status == "terminated"

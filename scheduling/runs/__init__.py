@@ -9,16 +9,22 @@
    statistics and the job's last run in one transaction;
 4. :mod:`~scheduling.runs.retries`: a failed attempt may be retried after a backoff.
 
+A function may ask for its run's context (:mod:`~scheduling.runs.context`: names, times,
+a logger, cancellation, progress); :mod:`~scheduling.runs.cancel` stops a run in
+progress (cancel, terminate, and the terminate of a cancel not heeded in time).
+
 :mod:`~scheduling.runs.run` strings these together for ``scheduling.run_job`` (the thin
 Celery task in :mod:`scheduling.tasks`); :mod:`~scheduling.runs.records` writes the runs
 that end otherwise (missed by beat, lost with their worker). Every record sends its run
 event (:mod:`~scheduling.runs.events`) once committed.
 """
 
+from scheduling.runs.cancel import execution_terminate_overdue
+from scheduling.runs.context import RunCancelled, RunContext, current
 from scheduling.runs.finish import execution_mark_timed_out
 from scheduling.runs.records import NOT_RUN, execution_reap_lost, execution_record_missed
 from scheduling.runs.retries import RetryLater, retry_countdown
-from scheduling.runs.run import DatabaseUnavailable, execution_run
+from scheduling.runs.run import DatabaseUnavailable, RunStopped, execution_run
 from scheduling.runs.start import JobNotFoundError, execution_start
 
 __all__ = [
@@ -26,10 +32,15 @@ __all__ = [
     "DatabaseUnavailable",
     "JobNotFoundError",
     "RetryLater",
+    "RunCancelled",
+    "RunContext",
+    "RunStopped",
+    "current",
     "execution_mark_timed_out",
     "execution_reap_lost",
     "execution_record_missed",
     "execution_run",
     "execution_start",
+    "execution_terminate_overdue",
     "retry_countdown",
 ]

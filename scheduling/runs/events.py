@@ -16,6 +16,8 @@ STATUS_EVENTS = {
     ExecutionStatus.LOST: signals.run_failed,
     ExecutionStatus.MISSED: signals.run_missed,
     ExecutionStatus.SKIPPED: signals.run_skipped,
+    ExecutionStatus.CANCELLED: signals.run_cancelled,
+    ExecutionStatus.TERMINATED: signals.run_cancelled,
 }
 
 

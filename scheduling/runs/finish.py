@@ -24,7 +24,7 @@ from django.db import (
 from django.utils import timezone
 
 from scheduling import alerts, conf, masking, sql, stats
-from scheduling.models import ExecutionStatus, Job, JobExecution
+from scheduling.models import STOPPED_STATUSES, ExecutionStatus, Job, JobExecution
 from scheduling.runs.events import announce
 from scheduling.task_results import TaskMessage, task_result_record
 
@@ -60,18 +60,25 @@ def finish(
     value: Any = None,
     error: BaseException | None = None,
     retrying: bool = False,
+    from_status: str = ExecutionStatus.RUNNING,
     **outcome: str,
-) -> None:
+) -> str | None:
     """Record how the run that started at ``clock`` (``time.perf_counter()``) ended: the
-    execution row, the task result (``RETRY`` while attempts remain), the statistics and
-    the job's last run, then send the run event.
+    execution row, the task result (``RETRY`` while attempts remain, ``REVOKED`` for a
+    cancelled run), the statistics and the job's last run, then send the run event.
+    Return the status recorded, or ``None`` when the run was recorded otherwise meanwhile.
 
     1. A database that does not answer (restarted, say) is tried again, for up to
        ``FINISH_RETRY_SECONDS``, while the caller keeps the run's lease alive; before
        each new try, a record the lost answer had in fact committed is found and kept.
-    2. The record is made only while the run is still *running*: a run recorded as lost
-       meanwhile (its lease expired) stays lost, and is not counted a second time.
+    2. The record is made only while the run is still ``from_status`` (*running*, or
+       *cancelling* for a run whose function saw its cancel): a run recorded as lost
+       (its lease expired) or terminated meanwhile keeps that record, and is not counted
+       a second time. A run found *cancelling* (cancelled after its function's last look)
+       is recorded as cancelled instead.
     """
+    if from_status == ExecutionStatus.CANCELLING:
+        _stop_fields(execution)
     execution.duration = time.perf_counter() - clock
     execution.finished_at = execution.started_at + dt.timedelta(seconds=execution.duration)
     execution.status = status
@@ -80,8 +87,18 @@ def finish(
     outcome = {name: text.replace("\x00", "\\x00") for name, text in outcome.items()}
     for name, text in outcome.items():
         setattr(execution, name, text)
-    state = states.SUCCESS if error is None else states.RETRY if retrying else states.FAILURE
-    written = dict(message=message, state=state, value=value, error=error, outcome=outcome)
+    if status in STOPPED_STATUSES:
+        state = states.REVOKED
+    else:
+        state = states.SUCCESS if error is None else states.RETRY if retrying else states.FAILURE
+    written = dict(
+        message=message,
+        state=state,
+        value=value,
+        error=error,
+        outcome=outcome,
+        from_status=from_status,
+    )
     deadline = time.monotonic() + conf.get("FINISH_RETRY_SECONDS")
     pause = 0.5
     while True:
@@ -108,15 +125,43 @@ def finish(
         except (DatabaseError, InterfaceError):
             connection.close()
     if not recorded:
+        now = _stop_fields(execution).get("status")
+        if from_status == ExecutionStatus.RUNNING and now == ExecutionStatus.CANCELLING:
+            outcome.pop("reason", None)  # the cancel's own reason says who and why
+            return finish(
+                execution,
+                clock,
+                ExecutionStatus.CANCELLED,
+                message=message,
+                value=value,
+                error=error,
+                from_status=ExecutionStatus.CANCELLING,
+                **outcome,
+            )
         logger.warning(
-            "Job %s: run %s was recorded as lost before it ended %s (its lease expired)",
+            "Job %s: run %s was recorded as %s before it ended %s",
             execution.job_name,
             execution.pk,
+            now or "removed",
             status,
         )
-        return
+        return None
     announce(execution, firing_alerts=firing_alerts, retrying=retrying)
     logger.info("Job %s %s in %.3fs", execution.job_name, status, execution.duration)
+    return status
+
+
+def _stop_fields(execution: JobExecution) -> dict[str, Any]:
+    """Read the run's status and who asked it to stop, and why, into ``execution``."""
+    row = (
+        JobExecution.objects.filter(pk=execution.pk)
+        .values("status", "reason", "cancelled_by", "cancel_requested_at")
+        .first()
+    ) or {}
+    if row.get("status") in (ExecutionStatus.CANCELLING, *STOPPED_STATUSES):
+        for name in ("reason", "cancelled_by", "cancel_requested_at"):
+            setattr(execution, name, row[name])
+    return row
 
 
 def _recorded_already(execution: JobExecution) -> bool:
@@ -133,6 +178,7 @@ def _record(
     value: Any,
     error: BaseException | None,
     outcome: dict[str, str],
+    from_status: str,
 ) -> tuple[bool, set[str]]:
     """Write the outcome in one transaction sent in one round trip
     (:func:`sql.one_trip_transaction`); return whether the run was still running (and so
@@ -154,7 +200,7 @@ def _record(
                 *sql.update_statement(
                     JobExecution,
                     execution.pk,
-                    where=("status = %s", [ExecutionStatus.RUNNING]),
+                    where=("status = %s", [from_status]),
                     duration=execution.duration,
                     finished_at=execution.finished_at,
                     status=execution.status,
@@ -175,11 +221,12 @@ def _record(
             # The alerts' reading for the run event, sent along instead of after.
             firing.execute(*alerts.firing_query(execution.job_id))
             # Last: the job's row stays locked (against the next run's start) until the commit.
-            _update_job_last(execution, only_if=ours)
+            job_last_update(execution, only_if=ours)
         return updated.rowcount == 1, alerts.firing_read(firing)
 
 
-def _update_job_last(execution: JobExecution, only_if: tuple[str, list] = ("", [])) -> None:
+def job_last_update(execution: JobExecution, only_if: tuple[str, list] = ("", [])) -> None:
+    """Make ``execution`` the job's last run (and count it), if ``only_if`` holds."""
     sql.row_update(
         Job,
         execution.job_id,
@@ -211,7 +258,7 @@ def execution_mark_timed_out(*, task_id: str, limit: float) -> int:
             execution.save(
                 update_fields=["status", "finished_at", "duration", "exception", "reason"]
             )
-            _update_job_last(execution)
+            job_last_update(execution)
             task_result_record(
                 message=TaskMessage(
                     task_id=task_id, worker=execution.worker, periodic_task_name=execution.job_name

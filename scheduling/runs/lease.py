@@ -2,7 +2,9 @@
 
 A run's lease is set when it starts (``LEASE_SECONDS``) and renewed while the function
 runs; a worker killed mid-run stops renewing, and once the lease has expired the run is
-*lost* and its slot free (:func:`scheduling.runs.records.execution_reap_lost`).
+*lost* and its slot free (:func:`scheduling.runs.records.execution_reap_lost`). A run
+asked to stop (*cancelling*) keeps its lease while its function is still going, without
+holding its slot.
 """
 
 import datetime as dt
@@ -18,7 +20,14 @@ from django.db import DatabaseError, InterfaceError, connection
 from django.utils import timezone
 
 from scheduling import conf, threads
-from scheduling.models import ExecutionStatus, JobExecution
+from scheduling.models import (
+    IN_PROGRESS_STATUSES,
+    STOPPED_STATUSES,
+    ExecutionStatus,
+    JobExecution,
+    progress_text,
+)
+from scheduling.runs.context import PROGRESS_EVENT, RunContext
 
 logger = logging.getLogger(__name__)
 
@@ -61,17 +70,23 @@ def lease_term() -> dt.timedelta:
 class LeaseRenewer:
     """One thread per worker process renews the leases of the runs in progress in it,
     every :func:`renewal_interval`, in one statement (a thread per run would cost a short
-    run a fifth of its time to start and join)."""
+    run a fifth of its time to start and join).
+
+    The same thread is how a run learns, through the database (so from any machine),
+    that it was asked to stop: every ``CANCEL_CHECK_INTERVAL`` it reads which of its
+    runs were asked to stop (one indexed query) and tells their run contexts
+    (:meth:`RunContext.request_cancel`); and it writes the progress they reported.
+    """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._running: set[int] = set()
+        self._running: dict[int, RunContext | None] = {}
         self._thread: threading.Thread | None = None
         self._pid: int | None = None
 
-    def add(self, pk: int) -> None:
+    def add(self, pk: int, context: RunContext | None = None) -> None:
         with self._lock:
-            self._running.add(pk)
+            self._running[pk] = context
             # After a fork (a prefork pool process) the parent's thread does not exist here.
             if self._thread is None or self._pid != os.getpid() or not self._thread.is_alive():
                 self._pid = os.getpid()
@@ -79,33 +94,87 @@ class LeaseRenewer:
 
     def discard(self, pk: int) -> None:
         with self._lock:
-            self._running.discard(pk)
+            self._running.pop(pk, None)
 
     def _loop(self) -> None:
+        renewed = time.monotonic()
         while True:
-            time.sleep(max(renewal_interval(conf.get("LEASE_SECONDS")), 0.5))
+            interval = max(renewal_interval(conf.get("LEASE_SECONDS")), 0.5)
+            tick = max(min(interval, conf.get("CANCEL_CHECK_INTERVAL") or interval), 0.1)
+            time.sleep(tick)
             with self._lock:
-                running = list(self._running)
+                running = dict(self._running)
             try:
-                if running:
-                    JobExecution.objects.filter(
-                        pk__in=running, status=ExecutionStatus.RUNNING
-                    ).update(lease_until=db_now() + lease_term())
-                else:
+                if not running:
                     connection.close()  # this thread's own connection: none kept while idle
+                    continue
+                if time.monotonic() - renewed >= interval - tick / 2:
+                    renewed = time.monotonic()
+                    JobExecution.objects.filter(
+                        pk__in=list(running), status__in=IN_PROGRESS_STATUSES
+                    ).update(lease_until=db_now() + lease_term())
+                contexts = {pk: c for pk, c in running.items() if c is not None}
+                if contexts:
+                    check_contexts(contexts)
             except (DatabaseError, InterfaceError):
                 # The database may be back by the next round.
-                logger.warning("Could not renew the leases of executions %s", running)
+                logger.warning("Could not renew the leases of executions %s", list(running))
                 connection.close()
+
+
+#: A run in one of these was asked to stop (a run reaped as lost meanwhile is not).
+STOP_ASKED_STATUSES = frozenset({ExecutionStatus.CANCELLING, *STOPPED_STATUSES})
+
+
+def check_contexts(contexts: dict[int, RunContext]) -> None:
+    """Tell the contexts of runs asked to stop, and write the progress reported."""
+    for pk in JobExecution.objects.filter(
+        pk__in=list(contexts), status__in=STOP_ASKED_STATUSES
+    ).values_list("pk", flat=True):
+        contexts[pk].request_cancel()
+    for context in contexts.values():
+        progress_write(context)
+
+
+def progress_write(context: RunContext) -> None:
+    """Write the progress ``context`` reported since the last write, if any, to its run
+    and send it as a Celery task event (Flower shows it in the run's entry)."""
+    pending = context.take_progress()
+    if pending is None:
+        return
+    percent, message = pending
+    JobExecution.objects.filter(pk=context.execution_id, status__in=IN_PROGRESS_STATUSES).update(
+        progress=percent, progress_message=message
+    )
+    if context.task_id:
+        _send_progress_event(context, percent, message)
+
+
+def _send_progress_event(context: RunContext, percent: float | None, message: str) -> None:
+    from celery import current_app
+
+    try:
+        with current_app.events.default_dispatcher(hostname=context.worker or None) as events:
+            events.send(
+                PROGRESS_EVENT,
+                uuid=context.task_id,
+                retry=False,
+                progress=percent,
+                progress_message=message,
+                result=progress_text(percent, message),
+            )
+    except Exception as exc:  # the broker away: the progress is on the run all the same
+        logger.warning("Could not send the progress of run %s: %s", context.execution_id, exc)
 
 
 _renewer = LeaseRenewer()
 
 
 @contextmanager
-def lease_kept(execution: JobExecution) -> Iterator[None]:
-    """Keep ``execution``'s lease renewed while the block runs."""
-    _renewer.add(execution.pk)
+def lease_kept(execution: JobExecution, context: RunContext | None = None) -> Iterator[None]:
+    """Keep ``execution``'s lease renewed while the block runs; tell ``context`` when
+    the run is asked to stop, and write the progress it reports."""
+    _renewer.add(execution.pk, context)
     try:
         yield
     finally:

@@ -1,9 +1,11 @@
 """One run on a worker, from the message to the record: start, call, finish."""
 
+import asyncio
 import datetime as dt
+import logging
 import time
 import traceback as tb
-from typing import Any
+from typing import Any, NoReturn
 
 from celery import states
 from celery.exceptions import SoftTimeLimitExceeded
@@ -12,16 +14,29 @@ from django.db import DatabaseError, InterfaceError, close_old_connections
 from scheduling import masking, registry
 from scheduling.models import ExecutionStatus, Job, JobExecution
 from scheduling.runs.call import call
+from scheduling.runs.context import RunCancelled, RunContext
 from scheduling.runs.finish import finish, jsonable, summary
-from scheduling.runs.lease import lease_kept
+from scheduling.runs.lease import lease_kept, progress_write
 from scheduling.runs.records import NOT_RUN
 from scheduling.runs.retries import RetryLater, retry_countdown, should_retry
 from scheduling.runs.start import JobNotFoundError, execution_start
 from scheduling.task_results import TaskMessage, task_result_record
 
+logger = logging.getLogger(__name__)
+
 
 class DatabaseUnavailable(Exception):
     """The run could not be started because the database did not answer; deliver it again."""
+
+
+class RunStopped(Exception):
+    """The run was cancelled or terminated: its record is made, and the Celery task ends
+    as revoked (``value`` is what the function returned, if anything)."""
+
+    def __init__(self, execution: JobExecution, value: Any = None) -> None:
+        self.execution = execution
+        self.value = value
+        super().__init__(f"Run {execution.pk} of {execution.job_name} was {execution.status}")
 
 
 def execution_run(
@@ -41,11 +56,13 @@ def execution_run(
        recorded as such, and ``{"ran": false}`` returned.
     2. Look its task up in the registry again: a job whose task is not (or no longer)
        registered is recorded as failed with the reason, and nothing runs.
-    3. Call the function with the run's lease kept alive.
+    3. Call the function with the run's lease kept alive and its run context
+       (:mod:`scheduling.runs.context`), which learns of a cancel through the lease.
     4. Record the outcome with the Celery task result of ``message`` (by default one
        built from ``task_id``) in one transaction; re-raise the function's exception
        after that, so Celery's result shows the failure too, or raise
-       :class:`RetryLater` when the attempt is to be retried.
+       :class:`RetryLater` when the attempt is to be retried, or :class:`RunStopped`
+       when the run was cancelled or terminated (never retried).
     """
     if message is None and task_id:
         message = TaskMessage(task_id=task_id, worker=worker)
@@ -71,50 +88,45 @@ def execution_run(
         return NOT_RUN
     job = execution.job
     clock = time.perf_counter()
-    with lease_kept(execution):  # until the outcome is recorded
-        return _call_and_finish(execution, job, clock, attempt=attempt, message=message)
+    context = RunContext(
+        job=job.name,
+        execution_id=execution.pk,
+        scheduled_at=execution.scheduled_at,
+        attempt=attempt,
+        trigger=execution.trigger,
+        task_id=task_id,
+        worker=worker,
+    )
+    with lease_kept(execution, context):  # until the outcome is recorded
+        return _call_and_finish(
+            execution, job, clock, attempt=attempt, message=message, context=context
+        )
 
 
 def _call_and_finish(
-    execution: JobExecution, job: Job, clock: float, *, attempt: int, message: TaskMessage | None
+    execution: JobExecution,
+    job: Job,
+    clock: float,
+    *,
+    attempt: int,
+    message: TaskMessage | None,
+    context: RunContext,
 ) -> Any:
     try:
-        value = call(registry.get_task(job.task), job)
-    except SoftTimeLimitExceeded as exc:
-        finish(
-            execution,
-            clock,
-            ExecutionStatus.TIMEOUT,
-            message=message,
-            error=exc,
-            exception=f"Timed out: {exc}",
-            traceback=tb.format_exc(),
-            reason="Over its soft time limit.",
-        )
-        raise
-    except Exception as exc:
-        retry = should_retry(job, exc, attempt)
-        # What the function raised is told with the job's secrets masked, everywhere it
-        # goes: the execution, the task result, alerts, Celery's log and events (Flower).
-        secrets = masking.secret_values(job.kwargs)
-        shown = masking.mask_exception(exc, secrets)
-        finish(
-            execution,
-            clock,
-            ExecutionStatus.FAILURE,
-            message=message,
-            error=shown,
-            retrying=retry,
-            exception=masking.mask_text(f"{type(exc).__name__}: {exc}", secrets),
-            traceback=masking.mask_text(tb.format_exc(), secrets),
-        )
-        if retry:
-            raise RetryLater(retry_countdown(job, attempt), shown) from None
-        if shown is exc:
-            raise
-        raise shown from None
+        value = call(registry.get_task(job.task), job, context)
+    except (asyncio.CancelledError, Exception) as exc:
+        _write_progress(context)
+        if context.cancelled():
+            _finish_stopped(execution, clock, context, message=message, error=exc)
+        if isinstance(exc, asyncio.CancelledError):
+            # Not cancelled by us: the function's own cancellation is its failure.
+            exc = RuntimeError(f"CancelledError: {exc}")
+        _finished_with_error(execution, job, clock, exc, attempt=attempt, message=message)
+    _write_progress(context)
+    if context.cancelled():
+        _finish_stopped(execution, clock, context, message=message, value=value)
     returned = jsonable(value)
-    finish(
+    status = finish(
         execution,
         clock,
         ExecutionStatus.SUCCESS,
@@ -122,4 +134,93 @@ def _call_and_finish(
         value=returned,
         result=summary(value),
     )
+    if status not in (ExecutionStatus.SUCCESS, None):
+        raise RunStopped(execution, returned)  # cancelled after the function's last look
     return returned
+
+
+def _write_progress(context: RunContext) -> None:
+    try:
+        progress_write(context)
+    except (DatabaseError, InterfaceError):
+        logger.warning("Could not write the last progress of run %s", context.execution_id)
+
+
+def _finish_stopped(
+    execution: JobExecution,
+    clock: float,
+    context: RunContext,
+    *,
+    message: TaskMessage | None,
+    value: Any = None,
+    error: BaseException | None = None,
+) -> NoReturn:
+    """Record a run whose function stopped after it was asked to (whatever it returned
+    or raised) as cancelled, and end the task as revoked."""
+    outcome: dict[str, Any] = {}
+    if error is not None and not isinstance(error, asyncio.CancelledError | RunCancelled):
+        secrets = masking.secret_values(execution.job.kwargs)
+        outcome["exception"] = masking.mask_text(f"{type(error).__name__}: {error}", secrets)
+        outcome["traceback"] = masking.mask_text("".join(tb.format_exception(error)), secrets)
+    elif error is None:
+        outcome["result"] = summary(value)
+    finish(
+        execution,
+        clock,
+        ExecutionStatus.CANCELLED,
+        message=message,
+        value=jsonable(value),
+        from_status=ExecutionStatus.CANCELLING,
+        **outcome,
+    )
+    raise RunStopped(execution, jsonable(value))
+
+
+def _finished_with_error(
+    execution: JobExecution,
+    job: Job,
+    clock: float,
+    exc: Exception,
+    *,
+    attempt: int,
+    message: TaskMessage | None,
+) -> NoReturn:
+    """Record a run whose function raised ``exc`` (timed out, or failed and perhaps to
+    be retried) and raise what the Celery task raises then."""
+    trace = "".join(tb.format_exception(exc))
+    if isinstance(exc, SoftTimeLimitExceeded):
+        status = finish(
+            execution,
+            clock,
+            ExecutionStatus.TIMEOUT,
+            message=message,
+            error=exc,
+            exception=f"Timed out: {exc}",
+            traceback=trace,
+            reason="Over its soft time limit.",
+        )
+        if status not in (ExecutionStatus.TIMEOUT, None):
+            raise RunStopped(execution) from None  # cancelled meanwhile
+        raise exc
+    retry = should_retry(job, exc, attempt)
+    # What the function raised is told with the job's secrets masked, everywhere it
+    # goes: the execution, the task result, alerts, Celery's log and events (Flower).
+    secrets = masking.secret_values(job.kwargs)
+    shown = masking.mask_exception(exc, secrets)
+    status = finish(
+        execution,
+        clock,
+        ExecutionStatus.FAILURE,
+        message=message,
+        error=shown,
+        retrying=retry,
+        exception=masking.mask_text(f"{type(exc).__name__}: {exc}", secrets),
+        traceback=masking.mask_text(trace, secrets),
+    )
+    if status not in (ExecutionStatus.FAILURE, None):
+        raise RunStopped(execution) from None  # cancelled meanwhile: never retried
+    if retry:
+        raise RetryLater(retry_countdown(job, attempt), shown) from None
+    if shown is exc:
+        raise exc
+    raise shown from None

@@ -67,9 +67,10 @@ class CeleryProcesses:
         concurrency: int = 2,
         env: dict[str, str] | None = None,
         queues: list[str] | None = None,
+        pool: str | None = None,
     ) -> str:
         """Start a worker; ``queues``: the queues it consumes (``-Q``; default: those of
-        ``CELERY_TASK_QUEUES``)."""
+        ``CELERY_TASK_QUEUES``); ``pool``: its pool (``-P``; default: prefork)."""
         hostname = f"{name}@e2e"
         self._start(
             name,
@@ -84,6 +85,7 @@ class CeleryProcesses:
                 "--without-mingle",
                 "--without-gossip",
                 *(["-Q", ",".join(queues)] if queues else []),
+                *(["-P", pool] if pool else []),
             ],
             extra_env=env,
         )

@@ -18,7 +18,7 @@ from django.utils import timezone
 
 from scheduling import errors, explain, schedules, selectors, services
 from scheduling.audit import audit_context
-from scheduling.models import Job, JobExecution
+from scheduling.models import IN_PROGRESS_STATUSES, Job, JobExecution
 
 EXAMPLES = {
     "list": "  manage.py jobs list\n  manage.py jobs list --group maintenance --json",
@@ -52,6 +52,10 @@ EXAMPLES = {
     "explain": (
         "  manage.py jobs explain report\n"
         "  manage.py jobs explain report --since '2026-12-01 00:00:00' --recent 50 --json"
+    ),
+    "cancel": (
+        "  manage.py jobs cancel 1234                  # ask run 1234 to stop\n"
+        "  manage.py jobs cancel 1234 --terminate --reason 'stuck on a lock'   # kill it now"
     ),
     "export": "  manage.py jobs export jobs.json\n  manage.py jobs export > jobs.json",
     "import": (
@@ -89,6 +93,7 @@ PERMISSIONS = {
     "resume": "pause_job",
     "remove": "delete_job",
     "run": "run_job",
+    "cancel": "cancel_run",
     "alerts-check": "view_job",
     "stats-rebuild": "change_job",
 }
@@ -116,13 +121,16 @@ def _moment_arg(value: str, option: str, tz_name: str) -> dt.datetime:
 class Command(BaseCommand):
     """``manage.py jobs ACTION``: one sub-command per action."""
 
-    help = "Manage scheduled jobs: list, show, add, modify, pause, resume, remove, run, history, export, import."
+    help = (
+        "Manage scheduled jobs: list, show, add, modify, pause, resume, remove, run, cancel, "
+        "history, export, import."
+    )
 
     def add_arguments(self, parser):
         parser.add_argument(
             "--user",
             help="act as this Django user: the action needs that user's permission "
-            "(view, add, change, delete, run or pause job)",
+            "(view, add, change, delete, run or pause job, or cancel run)",
         )
         sub = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
 
@@ -143,6 +151,7 @@ class Command(BaseCommand):
                 "slow",
                 "alerts-check",
                 "stats-rebuild",
+                "cancel",
             }:
                 p.add_argument("job", help="job name or id")
             if name not in {"pause", "resume", "remove"}:
@@ -219,6 +228,14 @@ class Command(BaseCommand):
         p = action("run", "Run a job now, once (a manual run).")
         p.add_argument("--wait", action="store_true", help="wait for the outcome")
         p.add_argument("--timeout", type=float, default=60, help="seconds to wait (default 60)")
+        p = action(
+            "cancel",
+            "Stop a run in progress: cancel it (its function is told, and is terminated if "
+            "it has not stopped within SCHEDULING_CANCEL_GRACE_SECONDS) or terminate it now.",
+        )
+        p.add_argument("execution", help="the run's execution id (jobs history lists them)")
+        p.add_argument("--terminate", action="store_true", help="kill the run's process now")
+        p.add_argument("--reason", default="", help="why, kept with the run")
         p = action("history", "Recent executions of a job.")
         p.add_argument("--limit", type=int, default=10)
         p = action(
@@ -460,7 +477,7 @@ class Command(BaseCommand):
         while time.monotonic() < deadline:
             run = (
                 JobExecution.objects.filter(task_result_id=task_id)
-                .exclude(status="running")
+                .exclude(status__in=IN_PROGRESS_STATUSES)
                 .first()
             )
             if run is not None:
@@ -479,6 +496,20 @@ class Command(BaseCommand):
             "is a worker running?"
         )
 
+    def do_cancel(self, execution: str, terminate: bool = False, reason: str = "", **_):
+        run = (
+            JobExecution.objects.filter(pk=int(execution)).first() if execution.isdigit() else None
+        )
+        if run is None:
+            raise CommandError(f"No run with execution id {execution!r} (see jobs history).")
+        stopped = services.execution_cancel(
+            execution=run, terminate=terminate, by=self.user, reason=reason
+        )
+        self.emit(
+            self._execution(stopped),
+            f"Run {stopped.pk} of {stopped.job_name}: {stopped.status} ({stopped.reason})",
+        )
+
     @staticmethod
     def _execution(run: JobExecution) -> dict[str, Any]:
         return {
@@ -494,17 +525,21 @@ class Command(BaseCommand):
             "exception": run.exception,
             "worker": run.worker,
             "task_id": run.task_result_id,
+            "reason": run.reason,
+            "cancelled_by": run.cancelled_by,
+            "progress": run.progress,
+            "progress_message": run.progress_message,
         }
 
     def do_history(self, job: str, limit: int = 10, **_):
         found = self._job(job)
         runs = list(selectors.execution_list(job=found)[:limit])
-        lines = [f"{'STARTED':<26} {'TRIGGER':<9} {'OUTCOME':<8} {'SECONDS':>8}  WORKER"]
+        lines = [f"{'ID':>8} {'STARTED':<26} {'TRIGGER':<9} {'OUTCOME':<10} {'SECONDS':>8}  WORKER"]
         for run in runs:
             duration = f"{run.duration:.3f}" if run.duration is not None else "-"
             lines.append(
-                f"{timezone.localtime(run.started_at).isoformat()[:26]:<26} "
-                f"{run.trigger:<9} {run.status:<8} {duration:>8}  {run.worker}"
+                f"{run.pk:>8} {timezone.localtime(run.started_at).isoformat()[:26]:<26} "
+                f"{run.trigger:<9} {run.status:<10} {duration:>8}  {run.worker}"
             )
         self.emit([self._execution(run) for run in runs], "\n".join(lines))
 
