@@ -16,6 +16,7 @@ ACTIONS = {
     signals.job_paused: "paused",
     signals.job_resumed: "resumed",
     signals.job_stopped: "stopped",
+    signals.run_dropped: "run dropped",
 }
 
 

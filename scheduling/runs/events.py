@@ -16,6 +16,7 @@ STATUS_EVENTS = {
     ExecutionStatus.LOST: signals.run_failed,
     ExecutionStatus.MISSED: signals.run_missed,
     ExecutionStatus.SKIPPED: signals.run_skipped,
+    ExecutionStatus.WAITING: signals.run_waiting,
 }
 
 
