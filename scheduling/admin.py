@@ -1,4 +1,5 @@
-"""Admin pages: jobs (edit, pause, resume, run now, preview) and executions (read-only).
+"""Admin pages: jobs (edit, pause, resume, run now, preview) and executions (read-only;
+waiting runs can be dropped).
 
 Thin by design: every write goes through :mod:`scheduling.services`.
 """
@@ -119,6 +120,10 @@ class JobAdminForm(forms.ModelForm):
                 tz = schedules.get_timezone(self.instance.timezone)
                 self.initial["run_at"] = self.instance.run_at.astimezone(tz).replace(tzinfo=None)
             self.fields["run_at"].help_text = _("Date and time in the job's timezone.")
+        if "overlap" in self.fields:
+            self.fields["overlap"].widget.attrs["data-ignored-note"] = _(
+                "Ignored: the overlap policy allow all sets no limit."
+            )
         if self.instance.pk and isinstance(self.instance.kwargs, dict):
             # Secrets are shown masked; a masked value sent back keeps the stored one.
             self.initial["kwargs"] = masking.mask(self.instance.kwargs)
@@ -175,7 +180,7 @@ class JobAdmin(admin.ModelAdmin):
         "created_at",
         "updated_at",
     )
-    readonly_fields = ("recent_changes", "schedule_preview", *status_fields)
+    readonly_fields = ("recent_changes", "schedule_preview", "waiting_runs", *status_fields)
     fieldsets = (
         (
             None,
@@ -211,7 +216,15 @@ class JobAdmin(admin.ModelAdmin):
         (_("Schedule preview"), {"fields": ("schedule_preview",)}),
         (
             _("Execution options"),
-            {"fields": ("coalesce", "max_instances", "misfire_grace_time", "jitter")},
+            {
+                "fields": (
+                    "coalesce",
+                    "max_instances",
+                    "overlap",
+                    "misfire_grace_time",
+                    "jitter",
+                )
+            },
         ),
         (_("Time limits"), {"fields": ("soft_time_limit", "time_limit")}),
         (_("Routing"), {"fields": Job.ROUTING_FIELDS}),
@@ -231,7 +244,7 @@ class JobAdmin(admin.ModelAdmin):
                 )
             },
         ),
-        (_("Status"), {"fields": status_fields}),
+        (_("Status"), {"fields": ("waiting_runs", *status_fields)}),
         (_("Audit trail"), {"fields": ("recent_changes",), "classes": ("collapse",)}),
     )
 
@@ -292,6 +305,22 @@ class JobAdmin(admin.ModelAdmin):
             rows,
             url,
             _("all changes"),
+        )
+
+    @admin.display(description=_("waiting runs"))
+    def waiting_runs(self, job: Job) -> str:
+        """The runs that wait for a free slot, linked to the executions list where they
+        can be dropped."""
+        if job.pk is None:
+            return "—"
+        count = selectors.execution_waiting_list(job=job).count()
+        url = reverse("admin:scheduling_jobexecution_changelist") + (
+            f"?job__id__exact={job.pk}&status__exact={ExecutionStatus.WAITING}"
+        )
+        return format_html(
+            '<a href="{}">{}</a>',
+            url,
+            ngettext("%(n)d run waiting", "%(n)d runs waiting", count) % {"n": count},
         )
 
     @admin.display(description=_("schedule preview"))
@@ -522,9 +551,16 @@ class EstimatedCountPaginator(Paginator):
         return super().count
 
 
+class DropForm(forms.Form):
+    """Why waiting runs are dropped (recorded on each, with who dropped it)."""
+
+    reason = forms.CharField(label=_("reason"), max_length=300)
+
+
 @admin.register(JobExecution)
 class JobExecutionAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
-    """Every run, read-only: filter by job, outcome, trigger and date."""
+    """Every run, read-only: filter by job, outcome (waiting ones too), trigger and date;
+    the runs waiting for a free slot can be dropped."""
 
     paginator = EstimatedCountPaginator
     list_display = (
@@ -536,6 +572,7 @@ class JobExecutionAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         "duration_s",
         "lateness_s",
         "worker",
+        "reason",
     )
     list_filter = ("status", "trigger", "started_at", "job")
     search_fields = ("job_name", "task", "exception")
@@ -553,12 +590,57 @@ class JobExecutionAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         "duration",
         "lateness_s",
         "worker",
+        "reason",
+        "waiting_since",
         "result",
         "exception",
         "traceback_block",
         "task_result_link",
     )
     exclude = ("traceback", "task_result")
+    actions = ("drop_waiting_runs",)
+
+    def changelist_view(self, request, *args, **kwargs):
+        with audit_context(source="admin", actor=request.user.get_username()):
+            return super().changelist_view(request, *args, **kwargs)
+
+    def has_run_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("scheduling.run_job")
+
+    @admin.action(description=_("Drop selected waiting runs"), permissions=["run"])
+    def drop_waiting_runs(self, request, queryset: QuerySet[JobExecution]):
+        """Ask why (a page listing the runs), then drop each waiting one; a run in any
+        other state is named, not dropped."""
+        form = DropForm(request.POST if "drop" in request.POST else None)
+        if not form.is_valid():
+            return TemplateResponse(
+                request,
+                "scheduling/drop_runs.html",
+                {
+                    **self.admin_site.each_context(request),
+                    "title": _("Drop waiting runs"),
+                    "opts": self.model._meta,
+                    "runs": queryset,
+                    "form": form,
+                    "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME,
+                },
+            )
+        done = 0
+        for execution in queryset:
+            try:
+                services.execution_drop(
+                    execution=execution,
+                    by=request.user.get_username(),
+                    reason=form.cleaned_data["reason"],
+                )
+            except ValidationError as exc:
+                self.message_user(request, "; ".join(exc.messages), messages.ERROR)
+            else:
+                done += 1
+        self.message_user(
+            request, ngettext("%(n)d run dropped.", "%(n)d runs dropped.", done) % {"n": done}
+        )
+        return None
 
     @admin.display(description=_("duration (s)"), ordering="duration")
     def duration_s(self, execution: JobExecution) -> str:

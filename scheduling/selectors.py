@@ -12,6 +12,7 @@ from scheduling import masking, schedules
 from scheduling.models import (
     EXECUTED_STATUSES,
     FAILED_STATUSES,
+    UNFINISHED_STATUSES,
     ExecutionStatus,
     Job,
     JobExecution,
@@ -69,6 +70,7 @@ def job_status(*, job: Job) -> dict[str, Any]:
         "timezone": job.timezone,
         "coalesce": job.coalesce,
         "max_instances": job.max_instances,
+        "overlap": job.overlap,
         "misfire_grace_time": job.misfire_grace_time,
         "queue": job_queue(job=job),
         "priority": job.priority,
@@ -79,6 +81,14 @@ def job_status(*, job: Job) -> dict[str, Any]:
         "last_duration": job.last_duration,
         "total_run_count": job.total_run_count,
     }
+
+
+def execution_waiting_list(*, job: Job) -> QuerySet[JobExecution]:
+    """The runs of ``job`` that wait for a free slot (overlap policy buffer one or buffer
+    all), or were sent after waiting and have not started, oldest fire time first."""
+    return JobExecution.objects.filter(
+        job=job, status__in=[ExecutionStatus.WAITING, ExecutionStatus.QUEUED]
+    ).order_by("scheduled_at", "pk")
 
 
 def job_queue(*, job: Job) -> str:
@@ -251,7 +261,7 @@ def job_statistics(*, job: Job, since: dt.datetime, until: dt.datetime) -> dict[
     )
     durations = executed.aggregate(min=Min("duration"), avg=Avg("duration"), max=Max("duration"))
     p50, p95, p99 = _percentiles(executed, (0.5, 0.95, 0.99))
-    last = rows.exclude(status=ExecutionStatus.RUNNING).order_by("-started_at").first()
+    last = rows.exclude(status__in=UNFINISHED_STATUSES).order_by("-started_at").first()
     runs = totals["runs"]
     return {
         "job": job.name,

@@ -10,7 +10,12 @@ import datetime as dt
 from django.db import connection, transaction
 
 from scheduling import sql
-from scheduling.models import NOT_RUN_STATUSES, ExecutionStatus, JobDailyStats, JobExecution
+from scheduling.models import (
+    NOT_RUN_STATUSES,
+    UNFINISHED_STATUSES,
+    JobDailyStats,
+    JobExecution,
+)
 
 TABLE = JobDailyStats._meta.db_table
 BUCKETS = JobDailyStats.DURATION_BUCKETS
@@ -96,6 +101,7 @@ def stats_rebuild() -> int:
         day = "date(COALESCE(scheduled_at, started_at))"
         lateness = "(julianday(started_at) - julianday(scheduled_at)) * 86400.0"
     not_run = ", ".join(f"'{status}'" for status in sorted(NOT_RUN_STATUSES))
+    unfinished = ", ".join(f"'{status}'" for status in sorted(UNFINISHED_STATUSES))
     ran = f"status NOT IN ({not_run}) AND scheduled_at IS NOT NULL"
     bounds = [*BUCKETS]
     bucket_sql = []
@@ -116,13 +122,13 @@ def stats_rebuild() -> int:
             COALESCE(SUM(CASE WHEN {ran} THEN {lateness} ELSE 0 END), 0),
             {", ".join(bucket_sql)}
         FROM {executions}
-        WHERE status <> '{ExecutionStatus.RUNNING}' AND job_id IS NOT NULL
+        WHERE status NOT IN ({unfinished}) AND job_id IS NOT NULL
         GROUP BY job_id, {day}, status
     """.replace("TRUE", "1=1")
     with connection.cursor() as cursor:
         cursor.execute(sql)
     return (
-        JobExecution.objects.exclude(status=ExecutionStatus.RUNNING)
+        JobExecution.objects.exclude(status__in=UNFINISHED_STATUSES)
         .filter(job__isnull=False)
         .count()
     )

@@ -7,7 +7,7 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from scheduling.models import Job
-from tests.factories import make_finished_run, make_job
+from tests.factories import make_finished_run, make_job, make_waiting
 
 pytestmark = pytest.mark.django_db
 
@@ -173,3 +173,25 @@ def test_stats_and_slow_commands(settings):
 def test_stats_command_refuses_a_date_without_a_timezone():
     with pytest.raises(CommandError, match=r"since: .*timezone offset"):
         call_command("jobs", "stats", "--since", "2026-11-01", stdout=io.StringIO())
+
+
+def test_overlap_policy_from_the_console_and_dropping_a_waiting_run():
+    jobs("add", "buffered", "--task", "demo.echo", "--every", "5", "--overlap", "buffer_one")
+    job = Job.objects.get(name="buffered")
+    assert job.overlap == "buffer_one"
+    jobs("modify", "buffered", "--overlap", "allow_all")
+    assert json.loads(jobs("show", "buffered", "--json"))["overlap"] == "allow_all"
+    with pytest.raises(CommandError, match="overlap: The overlap policy terminate_other is not"):
+        jobs("modify", "buffered", "--overlap", "terminate_other")
+    assert Job.objects.get(name="buffered").overlap == "allow_all"
+
+    waiting = make_waiting(job)
+    shown = json.loads(jobs("show", "buffered", "--json"))
+    assert [run["id"] for run in shown["waiting"]] == [waiting.pk]
+    jobs("drop", str(waiting.pk), "--reason", "not today")
+    waiting.refresh_from_db()
+    assert waiting.status == "skipped" and waiting.reason.endswith(": not today")
+    with pytest.raises(CommandError, match="only a run waiting for a free slot"):
+        jobs("drop", str(waiting.pk))
+    with pytest.raises(CommandError, match="No execution 999999"):
+        jobs("drop", "999999")
