@@ -19,15 +19,26 @@ EMBEDDED = settings.CELERY_BROKER_URL.startswith("filesystem://")
 
 
 def every_second(**fields) -> Job:
-    return make_job(task="demo.sleep", cron_expression="*/1 * * * * *", max_instances=1, **fields)
+    """A job firing every second, paused until :func:`start` has its processes ready."""
+    return make_job(
+        task="demo.sleep",
+        cron_expression="*/1 * * * * *",
+        max_instances=1,
+        enabled=False,
+        **fields,
+    )
 
 
-def start(processes, workers: int, concurrency: int = 2, env=None) -> list[str]:
+def start(processes, workers: int, concurrency: int = 2, env=None, jobs=()) -> list[str]:
+    """Start the workers and a beat, then resume ``jobs``: their first fire times come
+    once everything runs (a slow start on a loaded machine would have them missed)."""
     names = [
         processes.start_worker(f"w{i}", concurrency=concurrency, env=env)
         for i in range(1, workers + 1)
     ]
-    processes.start_beat()
+    processes.start_beat(ready=True)
+    for job in jobs:
+        services.job_resume(job=job)
     return names
 
 
@@ -58,7 +69,7 @@ def ran_after_waiting(fates) -> list[JobExecution]:
 
 def test_skip_records_each_fire_time_that_finds_the_slot_taken(celery_processes):
     job = every_second(kwargs={"seconds": 2.5}, overlap="skip")
-    start(celery_processes, workers=1)
+    start(celery_processes, workers=1, jobs=[job])
     since, until, most_waiting = run_until(
         celery_processes,
         job,
@@ -77,7 +88,7 @@ def test_buffer_one_keeps_one_run_waiting_across_workers(celery_processes, worke
     """On Redis and RabbitMQ with two workers: the one waiting run and the slot hold
     across them (the embedded broker serves one worker)."""
     job = every_second(kwargs={"seconds": 2.5}, overlap="buffer_one")
-    names = start(celery_processes, workers=workers)
+    names = start(celery_processes, workers=workers, jobs=[job])
 
     def enough():
         waited = [r for r in rows(job, status="success") if r.waiting_since]
@@ -102,8 +113,16 @@ def test_buffer_one_keeps_one_run_waiting_across_workers(celery_processes, worke
 
 def test_buffer_all_queues_up_to_its_bound_without_holding_a_process(celery_processes):
     job = every_second(kwargs={"seconds": 2}, overlap="buffer_all")
-    bystander = make_job(name="bystander", task="demo.noop", cron_expression="*/1 * * * * *")
-    start(celery_processes, workers=1, concurrency=2, env={"SCHEDULING_BUFFER_ALL_LIMIT": "3"})
+    bystander = make_job(
+        name="bystander", task="demo.noop", cron_expression="*/1 * * * * *", enabled=False
+    )
+    start(
+        celery_processes,
+        workers=1,
+        concurrency=2,
+        env={"SCHEDULING_BUFFER_ALL_LIMIT": "3"},
+        jobs=[job, bystander],
+    )
     since, until, most_waiting = run_until(
         celery_processes,
         job,
@@ -131,7 +150,7 @@ def test_buffer_all_queues_up_to_its_bound_without_holding_a_process(celery_proc
 
 def test_allow_all_starts_every_fire_time_beyond_max_instances(celery_processes):
     job = every_second(kwargs={"seconds": 3}, overlap="allow_all")
-    start(celery_processes, workers=1, concurrency=5)
+    start(celery_processes, workers=1, concurrency=5, jobs=[job])
     since, until, _ = run_until(
         celery_processes, job, lambda: len(rows(job, status="success")) >= 5, "5 runs"
     )
