@@ -1,4 +1,5 @@
-"""Admin pages: jobs (edit, pause, resume, run now, preview) and executions (read-only).
+"""Admin pages: jobs (edit, pause, resume, run now, preview) and executions (read-only;
+waiting runs can be dropped).
 
 Thin by design: every write goes through :mod:`scheduling.services`.
 """
@@ -186,6 +187,10 @@ class JobAdminForm(forms.ModelForm):
                 self.fields[name].help_text = format_html(
                     "{} {}", self.fields[name].help_text, _("In the job's timezone.")
                 )
+        if "overlap" in self.fields:
+            self.fields["overlap"].widget.attrs["data-ignored-note"] = _(
+                "Ignored: the overlap policy allow all sets no limit."
+            )
         if self.instance.pk and isinstance(self.instance.kwargs, dict):
             # Secrets are shown masked; a masked value sent back keeps the stored one.
             self.initial["kwargs"] = masking.mask(self.instance.kwargs)
@@ -275,6 +280,7 @@ class JobAdmin(RunsInProgressMixin, admin.ModelAdmin):
         "schedule_preview",
         "fire_time_fates",
         "runs_left",
+        "waiting_runs",
         *status_fields,
     )
     fieldsets = (
@@ -317,6 +323,7 @@ class JobAdmin(RunsInProgressMixin, admin.ModelAdmin):
                 "fields": (
                     "coalesce",
                     "max_instances",
+                    "overlap",
                     "misfire_grace_time",
                     "jitter",
                     "pause_after_failures",
@@ -341,7 +348,7 @@ class JobAdmin(RunsInProgressMixin, admin.ModelAdmin):
                 )
             },
         ),
-        (_("Status"), {"fields": status_fields}),
+        (_("Status"), {"fields": ("waiting_runs", *status_fields)}),
         (
             _("Why did (or didn't) it run?"),
             {"fields": ("fire_time_fates",), "classes": ("collapse",)},
@@ -437,6 +444,22 @@ class JobAdmin(RunsInProgressMixin, admin.ModelAdmin):
             _("fate"),
             _("why"),
             rows,
+        )
+
+    @admin.display(description=_("waiting runs"))
+    def waiting_runs(self, job: Job) -> str:
+        """The runs that wait for a free slot, linked to the executions list where they
+        can be dropped."""
+        if job.pk is None:
+            return "—"
+        count = selectors.execution_waiting_list(job=job).count()
+        url = reverse("admin:scheduling_jobexecution_changelist") + (
+            f"?job__id__exact={job.pk}&status__exact={ExecutionStatus.WAITING}"
+        )
+        return format_html(
+            '<a href="{}">{}</a>',
+            url,
+            ngettext("%(n)d run waiting", "%(n)d runs waiting", count) % {"n": count},
         )
 
     @admin.display(description=_("schedule preview"))
@@ -705,13 +728,20 @@ class EstimatedCountPaginator(Paginator):
         return super().count
 
 
+class DropForm(forms.Form):
+    """Why waiting runs are dropped (recorded on each, with who dropped it)."""
+
+    reason = forms.CharField(label=_("reason"), max_length=300)
+
+
 @admin.register(JobExecution)
 class JobExecutionAdmin(RunsInProgressMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
-    """Every run, read-only: filter by job, outcome, trigger and date; a run in progress
-    shows its progress live and can be cancelled or terminated (``scheduling.cancel_run``)."""
+    """Every run, read-only: filter by job, outcome (waiting ones too), trigger and date; a run in progress
+    shows its progress live and can be cancelled or terminated (``scheduling.cancel_run``);
+    the runs waiting for a free slot can be dropped."""
 
     paginator = EstimatedCountPaginator
-    actions = ("cancel_runs", "terminate_runs")
+    actions = ("cancel_runs", "terminate_runs", "drop_waiting_runs")
     list_display = (
         "job_name",
         "trigger",
@@ -722,6 +752,7 @@ class JobExecutionAdmin(RunsInProgressMixin, ReadOnlyAdminMixin, admin.ModelAdmi
         "lateness_s",
         "progress_s",
         "worker",
+        "reason",
     )
     list_filter = ("status", "trigger", "started_at", "job")
     search_fields = ("job_name", "task", "exception")
@@ -744,12 +775,55 @@ class JobExecutionAdmin(RunsInProgressMixin, ReadOnlyAdminMixin, admin.ModelAdmi
         "cancel_requested_at",
         "progress",
         "progress_message",
+        "waiting_since",
         "result",
         "exception",
         "traceback_block",
         "task_result_link",
     )
     exclude = ("traceback", "task_result")
+
+    def changelist_view(self, request, *args, **kwargs):
+        with audit_context(source="admin", actor=request.user.get_username()):
+            return super().changelist_view(request, *args, **kwargs)
+
+    def has_run_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("scheduling.run_job")
+
+    @admin.action(description=_("Drop selected waiting runs"), permissions=["run"])
+    def drop_waiting_runs(self, request, queryset: QuerySet[JobExecution]):
+        """Ask why (a page listing the runs), then drop each waiting one; a run in any
+        other state is named, not dropped."""
+        form = DropForm(request.POST if "drop" in request.POST else None)
+        if not form.is_valid():
+            return TemplateResponse(
+                request,
+                "scheduling/drop_runs.html",
+                {
+                    **self.admin_site.each_context(request),
+                    "title": _("Drop waiting runs"),
+                    "opts": self.model._meta,
+                    "runs": queryset,
+                    "form": form,
+                    "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME,
+                },
+            )
+        done = 0
+        for execution in queryset:
+            try:
+                services.execution_drop(
+                    execution=execution,
+                    by=request.user.get_username(),
+                    reason=form.cleaned_data["reason"],
+                )
+            except ValidationError as exc:
+                self.message_user(request, "; ".join(exc.messages), messages.ERROR)
+            else:
+                done += 1
+        self.message_user(
+            request, ngettext("%(n)d run dropped.", "%(n)d runs dropped.", done) % {"n": done}
+        )
+        return None
 
     def runs_in_progress(self, execution: JobExecution) -> list[JobExecution]:
         return [execution] if execution.in_progress else []

@@ -17,6 +17,13 @@ DEFAULTS: dict[str, Any] = {
     "DEFAULT_COALESCE": False,
     "DEFAULT_MAX_INSTANCES": 3,
     "DEFAULT_MISFIRE_GRACE_TIME": 15,
+    # Overlap policy buffer all: most runs of one job waiting for a free slot; a fire time
+    # over the bound is skipped.
+    "BUFFER_ALL_LIMIT": 100,
+    # A waiting run is sent to the workers (queued) once a slot is free; one not started
+    # this many seconds later is sent again (its message may have been lost: the copy
+    # that comes second is dropped, a run starts once).
+    "QUEUED_RESEND_SECONDS": 60,
     # A running execution's lease: renewed every third of this; a run whose worker died
     # is counted as lost (and its max-instances slot freed) once it expires.
     "LEASE_SECONDS": 30,

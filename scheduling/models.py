@@ -83,6 +83,8 @@ class ExecutionStatus(models.TextChoices):
     CANCELLING = "cancelling", _("Cancelling")
     CANCELLED = "cancelled", _("Cancelled")
     TERMINATED = "terminated", _("Terminated")
+    WAITING = "waiting", _("Waiting")
+    QUEUED = "queued", _("Queued after waiting")
 
 
 #: Outcomes of runs whose function was called: their durations count.
@@ -112,6 +114,33 @@ def progress_text(percent: float | None, message: str) -> str:
     """A run's progress in one line, as the admin and Flower show it: ``42% loading rows``."""
     shown = "" if percent is None else f"{percent:.0f}%"
     return " ".join(part for part in (shown, message) if part)
+
+
+#: States of a run that has not ended: in progress, or waiting for a slot (overlap policy
+#: buffer) and then sent to the workers.
+UNFINISHED_STATUSES = IN_PROGRESS_STATUSES | {ExecutionStatus.WAITING, ExecutionStatus.QUEUED}
+
+
+class OverlapPolicy(models.TextChoices):
+    """What a fire time does when earlier runs of its job hold every slot (max instances)."""
+
+    SKIP = "skip", _("Skip")
+    BUFFER_ONE = "buffer_one", _("Buffer one")
+    BUFFER_ALL = "buffer_all", _("Buffer all")
+    CANCEL_OTHER = "cancel_other", _("Cancel the running one")
+    TERMINATE_OTHER = "terminate_other", _("Terminate the running one")
+    ALLOW_ALL = "allow_all", _("Allow all")
+
+
+def overlap_problem(policy: str) -> str | None:
+    """Why ``policy`` cannot be a job's overlap policy (or a run's override); ``None``
+    when it can."""
+    if policy not in OverlapPolicy.values:
+        return _("%(policy)s is not an overlap policy; choose one of %(choices)s.") % {
+            "policy": repr(policy),
+            "choices": ", ".join(OverlapPolicy.values),
+        }
+    return None
 
 
 class ExecutionTrigger(models.TextChoices):
@@ -146,6 +175,7 @@ class Job(models.Model):
         "group",
         "coalesce",
         "max_instances",
+        "overlap",
         "misfire_grace_time",
         "jitter",
         "soft_time_limit",
@@ -263,7 +293,22 @@ class Job(models.Model):
         _("max instances"),
         default=default_max_instances,
         validators=[MinValueValidator(1)],
-        help_text=_("Most runs of this job at the same time."),
+        help_text=_(
+            "Most runs of this job at the same time (the overlap policy allow all ignores it)."
+        ),
+    )
+    overlap = models.CharField(
+        _("overlap policy"),
+        max_length=20,
+        choices=OverlapPolicy.choices,
+        default=OverlapPolicy.SKIP,
+        help_text=_(
+            "When a fire time comes while max instances runs are still going: skip it; "
+            "buffer one (keep one run waiting, skip later ones); buffer all (keep them "
+            "waiting, up to a bound); or allow all (start it anyway, no limit). A waiting "
+            "run holds no worker process, and its wait does not count against its misfire "
+            "grace."
+        ),
     )
     misfire_grace_time = models.PositiveIntegerField(
         _("misfire grace time (s)"),
@@ -687,6 +732,8 @@ class Job(models.Model):
                 webhooks.webhook_urls_validate(text=self.alert_webhooks)
             except ValidationError as exc:
                 errors["alert_webhooks"] = exc.message_dict["alert_webhooks"]
+        if problem := overlap_problem(self.overlap):
+            errors["overlap"] = problem
         if self.soft_time_limit and self.time_limit and self.time_limit <= self.soft_time_limit:
             errors["time_limit"] = _("The hard time limit must be longer than the soft one.")
         if errors:
@@ -803,7 +850,16 @@ class JobExecution(models.Model):
         _("reason"),
         max_length=500,
         blank=True,
-        help_text=_("Why a run was skipped, missed, lost, cancelled or terminated."),
+        help_text=_("Why a run was skipped, missed, lost, cancelled, terminated, or waited."),
+    )
+    waiting_since = models.DateTimeField(
+        _("waiting since"),
+        null=True,
+        blank=True,
+        help_text=_(
+            "When the run began waiting for a free slot (overlap policy buffer); the wait "
+            "does not count against its misfire grace."
+        ),
     )
     jitter = models.FloatField(_("jitter (s)"), null=True, blank=True)
     attempt = models.PositiveSmallIntegerField(_("attempt"), default=0)
@@ -819,7 +875,10 @@ class JobExecution(models.Model):
         _("lease until"),
         null=True,
         blank=True,
-        help_text=_("A running run whose worker stops renewing this is counted as lost."),
+        help_text=_(
+            "A running run whose worker stops renewing this is counted as lost; a queued "
+            "one not started by then is sent again."
+        ),
     )
     cancel_requested_at = models.DateTimeField(
         _("cancel requested at"),

@@ -19,6 +19,7 @@ ACTIONS = {
     signals.job_finished: "finished",
     signals.run_cancel_requested: "cancel run",
     signals.run_terminate_requested: "terminate run",
+    signals.run_dropped: "run dropped",
 }
 
 

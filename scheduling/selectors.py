@@ -13,6 +13,7 @@ from scheduling.models import (
     EXECUTED_STATUSES,
     FAILED_STATUSES,
     IN_PROGRESS_STATUSES,
+    UNFINISHED_STATUSES,
     ExecutionStatus,
     Job,
     JobExecution,
@@ -75,6 +76,7 @@ def job_status(*, job: Job) -> dict[str, Any]:
         "timezone": job.timezone,
         "coalesce": job.coalesce,
         "max_instances": job.max_instances,
+        "overlap": job.overlap,
         "misfire_grace_time": job.misfire_grace_time,
         "queue": job_queue(job=job),
         "priority": job.priority,
@@ -100,6 +102,14 @@ def job_status(*, job: Job) -> dict[str, Any]:
 
 def _iso(moment: dt.datetime | None) -> str | None:
     return moment.isoformat() if moment else None
+
+
+def execution_waiting_list(*, job: Job) -> QuerySet[JobExecution]:
+    """The runs of ``job`` that wait for a free slot (overlap policy buffer one or buffer
+    all), or were sent after waiting and have not started, oldest fire time first."""
+    return JobExecution.objects.filter(
+        job=job, status__in=[ExecutionStatus.WAITING, ExecutionStatus.QUEUED]
+    ).order_by("scheduled_at", "pk")
 
 
 def job_queue(*, job: Job) -> str:
@@ -274,7 +284,7 @@ def job_statistics(*, job: Job, since: dt.datetime, until: dt.datetime) -> dict[
     )
     durations = executed.aggregate(min=Min("duration"), avg=Avg("duration"), max=Max("duration"))
     p50, p95, p99 = _percentiles(executed, (0.5, 0.95, 0.99))
-    last = rows.exclude(status__in=IN_PROGRESS_STATUSES).order_by("-started_at").first()
+    last = rows.exclude(status__in=UNFINISHED_STATUSES).order_by("-started_at").first()
     runs = totals["runs"]
     return {
         "job": job.name,

@@ -1,4 +1,4 @@
-"""Writes: create, change, pause, stop and run jobs; cancel and terminate runs; import job
+"""Writes: create, change, pause, stop and run jobs; cancel, terminate and drop runs; import job
 definitions.
 
 Every function here is keyword-only and named ``<entity>_<action>``. Services that change
@@ -39,6 +39,7 @@ from scheduling.models import (
     Job,
     JobExecution,
     TriggerType,
+    overlap_problem,
 )
 from scheduling.runs.cancel import stop_request
 
@@ -412,19 +413,28 @@ def job_remove(*, job: Job) -> None:
     _emit(signals.job_removed, job, {})
 
 
-def job_run_now(*, job: Job) -> str:
+def job_run_now(*, job: Job, overlap: str | None = None) -> str:
     """Send one manual run of ``job`` to the workers now; return the Celery task id.
 
-    The task is checked against the registry first, so an unknown task is refused
-    here (a ``ValidationError`` on ``task``) as well as on the worker.
+    The run follows the job's overlap policy (with every slot taken it is skipped, waits
+    or starts anyway, as a fire time would), unless ``overlap`` names another policy for
+    this run alone. The task is checked against the registry first, so an unknown task
+    is refused here (a ``ValidationError`` on ``task``) as well as on the worker; an
+    unknown or unavailable policy is refused on ``overlap``.
     """
     if not registry.is_registered(job.task):
         raise ValidationError({"task": str(registry.UnknownTaskError(job.task))})
+    if overlap is not None and (problem := overlap_problem(overlap)):
+        raise ValidationError({"overlap": problem})
     task_id = str(uuid.uuid4())
     scheduled_at = timezone.now()
     transaction.on_commit(
         lambda: job_dispatch(
-            job=job, trigger=ExecutionTrigger.MANUAL, scheduled_at=scheduled_at, task_id=task_id
+            job=job,
+            trigger=ExecutionTrigger.MANUAL,
+            scheduled_at=scheduled_at,
+            task_id=task_id,
+            overlap=overlap,
         )
     )
     return task_id
@@ -468,6 +478,48 @@ def execution_cancel(
     return row
 
 
+@transaction.atomic
+def execution_drop(*, execution: JobExecution, by: str = "", reason: str = "") -> JobExecution:
+    """Drop a run that waits for a free slot (or was sent after waiting and has not
+    started): it is recorded as skipped, naming ``by`` (who) and ``reason`` (why), and
+    never runs; the job's audit trail records it too (``run_dropped``). A run in any
+    other state is refused (``ValidationError`` on ``execution``)."""
+    from scheduling import stats
+    from scheduling.runs import events, waiting
+
+    who = by or audit.current().actor or audit.current().source
+    text = f"Dropped while waiting by {who}" + (f": {reason}" if reason else ".")
+    now = timezone.now()
+    dropped = JobExecution.objects.filter(
+        pk=execution.pk, status__in=[ExecutionStatus.WAITING, ExecutionStatus.QUEUED]
+    ).update(status=ExecutionStatus.SKIPPED, reason=text[:500], finished_at=now, lease_until=None)
+    execution.refresh_from_db()
+    if not dropped:
+        raise ValidationError(
+            {
+                "execution": _(
+                    "Run %(id)s is %(status)s: only a run waiting for a free slot can be dropped."
+                )
+                % {"id": execution.pk, "status": execution.get_status_display()}
+            }
+        )
+    stats.stats_record(execution=execution)
+    events.announce(execution)
+    if execution.job is not None:
+        _emit(
+            signals.run_dropped,
+            execution.job,
+            {
+                "execution": [execution.pk, ExecutionStatus.SKIPPED],
+                "scheduled_at": [None, _jsonable(execution.scheduled_at)],
+                "reason": [None, reason],
+            },
+        )
+        # A queued run held a slot: another waiting one may go now.
+        transaction.on_commit(lambda: waiting.execution_promote_waiting(job_id=execution.job_id))
+    return execution
+
+
 def job_dispatch(
     *,
     job: Job,
@@ -477,8 +529,13 @@ def job_dispatch(
     jitter: float = 0.0,
     producer: Any = None,
     retry_policy: dict[str, Any] | None = None,
+    expires: bool = True,
+    overlap: str | None = None,
 ) -> str:
-    """Publish one run of ``job`` to the broker; used by beat and by run-now.
+    """Publish one run of ``job`` to the broker; used by beat, by run-now and to send a
+    run that waited for a free slot (``expires`` off: its wait does not count against its
+    grace, :mod:`scheduling.runs.waiting`). ``overlap``: the run's override of the job's
+    overlap policy.
 
     The message carries the job id, the fire time and the jitter applied; the worker
     reads everything else from the job row. The options of the message:
@@ -506,7 +563,7 @@ def job_dispatch(
     is_async = registry.is_registered(job.task) and registry.get_task(job.task).is_async
     if job.soft_time_limit and not is_async:
         options["soft_time_limit"] = job.soft_time_limit
-    if trigger == ExecutionTrigger.SCHEDULE:
+    if trigger == ExecutionTrigger.SCHEDULE and expires:
         options["expires"] = scheduled_at + dt.timedelta(seconds=jitter + job.misfire_grace_time)
         # What a worker that drops the expired message records it by (Celery's signal of
         # an expired message carries the headers, not the arguments).
@@ -516,13 +573,16 @@ def job_dispatch(
     if retry_policy is not None:
         # Beat bounds how long a publish may retry (Celery's default: 3 more tries).
         options["retry_policy"] = retry_policy
+    kwargs: dict[str, Any] = {
+        "job_id": job.pk,
+        "trigger": str(trigger),
+        "scheduled_at": scheduled_at.isoformat(),
+        "jitter": round(jitter, 3),
+    }
+    if overlap is not None:
+        kwargs["overlap"] = overlap
     result = run_job.apply_async(
-        kwargs={
-            "job_id": job.pk,
-            "trigger": str(trigger),
-            "scheduled_at": scheduled_at.isoformat(),
-            "jitter": round(jitter, 3),
-        },
+        kwargs=kwargs,
         task_id=task_id,
         producer=producer,
         **options,

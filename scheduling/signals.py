@@ -11,6 +11,8 @@ system), ``actor`` (user name or "") and ``changes`` (``{field: [old, new]}``):
 - ``job_added``, ``job_changed``, ``job_removed``, ``job_paused``, ``job_resumed``
   (one event per change: an edit that also pauses or resumes is ``job_changed`` with
   ``enabled`` among its changes)
+- ``run_dropped``: an operator dropped a run that waited for a free slot; ``changes``
+  holds the run's id, fire time and the reason given
 - ``job_stopped``: beat cannot compute the job's fire times any more (its timezone was
   removed from the system, say) and stopped scheduling it; ``changes`` holds the error
 - ``job_finished``: beat disabled the job because its validity window is over (its end
@@ -24,7 +26,10 @@ Run events, with keyword argument ``execution`` (a saved :class:`JobExecution`):
 - ``run_succeeded`` — it returned
 - ``run_failed`` — it raised, timed out or was lost
 - ``run_missed`` — a fire time was not run (misfire grace or coalesced)
-- ``run_skipped`` — a fire time was not run (max instances reached)
+- ``run_skipped`` — a fire time was not run (max instances reached, the job's overlap
+  policy, or dropped while it waited)
+- ``run_waiting`` — a fire time waits for a free slot (overlap policy buffer one or
+  buffer all); ``run_started`` follows when it runs
 - ``run_cancelled`` — a run was stopped: cancelled (its function stopped when asked) or
   terminated (its process killed); ``execution.cancelled_by`` says who asked
 
@@ -48,6 +53,7 @@ job_stopped = Signal()
 job_finished = Signal()
 run_cancel_requested = Signal()
 run_terminate_requested = Signal()
+run_dropped = Signal()
 
 run_started = Signal()
 run_succeeded = Signal()
@@ -55,3 +61,4 @@ run_failed = Signal()
 run_missed = Signal()
 run_skipped = Signal()
 run_cancelled = Signal()
+run_waiting = Signal()

@@ -11,8 +11,8 @@ from django.db import connection, transaction
 
 from scheduling import sql
 from scheduling.models import (
-    IN_PROGRESS_STATUSES,
     NOT_RUN_STATUSES,
+    UNFINISHED_STATUSES,
     JobDailyStats,
     JobExecution,
 )
@@ -101,6 +101,7 @@ def stats_rebuild() -> int:
         day = "date(COALESCE(scheduled_at, started_at))"
         lateness = "(julianday(started_at) - julianday(scheduled_at)) * 86400.0"
     not_run = ", ".join(f"'{status}'" for status in sorted(NOT_RUN_STATUSES))
+    unfinished = ", ".join(f"'{status}'" for status in sorted(UNFINISHED_STATUSES))
     ran = f"status NOT IN ({not_run}) AND scheduled_at IS NOT NULL"
     bounds = [*BUCKETS]
     bucket_sql = []
@@ -111,7 +112,6 @@ def stats_rebuild() -> int:
             f"SUM(CASE WHEN duration IS NOT NULL AND {low} AND {high} THEN 1 ELSE 0 END)"
         )
     executions = JobExecution._meta.db_table
-    in_progress = ", ".join(f"'{status}'" for status in sorted(IN_PROGRESS_STATUSES))
     sql = f"""
         INSERT INTO {TABLE} (job_id, day, status, count, duration_count, duration_sum,
             duration_min, duration_max, lateness_count, lateness_sum,
@@ -122,13 +122,13 @@ def stats_rebuild() -> int:
             COALESCE(SUM(CASE WHEN {ran} THEN {lateness} ELSE 0 END), 0),
             {", ".join(bucket_sql)}
         FROM {executions}
-        WHERE status NOT IN ({in_progress}) AND job_id IS NOT NULL
+        WHERE status NOT IN ({unfinished}) AND job_id IS NOT NULL
         GROUP BY job_id, {day}, status
     """.replace("TRUE", "1=1")
     with connection.cursor() as cursor:
         cursor.execute(sql)
     return (
-        JobExecution.objects.exclude(status__in=IN_PROGRESS_STATUSES)
+        JobExecution.objects.exclude(status__in=UNFINISHED_STATUSES)
         .filter(job__isnull=False)
         .count()
     )

@@ -42,12 +42,20 @@ def start_housekeeping(**kwargs):
     """Checks every worker makes, independently of beat and of the jobs' next starts:
     the dead man's switch of every job (so a dead beat is noticed too), the reaping
     of runs whose worker died (so a one-off or paused job's dead run does not stay
-    "running"), and the terminate of cancelled runs past their grace."""
+    "running"), the terminate of cancelled runs past their grace, then the sending of waiting runs whose slot is free (should the worker
+    that freed it have died before it sent them)."""
     from scheduling import alerts
 
     _every(conf.get("DEADMAN_CHECK_INTERVAL"), alerts.deadman_check, "deadman-switch")
-    _every(conf.get("REAP_INTERVAL"), runs.execution_reap_lost, "lost-run-reaper")
+    _every(conf.get("REAP_INTERVAL"), _reap_and_promote, "lost-run-reaper")
     _every(conf.get("REAP_INTERVAL"), runs.execution_terminate_overdue, "cancel-grace")
+
+
+def _reap_and_promote() -> None:
+    """Record the lost runs, then send the waiting runs their slots (and the queued runs
+    not started in time) once more."""
+    runs.execution_reap_lost()
+    runs.executions_promote_due()
 
 
 @worker_shutdown.connect
@@ -101,8 +109,10 @@ def run_job(
     trigger: str = "schedule",
     scheduled_at: str | None = None,
     jitter: float = 0.0,
+    overlap: str | None = None,
 ):
-    """Run the job ``job_id`` once and record the execution; retry when the job says so."""
+    """Run the job ``job_id`` once and record the execution; retry when the job says so.
+    ``overlap``: this run's override of the job's overlap policy (run now)."""
     try:
         return runs.execution_run(
             job_id=job_id,
@@ -113,6 +123,7 @@ def run_job(
             task_id=self.request.id,
             worker=self.request.hostname or "",
             message=self.task_message(),
+            overlap=overlap,
         )
     except runs.RetryLater as retry:
         # The retry is shown like the first attempt (Celery copies neither argsrepr nor

@@ -40,6 +40,22 @@ def make_running(
     )
 
 
+def make_waiting(job: Job, **fields: Any) -> JobExecution:
+    """A run of ``job`` waiting for a free slot (overlap policy buffer), since now."""
+    now = timezone.now()
+    fields.setdefault("trigger", "manual")
+    return JobExecution.objects.create(
+        job=job,
+        job_name=job.name,
+        task=job.task,
+        status="waiting",
+        scheduled_at=now,
+        started_at=now,
+        waiting_since=now,
+        **fields,
+    )
+
+
 def make_finished_run(
     job: Job,
     duration: float,

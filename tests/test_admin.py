@@ -5,7 +5,7 @@ from django.contrib.auth.models import Permission
 from django.urls import reverse
 
 from scheduling.models import Job
-from tests.factories import make_finished_run, make_job
+from tests.factories import make_finished_run, make_job, make_waiting
 
 pytestmark = pytest.mark.django_db
 
@@ -30,6 +30,7 @@ def form_data(**overrides):
         "run_at_1": "",
         "coalesce": "",
         "max_instances": "3",
+        "overlap": "skip",
         "misfire_grace_time": "15",
         "jitter": "0",
         "soft_time_limit": "",
@@ -277,3 +278,41 @@ def test_the_runs_in_progress_are_shown_in_chinese(admin_client):
         reverse("admin:scheduling_job_change", args=[job.pk]), HTTP_ACCEPT_LANGUAGE="zh-Hans"
     ).content.decode()
     assert "进行中的执行" in page and "终止" in page and "运行中" in page
+
+
+def test_the_overlap_policy_is_chosen_in_the_form(admin_client):
+    admin_client.post(ADD_URL, form_data(name="buffered", overlap="buffer_all"))
+    assert Job.objects.get(name="buffered").overlap == "buffer_all"
+    admin_client.post(ADD_URL, form_data(name="cancelling", overlap="cancel_other"))
+    assert Job.objects.get(name="cancelling").overlap == "cancel_other"
+
+
+def test_waiting_runs_are_shown_and_dropped_with_who_and_why(admin_client, django_user_model):
+    job = make_job(overlap="buffer_one", max_instances=1)
+    waiting = make_waiting(job)
+    page = admin_client.get(reverse("admin:scheduling_job_change", args=[job.pk])).content
+    assert "1 run waiting" in page.decode()
+    url = reverse("admin:scheduling_jobexecution_changelist")
+    asked = admin_client.post(
+        url, {"action": "drop_waiting_runs", "_selected_action": [waiting.pk]}
+    )
+    assert "Drop waiting runs" in asked.content.decode()
+    waiting.refresh_from_db()
+    assert waiting.status == "waiting"  # nothing happens before the reason is given
+    admin_client.post(
+        url,
+        {
+            "action": "drop_waiting_runs",
+            "_selected_action": [waiting.pk],
+            "drop": "1",
+            "reason": "stale",
+        },
+    )
+    waiting.refresh_from_db()
+    assert waiting.status == "skipped"
+    assert waiting.reason == "Dropped while waiting by admin: stale"
+
+    viewer = django_user_model.objects.create_user("viewer", password="pw", is_staff=True)
+    viewer.user_permissions.add(Permission.objects.get(codename="view_jobexecution"))
+    admin_client.force_login(viewer)
+    assert "drop_waiting_runs" not in admin_client.get(url).content.decode()

@@ -7,7 +7,7 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from scheduling.models import Job
-from tests.factories import make_finished_run, make_job
+from tests.factories import make_finished_run, make_job, make_waiting
 
 pytestmark = pytest.mark.django_db
 
@@ -195,3 +195,24 @@ def test_cancel_a_run_from_the_console(django_user_model):
     with pytest.raises(CommandError, match="is not running"):
         jobs("cancel", str(run.pk))
     assert JobExecution.objects.get(pk=run.pk).status == "terminated"
+
+
+def test_overlap_policy_from_the_console_and_dropping_a_waiting_run():
+    jobs("add", "buffered", "--task", "demo.echo", "--every", "5", "--overlap", "buffer_one")
+    job = Job.objects.get(name="buffered")
+    assert job.overlap == "buffer_one"
+    jobs("modify", "buffered", "--overlap", "allow_all")
+    assert json.loads(jobs("show", "buffered", "--json"))["overlap"] == "allow_all"
+    jobs("modify", "buffered", "--overlap", "terminate_other")
+    assert Job.objects.get(name="buffered").overlap == "terminate_other"
+
+    waiting = make_waiting(job)
+    shown = json.loads(jobs("show", "buffered", "--json"))
+    assert [run["id"] for run in shown["waiting"]] == [waiting.pk]
+    jobs("drop", str(waiting.pk), "--reason", "not today")
+    waiting.refresh_from_db()
+    assert waiting.status == "skipped" and waiting.reason.endswith(": not today")
+    with pytest.raises(CommandError, match="only a run waiting for a free slot"):
+        jobs("drop", str(waiting.pk))
+    with pytest.raises(CommandError, match="No execution 999999"):
+        jobs("drop", "999999")

@@ -108,6 +108,10 @@ def test_prune_removes_only_when_asked():
         ),
         (lambda d: d[0].update(trigger_type="weekly"), "trigger_type 'weekly' is not one of"),
         (lambda d: d[0]["options"].update(retries=3), "unknown option 'retries'"),
+        (
+            lambda d: d[0]["options"].update(overlap="sometimes"),
+            "jobs[0] (nightly): overlap: Value 'sometimes' is not a valid choice.",
+        ),
         (lambda d: d[1].update(task_id="nightly"), "task_id 'nightly' appears twice"),
         (lambda d: d.append("oops"), "jobs[3]: must be a JSON object"),
     ],
@@ -223,3 +227,16 @@ def test_import_of_a_last_friday_job_previews_its_runs():
         ]
     )
     assert spec.fields["cron_expression"] == "0 0 18 ? * 5L"
+
+
+def test_the_overlap_policy_is_exported_and_imported_skip_when_left_out():
+    services.config_import(data=copy.deepcopy(GOOD))
+    assert Job.objects.get(name="poll").overlap == "skip"
+    job = Job.objects.get(name="poll")
+    services.job_update(job=job, overlap="buffer_all")
+    exported = selectors.config_export()
+    [entry] = [e for e in exported["jobs"] if e["task_id"] == "poll"]
+    assert entry["options"]["overlap"] == "buffer_all"
+    Job.objects.all().delete()
+    services.config_import(data=exported)
+    assert Job.objects.get(name="poll").overlap == "buffer_all"

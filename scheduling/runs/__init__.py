@@ -1,8 +1,10 @@
 """The worker's run path: how a message from beat becomes a recorded run.
 
 1. :mod:`~scheduling.runs.start`: under the job's row lock, apply the rules
-   (:mod:`~scheduling.runs.rules`: duplicate → misfire → coalesce → max instances) and
-   write the *running* row with a lease, or record why the run does not start;
+   (:mod:`~scheduling.runs.rules`: duplicate → misfire → coalesce → overlap policy and
+   max instances) and write the *running* row with a lease, or record why the run does
+   not start, or that it waits for a free slot (:mod:`~scheduling.runs.waiting`, which
+   sends it on once one is free);
 2. :mod:`~scheduling.runs.call`: call the registered function (sync or ``async def``,
    under its soft time limit) while :mod:`~scheduling.runs.lease` keeps the lease alive;
 3. :mod:`~scheduling.runs.finish`: record the outcome, the Celery task result, the
@@ -26,6 +28,7 @@ from scheduling.runs.records import NOT_RUN, execution_reap_lost, execution_reco
 from scheduling.runs.retries import RetryLater, retry_countdown
 from scheduling.runs.run import DatabaseUnavailable, RunStopped, execution_run
 from scheduling.runs.start import JobNotFoundError, execution_start
+from scheduling.runs.waiting import execution_promote_waiting, executions_promote_due
 
 __all__ = [
     "NOT_RUN",
@@ -37,10 +40,12 @@ __all__ = [
     "RunStopped",
     "current",
     "execution_mark_timed_out",
+    "execution_promote_waiting",
     "execution_reap_lost",
     "execution_record_missed",
     "execution_run",
     "execution_start",
     "execution_terminate_overdue",
+    "executions_promote_due",
     "retry_countdown",
 ]

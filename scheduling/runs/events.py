@@ -18,6 +18,7 @@ STATUS_EVENTS = {
     ExecutionStatus.SKIPPED: signals.run_skipped,
     ExecutionStatus.CANCELLED: signals.run_cancelled,
     ExecutionStatus.TERMINATED: signals.run_cancelled,
+    ExecutionStatus.WAITING: signals.run_waiting,
 }
 
 

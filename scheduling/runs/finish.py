@@ -4,6 +4,8 @@ What is written: the execution's outcome, the Celery task result
 (:mod:`scheduling.task_results`, instead of the result backend), the day's statistics
 and the job's last run; the job's alert states are read along with it, for the run
 event that follows the commit. A run's result is stored masked (:mod:`scheduling.masking`).
+Its slot is free then: a run of the job that waits for one is sent
+(:mod:`scheduling.runs.waiting`).
 """
 
 import datetime as dt
@@ -25,6 +27,7 @@ from django.utils import timezone
 
 from scheduling import alerts, conf, masking, sql, stats
 from scheduling.models import STOPPED_STATUSES, ExecutionStatus, Job, JobExecution
+from scheduling.runs import rules, waiting
 from scheduling.runs.events import announce
 from scheduling.task_results import TaskMessage, task_result_record
 
@@ -148,6 +151,7 @@ def finish(
         return None
     announce(execution, firing_alerts=firing_alerts, retrying=retrying)
     logger.info("Job %s %s in %.3fs", execution.job_name, status, execution.duration)
+    promote_after(execution)
     return status
 
 
@@ -162,6 +166,19 @@ def _stop_fields(execution: JobExecution) -> dict[str, Any]:
         for name in ("reason", "cancelled_by", "cancel_requested_at"):
             setattr(execution, name, row[name])
     return row
+
+
+def promote_after(execution: JobExecution) -> None:
+    """The run ended and freed its slot: send the job's oldest waiting run, if its policy
+    buffers. A database that does not answer leaves it to the housekeeping
+    (:func:`scheduling.runs.waiting.executions_promote_due`)."""
+    if execution.job is None or not rules.buffers(execution.job):
+        return
+    try:
+        waiting.execution_promote_waiting(job_id=execution.job_id)
+    except (DatabaseError, InterfaceError):
+        logger.warning("Job %s: waiting runs not sent now; later", execution.job_name)
+        connection.close()
 
 
 def _recorded_already(execution: JobExecution) -> bool:
@@ -269,5 +286,6 @@ def execution_mark_timed_out(*, task_id: str, limit: float) -> int:
             )
             stats.stats_record(execution=execution)
             announce(execution)
+        promote_after(execution)
         updated += 1
     return updated

@@ -25,24 +25,26 @@ logger = logging.getLogger(__name__)
 NOT_RUN = {"ran": False}
 
 
+def fire_time_row(job: Job, status: str, reason: str, now: dt.datetime, **fields) -> JobExecution:
+    """The row of a run a worker received and did not start now, recorded at ``now``."""
+    return JobExecution(
+        job=job,
+        job_name=job.name,
+        task=job.task,
+        status=status,
+        reason=reason[:500],
+        started_at=now,
+        **fields,
+    )
+
+
 def record_not_run(
     job: Job, status: str, reason: str, message: TaskMessage | None, **fields
 ) -> JobExecution:
     """Record a fire time a worker received but did not run (missed, skipped), and the
     task result of its message; inside the caller's transaction."""
     now = timezone.now()
-    execution = sql.row_insert(
-        JobExecution(
-            job=job,
-            job_name=job.name,
-            task=job.task,
-            status=status,
-            reason=reason[:500],
-            started_at=now,
-            finished_at=now,
-            **fields,
-        )
-    )
+    execution = sql.row_insert(fire_time_row(job, status, reason, now, finished_at=now, **fields))
     if message is not None:
         task_result_record(message=message, result=NOT_RUN, started_at=now)
     stats.stats_record(execution=execution)

@@ -8,19 +8,21 @@ than its misfire grace is *missed*) at two moments:
   was down, or behind) are recorded as missed, and with coalesce on, only the newest of
   those still within the grace is sent;
 - the worker, when the message arrives (:func:`decide`): the run starts, or is recorded
-  as missed (late, or coalesced into a run that already covered it) or skipped (max
-  instances). :data:`STARTS_WHERE` is the same decision as a SQL condition, so the worker
+  as missed (late, or coalesced into a run that already covered it), skipped (max
+  instances) or waiting for a free slot (the job's overlap policy). :data:`STARTS_WHERE` is the same decision as a SQL condition, so the worker
   can start a run in one statement; a test checks that the two agree.
 """
 
 import dataclasses
 import datetime as dt
+import enum
 import logging
 from typing import Any
 
 from django.db.models import Q
 
-from scheduling.models import ExecutionStatus, ExecutionTrigger, Job, JobExecution
+from scheduling import conf
+from scheduling.models import ExecutionStatus, ExecutionTrigger, Job, JobExecution, OverlapPolicy
 
 logger = logging.getLogger(__name__)
 
@@ -54,29 +56,84 @@ def oldest_allowed(job: Job, now: dt.datetime) -> dt.datetime:
     return now - dt.timedelta(seconds=job.misfire_grace_time + job.jitter)
 
 
+class Others(enum.Enum):
+    """What a run's start does to the runs of its job still going (overlap policies
+    cancel other and terminate other)."""
+
+    CANCEL = "cancel"
+    TERMINATE = "terminate"
+
+
 @dataclasses.dataclass(frozen=True)
 class Decision:
-    """What the rules say of a run about to start: ``RUNNING`` (start it), or the status
-    it is recorded with instead (``MISSED``, ``SKIPPED``) and why."""
+    """What the rules say of a run about to start: ``RUNNING`` (start it), ``WAITING``
+    (keep it waiting for a free slot), or the status it is recorded with instead
+    (``MISSED``, ``SKIPPED``) and why; ``others``: what to do first with the runs still
+    going (``None``: leave them be)."""
 
     status: ExecutionStatus
     reason: str = ""
+    others: Others | None = None
 
     @property
     def starts(self) -> bool:
         return self.status == ExecutionStatus.RUNNING
 
+    @property
+    def waits(self) -> bool:
+        return self.status == ExecutionStatus.WAITING
+
+    @property
+    def starts_at_once(self) -> bool:
+        """It starts with nothing else to do first: what :data:`STARTS_WHERE` says."""
+        return self.starts and self.others is None
+
+
+#: Policies under which a fire time that finds no free slot may wait for one.
+BUFFERING = frozenset(
+    {OverlapPolicy.BUFFER_ONE, OverlapPolicy.BUFFER_ALL, OverlapPolicy.CANCEL_OTHER}
+)
+
+
+def buffers(job: Job) -> bool:
+    """Whether ``job``'s runs may wait for a free slot (their promotion is due when one
+    of its runs ends)."""
+    return job.overlap in BUFFERING
+
+
+def promotable(job: Job, *, live: int, waiting: int) -> int:
+    """How many of the ``waiting`` runs of ``job`` may be sent to the workers now that
+    ``live`` runs hold a slot: as many as slots are free (all, under *allow all*), oldest
+    fire time first."""
+    if job.overlap == OverlapPolicy.ALLOW_ALL:
+        return waiting
+    return max(0, min(waiting, job.max_instances - live))
+
 
 def decide(
-    job: Job, *, scheduled_at: dt.datetime | None, late: float | None, live: int
+    job: Job,
+    *,
+    scheduled_at: dt.datetime | None,
+    late: float | None,
+    live: int,
+    waiting: int = 0,
+    overlap: str | None = None,
+    retry: bool = False,
 ) -> Decision:
-    """Start, miss, coalesce or skip a run that is ``late`` (:func:`lateness`) while
-    ``live`` runs of ``job`` hold a live lease, in this order:
+    """Start, miss, coalesce, skip or keep waiting a run that is ``late``
+    (:func:`lateness`) while ``live`` runs of ``job`` hold a slot (a live lease, or sent
+    after waiting) and ``waiting`` runs wait for one, in this order:
 
     1. **misfire**: past the grace → missed;
     2. **coalesce**: a fire time already covered by a run (``coalesced_until``) → missed;
-    3. **max instances**: ``live`` at the limit → skipped;
-    4. otherwise it starts.
+    3. **overlap** (``overlap``, the run's override, else the job's policy): with
+       *allow all* it starts, whatever runs; otherwise it starts if a slot is free
+       (``live`` under max instances) and no run waits ahead of it (first come, first
+       served). If not: *skip* → skipped; *buffer one* → waits, unless one waits already
+       (skipped); *buffer all* → waits, unless ``BUFFER_ALL_LIMIT`` wait already
+       (skipped); *cancel other* → the runs going are cancelled and it waits for them to
+       stop (unless one waits already: skipped); *terminate other* → the runs going are
+       terminated and it starts. A ``retry`` never waits: it is skipped instead.
     """
     if late is not None:
         if misfired(job, late):
@@ -90,12 +147,31 @@ def decide(
                 f"Coalesced into the run that covered fire times up to "
                 f"{job.coalesced_until.isoformat()}.",
             )
-    if live >= job.max_instances:
+    policy = overlap or job.overlap
+    if policy == OverlapPolicy.ALLOW_ALL or (live < job.max_instances and not waiting):
+        return Decision(ExecutionStatus.RUNNING)
+    going = f"{live} run(s) still going; max instances is {job.max_instances}"
+    ahead = f" and {waiting} run(s) waiting" if waiting else ""
+    if policy == OverlapPolicy.TERMINATE_OTHER:
+        return Decision(ExecutionStatus.RUNNING, others=Others.TERMINATE)
+    if policy in (OverlapPolicy.BUFFER_ONE, OverlapPolicy.CANCEL_OTHER) and waiting:
         return Decision(
             ExecutionStatus.SKIPPED,
-            f"{live} run(s) still going; max instances is {job.max_instances}.",
+            f"{going}{ahead}; the overlap policy {policy} keeps one waiting.",
         )
-    return Decision(ExecutionStatus.RUNNING)
+    if policy == OverlapPolicy.BUFFER_ALL and waiting >= conf.get("BUFFER_ALL_LIMIT"):
+        return Decision(
+            ExecutionStatus.SKIPPED,
+            f"{going}{ahead}; the overlap policy buffer_all keeps at most "
+            f"{conf.get('BUFFER_ALL_LIMIT')} waiting (BUFFER_ALL_LIMIT).",
+        )
+    if policy in BUFFERING and not retry:
+        return Decision(
+            ExecutionStatus.WAITING,
+            f"Waiting for a free slot: {going}{ahead} (overlap policy {policy}).",
+            others=Others.CANCEL if policy == OverlapPolicy.CANCEL_OTHER else None,
+        )
+    return Decision(ExecutionStatus.SKIPPED, f"{going}{ahead}.")
 
 
 def covered(job: Job, scheduled_at: dt.datetime | None) -> bool:
@@ -131,19 +207,47 @@ def live_params(now_in_db: Any) -> list[Any]:
     return [ExecutionStatus.RUNNING, now_in_db]
 
 
-#: :func:`decide` says "start", as a condition on the job's row (aliased ``j``);
-#: parameters: :func:`starts_params`.
+#: A run holds one of its job's slots (counts against max instances) while it holds a
+#: live lease, or once it was sent to the workers after waiting (queued: the slot is
+#: kept for it); parameters: :func:`slot_params`.
+SLOT_SQL = f"(({LIVE_SQL}) OR status = %s)"
+
+
+def slot_params(now_in_db: Any) -> list[Any]:
+    """The parameters of :data:`SLOT_SQL` at ``now_in_db``."""
+    return [*live_params(now_in_db), ExecutionStatus.QUEUED]
+
+
+def slot_at(now: dt.datetime) -> Q:
+    """:data:`SLOT_SQL` as an ORM condition."""
+    return live_at(now) | Q(status=ExecutionStatus.QUEUED)
+
+
+#: :func:`decide` says "start at once" (:attr:`Decision.starts_at_once`), as a condition
+#: on the job's row (aliased ``j``); parameters: :func:`starts_params`.
 STARTS_WHERE = f"""
     (CAST(%s AS DOUBLE PRECISION) IS NULL OR (
         %s <= j.misfire_grace_time
         AND NOT (j.coalesce AND j.coalesced_until IS NOT NULL AND %s <= j.coalesced_until)))
-    AND (SELECT COUNT(*) FROM {_EXECUTIONS} WHERE job_id = j.id AND {LIVE_SQL}) < j.max_instances
+    AND (COALESCE(CAST(%s AS VARCHAR(20)), j.overlap) = '{OverlapPolicy.ALLOW_ALL}' OR (
+        (SELECT COUNT(*) FROM {_EXECUTIONS} WHERE job_id = j.id AND {SLOT_SQL}) < j.max_instances
+        AND NOT EXISTS (SELECT 1 FROM {_EXECUTIONS} WHERE job_id = j.id AND status = %s)))
 """
 
 
-def starts_params(*, late: float | None, scheduled_at_in_db: Any, now_in_db: Any) -> list[Any]:
-    """The parameters of :data:`STARTS_WHERE` (times adapted for the database)."""
-    return [late, late, scheduled_at_in_db, *live_params(now_in_db)]
+def starts_params(
+    *, late: float | None, scheduled_at_in_db: Any, now_in_db: Any, overlap: str | None = None
+) -> list[Any]:
+    """The parameters of :data:`STARTS_WHERE` (times adapted for the database;
+    ``overlap``: the run's override of its job's policy)."""
+    return [
+        late,
+        late,
+        scheduled_at_in_db,
+        overlap,
+        *slot_params(now_in_db),
+        ExecutionStatus.WAITING,
+    ]
 
 
 def latest_due_fire_time(job: Job, scheduled_at: dt.datetime, now: dt.datetime) -> dt.datetime:

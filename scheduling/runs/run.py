@@ -49,11 +49,13 @@ def execution_run(
     jitter: float = 0.0,
     attempt: int = 0,
     message: TaskMessage | None = None,
+    overlap: str | None = None,
 ) -> Any:
     """Run one execution of a job on this worker and record it, whatever happens.
 
-    1. Start it under the rules (:func:`execution_start`); a run that must not start is
-       recorded as such, and ``{"ran": false}`` returned.
+    1. Start it under the rules (:func:`execution_start`; ``overlap`` overrides the
+       job's overlap policy); a run that must not start now is recorded as such (missed,
+       skipped, or waiting for a free slot), and ``{"ran": false}`` returned.
     2. Look its task up in the registry again: a job whose task is not (or no longer)
        registered is recorded as failed with the reason, and nothing runs.
     3. Call the function with the run's lease kept alive and its run context
@@ -76,6 +78,7 @@ def execution_run(
             task_id=task_id,
             worker=worker,
             message=message,
+            overlap=overlap,
         )
     except (DatabaseError, InterfaceError) as exc:
         close_old_connections()

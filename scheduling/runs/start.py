@@ -24,7 +24,7 @@ from django.utils import timezone
 
 from scheduling import sql, stats
 from scheduling.models import ExecutionStatus, ExecutionTrigger, Job, JobExecution
-from scheduling.runs import rules
+from scheduling.runs import rules, waiting
 from scheduling.runs.events import announce
 from scheduling.runs.lease import db_now, lease_term
 from scheduling.runs.records import NOT_RUN, execution_reap_lost, record_not_run
@@ -38,10 +38,11 @@ class JobNotFoundError(LookupError):
 
 
 _RUNNING_SQL = f"""
-    SELECT SUM(CASE WHEN {rules.LIVE_SQL} THEN 1 ELSE 0 END),
-           SUM(CASE WHEN {rules.LIVE_SQL} THEN 0 ELSE 1 END),
-           MIN(lease_until)
-    FROM {JobExecution._meta.db_table} WHERE job_id = %s AND status = %s
+    SELECT SUM(CASE WHEN {rules.SLOT_SQL} THEN 1 ELSE 0 END),
+           SUM(CASE WHEN status = %s AND lease_until < %s THEN 1 ELSE 0 END),
+           MIN(CASE WHEN status = %s THEN lease_until END),
+           SUM(CASE WHEN status = %s THEN 1 ELSE 0 END)
+    FROM {JobExecution._meta.db_table} WHERE job_id = %s AND status IN (%s, %s, %s)
 """
 
 
@@ -50,34 +51,51 @@ def _db_time(moment: dt.datetime) -> Any:
 
 
 def _running_query(job_id: int, now: dt.datetime) -> tuple[str, list[Any]]:
-    """How many of the job's running rows hold a live lease at ``now``, how many have
-    expired, and the earliest lease."""
-    live = rules.live_params(_db_time(now))
-    return _RUNNING_SQL, [*live, *live, job_id, ExecutionStatus.RUNNING]
+    """How many of the job's runs hold a slot at ``now`` (:data:`rules.SLOT_SQL`), how
+    many running ones have an expired lease, the earliest lease of a running one, and
+    how many wait for a slot."""
+    at = _db_time(now)
+    running, queued, waiting = (
+        ExecutionStatus.RUNNING,
+        ExecutionStatus.QUEUED,
+        ExecutionStatus.WAITING,
+    )
+    return _RUNNING_SQL, [
+        *rules.slot_params(at),
+        running,
+        at,
+        running,
+        waiting,
+        job_id,
+        running,
+        queued,
+        waiting,
+    ]
 
 
-def _lock_job(job_id: int) -> tuple[Job | None, int]:
-    """Lock and read the job's row; return it with how many of its runs hold a live lease,
-    after reaping those whose lease expired.
+def lock_job(job_id: int) -> tuple[Job | None, int, int]:
+    """Lock and read the job's row; return it with how many of its runs hold a slot
+    (:data:`rules.SLOT_SQL`) and how many wait for one, after reaping those whose lease
+    expired.
 
     The lock and the count are sent together (:func:`sql.row_get_with`: the count runs
     once the lock is held). The count compares the leases with the time the lock was
     asked for; if the earliest of them has expired by the time it was granted (the start
     waited for it), they are counted again.
     """
-    job, [(live, expired, earliest)] = sql.row_get_with(
+    job, [(live, expired, earliest, waiting)] = sql.row_get_with(
         Job, job_id, _running_query(job_id, db_now()), for_update=True
     )
     if job is None:
-        return None, 0
+        return None, 0, 0
     now = db_now()
-    if live and sql.from_db(JobExecution, "lease_until", earliest) < now:
+    if earliest is not None and sql.from_db(JobExecution, "lease_until", earliest) < now:
         with sql.cursor() as cursor:
             cursor.execute(*_running_query(job_id, now))
-            live, expired, _earliest = cursor.fetchone()
+            live, expired, _earliest, waiting = cursor.fetchone()
     if expired:
         execution_reap_lost(job=job)
-    return job, live or 0
+    return job, live or 0, waiting or 0
 
 
 def _same_run(
@@ -100,7 +118,13 @@ _NOT_DEAD = object()
 
 
 def _take_over_dead(
-    *, job_id: int, same: Q, worker: str, task_id: str | None, message: TaskMessage | None
+    *,
+    job_id: int,
+    same: Q,
+    worker: str,
+    task_id: str | None,
+    message: TaskMessage | None,
+    overlap: str | None,
 ) -> Any:
     """The run of a message delivered again, on record as *running* with an expired lease:
     its worker died, or the start's answer was lost on the way back, before the function
@@ -117,11 +141,22 @@ def _take_over_dead(
         )
         if job is None or dead is None:
             return _NOT_DEAD
-        live = JobExecution.objects.filter(rules.live_at(lease_now), job=job).count()
-        decision = rules.decide(
-            job, scheduled_at=dead.scheduled_at, late=_lateness(dead, now), live=live
+        runs = JobExecution.objects.filter(job=job)
+        decision = _decide(
+            job,
+            dead,
+            now,
+            live=runs.filter(rules.slot_at(lease_now)).count(),
+            waiting=runs.filter(status=ExecutionStatus.WAITING).count(),
+            overlap=overlap,
         )
         dead.job = job
+        if decision.waits:
+            dead.status, dead.reason = decision.status, decision.reason[:500]
+            dead.waiting_since, dead.lease_until = now, None
+            dead.save(update_fields=["status", "reason", "waiting_since", "lease_until"])
+            announce(dead)
+            return None
         if not decision.starts:
             dead.status, dead.reason = decision.status, decision.reason[:500]
             dead.finished_at, dead.lease_until = now, None
@@ -140,12 +175,81 @@ def _take_over_dead(
         return dead
 
 
+def _take_queued(*, job_id: int, same: Q, worker: str, task_id: str | None) -> Any:
+    """The run of a message sent after it waited (*queued*, :mod:`scheduling.runs.waiting`):
+    start it in the slot kept for it, without applying the rules again (they let it wait,
+    and the wait does not count against its misfire grace); ``None`` when this message's
+    run is not queued. The conditional claim (queued → running, under the row's lock)
+    starts it once, however many copies of its message arrive."""
+    with transaction.atomic():
+        job = Job.objects.select_for_update().filter(pk=job_id).first()
+        queued = (
+            JobExecution.objects.select_for_update()
+            .filter(same, status=ExecutionStatus.QUEUED)
+            .first()
+        )
+        if job is None or queued is None:
+            return None
+        now = timezone.now()
+        waited = (now - (queued.waiting_since or now)).total_seconds()
+        queued.job, queued.status, queued.worker = job, ExecutionStatus.RUNNING, worker
+        queued.started_at, queued.lease_until = now, db_now() + lease_term()
+        queued.reason = f"Waited {waited:.1f}s for a free slot."
+        queued.task_result_id = task_id or queued.task_result_id
+        queued.save(
+            update_fields=["status", "worker", "started_at", "lease_until", "reason", "task_result"]
+        )
+        announce(queued)
+        return queued
+
+
 def _cover_due_fire_times(job: Job, execution: JobExecution, now: dt.datetime) -> None:
     """A coalescing job's scheduled run covers every fire time due by ``now``: their
     messages will be coalesced."""
     if job.coalesce and execution.trigger == ExecutionTrigger.SCHEDULE and execution.scheduled_at:
         Job.objects.filter(pk=job.pk).update(
             coalesced_until=rules.latest_due_fire_time(job, execution.scheduled_at, now)
+        )
+
+
+def _decide(
+    job: Job,
+    execution: JobExecution,
+    now: dt.datetime,
+    *,
+    live: int,
+    waiting: int,
+    overlap: str | None,
+) -> rules.Decision:
+    """The rules' decision on ``execution`` at ``now``; one that needs the runs going to
+    be cancelled or terminated first (overlap policies cancel other and terminate other)
+    has them asked to stop here, in the caller's transaction."""
+    decision = rules.decide(
+        job,
+        scheduled_at=execution.scheduled_at,
+        late=_lateness(execution, now),
+        live=live,
+        waiting=waiting,
+        overlap=overlap,
+        retry=execution.attempt > 0,
+    )
+    if decision.others is not None:
+        _stop_others(job, execution, terminate=decision.others == rules.Others.TERMINATE)
+    return decision
+
+
+def _stop_others(job: Job, execution: JobExecution, *, terminate: bool) -> None:
+    """Cancel (or terminate) the runs of ``job`` that hold a slot, for ``execution``."""
+    from scheduling.runs.cancel import stop_request
+
+    policy = "terminate_other" if terminate else "cancel_other"
+    when = execution.scheduled_at or execution.started_at
+    for other in JobExecution.objects.filter(rules.live_at(db_now()), job=job):
+        stop_request(
+            execution=other,
+            terminate=terminate,
+            actor=f"overlap policy {policy}",
+            reason=f"the run of {when.isoformat()} takes its place",
         )
 
 
@@ -159,11 +263,15 @@ def execution_start(
     task_id: str | None,
     worker: str,
     message: TaskMessage | None = None,
+    overlap: str | None = None,
 ) -> JobExecution | None:
-    """Apply the rules; return the running execution, or ``None`` if it must not run.
+    """Apply the rules; return the running execution, or ``None`` if it must not run
+    (now: it may wait for a free slot, :mod:`scheduling.runs.waiting`).
 
     ``message`` is the Celery message, whose task result is written with the row when
-    the run does not start (missed, skipped; a duplicate's only if it has none yet).
+    the run does not start (missed, skipped; a duplicate's only if it has none yet; a
+    waiting run's once it has run). ``overlap`` overrides the job's overlap policy for
+    this run (run now with an override).
     """
     run = dict(
         trigger=trigger,
@@ -173,7 +281,7 @@ def execution_start(
         task_result_id=task_id,
     )
     try:
-        started = _start_at_once(job_id=job_id, **run) if attempt == 0 else None
+        started = _start_at_once(job_id=job_id, overlap=overlap, **run) if attempt == 0 else None
         if started is not None and not rules.misfired(
             started.job, _lateness(started, timezone.now())
         ):
@@ -184,7 +292,9 @@ def execution_start(
                 # The start waited for the job's lock past the misfire grace: the full
                 # start, in the same transaction, records it as missed instead.
                 JobExecution.objects.filter(pk=started.pk).delete()
-            return _start_in_full(job_id=job_id, attempt=attempt, message=message, **run)
+            return _start_in_full(
+                job_id=job_id, attempt=attempt, message=message, overlap=overlap, **run
+            )
     except IntegrityError:
         same = _same_run(
             job_id=job_id,
@@ -193,8 +303,16 @@ def execution_start(
             attempt=attempt,
             task_id=task_id,
         )
+        queued = _take_queued(job_id=job_id, same=same, worker=worker, task_id=task_id)
+        if queued is not None:
+            return queued
         taken = _take_over_dead(
-            job_id=job_id, same=same, worker=worker, task_id=task_id, message=message
+            job_id=job_id,
+            same=same,
+            worker=worker,
+            task_id=task_id,
+            message=message,
+            overlap=overlap,
         )
         if taken is not _NOT_DEAD:
             return taken
@@ -226,7 +344,7 @@ def _running_row(now: dt.datetime, **fields: Any) -> JobExecution:
     )
 
 
-def _start_at_once(*, job_id: int, **run: Any) -> JobExecution | None:
+def _start_at_once(*, job_id: int, overlap: str | None, **run: Any) -> JobExecution | None:
     """Start a first attempt in one transaction sent in one round trip, if the rules let
     it start; ``None`` when they may not (the full start then decides what to record).
     The caller announces the run, once it has checked that the wait for the job's lock
@@ -253,13 +371,14 @@ def _start_at_once(*, job_id: int, **run: Any) -> JobExecution | None:
                 if execution.scheduled_at
                 else None,
                 now_in_db=_db_time(lease_now),
+                overlap=overlap,
             ),
         ],
     )
     # Its own transaction; inside a caller's (a test's), a savepoint, so that a duplicate
     # leaves the caller's transaction usable, as the full start's atomic() does.
     with transaction.atomic() if connection.in_atomic_block else nullcontext():
-        job, [(_live, expired, _earliest), inserted] = sql.row_get_with(
+        job, [(_live, expired, _earliest, _waiting), inserted] = sql.row_get_with(
             Job, job_id, _running_query(job_id, lease_now), insert, for_update=True
         )
     if job is None:
@@ -268,37 +387,40 @@ def _start_at_once(*, job_id: int, **run: Any) -> JobExecution | None:
         return None
     if expired:
         with transaction.atomic():
-            _lock_job(job_id)  # reaps the runs whose lease expired
+            lock_job(job_id)  # reaps the runs whose lease expired
     execution.job, execution.job_name, execution.task = job, job.name, job.task
     return sql.inserted(execution, inserted[0])
 
 
 def _start_in_full(
-    *, job_id: int, attempt: int, message: TaskMessage | None, **run: Any
+    *, job_id: int, attempt: int, message: TaskMessage | None, overlap: str | None, **run: Any
 ) -> JobExecution | None:
     """Apply the rules under the job's lock and write the running row, or the row that
-    records why the run does not start; inside the caller's transaction."""
-    job, live = _lock_job(job_id)
+    records why the run does not start (or that it waits); inside the caller's
+    transaction. Runs that wait while a slot is free (the run that held it was reaped
+    here) are sent on."""
+    job, live, waiting_runs = lock_job(job_id)
     if job is None:
         raise JobNotFoundError(f"Job {job_id} does not exist (removed before it ran).")
+    if rules.promotable(job, live=live, waiting=waiting_runs):
+        sent = waiting.execution_promote_waiting(job_id=job.pk)
+        live, waiting_runs = live + sent, waiting_runs - sent
     now = timezone.now()
     execution = _running_row(now, job=job, job_name=job.name, task=job.task, attempt=attempt, **run)
-    decision = rules.decide(
-        job, scheduled_at=execution.scheduled_at, late=_lateness(execution, now), live=live
+    decision = _decide(job, execution, now, live=live, waiting=waiting_runs, overlap=overlap)
+    fields = dict(
+        trigger=execution.trigger,
+        scheduled_at=execution.scheduled_at,
+        jitter=execution.jitter,
+        attempt=attempt,
+        worker=execution.worker,
+        task_result_id=execution.task_result_id,
     )
+    if decision.waits:
+        waiting.record_waiting(job, decision.reason, **fields)
+        return None
     if not decision.starts:
-        record_not_run(
-            job,
-            decision.status,
-            decision.reason,
-            message,
-            trigger=execution.trigger,
-            scheduled_at=execution.scheduled_at,
-            jitter=execution.jitter,
-            attempt=attempt,
-            worker=execution.worker,
-            task_result_id=execution.task_result_id,
-        )
+        record_not_run(job, decision.status, decision.reason, message, **fields)
         return None
     _cover_due_fire_times(job, execution, now)
     if attempt > 0 and execution.task_result_id:

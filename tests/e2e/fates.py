@@ -27,6 +27,14 @@ EXPIRED = re.compile(
     r"^Expired in the queue '[\w.:@-]+': no worker took it within its misfire grace \((\d+)s\)\.$"
 )
 STILL_GOING = re.compile(r"^(\d+) run\(s\) still going; max instances is (\d+)\.$")
+# Overlap policies that buffer: the reason a fire time was skipped with a run waiting.
+BUFFER_FULL = re.compile(
+    r"^(\d+) run\(s\) still going; max instances is (\d+) and (\d+) run\(s\) waiting; "
+    r"the overlap policy (buffer_one keeps one waiting|buffer_all keeps at most (\d+) "
+    r"waiting \(BUFFER_ALL_LIMIT\))\.$"
+)
+WAITED = re.compile(r"^Waited (\d+\.\d)s for a free slot\.$")
+UNFINISHED = {"running", "waiting", "queued"}
 LEDGER_MARGIN = 10  # scheduler.LEDGER_MARGIN, restated: the test checks the product
 # Timestamps are stored to the microsecond; a lateness recomputed from them may differ from
 # the one the worker compared by a float's rounding.
@@ -66,7 +74,7 @@ def wait_until_settled(
 
     def settled():
         by_time = recorded(job, since, until)
-        done = all(rows and rows[0].status != "running" for rows in by_time.values())
+        done = all(rows and rows[0].status not in UNFINISHED for rows in by_time.values())
         return done and by_time
 
     try:
@@ -96,8 +104,10 @@ def table(by_time: dict) -> str:
 
 
 def late(row: JobExecution) -> float:
-    """How late the row started, by its own timestamps, after its fire time and jitter."""
-    return (row.started_at - row.scheduled_at).total_seconds() - (row.jitter or 0)
+    """How late the row started (or began to wait for a free slot: the wait does not
+    count against the grace), by its own timestamps, after its fire time and jitter."""
+    began = row.waiting_since or row.started_at
+    return (began - row.scheduled_at).total_seconds() - (row.jitter or 0)
 
 
 def problems(job: Job, rows) -> list[str]:
@@ -117,10 +127,31 @@ def _problem(job: Job, row: JobExecution) -> str | None:
             return f"ran {late(row):.3f}s late, past its {grace}s grace"
         if row.status == "lost" and row.finished_at != row.lease_until:
             return "lost, but not at the end of its lease"
+        if row.waiting_since is not None and (
+            job.overlap not in ("buffer_one", "buffer_all")
+            or not WAITED.match(row.reason)
+            or row.started_at < row.waiting_since
+        ):
+            return "waited, but not for a slot under a buffering policy"
         return None
     if row.status == "skipped":
+        if match := BUFFER_FULL.match(row.reason):
+            going, limit, waiting = int(match[1]), int(match[2]), int(match[3])
+            bound = 1 if job.overlap == "buffer_one" else int(match[5] or 0)
+            if (
+                not match[4].startswith(job.overlap)
+                or waiting < bound
+                or limit != job.max_instances
+            ):
+                return f"skipped with {going} going and {waiting} waiting: the buffer was not full"
+            return None
         match = STILL_GOING.match(row.reason)
-        if not match or int(match[2]) != job.max_instances or int(match[1]) < job.max_instances:
+        if (
+            job.overlap != "skip"
+            or not match
+            or int(match[2]) != job.max_instances
+            or int(match[1]) < job.max_instances
+        ):
             return "skipped without max instances reached"
         return None
     if row.status != "missed":

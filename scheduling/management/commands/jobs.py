@@ -18,7 +18,12 @@ from django.utils import timezone
 
 from scheduling import errors, explain, schedules, selectors, services
 from scheduling.audit import audit_context
-from scheduling.models import IN_PROGRESS_STATUSES, Job, JobExecution
+from scheduling.models import (
+    UNFINISHED_STATUSES,
+    Job,
+    JobExecution,
+    OverlapPolicy,
+)
 
 EXAMPLES = {
     "list": "  manage.py jobs list\n  manage.py jobs list --group maintenance --json",
@@ -39,7 +44,8 @@ EXAMPLES = {
         "  manage.py jobs modify report --kwargs '{\"days\": 7}' --description 'Weekly view'\n"
         "  manage.py jobs modify report --queue reports --priority 9\n"
         "  manage.py jobs modify report --end-at '2027-01-01 00:00:00' --max-runs 10\n"
-        "  manage.py jobs modify report --start-at '' --end-at '' --max-runs ''   # no window"
+        "  manage.py jobs modify report --start-at '' --end-at '' --max-runs ''   # no window\n"
+        "  manage.py jobs modify report --overlap buffer_one --max-instances 1"
     ),
     "pause": (
         "  manage.py jobs pause report --reason 'upstream API down, ticket OPS-42'\n"
@@ -47,7 +53,11 @@ EXAMPLES = {
     ),
     "resume": "  manage.py jobs resume report",
     "remove": "  manage.py jobs remove report",
-    "run": "  manage.py jobs run report\n  manage.py jobs run report --wait --timeout 60 --json",
+    "run": (
+        "  manage.py jobs run report\n  manage.py jobs run report --wait --timeout 60 --json\n"
+        "  manage.py jobs run report --overlap allow_all   # even while its runs hold every slot"
+    ),
+    "drop": "  manage.py jobs drop 1234 --reason 'the data came in late; not needed'",
     "history": "  manage.py jobs history report --limit 20",
     "explain": (
         "  manage.py jobs explain report\n"
@@ -94,6 +104,7 @@ PERMISSIONS = {
     "remove": "delete_job",
     "run": "run_job",
     "cancel": "cancel_run",
+    "drop": "run_job",
     "alerts-check": "view_job",
     "stats-rebuild": "change_job",
 }
@@ -122,7 +133,7 @@ class Command(BaseCommand):
     """``manage.py jobs ACTION``: one sub-command per action."""
 
     help = (
-        "Manage scheduled jobs: list, show, add, modify, pause, resume, remove, run, cancel, "
+        "Manage scheduled jobs: list, show, add, modify, pause, resume, remove, run, cancel, drop, "
         "history, export, import."
     )
 
@@ -152,6 +163,7 @@ class Command(BaseCommand):
                 "alerts-check",
                 "stats-rebuild",
                 "cancel",
+                "drop",
             }:
                 p.add_argument("job", help="job name or id")
             if name not in {"pause", "resume", "remove"}:
@@ -184,6 +196,12 @@ class Command(BaseCommand):
             p.add_argument("--title")
             p.add_argument("--description")
             p.add_argument("--max-instances", type=int)
+            p.add_argument(
+                "--overlap",
+                choices=OverlapPolicy.values,
+                help="what a fire time does while max instances runs are going: skip, "
+                "buffer_one, buffer_all, cancel_other, terminate_other or allow_all",
+            )
             p.add_argument("--misfire-grace-time", type=int)
             p.add_argument(
                 "--queue",
@@ -228,6 +246,14 @@ class Command(BaseCommand):
         p = action("run", "Run a job now, once (a manual run).")
         p.add_argument("--wait", action="store_true", help="wait for the outcome")
         p.add_argument("--timeout", type=float, default=60, help="seconds to wait (default 60)")
+        p.add_argument(
+            "--overlap",
+            choices=OverlapPolicy.values,
+            help="this run's overlap policy instead of the job's (e.g. allow_all)",
+        )
+        p = action("drop", "Drop a run that waits for a free slot: it is skipped, never run.")
+        p.add_argument("execution", type=int, help="execution id (jobs history, the admin)")
+        p.add_argument("--reason", default="", help="why, recorded with who dropped it")
         p = action(
             "cancel",
             "Stop a run in progress: cancel it (its function is told, and is terminated if "
@@ -337,6 +363,9 @@ class Command(BaseCommand):
         found = self._job(job)
         status = selectors.job_status(job=found)
         status["upcoming"] = [t.isoformat() for t in selectors.job_upcoming_runs(job=found)]
+        status["waiting"] = [
+            self._execution(run) for run in selectors.execution_waiting_list(job=found)
+        ]
         text = "\n".join(f"{key}: {value}" for key, value in status.items())
         self.emit(status, text)
 
@@ -385,6 +414,7 @@ class Command(BaseCommand):
             "title",
             "description",
             "max_instances",
+            "overlap",
             "misfire_grace_time",
             *Job.ROUTING_FIELDS,
         ):
@@ -467,9 +497,11 @@ class Command(BaseCommand):
         services.job_remove(job=found)
         self.stdout.write(f"Removed job {found.name}")
 
-    def do_run(self, job: str, wait: bool = False, timeout: float = 60, **_):
+    def do_run(
+        self, job: str, wait: bool = False, timeout: float = 60, overlap: str | None = None, **_
+    ):
         found = self._job(job)
-        task_id = services.job_run_now(job=found)
+        task_id = services.job_run_now(job=found, overlap=overlap)
         if not wait:
             self.emit({"task_id": task_id}, f"Sent a run of {found.name} (task {task_id})")
             return
@@ -477,7 +509,7 @@ class Command(BaseCommand):
         while time.monotonic() < deadline:
             run = (
                 JobExecution.objects.filter(task_result_id=task_id)
-                .exclude(status__in=IN_PROGRESS_STATUSES)
+                .exclude(status__in=UNFINISHED_STATUSES)
                 .first()
             )
             if run is not None:
@@ -510,6 +542,14 @@ class Command(BaseCommand):
             f"Run {stopped.pk} of {stopped.job_name}: {stopped.status} ({stopped.reason})",
         )
 
+    def do_drop(self, execution: int, reason: str = "", **_):
+        found = JobExecution.objects.filter(pk=execution).first()
+        if found is None:
+            raise CommandError(f"No execution {execution}.")
+        actor = self.user.get_username() if self.user else getpass.getuser()
+        dropped = services.execution_drop(execution=found, by=actor, reason=reason)
+        self.emit(self._execution(dropped), f"Dropped run {dropped.pk} of {dropped.job_name}")
+
     @staticmethod
     def _execution(run: JobExecution) -> dict[str, Any]:
         return {
@@ -529,6 +569,7 @@ class Command(BaseCommand):
             "cancelled_by": run.cancelled_by,
             "progress": run.progress,
             "progress_message": run.progress_message,
+            "waiting_since": run.waiting_since,
         }
 
     def do_history(self, job: str, limit: int = 10, **_):

@@ -1,4 +1,5 @@
-/* Job form: show only the fields of the chosen trigger, and preview the schedule live. */
+/* Job form: show only the fields of the chosen trigger, preview the schedule live, and
+   grey out max instances when the overlap policy ignores it. */
 "use strict";
 window.addEventListener("load", function () {
   const select = document.getElementById("id_trigger_type");
@@ -92,4 +93,18 @@ window.addEventListener("load", function () {
   });
   toggle();
   preview();
+
+  // Overlap policy allow all ignores max instances: the field is shown greyed out and
+  // read-only (still sent, so the job keeps its value for another policy later).
+  const overlap = document.getElementById("id_overlap");
+  const maxInstances = document.getElementById("id_max_instances");
+  function overlapToggle() {
+    if (!overlap || !maxInstances) return;
+    const ignored = overlap.value === "allow_all";
+    maxInstances.readOnly = ignored;
+    maxInstances.style.opacity = ignored ? "0.5" : "";
+    maxInstances.title = ignored ? overlap.dataset.ignoredNote || "" : "";
+  }
+  if (overlap) overlap.addEventListener("change", overlapToggle);
+  overlapToggle();
 });
