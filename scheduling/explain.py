@@ -17,14 +17,25 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
-from scheduling.models import BeatHeartbeat, Job, JobChange, JobExecution, SentFireTime
+from scheduling.models import (
+    IN_PROGRESS_STATUSES,
+    STOPPED_STATUSES,
+    BeatHeartbeat,
+    ExecutionStatus,
+    Job,
+    JobChange,
+    JobExecution,
+    SentFireTime,
+)
 
 #: The fates a fire time can have, as ``jobs explain --json`` names them.
-RAN, MISSED, SKIPPED, RUNNING, SENT, NOT_SENT, PAUSED, NO_RECORD, DUE = (
+RAN, MISSED, SKIPPED, RUNNING, WAITING, STOPPED, SENT, NOT_SENT, PAUSED, NO_RECORD, DUE = (
     "ran",
     "missed",
     "skipped",
     "running",
+    "waiting",
+    "stopped",
     "sent",
     "not_sent",
     "paused",
@@ -37,6 +48,8 @@ FATE_LABELS = {
     MISSED: gettext_lazy("missed"),
     SKIPPED: gettext_lazy("skipped"),
     RUNNING: gettext_lazy("running"),
+    WAITING: gettext_lazy("waiting for a free slot"),
+    STOPPED: gettext_lazy("cancelled or terminated"),
     SENT: gettext_lazy("sent, waiting for a worker"),
     NOT_SENT: gettext_lazy("not sent yet"),
     PAUSED: gettext_lazy("paused"),
@@ -161,8 +174,12 @@ def _not_sent_words() -> str:
 
 
 def _run_fate(moment: dt.datetime, run: JobExecution) -> Fate:
-    if run.status == "running":
-        return Fate(moment, RUNNING, "", run.status, run.pk)
+    if run.status in IN_PROGRESS_STATUSES:
+        return Fate(moment, RUNNING, run.reason, run.status, run.pk)
+    if run.status in (ExecutionStatus.WAITING, ExecutionStatus.QUEUED):
+        return Fate(moment, WAITING, run.reason, run.status, run.pk)
+    if run.status in STOPPED_STATUSES:
+        return Fate(moment, STOPPED, run.reason, run.status, run.pk)
     if run.status in ("missed", "skipped"):
         fate = MISSED if run.status == "missed" else SKIPPED
         return Fate(moment, fate, run.reason, run.status, run.pk)

@@ -174,3 +174,14 @@ def test_the_job_page_shows_each_fire_times_fate(admin_client, job):
     assert "Why did (or didn&#x27;t) it run?" in content
     assert 'class="fate-due"' in content
     assert 'class="fate-missed"' in content and "past its misfire grace" in content
+
+
+def test_waiting_and_stopped_runs_are_told_apart(job):
+    record(job, 10, "waiting", reason="Waiting for a free slot: 1 run(s) still going")
+    record(job, 20, "cancelled", reason="Cancelled by alice: wrong day")
+    report = explain.job_explain(job=job, recent=2, upcoming=0, since=T0, now=at(25))
+    assert fates(report) == [
+        (at(10).isoformat(), "waiting", "waiting"),
+        (at(20).isoformat(), "stopped", "cancelled"),
+    ]
+    assert report["recent"][1]["detail"] == "Cancelled by alice: wrong day"
