@@ -585,6 +585,24 @@ class JobExecution(models.Model):
         help_text=_("Why a run was skipped, missed or lost."),
     )
     jitter = models.FloatField(_("jitter (s)"), null=True, blank=True)
+    missed_until = models.DateTimeField(
+        _("missed until"),
+        null=True,
+        blank=True,
+        help_text=_(
+            "A summary of fire times beat did not send (it was down): the last of them; "
+            "the first is the fire time."
+        ),
+    )
+    missed_count = models.PositiveIntegerField(
+        _("fire times missed"),
+        null=True,
+        blank=True,
+        help_text=_(
+            "A summary of fire times beat did not send: how many, from the fire time to "
+            "missed until. Empty: this row is one fire time."
+        ),
+    )
     attempt = models.PositiveSmallIntegerField(_("attempt"), default=0)
     retry_of = models.ForeignKey(
         "self",
@@ -623,6 +641,12 @@ class JobExecution(models.Model):
                 include=["duration", "status"],
                 name="execution_job_stats_idx",
             ),
+            # Which summary covers a fire time (a late message, the ledger, accounting).
+            models.Index(
+                fields=["job", "missed_until"],
+                condition=models.Q(missed_until__isnull=False),
+                name="execution_missed_summary_idx",
+            ),
         ]
         constraints = [
             # One row per fire time and attempt: a duplicate message never runs twice.
@@ -642,6 +666,17 @@ class JobExecution(models.Model):
 
     def __str__(self) -> str:
         return f"{self.job_name} @ {self.started_at:%Y-%m-%d %H:%M:%S} ({self.status})"
+
+    @property
+    def fire_time_count(self) -> int:
+        """How many fire times this row stands for: 1, or a summary's count."""
+        return self.missed_count or 1
+
+    def covers(self, fire_time: dt.datetime) -> bool:
+        """Whether this row explains ``fire_time``: its own, or one inside its summary."""
+        if self.missed_until is None or self.scheduled_at is None:
+            return fire_time == self.scheduled_at
+        return self.scheduled_at <= fire_time <= self.missed_until
 
     @property
     def lateness(self) -> float | None:

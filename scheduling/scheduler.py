@@ -42,6 +42,7 @@ broker restart) are recorded as missed by the in-flight ledger; each beat keeps 
 heartbeat row.
 """
 
+import collections
 import contextlib
 import dataclasses
 import datetime as dt
@@ -72,7 +73,7 @@ from scheduling.models import (
     SentFireTime,
 )
 from scheduling.runs.lease import renewal_interval
-from scheduling.runs.rules import oldest_allowed, plan_next
+from scheduling.runs.rules import Missed, oldest_allowed, plan_next
 
 logger = logging.getLogger(__name__)
 
@@ -84,6 +85,12 @@ LEDGER_MARGIN = 10.0
 LEDGER_CHECK_INTERVAL = 5.0
 DB_ERRORS = (DatabaseError, InterfaceError)
 LOCK_NOT_AVAILABLE = "55P03"  # PostgreSQL's SQLSTATE for NOWAIT (and lock_timeout)
+# Most time a pass with nothing due spends sending the events of missed summaries (the
+# alerts), and never past the next due fire time: each costs a few statements.
+ANNOUNCE_BUDGET = 0.2
+NOT_SENT_REASON = (
+    "Not sent: beat was down or behind for longer than the misfire grace time ({grace}s)."
+)
 
 
 def _database_now() -> Any:
@@ -299,7 +306,7 @@ class Plan:
     send: dt.datetime | None = None  # the fire time sent now
     jitter: float = 0.0
     following: dt.datetime | None = None  # the next fire time after this pass
-    missed: list[dt.datetime] = dataclasses.field(default_factory=list)
+    missed: Missed | None = None
     coalesced: list[dt.datetime] = dataclasses.field(default_factory=list)
     trigger: Any = None
     error: Exception | None = None
@@ -326,6 +333,13 @@ class JobScheduler(DatabaseScheduler):
         self.publish_bound = 4 * self.publish_timeout
         self.retry_policy = {"max_retries": 1, "interval_start": 0, "interval_step": 0}
         self._standing_back_until = 0.0
+        # This pass's missed fire times, one span a job (recorded as one summary each,
+        # after the pass's sends), and the summaries whose events are still to be sent.
+        self._missed: list[tuple[Job, Any, Missed]] = []
+        self._missed_pass: dt.datetime | None = None
+        self._unannounced: collections.deque[JobExecution] = collections.deque()
+        # Transactions open around this beat from the start (none, but in tests).
+        self._atomic_depth = len(connection.atomic_blocks)
         super().__init__(*args, **kwargs)
 
     # -- what celery.beat.Service calls -------------------------------------------------
@@ -391,7 +405,10 @@ class JobScheduler(DatabaseScheduler):
             now = timezone.now()
             if due_at is None or due_at > now:
                 self._check_ledger()
+                now = self._announce_missed(now, due_at)
                 wait = self.poll_interval if due_at is None else (due_at - now).total_seconds()
+                if self._unannounced:
+                    wait = 0.0  # more events to send: look again at once
                 return max(min(wait, self.poll_interval), 0.0)
             self.dispatch_due(now)
             return 0.0  # look again at once: more may be due
@@ -411,6 +428,15 @@ class JobScheduler(DatabaseScheduler):
         """Next fire times are written as runs are sent; nothing is left to sync."""
 
     def close(self) -> None:
+        """Release the lease. Celery's SIGTERM handler calls this from inside whatever beat
+        was doing: in the middle of a statement (psycopg's connection lock is held by the
+        interrupted call, and taking it again would wait forever) or of a transaction
+        (which the handler's ``SystemExit`` rolls back, release included), it waits for
+        the second call, made once that has unwound (``celery.beat.Service.start``)."""
+        lock = getattr(connection.connection, "lock", None)
+        interrupted = len(connection.atomic_blocks) > self._atomic_depth
+        if interrupted or (lock is not None and lock.locked()):
+            return
         try:
             self.lease.release()
         except DB_ERRORS:
@@ -503,6 +529,7 @@ class JobScheduler(DatabaseScheduler):
             for job, plan, was in zip(jobs, plans, handled, strict=True):
                 if was:
                     self._advance(job, plan)
+            self._record_missed(now)
             done = [job for job, was in zip(jobs, handled, strict=True) if was]
             sql.rows_update(done, ["next_run_at", "dispatch_at"])
             # The ledger, in the same transaction: a rolled back pass sends its runs again
@@ -568,16 +595,12 @@ class JobScheduler(DatabaseScheduler):
 
     def _plan(self, job: Job, now: dt.datetime) -> Plan:
         """Which fire time of a due ``job`` to send now, following its misfire policy."""
+        if self._missed_pass != now:  # a pass that failed left its spans: not recorded
+            self._missed, self._missed_pass = [], now
         plan = Plan()
         try:
             plan.trigger = job.trigger()
-            fire, plan.missed, plan.coalesced = plan_next(
-                job,
-                plan.trigger,
-                job.next_run_at,
-                now,
-                record_limit=conf.get("MISSED_RECORD_LIMIT"),
-            )
+            fire, plan.missed, plan.coalesced = plan_next(job, plan.trigger, job.next_run_at, now)
         except Exception as exc:
             # One broken row (say, a timezone removed from the system) must never stop
             # beat; it is recorded and left alone until someone fixes it.
@@ -634,19 +657,39 @@ class JobScheduler(DatabaseScheduler):
                 job.set_next_run(None)
                 return
         job.set_next_run(plan.following)
-        if plan.missed:
-            runs.execution_record_missed(
-                job=job,
-                fire_times=plan.missed,
-                reason="Not sent: beat was down or behind for longer than the misfire grace "
-                f"time ({job.misfire_grace_time}s).",
-            )
+        if plan.missed is not None:
+            self._missed.append((job, plan.trigger, plan.missed))
         if plan.coalesced:
             runs.execution_record_missed(
                 job=job,
                 fire_times=plan.coalesced,
                 reason=f"Coalesced into the run at {plan.send.isoformat()}.",
             )
+
+    def _record_missed(self, now: dt.datetime) -> None:
+        """Record this pass's missed spans, one summary each, in its transaction (after
+        its sends; a few statements whatever their number, so that the following fire
+        times are never stored without the record of the ones skipped). Their events
+        go out later, in passes with nothing due (:meth:`_announce_missed`)."""
+        missed = self._missed if self._missed_pass == now else []
+        self._missed, self._missed_pass = [], None
+        if not missed:
+            return
+        summaries = runs.execution_record_missed_summaries(missed=missed, reason=NOT_SENT_REASON)
+        transaction.on_commit(lambda: self._unannounced.extend(summaries))
+
+    def _announce_missed(self, now: dt.datetime, due_at: dt.datetime | None) -> dt.datetime:
+        """Send the events (alerts) of recorded summaries for at most
+        :data:`ANNOUNCE_BUDGET`, and never past ``due_at``; return the time after."""
+        if not self._unannounced:
+            return now
+        budget = ANNOUNCE_BUDGET
+        if due_at is not None:
+            budget = min(budget, (due_at - now).total_seconds())
+        deadline = time.monotonic() + budget
+        while self._unannounced and time.monotonic() < deadline:
+            runs.announce(self._unannounced.popleft())
+        return timezone.now()
 
     def _stop(self, job: Job, error: Exception) -> str:
         """Stop scheduling ``job``, whose fire times cannot be computed; return why."""
@@ -694,6 +737,8 @@ class JobScheduler(DatabaseScheduler):
             job = jobs.get(entry.job_id)
             if job is None or (entry.job_id, entry.scheduled_at) in arrived:
                 continue
+            if runs.covered_by_summary(job_id=entry.job_id, fire_time=entry.scheduled_at):
+                continue  # another beat recorded it missed, in the summary of an outage
             runs.execution_record_missed(
                 job=job,
                 fire_times=[entry.scheduled_at],

@@ -14,7 +14,8 @@ from django.utils import timezone
 from kombu.exceptions import OperationalError as KombuOperationalError
 
 from project.celery import app
-from scheduling import services
+from scheduling import scheduler as scheduler_module
+from scheduling import services, signals
 from scheduling.models import Job, JobChange, JobExecution, SchedulerLease, SentFireTime
 from scheduling.scheduler import JobScheduler, beat_broker_options, beat_database_options
 from tests.factories import make_job
@@ -164,14 +165,99 @@ def test_fire_times_missed_while_beat_was_down_are_recorded(scheduler, sent):
     down_since = now_s() - dt.timedelta(seconds=30)
     make_due(job, down_since)
     scheduler.dispatch_due(timezone.now())
-    missed = JobExecution.objects.filter(job=job, status="missed").order_by("scheduled_at")
-    assert missed.count() >= 24
-    assert missed[0].scheduled_at == down_since
-    assert missed[0].reason.startswith("Not sent: beat was down")
+    # One summary: the first and last fire time beat did not send, and how many.
+    [summary] = JobExecution.objects.filter(job=job, status="missed")
+    assert summary.scheduled_at == down_since
+    assert summary.reason.startswith("Not sent: beat was down")
+    seconds = (summary.missed_until - summary.scheduled_at).total_seconds()
+    assert summary.missed_count == seconds + 1 >= 24
     # The first fire time still within the grace is the one sent.
     [(_, fire, _)] = sent
-    assert fire == missed.last().scheduled_at + dt.timedelta(seconds=1)
+    assert fire == summary.missed_until + dt.timedelta(seconds=1)
     assert (timezone.now() - fire).total_seconds() <= 6
+
+
+def interval_jobs(count: int, every: int = 10) -> list[Job]:
+    return services.job_bulk_create(
+        jobs=[
+            Job(
+                name=f"every-{i}",
+                task="demo.echo",
+                trigger_type="interval",
+                interval_every=every,
+                interval_period="seconds",
+            )
+            for i in range(count)
+        ]
+    )
+
+
+def test_an_outage_costs_a_pass_the_same_whatever_its_length(
+    scheduler, sent, django_assert_max_num_queries
+):
+    """Each job's missed fire times are one summary row, written in a few statements for
+    the whole pass: neither the length of the outage nor the number of jobs adds any."""
+    jobs = interval_jobs(20)
+    step = dt.timedelta(seconds=10)
+    for hours in (1, 24):
+        JobExecution.objects.all().delete()
+        fire = now_s() - dt.timedelta(hours=hours)
+        Job.objects.filter(pk__in=[j.pk for j in jobs]).update(
+            next_run_at=fire, dispatch_at=fire, schedule_anchor=fire - step
+        )
+        sent.clear()
+        with django_assert_max_num_queries(12):
+            now = timezone.now()
+            assert scheduler.dispatch_due(now) == 20
+        summaries = list(JobExecution.objects.filter(status="missed"))
+        assert len(summaries) == 20
+        oldest_allowed = now - dt.timedelta(seconds=15)
+        for summary in summaries:
+            assert summary.scheduled_at == fire
+            assert summary.missed_until == fire + (summary.missed_count - 1) * step
+            assert summary.missed_until < oldest_allowed <= summary.missed_until + step
+        assert summaries[0].missed_count >= hours * 360 - 2
+        # Sent: each job's first fire time within the grace, the one after the summary.
+        assert sorted(f for _, f, _ in sent) == [summaries[0].missed_until + step] * 20
+
+
+def test_the_events_of_an_outage_go_out_after_its_sends_in_bounded_passes(
+    scheduler, sent, monkeypatch, django_capture_on_commit_callbacks
+):
+    """A summary's event (alerts: a few statements each) is not sent in the pass that
+    sends and records; passes with nothing due send them, within a time budget that
+    never reaches the next due fire time."""
+    events = []
+
+    def on_missed(sender, *, execution, **kwargs):
+        events.append(execution)
+
+    signals.run_missed.connect(on_missed, dispatch_uid="test.outage")
+    request_cleanup = signals.run_missed.disconnect
+    jobs = interval_jobs(5)
+    fire = now_s() - dt.timedelta(hours=1)
+    Job.objects.filter(pk__in=[j.pk for j in jobs]).update(
+        next_run_at=fire, dispatch_at=fire, schedule_anchor=fire - dt.timedelta(seconds=10)
+    )
+    with django_capture_on_commit_callbacks(execute=True):
+        scheduler.dispatch_due(timezone.now())
+    assert len(sent) == 5 and events == []
+    later = timezone.now() + dt.timedelta(hours=1)
+    Job.objects.update(next_run_at=later, dispatch_at=later)  # the next passes: idle
+    now = timezone.now()
+    with django_capture_on_commit_callbacks(execute=True):
+        scheduler._announce_missed(now, now)  # the next fire time is due: none
+    assert events == []
+    monkeypatch.setattr(scheduler_module, "ANNOUNCE_BUDGET", 0.0)
+    with django_capture_on_commit_callbacks(execute=True):
+        scheduler.tick()
+    assert events == []
+    monkeypatch.setattr(scheduler_module, "ANNOUNCE_BUDGET", 0.2)
+    with django_capture_on_commit_callbacks(execute=True):
+        scheduler.tick()  # nothing due: announces
+    assert sorted(e.job_id for e in events) == sorted(j.pk for j in jobs)
+    assert all(e.missed_count >= 358 for e in events)
+    request_cleanup(dispatch_uid="test.outage")
 
 
 def test_with_coalesce_beat_sends_only_the_newest_due_fire_time(scheduler, sent):
@@ -454,3 +540,52 @@ def test_a_standby_tries_again_just_after_the_lease_runs_out():
     assert 0.2 < second.tick() <= 0.4
     SchedulerLease.objects.update(expires_at=timezone.now() + dt.timedelta(seconds=30))
     assert second.tick() == second.poll_interval
+
+
+def test_sigterm_in_the_middle_of_a_statement_or_transaction_does_not_hang_beat(scheduler):
+    """Celery's SIGTERM handler calls close() from inside whatever beat was doing: it must
+    not wait for the connection lock the interrupted statement holds (it waited forever),
+    nor release the lease in a transaction the handler's SystemExit then rolls back."""
+    import signal
+
+    from django.db import connection, transaction
+
+    def timed_out(signum, frame):
+        raise TimeoutError("close() waited for the connection lock")
+
+    with transaction.atomic():
+        scheduler.close()
+        assert scheduler.lease.held
+    lock = getattr(connection.connection, "lock", None)
+    if lock is not None:  # psycopg: a statement in progress holds it, as here
+        previous = signal.signal(signal.SIGALRM, timed_out)
+        signal.alarm(3)
+        try:
+            with lock:
+                scheduler.close()
+        finally:
+            signal.alarm(0)
+            signal.signal(signal.SIGALRM, previous)
+        assert scheduler.lease.held
+    scheduler.close()  # the second call, once it unwound
+    assert not scheduler.lease.held
+    assert SchedulerLease.objects.get().holder == ""
+
+
+def test_the_ledger_leaves_a_sent_fire_time_another_beat_summarized_alone(scheduler):
+    """A fire time sent, then inside the summary another beat recorded of an outage: the
+    ledger must not explain it a second time ("never started")."""
+    from scheduling import runs
+    from scheduling.runs.rules import Missed
+
+    job = interval_jobs(1)[0]
+    first = job.next_run_at - dt.timedelta(hours=1)
+    runs.execution_record_missed_summaries(
+        missed=[(job, job.trigger(), Missed(first=first, before=job.next_run_at))],
+        reason="Not sent.",
+    )
+    inside = first + dt.timedelta(seconds=100)
+    SentFireTime.objects.create(job=job, scheduled_at=inside, check_after=timezone.now())
+    scheduler._record_lost_messages()
+    assert JobExecution.objects.filter(job=job).count() == 1
+    assert not SentFireTime.objects.exists()

@@ -15,8 +15,15 @@ that end otherwise (missed by beat, lost with their worker). Every record sends 
 event (:mod:`~scheduling.runs.events`) once committed.
 """
 
+from scheduling.runs.events import announce
 from scheduling.runs.finish import execution_mark_timed_out
-from scheduling.runs.records import NOT_RUN, execution_reap_lost, execution_record_missed
+from scheduling.runs.records import (
+    NOT_RUN,
+    covered_by_summary,
+    execution_reap_lost,
+    execution_record_missed,
+    execution_record_missed_summaries,
+)
 from scheduling.runs.retries import RetryLater, retry_countdown
 from scheduling.runs.run import DatabaseUnavailable, execution_run
 from scheduling.runs.start import JobNotFoundError, execution_start
@@ -26,9 +33,12 @@ __all__ = [
     "DatabaseUnavailable",
     "JobNotFoundError",
     "RetryLater",
+    "announce",
+    "covered_by_summary",
     "execution_mark_timed_out",
     "execution_reap_lost",
     "execution_record_missed",
+    "execution_record_missed_summaries",
     "execution_run",
     "execution_start",
     "retry_countdown",

@@ -7,6 +7,7 @@ in one transaction, and its run event goes out once that commits.
 
 import datetime as dt
 import logging
+from typing import Any
 
 from django.db import transaction
 from django.db.models import F
@@ -17,6 +18,7 @@ from scheduling.models import ExecutionStatus, ExecutionTrigger, Job, JobExecuti
 from scheduling.runs import rules
 from scheduling.runs.events import announce
 from scheduling.runs.lease import db_now
+from scheduling.runs.rules import Missed, missed_span
 from scheduling.task_results import TaskMessage, task_result_record
 
 logger = logging.getLogger(__name__)
@@ -117,3 +119,82 @@ def execution_record_missed(*, job: Job, fire_times: list[dt.datetime], reason: 
             announce(execution)
     logger.warning("Job %s: %d fire time(s) missed: %s", job.name, len(fire_times), reason)
     return len(new)
+
+
+def execution_record_missed_summaries(
+    *, missed: list[tuple[Job, Any, Missed]], reason: str
+) -> list[JobExecution]:
+    """Record each job's fire times beat did not send as **one summary** (``missed``:
+    the job, its trigger and the span): a missed row whose fire time is the first, with
+    ``missed_until`` the last and ``missed_count`` how many; with its day's statistics,
+    counting each of them. In the caller's transaction, in a few statements whatever the
+    number of jobs, so recording an outage costs about as much as one pass.
+
+    ``reason`` may name ``{grace}``, the job's misfire grace time. A first fire time
+    already on record (sent by a beat that died before storing what followed) keeps its
+    row, and the summary starts at the next one. The rows are returned, **not
+    announced**: their events (alerts) cost a few statements each, and the caller
+    announces them (:func:`announce`) once its sends are done.
+    """
+    if not missed:
+        return []
+    recorded = set(
+        JobExecution.objects.filter(
+            job_id__in={job.pk for job, _, _ in missed},
+            trigger=ExecutionTrigger.SCHEDULE,
+            attempt=0,
+            scheduled_at__in={span.first for _, _, span in missed},
+        ).values_list("job_id", "scheduled_at")
+    )
+    now = timezone.now()
+    new = []
+    for job, trigger, span in missed:
+        first = span.first
+        if (job.pk, first) in recorded:
+            first = trigger.next_after(first)
+            if first is None or first >= span.before:
+                continue
+        last, count = missed_span(trigger, Missed(first=first, before=span.before))
+        new.append(
+            JobExecution(
+                job=job,
+                job_name=job.name,
+                task=job.task,
+                trigger=ExecutionTrigger.SCHEDULE,
+                status=ExecutionStatus.MISSED,
+                scheduled_at=first,
+                missed_until=last,
+                missed_count=count,
+                started_at=now,
+                finished_at=now,
+                reason=reason.format(grace=job.misfire_grace_time)[:500],
+            )
+        )
+        logger.info("Job %s: %d fire time(s) missed from %s to %s", job.name, count, first, last)
+    with transaction.atomic():
+        # No ignore_conflicts: a row written meanwhile for a first fire time (a late
+        # message) fails the pass, which the next one does again, seeing it.
+        JobExecution.objects.bulk_create(new)
+        stats.stats_record_many(executions=new)
+    if new:
+        # One line for the batch: a line per job would cost as much as the records.
+        logger.warning(
+            "%d job(s) missed %d fire time(s) (%s …): %s",
+            len(new),
+            sum(execution.missed_count for execution in new),
+            new[0].job_name,
+            reason.format(grace=new[0].job.misfire_grace_time),
+        )
+    return new
+
+
+def covered_by_summary(*, job_id: int, fire_time: dt.datetime) -> bool:
+    """Whether a summary of missed fire times (:func:`execution_record_missed_summaries`)
+    explains ``fire_time`` of the job already."""
+    return JobExecution.objects.filter(
+        job_id=job_id,
+        missed_until__gte=fire_time,
+        scheduled_at__lte=fire_time,
+        trigger=ExecutionTrigger.SCHEDULE,
+        attempt=0,
+    ).exists()
