@@ -47,13 +47,16 @@ import contextlib
 import dataclasses
 import datetime as dt
 import functools
+import itertools
 import logging
 import os
+import signal
 import socket
 import time
 from collections.abc import Iterator
 from typing import Any
 
+from celery import signals as celery_signals
 from django.db import DatabaseError, InterfaceError, OperationalError, connection, transaction
 from django.db.models import DurationField, ExpressionWrapper, F, Q
 from django.db.models.functions import Now
@@ -61,7 +64,7 @@ from django.utils import timezone
 from django_celery_beat.schedulers import DatabaseScheduler
 from kombu.exceptions import OperationalError as KombuOperationalError
 
-from scheduling import conf, runs, services, sql
+from scheduling import conf, publish, runs, services, sql
 from scheduling.audit import audit_context
 from scheduling.models import (
     AuditSource,
@@ -85,6 +88,12 @@ LEDGER_MARGIN = 10.0
 LEDGER_CHECK_INTERVAL = 5.0
 DB_ERRORS = (DatabaseError, InterfaceError)
 LOCK_NOT_AVAILABLE = "55P03"  # PostgreSQL's SQLSTATE for NOWAIT (and lock_timeout)
+# Longest a pass may go on after SIGTERM before it is interrupted where it is (seconds):
+# beat exits within 5 s at any moment.
+STOP_GRACE = 3.0
+# Runs sent in one pipelined batch (Redis: one round trip). The lease is checked before
+# each batch; a batch of 200 takes a few tens of milliseconds to build and send.
+PUBLISH_BATCH = 200
 # Most time a pass with nothing due spends sending the events of missed summaries (the
 # alerts), and never past the next due fire time: each costs a few statements.
 ANNOUNCE_BUDGET = 0.2
@@ -340,6 +349,10 @@ class JobScheduler(DatabaseScheduler):
         self._unannounced: collections.deque[JobExecution] = collections.deque()
         # Transactions open around this beat from the start (none, but in tests).
         self._atomic_depth = len(connection.atomic_blocks)
+        # SIGTERM during a pass: the pass stops after its current batch (install_stop).
+        self._in_pass = False
+        self._stop_requested = False
+        self._exit: Any = None  # Celery's handler, bound to the signal received
         super().__init__(*args, **kwargs)
 
     # -- what celery.beat.Service calls -------------------------------------------------
@@ -376,6 +389,13 @@ class JobScheduler(DatabaseScheduler):
         return self.Producer(self.connection, auto_declare=False)
 
     @functools.cached_property
+    def messages(self) -> publish.Messages:
+        """Builds the messages of ``scheduling.run_job`` (:mod:`scheduling.publish`)."""
+        from scheduling.tasks import run_job
+
+        return publish.Messages(self.app, self.app.tasks[run_job.name])
+
+    @functools.cached_property
     def broker_errors(self) -> tuple[type[BaseException], ...]:
         """What a publish raises when the broker is out of reach."""
         return (KombuOperationalError, OSError, *self.connection.connection_errors)
@@ -410,12 +430,45 @@ class JobScheduler(DatabaseScheduler):
                 if self._unannounced:
                     wait = 0.0  # more events to send: look again at once
                 return max(min(wait, self.poll_interval), 0.0)
-            self.dispatch_due(now)
+            self._in_pass = True
+            try:
+                self.dispatch_due(now)
+            finally:
+                self._in_pass = False
+            if self._stop_requested:
+                self._stop_now()
             return 0.0  # look again at once: more may be due
         except DB_ERRORS:
             logger.exception("JobScheduler: database error; trying again in a second")
             connection.close()  # reconnect on the next pass (e.g. after a server restart)
             return 1.0
+
+    def install_stop(self) -> None:
+        """Make SIGTERM and SIGINT stop a pass after its current batch of messages: the
+        pass commits what it sent, and beat exits with Celery's own handler (installed
+        before ``beat_init``, which calls this). Outside a pass that handler runs at once.
+        A pass that has not ended :data:`STOP_GRACE` seconds later (a wait on the database
+        or the broker) is interrupted where it is, as by Celery's handler alone: its
+        transaction is rolled back and the next leader sends what it had sent again (the
+        worker drops the second message of a fire time)."""
+        previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+        if not all(callable(handler) for handler in previous.values()):
+            return
+
+        def on_stop(signum: int, frame: Any) -> None:
+            self._exit = functools.partial(previous[signum], signum, frame)
+            if not self._in_pass:
+                self._stop_now()
+            self._stop_requested = True
+            signal.signal(signal.SIGALRM, lambda *_: self._stop_now())
+            signal.setitimer(signal.ITIMER_REAL, STOP_GRACE)
+
+        for sig in previous:
+            signal.signal(sig, on_stop)
+
+    def _stop_now(self) -> None:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        self._exit()
 
     def _standby_wait(self) -> float:
         """A standby tries again in a second, or just after the lease runs out if sooner."""
@@ -511,17 +564,13 @@ class JobScheduler(DatabaseScheduler):
             plans = [self._plan_on_time(job, now) for job in jobs]
             handled = [False] * len(jobs)
             try:
-                for index, (job, plan) in enumerate(zip(jobs, plans, strict=True)):
-                    if plan is not None:
-                        self._may_publish(ends)
-                        self._send_planned(job, plan, sent)
-                        handled[index] = True
-                for index, job in enumerate(jobs):
-                    if plans[index] is None:
-                        self._may_publish(ends)
-                        plans[index] = self._plan(job, now)
-                        self._send_planned(job, plans[index], sent)
-                        handled[index] = True
+                self._send_in_batches(
+                    jobs, plans, handled, sent, ends, (i for i, p in enumerate(plans) if p)
+                )
+                late = [i for i, plan in enumerate(plans) if plan is None]
+                for index in late:
+                    plans[index] = self._plan(jobs[index], now)
+                self._send_in_batches(jobs, plans, handled, sent, ends, iter(late))
             except PassOver:
                 pass
             except BrokerUnreachable as exc:
@@ -586,12 +635,90 @@ class JobScheduler(DatabaseScheduler):
             return None
         return Plan(send=job.next_run_at, jitter=job.next_jitter)
 
+    def _send_in_batches(
+        self,
+        jobs: list[Job],
+        plans: list[Plan | None],
+        handled: list[bool],
+        sent: list[tuple[dt.datetime, int, dt.datetime]],
+        ends: float,
+        indexes: Iterator[int],
+    ) -> None:
+        """Send the runs of ``plans`` at ``indexes``, :data:`PUBLISH_BATCH` messages a
+        batch (:mod:`scheduling.publish`), each batch only once :meth:`_may_publish`
+        allows it; mark each job handled whose batch went out (or that had nothing to
+        send). A batch that cannot go out raises, and its jobs stay unhandled."""
+        while True:
+            batch = list(itertools.islice(indexes, 1 if self.sent_events else PUBLISH_BATCH))
+            if not batch:
+                return
+            self._may_publish(ends)
+            if self.sent_events:
+                # A task-sent event per message: Celery's apply_async, one at a time.
+                self._send_planned(jobs[batch[0]], plans[batch[0]], sent)
+                handled[batch[0]] = True
+                continue
+            outgoing: list[tuple[int, publish.Outgoing]] = []
+            now = timezone.now()
+            for index in batch:
+                plan = plans[index]
+                if plan.send is None:
+                    continue
+                message = self._build(jobs[index], plan, now)
+                if message is not None:
+                    outgoing.append((index, message))
+            try:
+                publish.messages_publish(
+                    self.producer, [message for _, message in outgoing], errors=self.broker_errors
+                )
+            except self.broker_errors as exc:
+                raise BrokerUnreachable(exc) from exc
+            except Exception:
+                # Some message of the batch was refused: send them one by one, so that
+                # only that one is recorded missed (with the broker's reason).
+                logger.exception("A batch of %d runs was refused; sending each", len(outgoing))
+                refused = {
+                    index
+                    for index, _ in outgoing
+                    if not self._send(jobs[index], plans[index].send, plans[index].jitter)
+                }
+                outgoing = [(index, message) for index, message in outgoing if index not in refused]
+            for index, _ in outgoing:
+                job, plan = jobs[index], plans[index]
+                grace = plan.jitter + job.misfire_grace_time + LEDGER_MARGIN
+                sent.append((plan.send + dt.timedelta(seconds=grace), job.pk, plan.send))
+            for index in batch:
+                handled[index] = True
+            if self._stop_requested:
+                raise PassOver
+
     def _send_planned(
         self, job: Job, plan: Plan, sent: list[tuple[dt.datetime, int, dt.datetime]]
     ) -> None:
         if plan.send is not None and self._send(job, plan.send, plan.jitter):
             grace = plan.jitter + job.misfire_grace_time + LEDGER_MARGIN
             sent.append((plan.send + dt.timedelta(seconds=grace), job.pk, plan.send))
+
+    def _build(self, job: Job, plan: Plan, now: dt.datetime) -> publish.Outgoing | None:
+        """The message of the run ``plan`` sends; ``None`` if it cannot be built (the
+        fire time is recorded missed with why)."""
+        try:
+            kwargs, options = services.run_message(
+                job=job,
+                trigger=ExecutionTrigger.SCHEDULE,
+                scheduled_at=plan.send,
+                jitter=plan.jitter,
+                app=self.app,
+            )
+            return self.messages.build(kwargs=kwargs, now=now, **options)
+        except Exception as exc:
+            logger.exception("Job %s: could not build the message of its run", job.name)
+            runs.execution_record_missed(
+                job=job,
+                fire_times=[plan.send],
+                reason=f"Not sent: its message could not be built ({exc!r}).",
+            )
+            return None
 
     def _plan(self, job: Job, now: dt.datetime) -> Plan:
         """Which fire time of a due ``job`` to send now, following its misfire policy."""
@@ -766,3 +893,11 @@ class JobScheduler(DatabaseScheduler):
                 )
         except DB_ERRORS:
             logger.exception("Could not record beat's heartbeat")
+
+
+@celery_signals.beat_init.connect
+def _install_stop(sender: Any, **kwargs: Any) -> None:
+    """A beat process running :class:`JobScheduler` stops its passes between batches."""
+    scheduler = getattr(sender, "scheduler", None)
+    if isinstance(scheduler, JobScheduler):
+        scheduler.install_stop()

@@ -1,10 +1,12 @@
 """The beat scheduler's passes, in one process (the e2e tests run real beats and workers).
 
-Sending is observed at its boundary, ``services.job_dispatch`` (what would go to the
-broker); everything else (queries, locks, the lease, the stored fire times) is real.
+Sending is observed at its boundary, ``publish.messages_publish`` (what would go to the
+broker, a batch at a time) and ``services.job_dispatch`` (one message); everything else
+(queries, locks, the lease, the stored fire times, the messages built) is real.
 """
 
 import datetime as dt
+import json
 import threading
 import time
 
@@ -15,12 +17,27 @@ from kombu.exceptions import OperationalError as KombuOperationalError
 
 from project.celery import app
 from scheduling import scheduler as scheduler_module
-from scheduling import services, signals
+from scheduling import publish, services, signals
 from scheduling.models import Job, JobChange, JobExecution, SchedulerLease, SentFireTime
 from scheduling.scheduler import JobScheduler, beat_broker_options, beat_database_options
 from tests.factories import make_job
 
 pytestmark = pytest.mark.django_db
+
+
+def sent_runs(messages) -> list[tuple[str, dt.datetime, float]]:
+    """(job name, fire time, jitter) of built run messages."""
+    runs = []
+    for message in messages:
+        kwargs = json.loads(message.body)[1]
+        runs.append(
+            (
+                message.headers["periodic_task_name"],
+                dt.datetime.fromisoformat(kwargs["scheduled_at"]),
+                kwargs["jitter"],
+            )
+        )
+    return runs
 
 
 @pytest.fixture
@@ -33,7 +50,30 @@ def sent(monkeypatch):
         return "task-id"
 
     monkeypatch.setattr(services, "job_dispatch", dispatch)
+    monkeypatch.setattr(
+        publish,
+        "messages_publish",
+        lambda producer, messages, **_: runs.extend(sent_runs(messages)),
+    )
     return runs
+
+
+@pytest.fixture
+def one_per_batch(monkeypatch):
+    """Each batch holds one message, and sending it is ``services.job_dispatch``."""
+    monkeypatch.setattr(scheduler_module, "PUBLISH_BATCH", 1)
+
+    def publish_one(producer, messages, **_):
+        for name, fire, jitter in sent_runs(messages):
+            services.job_dispatch(
+                job=Job.objects.get(name=name),
+                trigger="schedule",
+                scheduled_at=fire,
+                jitter=jitter,
+                retry_policy={"max_retries": 1},
+            )
+
+    monkeypatch.setattr(publish, "messages_publish", publish_one)
 
 
 def new_scheduler() -> JobScheduler:
@@ -396,7 +436,7 @@ def still_due(jobs: list[Job]) -> list[str]:
 
 
 def test_a_pass_stops_publishing_once_the_lease_is_too_short_for_another_message(
-    scheduler, monkeypatch
+    scheduler, monkeypatch, one_per_batch
 ):
     """The fence, without a lock on the lease: a message leaves only while the lease
     surely outlasts it; the jobs not reached keep their fire time for the next leader."""
@@ -415,7 +455,7 @@ def test_a_pass_stops_publishing_once_the_lease_is_too_short_for_another_message
 
 
 def test_a_pass_publishes_for_a_bounded_time_and_the_next_pass_sends_the_rest(
-    scheduler, monkeypatch
+    scheduler, monkeypatch, one_per_batch
 ):
     jobs = due_jobs(3)
     sent = []
@@ -431,7 +471,9 @@ def test_a_pass_publishes_for_a_bounded_time_and_the_next_pass_sends_the_rest(
     assert still_due(jobs) == []
 
 
-def test_a_broker_out_of_reach_stops_the_pass_and_hands_the_lease_over(scheduler, monkeypatch):
+def test_a_broker_out_of_reach_stops_the_pass_and_hands_the_lease_over(
+    scheduler, monkeypatch, one_per_batch
+):
     """The fire time that could not go out is neither stored as sent nor recorded missed:
     the next leader sends it; this beat stands back for a term before trying again."""
     jobs = due_jobs(3)
