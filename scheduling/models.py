@@ -379,6 +379,23 @@ class Job(models.Model):
         editable=False,
         help_text=_("With coalesce on: fire times up to this one are covered by a run."),
     )
+    missed_from = models.DateTimeField(
+        _("missed from"),
+        null=True,
+        blank=True,
+        editable=False,
+        help_text=_(
+            "Fire times from this one up to (not including) missed before were not sent "
+            "(beat was down); beat records them as one summary soon after it catches up."
+        ),
+    )
+    missed_before = models.DateTimeField(
+        _("missed before"),
+        null=True,
+        blank=True,
+        editable=False,
+        help_text=_("End of the fire times not sent, not yet recorded (see missed from)."),
+    )
     last_run_at = models.DateTimeField(_("last run"), null=True, blank=True, editable=False)
     last_status = models.CharField(
         _("last outcome"),
@@ -401,6 +418,12 @@ class Job(models.Model):
             # Beat asks only for due jobs: the enabled ones in dispatch order.
             models.Index(
                 fields=["dispatch_at"], condition=models.Q(enabled=True), name="job_dispatch_idx"
+            ),
+            # Beat records the outages it caught up with: the jobs that have one pending.
+            models.Index(
+                fields=["missed_from"],
+                condition=models.Q(missed_from__isnull=False),
+                name="job_missed_pending_idx",
             ),
         ]
         permissions = [

@@ -42,7 +42,6 @@ broker restart) are recorded as missed by the in-flight ledger; each beat keeps 
 heartbeat row.
 """
 
-import collections
 import contextlib
 import dataclasses
 import datetime as dt
@@ -94,9 +93,12 @@ STOP_GRACE = 3.0
 # Runs sent in one pipelined batch (Redis: one round trip). The lease is checked before
 # each batch; a batch of 200 takes a few tens of milliseconds to build and send.
 PUBLISH_BATCH = 200
-# Most time a pass with nothing due spends sending the events of missed summaries (the
-# alerts), and never past the next due fire time: each costs a few statements.
-ANNOUNCE_BUDGET = 0.2
+# The fire times an outage left unsent are recorded after the catch-up, in passes with
+# nothing due: for at most this long a pass (seconds), and never past the next due fire
+# time, in transactions of RECORD_BATCH jobs (each: a summary row, its statistics, and its
+# event once committed).
+RECORD_BUDGET = 0.2
+RECORD_BATCH = 200
 NOT_SENT_REASON = (
     "Not sent: beat was down or behind for longer than the misfire grace time ({grace}s)."
 )
@@ -342,11 +344,12 @@ class JobScheduler(DatabaseScheduler):
         self.publish_bound = 4 * self.publish_timeout
         self.retry_policy = {"max_retries": 1, "interval_start": 0, "interval_step": 0}
         self._standing_back_until = 0.0
-        # This pass's missed fire times, one span a job (recorded as one summary each,
-        # after the pass's sends), and the summaries whose events are still to be sent.
+        # Spans of missed fire times this pass records at once (a job with one pending
+        # already, see _advance), and whether jobs may have one pending (an earlier
+        # leader may have left some).
         self._missed: list[tuple[Job, Any, Missed]] = []
         self._missed_pass: dt.datetime | None = None
-        self._unannounced: collections.deque[JobExecution] = collections.deque()
+        self._missed_pending = True
         # Transactions open around this beat from the start (none, but in tests).
         self._atomic_depth = len(connection.atomic_blocks)
         # SIGTERM during a pass: the pass stops after its current batch (install_stop).
@@ -425,10 +428,10 @@ class JobScheduler(DatabaseScheduler):
             now = timezone.now()
             if due_at is None or due_at > now:
                 self._check_ledger()
-                now = self._announce_missed(now, due_at)
+                now = self._record_pending_missed(now, due_at)
                 wait = self.poll_interval if due_at is None else (due_at - now).total_seconds()
-                if self._unannounced:
-                    wait = 0.0  # more events to send: look again at once
+                if self._missed_pending:
+                    wait = 0.0  # more outages to record: look again at once
                 return max(min(wait, self.poll_interval), 0.0)
             self._in_pass = True
             try:
@@ -580,7 +583,7 @@ class JobScheduler(DatabaseScheduler):
                     self._advance(job, plan)
             self._record_missed(now)
             done = [job for job, was in zip(jobs, handled, strict=True) if was]
-            sql.rows_update(done, ["next_run_at", "dispatch_at"])
+            sql.rows_update(done, ["next_run_at", "dispatch_at", "missed_from", "missed_before"])
             # The ledger, in the same transaction: a rolled back pass sends its runs again
             # (the worker drops the second message of a fire time), and records them again.
             SentFireTime.objects.bulk_create(
@@ -785,7 +788,7 @@ class JobScheduler(DatabaseScheduler):
                 return
         job.set_next_run(plan.following)
         if plan.missed is not None:
-            self._missed.append((job, plan.trigger, plan.missed))
+            self._keep_missed(job, plan.trigger, plan.missed)
         if plan.coalesced:
             runs.execution_record_missed(
                 job=job,
@@ -793,29 +796,66 @@ class JobScheduler(DatabaseScheduler):
                 reason=f"Coalesced into the run at {plan.send.isoformat()}.",
             )
 
+    def _keep_missed(self, job: Job, trigger: Any, missed: Missed) -> None:
+        """Store the span of fire times ``job`` missed on its row, with its following fire
+        time (one statement for the pass, whatever the number of jobs): it is recorded as
+        one summary once the catch-up is over (:meth:`_record_pending_missed`), so that
+        recording an outage never delays a current fire time, and is never lost (a beat
+        that dies first leaves it on the row for the next leader). A job that has a span
+        pending already (two outages in a row) extends it when the two meet, and has the
+        older one recorded in this pass otherwise."""
+        if job.missed_from is not None and job.missed_before != missed.first:
+            self._missed.append(
+                (job, trigger, Missed(first=job.missed_from, before=job.missed_before))
+            )
+            job.missed_from = None
+        job.missed_from = job.missed_from or missed.first
+        job.missed_before = missed.before
+        self._missed_pending = True
+
     def _record_missed(self, now: dt.datetime) -> None:
-        """Record this pass's missed spans, one summary each, in its transaction (after
-        its sends; a few statements whatever their number, so that the following fire
-        times are never stored without the record of the ones skipped). Their events
-        go out later, in passes with nothing due (:meth:`_announce_missed`)."""
+        """Record this pass's spans (:meth:`_keep_missed`), in its transaction."""
         missed = self._missed if self._missed_pass == now else []
         self._missed, self._missed_pass = [], None
-        if not missed:
-            return
-        summaries = runs.execution_record_missed_summaries(missed=missed, reason=NOT_SENT_REASON)
-        transaction.on_commit(lambda: self._unannounced.extend(summaries))
+        if missed:
+            runs.execution_record_missed_summaries(missed=missed, reason=NOT_SENT_REASON)
 
-    def _announce_missed(self, now: dt.datetime, due_at: dt.datetime | None) -> dt.datetime:
-        """Send the events (alerts) of recorded summaries for at most
-        :data:`ANNOUNCE_BUDGET`, and never past ``due_at``; return the time after."""
-        if not self._unannounced:
+    def _record_pending_missed(self, now: dt.datetime, due_at: dt.datetime | None) -> dt.datetime:
+        """Record the spans of missed fire times stored on job rows (:meth:`_keep_missed`)
+        as one summary each, :data:`RECORD_BATCH` jobs a transaction, for at most
+        :data:`RECORD_BUDGET` and never past ``due_at``; return the time after."""
+        if not self._missed_pending:
             return now
-        budget = ANNOUNCE_BUDGET
+        budget = RECORD_BUDGET
         if due_at is not None:
             budget = min(budget, (due_at - now).total_seconds())
         deadline = time.monotonic() + budget
-        while self._unannounced and time.monotonic() < deadline:
-            runs.announce(self._unannounced.popleft())
+        while time.monotonic() < deadline:
+            with transaction.atomic():
+                jobs = list(
+                    Job.objects.select_for_update(skip_locked=True)
+                    .filter(missed_from__isnull=False)
+                    .order_by("missed_from")[:RECORD_BATCH]
+                )
+                if not jobs:
+                    self._missed_pending = False
+                    break
+                spans = []
+                for job in jobs:
+                    span = Missed(first=job.missed_from, before=job.missed_before)
+                    try:
+                        spans.append((job, job.trigger(), span))
+                    except Exception as exc:
+                        # Broken since (beat stops it when next due): the first stands alone.
+                        runs.execution_record_missed(
+                            job=job,
+                            fire_times=[span.first],
+                            reason=f"{NOT_SENT_REASON.format(grace=job.misfire_grace_time)} {exc!r}",
+                        )
+                runs.execution_record_missed_summaries(missed=spans, reason=NOT_SENT_REASON)
+                Job.objects.filter(pk__in=[job.pk for job in jobs]).update(
+                    missed_from=None, missed_before=None
+                )
         return timezone.now()
 
     def _stop(self, job: Job, error: Exception) -> str:

@@ -16,8 +16,8 @@ from django.utils import timezone
 from kombu.exceptions import OperationalError as KombuOperationalError
 
 from project.celery import app
-from scheduling import scheduler as scheduler_module
 from scheduling import publish, services, signals
+from scheduling import scheduler as scheduler_module
 from scheduling.models import Job, JobChange, JobExecution, SchedulerLease, SentFireTime
 from scheduling.scheduler import JobScheduler, beat_broker_options, beat_database_options
 from tests.factories import make_job
@@ -138,8 +138,10 @@ def test_an_idle_pass_reads_one_row_and_sleeps_until_the_next_fire_time(
     job = make_job(cron_expression="*/1 * * * * *")
     soon = timezone.now() + dt.timedelta(seconds=0.4)
     make_due(job, soon)
-    # Heartbeats and the ledger's check (every few seconds) are counted elsewhere.
+    # Heartbeats and the ledger's check (every few seconds), and the look for outages to
+    # record (once a leader, then after a catch-up) are counted elsewhere.
     scheduler._last_heartbeat = scheduler._last_ledger_check = float("inf")
+    scheduler._missed_pending = False
     with django_assert_max_num_queries(1):
         wait = scheduler.tick()
     assert 0 < wait <= 0.4
@@ -205,7 +207,13 @@ def test_fire_times_missed_while_beat_was_down_are_recorded(scheduler, sent):
     down_since = now_s() - dt.timedelta(seconds=30)
     make_due(job, down_since)
     scheduler.dispatch_due(timezone.now())
-    # One summary: the first and last fire time beat did not send, and how many.
+    # The pass sends, and keeps the span it did not send on the job's row...
+    assert not JobExecution.objects.exists()
+    assert Job.objects.get(pk=job.pk).missed_from == down_since
+    # ... which a pass with nothing due records: one summary, the first and last fire
+    # time beat did not send, and how many.
+    scheduler._record_pending_missed(timezone.now(), None)
+    assert Job.objects.get(pk=job.pk).missed_from is None
     [summary] = JobExecution.objects.filter(job=job, status="missed")
     assert summary.scheduled_at == down_since
     assert summary.reason.startswith("Not sent: beat was down")
@@ -249,6 +257,8 @@ def test_an_outage_costs_a_pass_the_same_whatever_its_length(
         with django_assert_max_num_queries(12):
             now = timezone.now()
             assert scheduler.dispatch_due(now) == 20
+        with django_assert_max_num_queries(12):
+            scheduler._record_pending_missed(timezone.now(), None)
         summaries = list(JobExecution.objects.filter(status="missed"))
         assert len(summaries) == 20
         oldest_allowed = now - dt.timedelta(seconds=15)
@@ -261,43 +271,91 @@ def test_an_outage_costs_a_pass_the_same_whatever_its_length(
         assert sorted(f for _, f, _ in sent) == [summaries[0].missed_until + step] * 20
 
 
-def test_the_events_of_an_outage_go_out_after_its_sends_in_bounded_passes(
+def test_an_outage_is_recorded_after_the_catch_up_in_bounded_passes(
     scheduler, sent, monkeypatch, django_capture_on_commit_callbacks
 ):
-    """A summary's event (alerts: a few statements each) is not sent in the pass that
-    sends and records; passes with nothing due send them, within a time budget that
-    never reaches the next due fire time."""
+    """Recording an outage (a summary, its statistics and its event a job) never stands
+    before a current fire time: the passes that send only keep each span on its job's
+    row; passes with nothing due record them, within a time budget that never reaches
+    the next due fire time, and announce each once committed."""
     events = []
 
     def on_missed(sender, *, execution, **kwargs):
         events.append(execution)
 
     signals.run_missed.connect(on_missed, dispatch_uid="test.outage")
-    request_cleanup = signals.run_missed.disconnect
     jobs = interval_jobs(5)
     fire = now_s() - dt.timedelta(hours=1)
     Job.objects.filter(pk__in=[j.pk for j in jobs]).update(
         next_run_at=fire, dispatch_at=fire, schedule_anchor=fire - dt.timedelta(seconds=10)
     )
-    with django_capture_on_commit_callbacks(execute=True):
-        scheduler.dispatch_due(timezone.now())
-    assert len(sent) == 5 and events == []
-    later = timezone.now() + dt.timedelta(hours=1)
-    Job.objects.update(next_run_at=later, dispatch_at=later)  # the next passes: idle
-    now = timezone.now()
-    with django_capture_on_commit_callbacks(execute=True):
-        scheduler._announce_missed(now, now)  # the next fire time is due: none
-    assert events == []
-    monkeypatch.setattr(scheduler_module, "ANNOUNCE_BUDGET", 0.0)
-    with django_capture_on_commit_callbacks(execute=True):
+    try:
+        with django_capture_on_commit_callbacks(execute=True):
+            scheduler.dispatch_due(timezone.now())
+        assert len(sent) == 5 and events == [] and not JobExecution.objects.exists()
+        assert Job.objects.filter(missed_from=fire).count() == 5
+        later = timezone.now() + dt.timedelta(hours=1)
+        Job.objects.update(next_run_at=later, dispatch_at=later)  # the next passes: idle
+        now = timezone.now()
+        scheduler._record_pending_missed(now, now)  # the next fire time is due: nothing
+        monkeypatch.setattr(scheduler_module, "RECORD_BUDGET", 0.0)
         scheduler.tick()
-    assert events == []
-    monkeypatch.setattr(scheduler_module, "ANNOUNCE_BUDGET", 0.2)
-    with django_capture_on_commit_callbacks(execute=True):
-        scheduler.tick()  # nothing due: announces
-    assert sorted(e.job_id for e in events) == sorted(j.pk for j in jobs)
-    assert all(e.missed_count >= 358 for e in events)
-    request_cleanup(dispatch_uid="test.outage")
+        assert not JobExecution.objects.exists()
+        monkeypatch.setattr(scheduler_module, "RECORD_BUDGET", 0.2)
+        monkeypatch.setattr(scheduler_module, "RECORD_BATCH", 2)
+        with django_capture_on_commit_callbacks(execute=True):
+            scheduler.tick()  # nothing due: records, 2 jobs a transaction
+        assert sorted(e.job_id for e in events) == sorted(j.pk for j in jobs)
+        assert all(e.missed_count >= 358 for e in events)
+        assert not Job.objects.filter(missed_from__isnull=False).exists()
+        assert scheduler.tick() == scheduler.poll_interval  # all recorded: idle again
+    finally:
+        signals.run_missed.disconnect(dispatch_uid="test.outage")
+
+
+def test_the_next_leader_records_an_outage_its_predecessor_caught_up_with(scheduler, sent):
+    """A leader that dies after its catch-up left the spans on the job rows."""
+    [job] = interval_jobs(1)
+    fire = now_s() - dt.timedelta(hours=1)
+    Job.objects.filter(pk=job.pk).update(
+        next_run_at=fire, dispatch_at=fire, schedule_anchor=fire - dt.timedelta(seconds=10)
+    )
+    scheduler.dispatch_due(timezone.now())
+    scheduler.lease.release()
+    successor = new_scheduler()
+    assert successor.lease.acquire()
+    successor._record_pending_missed(timezone.now(), None)
+    [summary] = JobExecution.objects.filter(job=job)
+    assert summary.scheduled_at == fire and summary.missed_count >= 358
+
+
+def test_a_fire_time_of_the_span_already_on_record_keeps_its_row_and_is_not_counted(
+    scheduler, sent
+):
+    """A beat sent a fire time and died before storing what followed; a worker recorded
+    it. The summary of the outage after it neither starts at it nor counts it."""
+    [job] = interval_jobs(1)
+    fire = now_s() - dt.timedelta(hours=1)
+    Job.objects.filter(pk=job.pk).update(
+        next_run_at=fire, dispatch_at=fire, schedule_anchor=fire - dt.timedelta(seconds=10)
+    )
+    for at in (fire, fire + dt.timedelta(seconds=100)):
+        JobExecution.objects.create(
+            job=job,
+            job_name=job.name,
+            task=job.task,
+            trigger="schedule",
+            status="missed",
+            scheduled_at=at,
+            started_at=timezone.now(),
+            reason="Started late",
+        )
+    scheduler.dispatch_due(timezone.now())
+    scheduler._record_pending_missed(timezone.now(), None)
+    summary = JobExecution.objects.get(job=job, missed_until__isnull=False)
+    assert summary.scheduled_at == fire + dt.timedelta(seconds=10)
+    in_range = (summary.missed_until - summary.scheduled_at).total_seconds() / 10 + 1
+    assert summary.missed_count == in_range - 1
 
 
 def test_with_coalesce_beat_sends_only_the_newest_due_fire_time(scheduler, sent):

@@ -127,34 +127,39 @@ def execution_record_missed_summaries(
     """Record each job's fire times beat did not send as **one summary** (``missed``:
     the job, its trigger and the span): a missed row whose fire time is the first, with
     ``missed_until`` the last and ``missed_count`` how many; with its day's statistics,
-    counting each of them. In the caller's transaction, in a few statements whatever the
-    number of jobs, so recording an outage costs about as much as one pass.
+    counting each of them, and its event once committed. A few statements whatever the
+    number of jobs, in the caller's transaction.
 
-    ``reason`` may name ``{grace}``, the job's misfire grace time. A first fire time
-    already on record (sent by a beat that died before storing what followed) keeps its
-    row, and the summary starts at the next one. The rows are returned, **not
-    announced**: their events (alerts) cost a few statements each, and the caller
-    announces them (:func:`announce`) once its sends are done.
+    ``reason`` may name ``{grace}``, the job's misfire grace time. A fire time of the span
+    already on record (a beat sent it and died before storing what followed, and a worker
+    recorded it) keeps its own row: the summary starts after it if it was the first, and
+    does not count it.
     """
     if not missed:
         return []
-    recorded = set(
-        JobExecution.objects.filter(
-            job_id__in={job.pk for job, _, _ in missed},
-            trigger=ExecutionTrigger.SCHEDULE,
-            attempt=0,
-            scheduled_at__in={span.first for _, _, span in missed},
-        ).values_list("job_id", "scheduled_at")
-    )
+    recorded: dict[int, list[dt.datetime]] = {}
+    for job_id, fire_time in JobExecution.objects.filter(
+        job_id__in={job.pk for job, _, _ in missed},
+        trigger=ExecutionTrigger.SCHEDULE,
+        attempt=0,
+        missed_until__isnull=True,
+        scheduled_at__gte=min(span.first for _, _, span in missed),
+        scheduled_at__lt=max(span.before for _, _, span in missed),
+    ).values_list("job_id", "scheduled_at"):
+        recorded.setdefault(job_id, []).append(fire_time)
     now = timezone.now()
     new = []
     for job, trigger, span in missed:
         first = span.first
-        if (job.pk, first) in recorded:
+        on_record = set(recorded.get(job.pk, ()))
+        while first in on_record:
             first = trigger.next_after(first)
             if first is None or first >= span.before:
-                continue
+                break
+        if first is None or first >= span.before:
+            continue
         last, count = missed_span(trigger, Missed(first=first, before=span.before))
+        count -= sum(1 for fire_time in on_record if first < fire_time <= last)
         new.append(
             JobExecution(
                 job=job,
@@ -170,12 +175,13 @@ def execution_record_missed_summaries(
                 reason=reason.format(grace=job.misfire_grace_time)[:500],
             )
         )
-        logger.info("Job %s: %d fire time(s) missed from %s to %s", job.name, count, first, last)
     with transaction.atomic():
         # No ignore_conflicts: a row written meanwhile for a first fire time (a late
-        # message) fails the pass, which the next one does again, seeing it.
+        # message) fails the transaction, which the next try does again, seeing it.
         JobExecution.objects.bulk_create(new)
         stats.stats_record_many(executions=new)
+        for execution in new:
+            announce(execution)
     if new:
         # One line for the batch: a line per job would cost as much as the records.
         logger.warning(
