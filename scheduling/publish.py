@@ -159,17 +159,14 @@ class Messages:
         return Route(exchange=name, routing_key=key, delivery_mode=delivery_mode, declare=target)
 
 
-def messages_publish(producer: Any, messages: Sequence[Outgoing], *, errors: tuple) -> None:
-    """Publish ``messages`` as one batch (see the module's docstring); ``errors`` are the
-    exceptions that mean the connection failed, after which the batch is sent once more
-    on a fresh connection."""
-    try:
-        _publish(producer, messages)
-    except errors:
-        producer.connection.ensure_connection(max_retries=1)
-        producer.revive(producer.connection.default_channel)
-        _declared(producer).clear()
-        _publish(producer, messages)
+def messages_publish(producer: Any, messages: Sequence[Outgoing]) -> None:
+    """Publish ``messages`` as one batch (see the module's docstring). A connection error
+    has the batch sent once more on a fresh connection (kombu's ``Connection.ensure``,
+    as ``Producer.publish(retry=True)`` does, with no wait); the second one is raised."""
+    publish_once = producer.connection.ensure(
+        producer, _publish, max_retries=1, interval_start=0, interval_step=0, interval_max=0
+    )
+    publish_once(producer, messages)
 
 
 def _declared(producer: Any) -> set:

@@ -98,7 +98,7 @@ PUBLISH_BATCH = 200
 # time, in transactions of RECORD_BATCH jobs (each: a summary row, its statistics, and its
 # event once committed).
 RECORD_BUDGET = 0.2
-RECORD_BATCH = 200
+RECORD_BATCH = 100
 NOT_SENT_REASON = (
     "Not sent: beat was down or behind for longer than the misfire grace time ({grace}s)."
 )
@@ -671,9 +671,7 @@ class JobScheduler(DatabaseScheduler):
                 if message is not None:
                     outgoing.append((index, message))
             try:
-                publish.messages_publish(
-                    self.producer, [message for _, message in outgoing], errors=self.broker_errors
-                )
+                publish.messages_publish(self.producer, [message for _, message in outgoing])
             except self.broker_errors as exc:
                 raise BrokerUnreachable(exc) from exc
             except Exception:
