@@ -586,7 +586,7 @@ class JobScheduler(DatabaseScheduler):
             sql.rows_update(done, ["next_run_at", "dispatch_at", "missed_from", "missed_before"])
             # The ledger, in the same transaction: a rolled back pass sends its runs again
             # (the worker drops the second message of a fire time), and records them again.
-            SentFireTime.objects.bulk_create(
+            sql.rows_insert(
                 [
                     SentFireTime(job_id=job_id, scheduled_at=fire, check_after=deadline)
                     for deadline, job_id, fire in sent
