@@ -36,10 +36,16 @@ transaction rolled back by the server), so the next leader sends it again, and t
 drops the second message by its (job, fire time) key. So a fire time is never run twice and
 never lost, whichever beat fails how.
 
+Messages go out in batches (:mod:`scheduling.publish`: built once, one pipelined round
+trip per batch on Redis), the lease checked before each; SIGTERM stops a pass after its
+batch (:meth:`JobScheduler.install_stop`).
+
 Fire times that could not be sent in time (beat down, no leader) follow the job's misfire
-policy (:func:`scheduling.runs.rules.plan_next`); runs sent but never started (lost in a
-broker restart) are recorded as missed by the in-flight ledger; each beat keeps a
-heartbeat row.
+policy (:func:`scheduling.runs.rules.plan_next`): beat jumps to the first one within the
+grace and sends it; the span it skipped is kept on the job's row and recorded as one
+summary once nothing is due (:meth:`JobScheduler._record_pending_missed`), so catching up
+never delays a current fire time. Runs sent but never started (lost in a broker restart)
+are recorded as missed by the ledger; each beat keeps a heartbeat row.
 """
 
 import contextlib
@@ -416,6 +422,8 @@ class JobScheduler(DatabaseScheduler):
 
     def tick(self, *args: Any, **kwargs: Any) -> float:
         """One pass; returns how long to sleep before the next one."""
+        if self._stop_requested:  # the pass the signal came in ended in an error
+            self._stop_now()
         try:
             self._heartbeat()
             if not self.lease.held and (
@@ -460,7 +468,7 @@ class JobScheduler(DatabaseScheduler):
 
         def on_stop(signum: int, frame: Any) -> None:
             self._exit = functools.partial(previous[signum], signum, frame)
-            if not self._in_pass:
+            if not self._in_pass or self._stop_requested:  # a second signal: at once
                 self._stop_now()
             self._stop_requested = True
             signal.signal(signal.SIGALRM, lambda *_: self._stop_now())
