@@ -46,6 +46,9 @@ DATABASE_URL = os.environ.get("BENCH_DATABASE_URL", "postgres://postgres@127.0.0
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/12")
 OUT_DIR = ROOT / "var" / "bench" / "beat"
 QUEUE = "celery"  # the Redis list kombu pushes messages of the default queue onto
+# ... and its lists of priorities 1-9 (kombu's Redis transport has one list per step; a
+# job's priority 0 is step 9 there, see scheduling.services.message_routing).
+QUEUE_LISTS = [QUEUE, *(f"{QUEUE}\x06\x16{step}" for step in range(1, 10))]
 TICK_LOG_ENV = "BENCH_BEAT_TICK_LOG"
 
 BURST = 1000
@@ -178,15 +181,16 @@ class Consumer(threading.Thread):
 
     def run(self) -> None:
         while not self._halt.is_set():
-            item = self.redis.brpop([QUEUE], timeout=0.2)
+            item = self.redis.brpop(QUEUE_LISTS, timeout=0.2)
             if item is None:
                 continue
             self._raw.append((time.time(), item[1]))
             # Whatever else is waiting; stamped after it was taken (an upper bound).
-            more = self.redis.rpop(QUEUE, 1000)
-            if more:
-                now = time.time()
-                self._raw.extend((now, raw) for raw in more)
+            for key in QUEUE_LISTS:
+                more = self.redis.rpop(key, 1000)
+                if more:
+                    now = time.time()
+                    self._raw.extend((now, raw) for raw in more)
 
     def stop(self) -> None:
         self._halt.set()

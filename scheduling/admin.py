@@ -746,7 +746,7 @@ class JobExecutionAdmin(RunsInProgressMixin, ReadOnlyAdminMixin, admin.ModelAdmi
         "job_name",
         "trigger",
         "status",
-        "scheduled_at",
+        "fire_time_s",
         "started_at",
         "duration_s",
         "lateness_s",
@@ -764,7 +764,7 @@ class JobExecutionAdmin(RunsInProgressMixin, ReadOnlyAdminMixin, admin.ModelAdmi
         "task",
         "trigger",
         "status",
-        "scheduled_at",
+        "fire_time_s",
         "started_at",
         "finished_at",
         "duration",
@@ -926,6 +926,21 @@ class JobExecutionAdmin(RunsInProgressMixin, ReadOnlyAdminMixin, admin.ModelAdmi
             terminate=request.POST.get("terminate") == "1",
         )
         return HttpResponseRedirect(back)
+
+    @admin.display(description=_("scheduled at"), ordering="scheduled_at")
+    def fire_time_s(self, execution: JobExecution) -> str | dt.datetime | None:
+        """The fire time; for a summary of fire times beat did not send, their span."""
+        if execution.scheduled_at is None or execution.missed_until is None:
+            return execution.scheduled_at
+        first = timezone.localtime(execution.scheduled_at)
+        last = timezone.localtime(execution.missed_until)
+        return _("missed %(count)s fire times, %(first)s to %(last)s") % {
+            "count": execution.missed_count,
+            "first": first.strftime("%Y-%m-%d %H:%M:%S"),
+            "last": last.strftime(
+                "%H:%M:%S" if last.date() == first.date() else "%Y-%m-%d %H:%M:%S"
+            ),
+        }
 
     @admin.display(description=_("duration (s)"), ordering="duration")
     def duration_s(self, execution: JobExecution) -> str:

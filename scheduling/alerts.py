@@ -143,7 +143,12 @@ def on_run(execution: JobExecution, firing: set[str] | None = None) -> None:
             job=job,
             kind=AlertKind.MISSED,
             firing=True,
-            message=f"{job.name} missed its run at {when}: {execution.reason}",
+            message=(
+                f"{job.name} missed {execution.missed_count} fire times, from {when} to "
+                f"{execution.missed_until.isoformat()}: {execution.reason}"
+                if execution.missed_count is not None
+                else f"{job.name} missed its run at {when}: {execution.reason}"
+            ),
         )
 
 

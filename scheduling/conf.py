@@ -54,8 +54,6 @@ DEFAULTS: dict[str, Any] = {
     # burst of due jobs is sent about twice as fast without; Flower lists each run from the
     # moment a worker receives it. Run-now from the admin always emits it.
     "BEAT_SENT_EVENTS": False,
-    # Most missed fire times beat records one by one after downtime (the rest are logged).
-    "MISSED_RECORD_LIMIT": 1000,
     # Longest result summary stored on an execution row.
     "RESULT_SUMMARY_MAX_CHARS": 2000,
     # Maintenance: cleanup.

@@ -137,13 +137,27 @@ def _recent(job: Job, count: int, since: dt.datetime, now: dt.datetime) -> list[
             "scheduled_at", flat=True
         )
     )
+    summaries = list(
+        JobExecution.objects.filter(
+            job=job, missed_until__isnull=False, missed_until__gte=since, scheduled_at__lte=now
+        ).only("pk", "scheduled_at", "missed_until", "missed_count", "status", "reason")
+    )
     pauses = _pause_periods(job, since, now)
     not_sent = None
     fates = []
     for moment in times:
         run = runs.get(moment)
+        summary = next((row for row in summaries if row.covers(moment)), None)
         if run is not None:
             fates.append(_run_fate(moment, run))
+        elif summary is not None:
+            detail = _("one of %(count)d fire times missed from %(first)s to %(last)s: %(why)s") % {
+                "count": summary.missed_count,
+                "first": summary.scheduled_at.isoformat(),
+                "last": summary.missed_until.isoformat(),
+                "why": summary.reason,
+            }
+            fates.append(Fate(moment, MISSED, detail, summary.status, summary.pk))
         elif moment in sent:
             fates.append(Fate(moment, SENT, _("Sent to the broker; no worker has started it yet.")))
         elif (pause := _paused_at(pauses, moment)) is not None:

@@ -489,6 +489,23 @@ class Job(models.Model):
         editable=False,
         help_text=_("With coalesce on: fire times up to this one are covered by a run."),
     )
+    missed_from = models.DateTimeField(
+        _("missed from"),
+        null=True,
+        blank=True,
+        editable=False,
+        help_text=_(
+            "Fire times from this one up to (not including) missed before were not sent "
+            "(beat was down); beat records them as one summary soon after it catches up."
+        ),
+    )
+    missed_before = models.DateTimeField(
+        _("missed before"),
+        null=True,
+        blank=True,
+        editable=False,
+        help_text=_("End of the fire times not sent, not yet recorded (see missed from)."),
+    )
     last_run_at = models.DateTimeField(_("last run"), null=True, blank=True, editable=False)
     last_status = models.CharField(
         _("last outcome"),
@@ -546,6 +563,12 @@ class Job(models.Model):
                 fields=["resume_at"],
                 condition=models.Q(enabled=False, resume_at__isnull=False),
                 name="job_resume_idx",
+            ),
+            # Beat records the outages it caught up with: the jobs that have one pending.
+            models.Index(
+                fields=["missed_from"],
+                condition=models.Q(missed_from__isnull=False),
+                name="job_missed_pending_idx",
             ),
         ]
         permissions = [
@@ -862,6 +885,24 @@ class JobExecution(models.Model):
         ),
     )
     jitter = models.FloatField(_("jitter (s)"), null=True, blank=True)
+    missed_until = models.DateTimeField(
+        _("missed until"),
+        null=True,
+        blank=True,
+        help_text=_(
+            "A summary of fire times beat did not send (it was down): the last of them; "
+            "the first is the fire time."
+        ),
+    )
+    missed_count = models.PositiveIntegerField(
+        _("fire times missed"),
+        null=True,
+        blank=True,
+        help_text=_(
+            "A summary of fire times beat did not send: how many, from the fire time to "
+            "missed until. Empty: this row is one fire time."
+        ),
+    )
     attempt = models.PositiveSmallIntegerField(_("attempt"), default=0)
     retry_of = models.ForeignKey(
         "self",
@@ -927,6 +968,12 @@ class JobExecution(models.Model):
                 include=["duration", "status"],
                 name="execution_job_stats_idx",
             ),
+            # Which summary covers a fire time (a late message, the ledger, accounting).
+            models.Index(
+                fields=["job", "missed_until"],
+                condition=models.Q(missed_until__isnull=False),
+                name="execution_missed_summary_idx",
+            ),
         ]
         constraints = [
             # One row per fire time and attempt: a duplicate message never runs twice.
@@ -954,6 +1001,17 @@ class JobExecution(models.Model):
     @property
     def progress_text(self) -> str:
         return progress_text(self.progress, self.progress_message)
+
+    @property
+    def fire_time_count(self) -> int:
+        """How many fire times this row stands for: 1, or a summary's count."""
+        return self.missed_count or 1
+
+    def covers(self, fire_time: dt.datetime) -> bool:
+        """Whether this row explains ``fire_time``: its own, or one inside its summary."""
+        if self.missed_until is None or self.scheduled_at is None:
+            return fire_time == self.scheduled_at
+        return self.scheduled_at <= fire_time <= self.missed_until
 
     @property
     def lateness(self) -> float | None:

@@ -44,23 +44,32 @@ once. When no fire time is left (the end passed, or ``max_runs`` were sent) the 
 found it disables the job through :func:`scheduling.services.job_finish`, with the reason
 in its audit trail.
 
+Messages go out in batches (:mod:`scheduling.publish`: built once, one pipelined round
+trip per batch on Redis), the lease checked before each; SIGTERM stops a pass after its
+batch (:meth:`JobScheduler.install_stop`).
+
 Fire times that could not be sent in time (beat down, no leader) follow the job's misfire
-policy (:func:`scheduling.runs.rules.plan_next`); runs sent but never started (lost in a
-broker restart) are recorded as missed by the in-flight ledger; each beat keeps a
-heartbeat row.
+policy (:func:`scheduling.runs.rules.plan_next`): beat jumps to the first one within the
+grace and sends it; the span it skipped is kept on the job's row and recorded as one
+summary once nothing is due (:meth:`JobScheduler._record_pending_missed`), so catching up
+never delays a current fire time. Runs sent but never started (lost in a broker restart)
+are recorded as missed by the ledger; each beat keeps a heartbeat row.
 """
 
 import contextlib
 import dataclasses
 import datetime as dt
 import functools
+import itertools
 import logging
 import os
+import signal
 import socket
 import time
 from collections.abc import Iterator
 from typing import Any
 
+from celery import signals as celery_signals
 from django.db import DatabaseError, InterfaceError, OperationalError, connection, transaction
 from django.db.models import DurationField, ExpressionWrapper, F, Q
 from django.db.models.functions import Now
@@ -68,7 +77,7 @@ from django.utils import timezone
 from django_celery_beat.schedulers import DatabaseScheduler
 from kombu.exceptions import OperationalError as KombuOperationalError
 
-from scheduling import conf, runs, services, sql
+from scheduling import conf, publish, runs, services, sql
 from scheduling.audit import audit_context
 from scheduling.models import (
     AuditSource,
@@ -80,7 +89,7 @@ from scheduling.models import (
     SentFireTime,
 )
 from scheduling.runs.lease import renewal_interval
-from scheduling.runs.rules import oldest_allowed, plan_next
+from scheduling.runs.rules import Missed, oldest_allowed, plan_next
 
 logger = logging.getLogger(__name__)
 
@@ -92,6 +101,21 @@ LEDGER_MARGIN = 10.0
 LEDGER_CHECK_INTERVAL = 5.0
 DB_ERRORS = (DatabaseError, InterfaceError)
 LOCK_NOT_AVAILABLE = "55P03"  # PostgreSQL's SQLSTATE for NOWAIT (and lock_timeout)
+# Longest a pass may go on after SIGTERM before it is interrupted where it is (seconds):
+# beat exits within 5 s at any moment.
+STOP_GRACE = 3.0
+# Runs sent in one pipelined batch (Redis: one round trip). The lease is checked before
+# each batch; a batch of 200 takes a few tens of milliseconds to build and send.
+PUBLISH_BATCH = 200
+# The fire times an outage left unsent are recorded after the catch-up, in passes with
+# nothing due: for at most this long a pass (seconds), and never past the next due fire
+# time, in transactions of RECORD_BATCH jobs (each: a summary row, its statistics, and its
+# event once committed).
+RECORD_BUDGET = 0.2
+RECORD_BATCH = 100
+NOT_SENT_REASON = (
+    "Not sent: beat was down or behind for longer than the misfire grace time ({grace}s)."
+)
 
 
 def _database_now() -> Any:
@@ -313,7 +337,7 @@ class Plan:
     sent: bool = False  # whether the broker took it
     jitter: float = 0.0
     following: dt.datetime | None = None  # the next fire time after this pass
-    missed: list[dt.datetime] = dataclasses.field(default_factory=list)
+    missed: Missed | None = None
     coalesced: list[dt.datetime] = dataclasses.field(default_factory=list)
     trigger: Any = None
     error: Exception | None = None
@@ -340,6 +364,18 @@ class JobScheduler(DatabaseScheduler):
         self.publish_bound = 4 * self.publish_timeout
         self.retry_policy = {"max_retries": 1, "interval_start": 0, "interval_step": 0}
         self._standing_back_until = 0.0
+        # Spans of missed fire times this pass records at once (a job with one pending
+        # already, see _advance), and whether jobs may have one pending (an earlier
+        # leader may have left some).
+        self._missed: list[tuple[Job, Any, Missed]] = []
+        self._missed_pass: dt.datetime | None = None
+        self._missed_pending = True
+        # Transactions open around this beat from the start (none, but in tests).
+        self._atomic_depth = len(connection.atomic_blocks)
+        # SIGTERM during a pass: the pass stops after its current batch (install_stop).
+        self._in_pass = False
+        self._stop_requested = False
+        self._exit: Any = None  # Celery's handler, bound to the signal received
         super().__init__(*args, **kwargs)
 
     # -- what celery.beat.Service calls -------------------------------------------------
@@ -376,6 +412,13 @@ class JobScheduler(DatabaseScheduler):
         return self.Producer(self.connection, auto_declare=False)
 
     @functools.cached_property
+    def messages(self) -> publish.Messages:
+        """Builds the messages of ``scheduling.run_job`` (:mod:`scheduling.publish`)."""
+        from scheduling.tasks import run_job
+
+        return publish.Messages(self.app, self.app.tasks[run_job.name])
+
+    @functools.cached_property
     def broker_errors(self) -> tuple[type[BaseException], ...]:
         """What a publish raises when the broker is out of reach."""
         return (KombuOperationalError, OSError, *self.connection.connection_errors)
@@ -393,6 +436,8 @@ class JobScheduler(DatabaseScheduler):
 
     def tick(self, *args: Any, **kwargs: Any) -> float:
         """One pass; returns how long to sleep before the next one."""
+        if self._stop_requested:  # the pass the signal came in ended in an error
+            self._stop_now()
         try:
             self._heartbeat()
             if not self.lease.held and (
@@ -408,6 +453,7 @@ class JobScheduler(DatabaseScheduler):
                 return 0.0  # look again at once: the resumed jobs may be due
             if due_at is None or due_at > now:
                 self._check_ledger()
+                now = self._record_pending_missed(now, due_at)
                 wait = min(
                     (moment - now).total_seconds()
                     for moment in (
@@ -417,13 +463,48 @@ class JobScheduler(DatabaseScheduler):
                     )
                     if moment is not None
                 )
+                if self._missed_pending:
+                    wait = 0.0  # more outages to record: look again at once
                 return max(wait, 0.0)
-            self.dispatch_due(now)
+            self._in_pass = True
+            try:
+                self.dispatch_due(now)
+            finally:
+                self._in_pass = False
+            if self._stop_requested:
+                self._stop_now()
             return 0.0  # look again at once: more may be due
         except DB_ERRORS:
             logger.exception("JobScheduler: database error; trying again in a second")
             connection.close()  # reconnect on the next pass (e.g. after a server restart)
             return 1.0
+
+    def install_stop(self) -> None:
+        """Make SIGTERM and SIGINT stop a pass after its current batch of messages: the
+        pass commits what it sent, and beat exits with Celery's own handler (installed
+        before ``beat_init``, which calls this). Outside a pass that handler runs at once.
+        A pass that has not ended :data:`STOP_GRACE` seconds later (a wait on the database
+        or the broker) is interrupted where it is, as by Celery's handler alone: its
+        transaction is rolled back and the next leader sends what it had sent again (the
+        worker drops the second message of a fire time)."""
+        previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+        if not all(callable(handler) for handler in previous.values()):
+            return
+
+        def on_stop(signum: int, frame: Any) -> None:
+            self._exit = functools.partial(previous[signum], signum, frame)
+            if not self._in_pass or self._stop_requested:  # a second signal: at once
+                self._stop_now()
+            self._stop_requested = True
+            signal.signal(signal.SIGALRM, lambda *_: self._stop_now())
+            signal.setitimer(signal.ITIMER_REAL, STOP_GRACE)
+
+        for sig in previous:
+            signal.signal(sig, on_stop)
+
+    def _stop_now(self) -> None:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        self._exit()
 
     def _standby_wait(self) -> float:
         """A standby tries again in a second, or just after the lease runs out if sooner."""
@@ -436,6 +517,15 @@ class JobScheduler(DatabaseScheduler):
         """Next fire times are written as runs are sent; nothing is left to sync."""
 
     def close(self) -> None:
+        """Release the lease. Celery's SIGTERM handler calls this from inside whatever beat
+        was doing: in the middle of a statement (psycopg's connection lock is held by the
+        interrupted call, and taking it again would wait forever) or of a transaction
+        (which the handler's ``SystemExit`` rolls back, release included), it waits for
+        the second call, made once that has unwound (``celery.beat.Service.start``)."""
+        lock = getattr(connection.connection, "lock", None)
+        interrupted = len(connection.atomic_blocks) > self._atomic_depth
+        if interrupted or (lock is not None and lock.locked()):
+            return
         try:
             self.lease.release()
         except DB_ERRORS:
@@ -515,17 +605,13 @@ class JobScheduler(DatabaseScheduler):
             plans = [self._plan_on_time(job, now) for job in jobs]
             handled = [False] * len(jobs)
             try:
-                for index, (job, plan) in enumerate(zip(jobs, plans, strict=True)):
-                    if plan is not None:
-                        self._may_publish(ends)
-                        self._send_planned(job, plan, sent)
-                        handled[index] = True
-                for index, job in enumerate(jobs):
-                    if plans[index] is None:
-                        self._may_publish(ends)
-                        plans[index] = self._plan(job, now)
-                        self._send_planned(job, plans[index], sent)
-                        handled[index] = True
+                self._send_in_batches(
+                    jobs, plans, handled, sent, ends, (i for i, p in enumerate(plans) if p)
+                )
+                late = [i for i, plan in enumerate(plans) if plan is None]
+                for index in late:
+                    plans[index] = self._plan(jobs[index], now)
+                self._send_in_batches(jobs, plans, handled, sent, ends, iter(late))
             except PassOver:
                 pass
             except BrokerUnreachable as exc:
@@ -533,11 +619,21 @@ class JobScheduler(DatabaseScheduler):
             for job, plan, was in zip(jobs, plans, handled, strict=True):
                 if was:
                     self._advance(job, plan)
+            self._record_missed(now)
             done = [job for job, was in zip(jobs, handled, strict=True) if was]
-            sql.rows_update(done, ["next_run_at", "dispatch_at", "scheduled_run_count"])
+            sql.rows_update(
+                done,
+                [
+                    "next_run_at",
+                    "dispatch_at",
+                    "scheduled_run_count",
+                    "missed_from",
+                    "missed_before",
+                ],
+            )
             # The ledger, in the same transaction: a rolled back pass sends its runs again
             # (the worker drops the second message of a fire time), and records them again.
-            SentFireTime.objects.bulk_create(
+            sql.rows_insert(
                 [
                     SentFireTime(job_id=job_id, scheduled_at=fire, check_after=deadline)
                     for deadline, job_id, fire in sent
@@ -594,6 +690,62 @@ class JobScheduler(DatabaseScheduler):
             return None
         return Plan(send=job.next_run_at, jitter=job.next_jitter)
 
+    def _send_in_batches(
+        self,
+        jobs: list[Job],
+        plans: list[Plan | None],
+        handled: list[bool],
+        sent: list[tuple[dt.datetime, int, dt.datetime]],
+        ends: float,
+        indexes: Iterator[int],
+    ) -> None:
+        """Send the runs of ``plans`` at ``indexes``, :data:`PUBLISH_BATCH` messages a
+        batch (:mod:`scheduling.publish`), each batch only once :meth:`_may_publish`
+        allows it; mark each job handled whose batch went out (or that had nothing to
+        send). A batch that cannot go out raises, and its jobs stay unhandled."""
+        while True:
+            batch = list(itertools.islice(indexes, 1 if self.sent_events else PUBLISH_BATCH))
+            if not batch:
+                return
+            self._may_publish(ends)
+            if self.sent_events:
+                # A task-sent event per message: Celery's apply_async, one at a time.
+                self._send_planned(jobs[batch[0]], plans[batch[0]], sent)
+                handled[batch[0]] = True
+                continue
+            outgoing: list[tuple[int, publish.Outgoing]] = []
+            now = timezone.now()
+            for index in batch:
+                plan = plans[index]
+                if plan.send is None:
+                    continue
+                message = self._build(jobs[index], plan, now)
+                if message is not None:
+                    outgoing.append((index, message))
+            try:
+                publish.messages_publish(self.producer, [message for _, message in outgoing])
+            except self.broker_errors as exc:
+                raise BrokerUnreachable(exc) from exc
+            except Exception:
+                # Some message of the batch was refused: send them one by one, so that
+                # only that one is recorded missed (with the broker's reason).
+                logger.exception("A batch of %d runs was refused; sending each", len(outgoing))
+                refused = {
+                    index
+                    for index, _ in outgoing
+                    if not self._send(jobs[index], plans[index].send, plans[index].jitter)
+                }
+                outgoing = [(index, message) for index, message in outgoing if index not in refused]
+            for index, _ in outgoing:
+                job, plan = jobs[index], plans[index]
+                plan.sent = True
+                grace = plan.jitter + job.misfire_grace_time + LEDGER_MARGIN
+                sent.append((plan.send + dt.timedelta(seconds=grace), job.pk, plan.send))
+            for index in batch:
+                handled[index] = True
+            if self._stop_requested:
+                raise PassOver
+
     def _send_planned(
         self, job: Job, plan: Plan, sent: list[tuple[dt.datetime, int, dt.datetime]]
     ) -> None:
@@ -602,20 +754,37 @@ class JobScheduler(DatabaseScheduler):
             grace = plan.jitter + job.misfire_grace_time + LEDGER_MARGIN
             sent.append((plan.send + dt.timedelta(seconds=grace), job.pk, plan.send))
 
+    def _build(self, job: Job, plan: Plan, now: dt.datetime) -> publish.Outgoing | None:
+        """The message of the run ``plan`` sends; ``None`` if it cannot be built (the
+        fire time is recorded missed with why)."""
+        try:
+            kwargs, options = services.run_message(
+                job=job,
+                trigger=ExecutionTrigger.SCHEDULE,
+                scheduled_at=plan.send,
+                jitter=plan.jitter,
+                app=self.app,
+            )
+            return self.messages.build(kwargs=kwargs, now=now, **options)
+        except Exception as exc:
+            logger.exception("Job %s: could not build the message of its run", job.name)
+            runs.execution_record_missed(
+                job=job,
+                fire_times=[plan.send],
+                reason=f"Not sent: its message could not be built ({exc!r}).",
+            )
+            return None
+
     def _plan(self, job: Job, now: dt.datetime) -> Plan:
         """Which fire time of a due ``job`` to send now, following its misfire policy."""
+        if self._missed_pass != now:  # a pass that failed left its spans: not recorded
+            self._missed, self._missed_pass = [], now
         plan = Plan()
         if job.runs_remaining == 0:
             return plan  # its max runs were sent: nothing more, it is finished
         try:
             plan.trigger = job.trigger()
-            fire, plan.missed, plan.coalesced = plan_next(
-                job,
-                plan.trigger,
-                job.next_run_at,
-                now,
-                record_limit=conf.get("MISSED_RECORD_LIMIT"),
-            )
+            fire, plan.missed, plan.coalesced = plan_next(job, plan.trigger, job.next_run_at, now)
         except Exception as exc:
             # One broken row (say, a timezone removed from the system) must never stop
             # beat; it is recorded and left alone until someone fixes it.
@@ -681,19 +850,76 @@ class JobScheduler(DatabaseScheduler):
             self._finish(job, finished)
         else:
             job.set_next_run(plan.following)
-        if plan.missed:
-            runs.execution_record_missed(
-                job=job,
-                fire_times=plan.missed,
-                reason="Not sent: beat was down or behind for longer than the misfire grace "
-                f"time ({job.misfire_grace_time}s).",
-            )
+        if plan.missed is not None:
+            self._keep_missed(job, plan.trigger, plan.missed)
         if plan.coalesced:
             runs.execution_record_missed(
                 job=job,
                 fire_times=plan.coalesced,
                 reason=f"Coalesced into the run at {plan.send.isoformat()}.",
             )
+
+    def _keep_missed(self, job: Job, trigger: Any, missed: Missed) -> None:
+        """Store the span of fire times ``job`` missed on its row, with its following fire
+        time (one statement for the pass, whatever the number of jobs): it is recorded as
+        one summary once the catch-up is over (:meth:`_record_pending_missed`), so that
+        recording an outage never delays a current fire time, and is never lost (a beat
+        that dies first leaves it on the row for the next leader). A job that has a span
+        pending already (two outages in a row) extends it when the two meet, and has the
+        older one recorded in this pass otherwise."""
+        if job.missed_from is not None and job.missed_before != missed.first:
+            self._missed.append(
+                (job, trigger, Missed(first=job.missed_from, before=job.missed_before))
+            )
+            job.missed_from = None
+        job.missed_from = job.missed_from or missed.first
+        job.missed_before = missed.before
+        self._missed_pending = True
+
+    def _record_missed(self, now: dt.datetime) -> None:
+        """Record this pass's spans (:meth:`_keep_missed`), in its transaction."""
+        missed = self._missed if self._missed_pass == now else []
+        self._missed, self._missed_pass = [], None
+        if missed:
+            runs.execution_record_missed_summaries(missed=missed, reason=NOT_SENT_REASON)
+
+    def _record_pending_missed(self, now: dt.datetime, due_at: dt.datetime | None) -> dt.datetime:
+        """Record the spans of missed fire times stored on job rows (:meth:`_keep_missed`)
+        as one summary each, :data:`RECORD_BATCH` jobs a transaction, for at most
+        :data:`RECORD_BUDGET` and never past ``due_at``; return the time after."""
+        if not self._missed_pending:
+            return now
+        budget = RECORD_BUDGET
+        if due_at is not None:
+            budget = min(budget, (due_at - now).total_seconds())
+        deadline = time.monotonic() + budget
+        while time.monotonic() < deadline:
+            with transaction.atomic():
+                jobs = list(
+                    Job.objects.select_for_update(skip_locked=True)
+                    .filter(missed_from__isnull=False)
+                    .order_by("missed_from")[:RECORD_BATCH]
+                )
+                if not jobs:
+                    self._missed_pending = False
+                    break
+                spans = []
+                for job in jobs:
+                    span = Missed(first=job.missed_from, before=job.missed_before)
+                    try:
+                        spans.append((job, job.trigger(), span))
+                    except Exception as exc:
+                        # Broken since (beat stops it when next due): the first stands alone.
+                        runs.execution_record_missed(
+                            job=job,
+                            fire_times=[span.first],
+                            reason=f"{NOT_SENT_REASON.format(grace=job.misfire_grace_time)} {exc!r}",
+                        )
+                runs.execution_record_missed_summaries(missed=spans, reason=NOT_SENT_REASON)
+                Job.objects.filter(pk__in=[job.pk for job in jobs]).update(
+                    missed_from=None, missed_before=None
+                )
+        return timezone.now()
 
     def _stop(self, job: Job, error: Exception) -> str:
         """Stop scheduling ``job``, whose fire times cannot be computed; return why."""
@@ -753,6 +979,8 @@ class JobScheduler(DatabaseScheduler):
             job = jobs.get(entry.job_id)
             if job is None or (entry.job_id, entry.scheduled_at) in arrived:
                 continue
+            if runs.covered_by_summary(job_id=entry.job_id, fire_time=entry.scheduled_at):
+                continue  # another beat recorded it missed, in the summary of an outage
             runs.execution_record_missed(
                 job=job,
                 fire_times=[entry.scheduled_at],
@@ -780,3 +1008,11 @@ class JobScheduler(DatabaseScheduler):
                 )
         except DB_ERRORS:
             logger.exception("Could not record beat's heartbeat")
+
+
+@celery_signals.beat_init.connect
+def _install_stop(sender: Any, **kwargs: Any) -> None:
+    """A beat process running :class:`JobScheduler` stops its passes between batches."""
+    scheduler = getattr(sender, "scheduler", None)
+    if isinstance(scheduler, JobScheduler):
+        scheduler.install_stop()

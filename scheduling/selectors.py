@@ -269,7 +269,8 @@ def _percentiles(durations_qs, fractions: tuple[float, ...]) -> list[float | Non
 
 def job_statistics(*, job: Job, since: dt.datetime, until: dt.datetime) -> dict[str, Any]:
     """Runs, success rate, min/avg/max and p50/p95/p99 duration of ``job`` in a window."""
-    from django.db.models import Avg, Count, Max, Min, Q
+    from django.db.models import Avg, Count, Max, Min, Q, Sum
+    from django.db.models.functions import Coalesce
 
     rows = JobExecution.objects.filter(job=job, started_at__gte=since, started_at__lt=until)
     executed = rows.filter(status__in=EXECUTED_STATUSES, duration__isnull=False)
@@ -277,7 +278,10 @@ def job_statistics(*, job: Job, since: dt.datetime, until: dt.datetime) -> dict[
         runs=Count("pk", filter=Q(status__in=EXECUTED_STATUSES)),
         successes=Count("pk", filter=Q(status=ExecutionStatus.SUCCESS)),
         failures=Count("pk", filter=Q(status__in=FAILED_STATUSES)),
-        missed=Count("pk", filter=Q(status=ExecutionStatus.MISSED)),
+        # A summary of fire times beat did not send counts each of them.
+        missed=Coalesce(
+            Sum(Coalesce("missed_count", 1), filter=Q(status=ExecutionStatus.MISSED)), 0
+        ),
         skipped=Count("pk", filter=Q(status=ExecutionStatus.SKIPPED)),
         cancelled=Count("pk", filter=Q(status=ExecutionStatus.CANCELLED)),
         terminated=Count("pk", filter=Q(status=ExecutionStatus.TERMINATED)),

@@ -12,6 +12,7 @@ import collections
 import dataclasses
 import datetime as dt
 import functools
+import json
 import logging
 import uuid
 from collections.abc import Iterable
@@ -553,10 +554,38 @@ def job_dispatch(
     """
     from scheduling.tasks import run_job
 
+    run_kwargs, options = run_message(
+        job=job,
+        trigger=trigger,
+        scheduled_at=scheduled_at,
+        jitter=jitter,
+        app=run_job.app,
+        expires=expires,
+        overlap=overlap,
+    )
+    if retry_policy is not None:
+        # Beat bounds how long a publish may retry (Celery's default: 3 more tries).
+        options["retry_policy"] = retry_policy
+    result = run_job.apply_async(kwargs=run_kwargs, task_id=task_id, producer=producer, **options)
+    return result.id
+
+
+def run_message(
+    *,
+    job: Job,
+    trigger: str,
+    scheduled_at: dt.datetime,
+    jitter: float,
+    app: Any,
+    expires: bool = True,
+    overlap: str | None = None,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The keyword arguments and the Celery options of the message of one run of ``job``
+    (see :func:`job_dispatch`); beat's batches build the same (:mod:`scheduling.publish`)."""
     options: dict[str, Any] = {
         "headers": {"periodic_task_name": job.name},
         **message_display(job),
-        **message_routing(job, run_job.app),
+        **message_routing(job, app),
     }
     if job.time_limit:
         options["time_limit"] = job.time_limit
@@ -570,24 +599,15 @@ def job_dispatch(
         options["headers"].update(
             {EXPIRED_JOB_HEADER: job.pk, EXPIRED_FIRE_TIME_HEADER: scheduled_at.isoformat()}
         )
-    if retry_policy is not None:
-        # Beat bounds how long a publish may retry (Celery's default: 3 more tries).
-        options["retry_policy"] = retry_policy
-    kwargs: dict[str, Any] = {
+    run_kwargs: dict[str, Any] = {
         "job_id": job.pk,
         "trigger": str(trigger),
         "scheduled_at": scheduled_at.isoformat(),
         "jitter": round(jitter, 3),
     }
     if overlap is not None:
-        kwargs["overlap"] = overlap
-    result = run_job.apply_async(
-        kwargs=kwargs,
-        task_id=task_id,
-        producer=producer,
-        **options,
-    )
-    return result.id
+        run_kwargs["overlap"] = overlap
+    return run_kwargs, options
 
 
 def message_display(job: Job) -> dict[str, str]:
@@ -601,8 +621,20 @@ def message_display(job: Job) -> dict[str, str]:
     """
     return {
         "shadow": job.task,
-        "argsrepr": saferepr(tuple(masking.mask(list(job.args or []))), ARGS_REPR_MAX),
-        "kwargsrepr": saferepr(masking.mask(dict(job.kwargs or {})), ARGS_REPR_MAX),
+        **_arguments_display(
+            json.dumps(job.args or [], sort_keys=True), json.dumps(job.kwargs or {}, sort_keys=True)
+        ),
+    }
+
+
+@functools.lru_cache(maxsize=4096)
+def _arguments_display(args: str, kwargs: str) -> dict[str, str]:
+    """``argsrepr`` and ``kwargsrepr`` of the arguments (as JSON), masked; kept, as
+    masking and Celery's ``saferepr`` cost three quarters of building a message, and
+    most jobs share a few argument lists."""
+    return {
+        "argsrepr": saferepr(tuple(masking.mask(json.loads(args))), ARGS_REPR_MAX),
+        "kwargsrepr": saferepr(masking.mask(json.loads(kwargs)), ARGS_REPR_MAX),
     }
 
 

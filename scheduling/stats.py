@@ -8,6 +8,8 @@ recomputes the rollup from the executions.
 import datetime as dt
 
 from django.db import connection, transaction
+from django.db.models import Sum
+from django.db.models.functions import Coalesce
 
 from scheduling import sql
 from scheduling.models import (
@@ -30,10 +32,10 @@ def bucket_index(duration: float) -> int:
 
 _COLUMNS = """job_id, day, status, count, duration_count, duration_sum, duration_min,
     duration_max, lateness_count, lateness_sum, b0, b1, b2, b3, b4, b5, b6, b7"""
-_VALUES = "%s, %s, %s, 1, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s"
+_VALUES = "%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s"
 _ON_CONFLICT = f"""
 ON CONFLICT (job_id, day, status) DO UPDATE SET
-    count = {TABLE}.count + 1,
+    count = {TABLE}.count + excluded.count,
     duration_count = {TABLE}.duration_count + excluded.duration_count,
     duration_sum = {TABLE}.duration_sum + excluded.duration_sum,
     duration_min = CASE WHEN excluded.duration_min IS NOT NULL AND ({TABLE}.duration_min IS NULL
@@ -66,6 +68,7 @@ def _row(execution: JobExecution) -> list:
         execution.job_id,
         day,
         execution.status,
+        execution.fire_time_count,  # a summary of missed fire times counts each of them
         1 if duration is not None else 0,
         duration or 0.0,
         duration,
@@ -90,9 +93,19 @@ def stats_record(*, execution: JobExecution, only_if: tuple[str, list] = ("", []
             cursor.execute(_UPSERT, _row(execution))
 
 
+def stats_record_many(*, executions: list[JobExecution]) -> None:
+    """:func:`stats_record` for many rows at once (one batch: psycopg pipelines it), each
+    of a different job, day or status."""
+    rows = [_row(execution) for execution in executions if execution.job_id is not None]
+    if rows:
+        with sql.cursor() as cursor:
+            cursor.executemany(_UPSERT, rows)
+
+
 @transaction.atomic
 def stats_rebuild() -> int:
-    """Recompute the rollup from the executions table in one statement; return the runs."""
+    """Recompute the rollup from the executions table in one statement; return the runs
+    (a summary of missed fire times counts as that many)."""
     JobDailyStats.objects.all().delete()
     if connection.vendor == "postgresql":
         day = "(COALESCE(scheduled_at, started_at) AT TIME ZONE 'UTC')::date"
@@ -116,7 +129,7 @@ def stats_rebuild() -> int:
         INSERT INTO {TABLE} (job_id, day, status, count, duration_count, duration_sum,
             duration_min, duration_max, lateness_count, lateness_sum,
             b0, b1, b2, b3, b4, b5, b6, b7)
-        SELECT job_id, {day}, status, COUNT(*), COUNT(duration), COALESCE(SUM(duration), 0),
+        SELECT job_id, {day}, status, SUM(COALESCE(missed_count, 1)), COUNT(duration), COALESCE(SUM(duration), 0),
             MIN(duration), MAX(duration),
             SUM(CASE WHEN {ran} THEN 1 ELSE 0 END),
             COALESCE(SUM(CASE WHEN {ran} THEN {lateness} ELSE 0 END), 0),
@@ -127,8 +140,9 @@ def stats_rebuild() -> int:
     """.replace("TRUE", "1=1")
     with connection.cursor() as cursor:
         cursor.execute(sql)
-    return (
+    runs = (
         JobExecution.objects.exclude(status__in=UNFINISHED_STATUSES)
         .filter(job__isnull=False)
-        .count()
+        .aggregate(runs=Sum(Coalesce("missed_count", 1)))["runs"]
     )
+    return runs or 0

@@ -3,6 +3,7 @@
 import pytest
 from django.contrib.auth.models import Permission
 from django.urls import reverse
+from django.utils import timezone
 
 from scheduling.models import Job
 from tests.factories import make_finished_run, make_job, make_waiting
@@ -142,6 +143,25 @@ def test_actions_need_their_permissions(client, django_user_model):
 def test_executions_are_read_only(admin_client):
     response = admin_client.get(reverse("admin:scheduling_jobexecution_add"))
     assert response.status_code == 403
+
+
+def test_the_executions_list_shows_a_summary_of_missed_fire_times_readably(admin_client):
+    import datetime as dt
+
+    from scheduling import runs
+    from scheduling.runs.rules import Missed
+
+    job = make_job(trigger_type="interval", interval_every=10, interval_period="seconds")
+    before = job.next_run_at
+    runs.execution_record_missed_summaries(
+        missed=[(job, job.trigger(), Missed(first=before - dt.timedelta(hours=1), before=before))],
+        reason="Not sent: beat was down.",
+    )
+    page = admin_client.get(reverse("admin:scheduling_jobexecution_changelist")).content.decode()
+    first = timezone.localtime(before - dt.timedelta(hours=1))
+    last = timezone.localtime(before - dt.timedelta(seconds=10))
+    assert f"missed 360 fire times, {first:%Y-%m-%d %H:%M:%S} to " in page
+    assert f"{last:%H:%M:%S}" in page
 
 
 def test_run_at_is_read_in_the_jobs_timezone(admin_client):

@@ -146,3 +146,25 @@ def test_a_failed_delivery_is_kept_in_the_history(webhook):
         )
     alert = Alert.objects.get(job=job)
     assert alert.deliveries[0]["ok"] is False and "error" in alert.deliveries[0]
+
+
+def test_an_outage_raises_one_missed_alert_naming_its_count(webhook):
+    from scheduling.runs.rules import Missed
+
+    url, posts = webhook
+    job = make_job(
+        name="interval-watched",
+        trigger_type="interval",
+        interval_every=10,
+        interval_period="seconds",
+        alert_webhooks=url,
+    )
+    before = job.next_run_at
+    [summary] = runs.execution_record_missed_summaries(
+        missed=[(job, job.trigger(), Missed(first=before - dt.timedelta(hours=1), before=before))],
+        reason="Not sent: beat was down.",
+    )
+    runs.announce(summary)
+    [alert] = Alert.objects.filter(job=job, kind="missed")
+    assert "missed 360 fire times" in alert.message
+    assert [(p["kind"], p["state"]) for p in posts] == [("missed", "firing")]

@@ -185,3 +185,17 @@ def test_waiting_and_stopped_runs_are_told_apart(job):
         (at(20).isoformat(), "stopped", "cancelled"),
     ]
     assert report["recent"][1]["detail"] == "Cancelled by alice: wrong day"
+
+
+def test_a_fire_time_inside_an_outage_summary_is_missed_with_the_summary(job):
+    record(
+        job,
+        10,
+        "missed",
+        reason="Not sent: beat was down.",
+        missed_until=at(40),
+        missed_count=4,
+    )
+    report = explain.job_explain(job=job, recent=5, upcoming=0, since=T0, now=at(45))
+    assert [f["fate"] for f in report["recent"]] == ["missed"] * 4
+    assert "one of 4 fire times missed" in report["recent"][2]["detail"]

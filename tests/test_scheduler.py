@@ -1,10 +1,12 @@
 """The beat scheduler's passes, in one process (the e2e tests run real beats and workers).
 
-Sending is observed at its boundary, ``services.job_dispatch`` (what would go to the
-broker); everything else (queries, locks, the lease, the stored fire times) is real.
+Sending is observed at its boundary, ``publish.messages_publish`` (what would go to the
+broker, a batch at a time) and ``services.job_dispatch`` (one message); everything else
+(queries, locks, the lease, the stored fire times, the messages built) is real.
 """
 
 import datetime as dt
+import json
 import threading
 import time
 
@@ -14,12 +16,28 @@ from django.utils import timezone
 from kombu.exceptions import OperationalError as KombuOperationalError
 
 from project.celery import app
-from scheduling import services
+from scheduling import publish, services, signals
+from scheduling import scheduler as scheduler_module
 from scheduling.models import Job, JobChange, JobExecution, SchedulerLease, SentFireTime
 from scheduling.scheduler import JobScheduler, beat_broker_options, beat_database_options
 from tests.factories import make_job
 
 pytestmark = pytest.mark.django_db
+
+
+def sent_runs(messages) -> list[tuple[str, dt.datetime, float]]:
+    """(job name, fire time, jitter) of built run messages."""
+    runs = []
+    for message in messages:
+        kwargs = json.loads(message.body)[1]
+        runs.append(
+            (
+                message.headers["periodic_task_name"],
+                dt.datetime.fromisoformat(kwargs["scheduled_at"]),
+                kwargs["jitter"],
+            )
+        )
+    return runs
 
 
 @pytest.fixture
@@ -32,7 +50,30 @@ def sent(monkeypatch):
         return "task-id"
 
     monkeypatch.setattr(services, "job_dispatch", dispatch)
+    monkeypatch.setattr(
+        publish,
+        "messages_publish",
+        lambda producer, messages, **_: runs.extend(sent_runs(messages)),
+    )
     return runs
+
+
+@pytest.fixture
+def one_per_batch(monkeypatch):
+    """Each batch holds one message, and sending it is ``services.job_dispatch``."""
+    monkeypatch.setattr(scheduler_module, "PUBLISH_BATCH", 1)
+
+    def publish_one(producer, messages, **_):
+        for name, fire, jitter in sent_runs(messages):
+            services.job_dispatch(
+                job=Job.objects.get(name=name),
+                trigger="schedule",
+                scheduled_at=fire,
+                jitter=jitter,
+                retry_policy={"max_retries": 1},
+            )
+
+    monkeypatch.setattr(publish, "messages_publish", publish_one)
 
 
 def new_scheduler() -> JobScheduler:
@@ -97,8 +138,10 @@ def test_an_idle_pass_reads_one_row_and_sleeps_until_the_next_fire_time(
     job = make_job(cron_expression="*/1 * * * * *")
     soon = timezone.now() + dt.timedelta(seconds=0.4)
     make_due(job, soon)
-    # Heartbeats and the ledger's check (every few seconds) are counted elsewhere.
+    # Heartbeats and the ledger's check (every few seconds), and the look for outages to
+    # record (once a leader, then after a catch-up) are counted elsewhere.
     scheduler._last_heartbeat = scheduler._last_ledger_check = float("inf")
+    scheduler._missed_pending = False
     with django_assert_max_num_queries(1):
         wait = scheduler.tick()
     assert 0 < wait <= 0.4
@@ -164,14 +207,155 @@ def test_fire_times_missed_while_beat_was_down_are_recorded(scheduler, sent):
     down_since = now_s() - dt.timedelta(seconds=30)
     make_due(job, down_since)
     scheduler.dispatch_due(timezone.now())
-    missed = JobExecution.objects.filter(job=job, status="missed").order_by("scheduled_at")
-    assert missed.count() >= 24
-    assert missed[0].scheduled_at == down_since
-    assert missed[0].reason.startswith("Not sent: beat was down")
+    # The pass sends, and keeps the span it did not send on the job's row...
+    assert not JobExecution.objects.exists()
+    assert Job.objects.get(pk=job.pk).missed_from == down_since
+    # ... which a pass with nothing due records: one summary, the first and last fire
+    # time beat did not send, and how many.
+    scheduler._record_pending_missed(timezone.now(), None)
+    assert Job.objects.get(pk=job.pk).missed_from is None
+    [summary] = JobExecution.objects.filter(job=job, status="missed")
+    assert summary.scheduled_at == down_since
+    assert summary.reason.startswith("Not sent: beat was down")
+    seconds = (summary.missed_until - summary.scheduled_at).total_seconds()
+    assert summary.missed_count == seconds + 1 >= 24
     # The first fire time still within the grace is the one sent.
     [(_, fire, _)] = sent
-    assert fire == missed.last().scheduled_at + dt.timedelta(seconds=1)
+    assert fire == summary.missed_until + dt.timedelta(seconds=1)
     assert (timezone.now() - fire).total_seconds() <= 6
+
+
+def interval_jobs(count: int, every: int = 10) -> list[Job]:
+    return services.job_bulk_create(
+        jobs=[
+            Job(
+                name=f"every-{i}",
+                task="demo.echo",
+                trigger_type="interval",
+                interval_every=every,
+                interval_period="seconds",
+            )
+            for i in range(count)
+        ]
+    )
+
+
+def test_an_outage_costs_a_pass_the_same_whatever_its_length(
+    scheduler, sent, django_assert_max_num_queries
+):
+    """Each job's missed fire times are one summary row, written in a few statements for
+    the whole pass: neither the length of the outage nor the number of jobs adds any."""
+    jobs = interval_jobs(20)
+    step = dt.timedelta(seconds=10)
+    for hours in (1, 24):
+        JobExecution.objects.all().delete()
+        fire = now_s() - dt.timedelta(hours=hours)
+        Job.objects.filter(pk__in=[j.pk for j in jobs]).update(
+            next_run_at=fire, dispatch_at=fire, schedule_anchor=fire - step
+        )
+        sent.clear()
+        with django_assert_max_num_queries(12):
+            now = timezone.now()
+            assert scheduler.dispatch_due(now) == 20
+        with django_assert_max_num_queries(12):
+            scheduler._record_pending_missed(timezone.now(), None)
+        summaries = list(JobExecution.objects.filter(status="missed"))
+        assert len(summaries) == 20
+        oldest_allowed = now - dt.timedelta(seconds=15)
+        for summary in summaries:
+            assert summary.scheduled_at == fire
+            assert summary.missed_until == fire + (summary.missed_count - 1) * step
+            assert summary.missed_until < oldest_allowed <= summary.missed_until + step
+        assert summaries[0].missed_count >= hours * 360 - 2
+        # Sent: each job's first fire time within the grace, the one after the summary.
+        assert sorted(f for _, f, _ in sent) == [summaries[0].missed_until + step] * 20
+
+
+def test_an_outage_is_recorded_after_the_catch_up_in_bounded_passes(
+    scheduler, sent, monkeypatch, django_capture_on_commit_callbacks
+):
+    """Recording an outage (a summary, its statistics and its event a job) never stands
+    before a current fire time: the passes that send only keep each span on its job's
+    row; passes with nothing due record them, within a time budget that never reaches
+    the next due fire time, and announce each once committed."""
+    events = []
+
+    def on_missed(sender, *, execution, **kwargs):
+        events.append(execution)
+
+    signals.run_missed.connect(on_missed, dispatch_uid="test.outage")
+    jobs = interval_jobs(5)
+    fire = now_s() - dt.timedelta(hours=1)
+    Job.objects.filter(pk__in=[j.pk for j in jobs]).update(
+        next_run_at=fire, dispatch_at=fire, schedule_anchor=fire - dt.timedelta(seconds=10)
+    )
+    try:
+        with django_capture_on_commit_callbacks(execute=True):
+            scheduler.dispatch_due(timezone.now())
+        assert len(sent) == 5 and events == [] and not JobExecution.objects.exists()
+        assert Job.objects.filter(missed_from=fire).count() == 5
+        later = timezone.now() + dt.timedelta(hours=1)
+        Job.objects.update(next_run_at=later, dispatch_at=later)  # the next passes: idle
+        now = timezone.now()
+        scheduler._record_pending_missed(now, now)  # the next fire time is due: nothing
+        monkeypatch.setattr(scheduler_module, "RECORD_BUDGET", 0.0)
+        scheduler.tick()
+        assert not JobExecution.objects.exists()
+        monkeypatch.setattr(scheduler_module, "RECORD_BUDGET", 0.2)
+        monkeypatch.setattr(scheduler_module, "RECORD_BATCH", 2)
+        with django_capture_on_commit_callbacks(execute=True):
+            scheduler.tick()  # nothing due: records, 2 jobs a transaction
+        assert sorted(e.job_id for e in events) == sorted(j.pk for j in jobs)
+        assert all(e.missed_count >= 358 for e in events)
+        assert not Job.objects.filter(missed_from__isnull=False).exists()
+        assert scheduler.tick() == scheduler.poll_interval  # all recorded: idle again
+    finally:
+        signals.run_missed.disconnect(dispatch_uid="test.outage")
+
+
+def test_the_next_leader_records_an_outage_its_predecessor_caught_up_with(scheduler, sent):
+    """A leader that dies after its catch-up left the spans on the job rows."""
+    [job] = interval_jobs(1)
+    fire = now_s() - dt.timedelta(hours=1)
+    Job.objects.filter(pk=job.pk).update(
+        next_run_at=fire, dispatch_at=fire, schedule_anchor=fire - dt.timedelta(seconds=10)
+    )
+    scheduler.dispatch_due(timezone.now())
+    scheduler.lease.release()
+    successor = new_scheduler()
+    assert successor.lease.acquire()
+    successor._record_pending_missed(timezone.now(), None)
+    [summary] = JobExecution.objects.filter(job=job)
+    assert summary.scheduled_at == fire and summary.missed_count >= 358
+
+
+def test_a_fire_time_of_the_span_already_on_record_keeps_its_row_and_is_not_counted(
+    scheduler, sent
+):
+    """A beat sent a fire time and died before storing what followed; a worker recorded
+    it. The summary of the outage after it neither starts at it nor counts it."""
+    [job] = interval_jobs(1)
+    fire = now_s() - dt.timedelta(hours=1)
+    Job.objects.filter(pk=job.pk).update(
+        next_run_at=fire, dispatch_at=fire, schedule_anchor=fire - dt.timedelta(seconds=10)
+    )
+    for at in (fire, fire + dt.timedelta(seconds=100)):
+        JobExecution.objects.create(
+            job=job,
+            job_name=job.name,
+            task=job.task,
+            trigger="schedule",
+            status="missed",
+            scheduled_at=at,
+            started_at=timezone.now(),
+            reason="Started late",
+        )
+    scheduler.dispatch_due(timezone.now())
+    scheduler._record_pending_missed(timezone.now(), None)
+    summary = JobExecution.objects.get(job=job, missed_until__isnull=False)
+    assert summary.scheduled_at == fire + dt.timedelta(seconds=10)
+    in_range = (summary.missed_until - summary.scheduled_at).total_seconds() / 10 + 1
+    assert summary.missed_count == in_range - 1
 
 
 def test_with_coalesce_beat_sends_only_the_newest_due_fire_time(scheduler, sent):
@@ -310,7 +494,7 @@ def still_due(jobs: list[Job]) -> list[str]:
 
 
 def test_a_pass_stops_publishing_once_the_lease_is_too_short_for_another_message(
-    scheduler, monkeypatch
+    scheduler, monkeypatch, one_per_batch
 ):
     """The fence, without a lock on the lease: a message leaves only while the lease
     surely outlasts it; the jobs not reached keep their fire time for the next leader."""
@@ -329,7 +513,7 @@ def test_a_pass_stops_publishing_once_the_lease_is_too_short_for_another_message
 
 
 def test_a_pass_publishes_for_a_bounded_time_and_the_next_pass_sends_the_rest(
-    scheduler, monkeypatch
+    scheduler, monkeypatch, one_per_batch
 ):
     jobs = due_jobs(3)
     sent = []
@@ -345,7 +529,9 @@ def test_a_pass_publishes_for_a_bounded_time_and_the_next_pass_sends_the_rest(
     assert still_due(jobs) == []
 
 
-def test_a_broker_out_of_reach_stops_the_pass_and_hands_the_lease_over(scheduler, monkeypatch):
+def test_a_broker_out_of_reach_stops_the_pass_and_hands_the_lease_over(
+    scheduler, monkeypatch, one_per_batch
+):
     """The fire time that could not go out is neither stored as sent nor recorded missed:
     the next leader sends it; this beat stands back for a term before trying again."""
     jobs = due_jobs(3)
@@ -468,3 +654,52 @@ def test_a_paused_job_is_resumed_by_the_pass_that_reaches_its_resume_time(schedu
     assert job.enabled and job.resume_at is None and job.next_run_at is not None
     change = job.changes.get(action="resumed")
     assert (change.source, change.actor) == ("system", scheduler.beat_name)
+
+
+def test_sigterm_in_the_middle_of_a_statement_or_transaction_does_not_hang_beat(scheduler):
+    """Celery's SIGTERM handler calls close() from inside whatever beat was doing: it must
+    not wait for the connection lock the interrupted statement holds (it waited forever),
+    nor release the lease in a transaction the handler's SystemExit then rolls back."""
+    import signal
+
+    from django.db import connection, transaction
+
+    def timed_out(signum, frame):
+        raise TimeoutError("close() waited for the connection lock")
+
+    with transaction.atomic():
+        scheduler.close()
+        assert scheduler.lease.held
+    lock = getattr(connection.connection, "lock", None)
+    if lock is not None:  # psycopg: a statement in progress holds it, as here
+        previous = signal.signal(signal.SIGALRM, timed_out)
+        signal.alarm(3)
+        try:
+            with lock:
+                scheduler.close()
+        finally:
+            signal.alarm(0)
+            signal.signal(signal.SIGALRM, previous)
+        assert scheduler.lease.held
+    scheduler.close()  # the second call, once it unwound
+    assert not scheduler.lease.held
+    assert SchedulerLease.objects.get().holder == ""
+
+
+def test_the_ledger_leaves_a_sent_fire_time_another_beat_summarized_alone(scheduler):
+    """A fire time sent, then inside the summary another beat recorded of an outage: the
+    ledger must not explain it a second time ("never started")."""
+    from scheduling import runs
+    from scheduling.runs.rules import Missed
+
+    job = interval_jobs(1)[0]
+    first = job.next_run_at - dt.timedelta(hours=1)
+    runs.execution_record_missed_summaries(
+        missed=[(job, job.trigger(), Missed(first=first, before=job.next_run_at))],
+        reason="Not sent.",
+    )
+    inside = first + dt.timedelta(seconds=100)
+    SentFireTime.objects.create(job=job, scheduled_at=inside, check_after=timezone.now())
+    scheduler._record_lost_messages()
+    assert JobExecution.objects.filter(job=job).count() == 1
+    assert not SentFireTime.objects.exists()

@@ -23,8 +23,15 @@ event (:mod:`~scheduling.runs.events`) once committed.
 
 from scheduling.runs.cancel import execution_terminate_overdue
 from scheduling.runs.context import RunCancelled, RunContext, current
+from scheduling.runs.events import announce
 from scheduling.runs.finish import execution_mark_timed_out
-from scheduling.runs.records import NOT_RUN, execution_reap_lost, execution_record_missed
+from scheduling.runs.records import (
+    NOT_RUN,
+    covered_by_summary,
+    execution_reap_lost,
+    execution_record_missed,
+    execution_record_missed_summaries,
+)
 from scheduling.runs.retries import RetryLater, retry_countdown
 from scheduling.runs.run import DatabaseUnavailable, RunStopped, execution_run
 from scheduling.runs.start import JobNotFoundError, execution_start
@@ -38,11 +45,14 @@ __all__ = [
     "RunCancelled",
     "RunContext",
     "RunStopped",
+    "announce",
+    "covered_by_summary",
     "current",
     "execution_mark_timed_out",
     "execution_promote_waiting",
     "execution_reap_lost",
     "execution_record_missed",
+    "execution_record_missed_summaries",
     "execution_run",
     "execution_start",
     "execution_terminate_overdue",

@@ -7,6 +7,7 @@ in one transaction, and its run event goes out once that commits.
 
 import datetime as dt
 import logging
+from typing import Any
 
 from django.db import transaction
 from django.db.models import F
@@ -17,6 +18,7 @@ from scheduling.models import ExecutionStatus, ExecutionTrigger, Job, JobExecuti
 from scheduling.runs import rules
 from scheduling.runs.events import announce
 from scheduling.runs.lease import db_now
+from scheduling.runs.rules import Missed, missed_span
 from scheduling.task_results import TaskMessage, task_result_record
 
 logger = logging.getLogger(__name__)
@@ -119,3 +121,88 @@ def execution_record_missed(*, job: Job, fire_times: list[dt.datetime], reason: 
             announce(execution)
     logger.warning("Job %s: %d fire time(s) missed: %s", job.name, len(fire_times), reason)
     return len(new)
+
+
+def execution_record_missed_summaries(
+    *, missed: list[tuple[Job, Any, Missed]], reason: str
+) -> list[JobExecution]:
+    """Record each job's fire times beat did not send as **one summary** (``missed``:
+    the job, its trigger and the span): a missed row whose fire time is the first, with
+    ``missed_until`` the last and ``missed_count`` how many; with its day's statistics,
+    counting each of them, and its event once committed. A few statements whatever the
+    number of jobs, in the caller's transaction.
+
+    ``reason`` may name ``{grace}``, the job's misfire grace time. A fire time of the span
+    already on record (a beat sent it and died before storing what followed, and a worker
+    recorded it) keeps its own row: the summary starts after it if it was the first, and
+    does not count it.
+    """
+    if not missed:
+        return []
+    recorded: dict[int, list[dt.datetime]] = {}
+    for job_id, fire_time in JobExecution.objects.filter(
+        job_id__in={job.pk for job, _, _ in missed},
+        trigger=ExecutionTrigger.SCHEDULE,
+        attempt=0,
+        missed_until__isnull=True,
+        scheduled_at__gte=min(span.first for _, _, span in missed),
+        scheduled_at__lt=max(span.before for _, _, span in missed),
+    ).values_list("job_id", "scheduled_at"):
+        recorded.setdefault(job_id, []).append(fire_time)
+    now = timezone.now()
+    new = []
+    for job, trigger, span in missed:
+        first = span.first
+        on_record = set(recorded.get(job.pk, ()))
+        while first in on_record:
+            first = trigger.next_after(first)
+            if first is None or first >= span.before:
+                break
+        if first is None or first >= span.before:
+            continue
+        last, count = missed_span(trigger, Missed(first=first, before=span.before))
+        count -= sum(1 for fire_time in on_record if first < fire_time <= last)
+        new.append(
+            JobExecution(
+                job=job,
+                job_name=job.name,
+                task=job.task,
+                trigger=ExecutionTrigger.SCHEDULE,
+                status=ExecutionStatus.MISSED,
+                scheduled_at=first,
+                missed_until=last,
+                missed_count=count,
+                started_at=now,
+                finished_at=now,
+                reason=reason.format(grace=job.misfire_grace_time)[:500],
+            )
+        )
+    with transaction.atomic():
+        # No ignore_conflicts: a row written meanwhile for a first fire time (a late
+        # message) fails the transaction, which the next try does again, seeing it.
+        JobExecution.objects.bulk_create(new)
+        stats.stats_record_many(executions=new)
+        for execution in new:
+            announce(execution)
+    if new:
+        # One line for the batch: a line per job would cost as much as the records.
+        logger.warning(
+            "%d job(s) missed %d fire time(s) (%s …): %s",
+            len(new),
+            sum(execution.missed_count for execution in new),
+            new[0].job_name,
+            reason.format(grace=new[0].job.misfire_grace_time),
+        )
+    return new
+
+
+def covered_by_summary(*, job_id: int, fire_time: dt.datetime) -> bool:
+    """Whether a summary of missed fire times (:func:`execution_record_missed_summaries`)
+    explains ``fire_time`` of the job already."""
+    return JobExecution.objects.filter(
+        job_id=job_id,
+        missed_until__gte=fire_time,
+        scheduled_at__lte=fire_time,
+        trigger=ExecutionTrigger.SCHEDULE,
+        attempt=0,
+    ).exists()

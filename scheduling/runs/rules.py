@@ -23,6 +23,7 @@ from django.db.models import Q
 
 from scheduling import conf
 from scheduling.models import ExecutionStatus, ExecutionTrigger, Job, JobExecution, OverlapPolicy
+from scheduling.schedules import IntervalTrigger
 
 logger = logging.getLogger(__name__)
 
@@ -266,40 +267,60 @@ def latest_due_fire_time(job: Job, scheduled_at: dt.datetime, now: dt.datetime) 
     return latest
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class Missed:
+    """The fire times of a job from ``first`` up to (not including) ``before`` that beat
+    did not send: it was down or behind for longer than the grace. Recorded as one
+    summary (:func:`missed_span` gives its last fire time and count)."""
+
+    first: dt.datetime
+    before: dt.datetime
+
+
+def missed_span(trigger: Any, missed: Missed) -> tuple[dt.datetime, int]:
+    """The last fire time of ``missed`` and how many there are.
+
+    An interval's fire times are a fixed step apart: counted, not walked. Any other
+    trigger (cron) is walked, at most :data:`CATCH_UP_LIMIT` fire times (logged past that:
+    the summary then ends at the last one walked).
+    """
+    first, before = missed.first, missed.before
+    if isinstance(trigger, IntervalTrigger):
+        step = dt.timedelta(seconds=trigger.seconds)
+        offset = (first - trigger.anchor) % step
+        if not offset:  # ``first`` is one of its fire times, as stored ones are
+            count = (before - first - dt.timedelta(microseconds=1)) // step + 1
+            return first + (count - 1) * step, count
+    last, count = first, 1
+    for _ in range(CATCH_UP_LIMIT):
+        following = trigger.next_after(last)
+        if following is None or following >= before:
+            return last, count
+        last, count = following, count + 1
+    logger.warning("More than %d fire times missed from %s; the summary stops there", count, first)
+    return last, count
+
+
 def plan_next(
     job: Job,
     trigger: Any,
     candidate: dt.datetime | None,
     now: dt.datetime,
-    *,
-    record_limit: int,
-) -> tuple[dt.datetime | None, list[dt.datetime], list[dt.datetime]]:
+) -> tuple[dt.datetime | None, Missed | None, list[dt.datetime]]:
     """Beat's side of the rules: which fire time of a due ``job`` to send now, starting
     from ``candidate`` (the first not sent).
 
     Returns ``(next, missed, coalesced)``: fire times older than :func:`oldest_allowed`
-    are *missed* (at most ``record_limit`` listed; beyond that beat jumps to the first
-    fire time within the grace); with coalesce on, the due fire times within the grace
-    but the newest are *coalesced*.
+    are *missed*, as one span (beat jumps to the first fire time within the grace without
+    walking the ones in between: what it costs does not grow with the outage); with
+    coalesce on, the due fire times within the grace but the newest are *coalesced*.
     """
     oldest = oldest_allowed(job, now)
-    missed: list[dt.datetime] = []
-    unlisted = 0
+    missed = None
     fire = candidate
-    while fire is not None and fire < oldest:
-        if len(missed) < record_limit:
-            missed.append(fire)
-            fire = trigger.next_after(fire)
-        else:
-            unlisted += 1
-            fire = trigger.next_after(oldest - dt.timedelta(microseconds=1))
-    if unlisted:
-        logger.warning(
-            "Job %s: more than %d fire times missed; only %d recorded",
-            job,
-            record_limit,
-            record_limit,
-        )
+    if fire is not None and fire < oldest:
+        fire = trigger.next_after(oldest - dt.timedelta(microseconds=1))
+        missed = Missed(first=candidate, before=oldest if fire is None else fire)
     coalesced: list[dt.datetime] = []
     if job.coalesce and fire is not None and fire <= now:
         for _ in range(CATCH_UP_LIMIT):

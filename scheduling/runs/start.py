@@ -27,7 +27,12 @@ from scheduling.models import ExecutionStatus, ExecutionTrigger, Job, JobExecuti
 from scheduling.runs import rules, waiting
 from scheduling.runs.events import announce
 from scheduling.runs.lease import db_now, lease_term
-from scheduling.runs.records import NOT_RUN, execution_reap_lost, record_not_run
+from scheduling.runs.records import (
+    NOT_RUN,
+    covered_by_summary,
+    execution_reap_lost,
+    record_not_run,
+)
 from scheduling.task_results import TaskMessage, task_result_record
 
 logger = logging.getLogger(__name__)
@@ -420,6 +425,19 @@ def _start_in_full(
         waiting.record_waiting(job, decision.reason, **fields)
         return None
     if not decision.starts:
+        if (
+            decision.status == ExecutionStatus.MISSED
+            and attempt == 0
+            and execution.trigger == ExecutionTrigger.SCHEDULE
+            and execution.scheduled_at is not None
+            and covered_by_summary(job_id=job.pk, fire_time=execution.scheduled_at)
+        ):
+            # Beat recorded this fire time missed in a summary of an outage (a message
+            # sent before it went down, delivered late): it is on record already.
+            logger.warning("Job %s: run of %s already recorded missed; dropped", job, run)
+            if message is not None:
+                task_result_record(message=message, result=NOT_RUN, overwrite=False)
+            return None
         record_not_run(job, decision.status, decision.reason, message, **fields)
         return None
     _cover_due_fire_times(job, execution, now)

@@ -6,7 +6,7 @@ from pathlib import Path
 from django.conf import settings
 
 from scheduling.models import Job, JobExecution
-from tests.e2e.fates import problems
+from tests.e2e.fates import explained_by, first_attempts, problems
 
 EXPLAINED = {"success", "failure", "timeout", "lost", "missed", "skipped"}
 # Statuses of rows whose function was called (a run still going has been called too).
@@ -28,12 +28,14 @@ def account(job: Job, key: str, since: dt.datetime, until: dt.datetime) -> dict:
     while fire is not None and fire <= until:
         expected.append(fire)
         fire = trigger.next_after(fire)
-    rows = JobExecution.objects.filter(
-        job=job, trigger="schedule", attempt=0, scheduled_at__gte=since, scheduled_at__lte=until
-    )
-    by_time: dict[dt.datetime, list[str]] = {}
-    for scheduled_at, status in rows.values_list("scheduled_at", "status"):
-        by_time.setdefault(scheduled_at, []).append(status)
+    rows = first_attempts(job, since, until)
+    # A summary of missed fire times explains every fire time of its range (that has no
+    # row of its own): it counts once for each.
+    by_time: dict[dt.datetime, list[str]] = {
+        fire: [row.status for row in found]
+        for fire, found in explained_by(rows, expected).items()
+        if found
+    }
     inconsistent = problems(job, rows.exclude(status="running"))
     calls_file = Path(settings.VAR_DIR) / f"calls-{key}"
     all_calls = len(calls_file.read_text().splitlines()) if calls_file.exists() else 0

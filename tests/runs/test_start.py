@@ -228,3 +228,31 @@ def test_a_dead_run_taken_over_past_its_grace_is_missed():
     assert run_scheduled(job, fire_time=fire, sent=sent) == {"ran": False}
     run = JobExecution.objects.get(job=job)
     assert run.status == "missed" and run.reason.startswith("Started 6")
+
+
+def test_a_late_message_for_a_fire_time_inside_a_summary_is_dropped():
+    """Beat recorded the fire times of its outage as one summary; a message for one of
+    them delivered late (sent before the outage) must not explain it a second time."""
+    from scheduling.runs.rules import Missed
+
+    job = make_job(trigger_type="interval", interval_every=10, interval_period="seconds")
+    first = job.next_run_at - dt.timedelta(hours=1)
+    runs.execution_record_missed_summaries(
+        missed=[(job, job.trigger(), Missed(first=first, before=job.next_run_at))],
+        reason="Not sent: beat was down.",
+    )
+    inside = first + dt.timedelta(seconds=600)
+    sent = sent_message(job)
+    started = runs.execution_start(
+        job_id=job.pk,
+        trigger="schedule",
+        scheduled_at=inside,
+        jitter=0,
+        attempt=0,
+        task_id=sent.task_id,
+        worker="w",
+        message=sent,
+    )
+    assert started is None
+    assert not JobExecution.objects.filter(job=job, scheduled_at=inside).exists()
+    assert TaskResult.objects.filter(task_id=sent.task_id).exists()

@@ -1,0 +1,116 @@
+"""Beat's batches of messages (scheduling.publish): each message is the one ``apply_async``
+sends, routed the same way, and a batch leaves whole or raises.
+
+Messages go through a real kombu connection (the in-memory transport, and Redis when one
+answers at ``TEST_REDIS_URL``) and are read back off their queues.
+"""
+
+import datetime as dt
+import json
+import os
+
+import pytest
+from django.utils import timezone
+from kombu import Connection
+
+from project.celery import app
+from scheduling import publish, services
+from scheduling.tasks import run_job
+from tests.factories import make_job
+
+pytestmark = pytest.mark.django_db
+
+REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/2")
+
+
+def messages() -> publish.Messages:
+    return publish.Messages(app, app.tasks[run_job.name])
+
+
+def run_of(job, fire):
+    kwargs, options = services.run_message(
+        job=job, trigger="schedule", scheduled_at=fire, jitter=0.0, app=app
+    )
+    return kwargs, options
+
+
+def take(connection, queue: str, count: int = 1) -> list:
+    """The next ``count`` messages of ``queue``, as kombu delivers them to a worker."""
+    channel = connection.default_channel
+    got = []
+    for _ in range(count):
+        message = channel.basic_get(queue, no_ack=True)
+        assert message is not None, f"no message on {queue!r}"
+        got.append(message)
+    return got
+
+
+def test_a_built_message_is_the_one_apply_async_sends():
+    job = make_job(kwargs={"token": "s3cret", "n": 1}, queue="reports", priority=7, time_limit=9)
+    fire = timezone.now().replace(microsecond=0) + dt.timedelta(minutes=1)
+    kwargs, options = run_of(job, fire)
+    with Connection("memory://") as connection:
+        producer = app.amqp.Producer(connection, auto_declare=False)
+        run_job.apply_async(kwargs=kwargs, producer=producer, **options)
+        publish.messages_publish(producer, [messages().build(kwargs=kwargs, **options)])
+        theirs, ours = take(connection, "reports", 2)
+    volatile = {"id", "root_id"}
+    assert {k: v for k, v in ours.headers.items() if k not in volatile} == {
+        k: v for k, v in theirs.headers.items() if k not in volatile
+    }
+    assert ours.headers["shadow"] == job.task and "s3cret" not in ours.headers["kwargsrepr"]
+    assert ours.headers["timelimit"] == [9, None]
+    assert json.loads(ours.body) == json.loads(theirs.body)
+    assert (ours.content_type, ours.content_encoding) == ("application/json", "utf-8")
+    for name in ("priority", "reply_to", "delivery_mode"):
+        assert ours.properties.get(name) == theirs.properties.get(name), name
+    # The TTL in milliseconds, counted from when each was built.
+    assert int(ours.properties["expiration"]) == pytest.approx(
+        int(theirs.properties["expiration"]), abs=1000
+    )
+    assert ours.delivery_info["routing_key"] == theirs.delivery_info["routing_key"] == "reports"
+
+
+def test_a_route_is_resolved_once_per_queue_and_a_batch_keeps_each_messages_own():
+    fire = timezone.now() + dt.timedelta(minutes=1)
+    built = messages()
+    jobs = [make_job(name=f"j{i}", queue=("" if i % 2 else "reports")) for i in range(4)]
+    batch = [built.build(kwargs=run_of(job, fire)[0], **run_of(job, fire)[1]) for job in jobs]
+    assert batch[0].route is batch[2].route and batch[1].route is batch[3].route
+    with Connection("memory://") as connection:
+        producer = app.amqp.Producer(connection, auto_declare=False)
+        publish.messages_publish(producer, batch)
+        default = take(connection, "celery", 2)
+        reports = take(connection, "reports", 2)
+    assert [m.headers["periodic_task_name"] for m in reports] == ["j0", "j2"]
+    assert [m.headers["periodic_task_name"] for m in default] == ["j1", "j3"]
+
+
+def redis_answers() -> bool:
+    try:
+        with Connection(REDIS_URL, connect_timeout=1) as connection:
+            connection.ensure_connection(max_retries=1)
+    except Exception:
+        return False
+    return True
+
+
+@pytest.mark.skipif(not redis_answers(), reason="needs Redis")
+def test_on_redis_a_batch_is_pipelined_onto_each_priority_list():
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL)
+    fire = timezone.now() + dt.timedelta(minutes=1)
+    jobs = [make_job(name=f"p{i}", queue="publish-test", priority=i % 2 * 9) for i in range(6)]
+    built = messages()
+    batch = [built.build(kwargs=run_of(job, fire)[0], **run_of(job, fire)[1]) for job in jobs]
+    client.delete("publish-test", "publish-test\x06\x169")
+    with Connection(REDIS_URL, transport_options={"priority_steps": list(range(10))}) as conn:
+        producer = app.amqp.Producer(conn, auto_declare=False)
+        assert producer.channel.supports_batch_publish  # kombu's PublishBatch: one pipeline
+        publish.messages_publish(producer, batch)
+    try:
+        # Priority 9 (most urgent) is kombu's step 0 on Redis: the plain list.
+        assert client.llen("publish-test") == 3 and client.llen("publish-test\x06\x169") == 3
+    finally:
+        client.delete("publish-test", "publish-test\x06\x169")
