@@ -4,7 +4,9 @@ The soak starts its own PostgreSQL server (``initdb`` into a temporary directory
 port, trust authentication) and its own Redis server, so that restarting them disturbs
 nobody else on the machine; it removes both when it ends, also on Ctrl-C or a failure.
 On them it runs the product's real processes: two ``celery -A project beat`` with our
-``JobScheduler`` and two ``celery -A project worker`` (prefork, 2 processes each). The
+``JobScheduler`` and two ``celery -A project worker`` (prefork, ``--concurrency`` 4
+processes each: a run mostly waits for PostgreSQL's commits, so on 2 cores 4 processes
+a worker carry more than 2), with DEBUG off and warning logs, as in production. The
 jobs: ``--rate`` jobs firing every second (half a cron with seconds, ``* * * * * *``, all
 on the whole second; half an interval of 1 s, their anchors spread over the second), all
 running ``soak.tick`` (``benchmarks/soak_tasks.py``), which notes each call.
@@ -39,14 +41,17 @@ calls ``soak.tick`` noted:
   time), or whose function was called while the record says it did not run (missed,
   skipped), or not called while the record says it succeeded;
 - *lateness*: started_at - scheduled_at of the runs that ran: p50, p99, max;
+- *CPU*: user + system time of the beats and workers (pool processes included) in the
+  window, per run that ran;
 - *memory*: RSS of each beat and worker process (a worker: its main process + its pool
   processes) once warmed up (at ``since``; a restarted one ``--warm-up`` after its start)
   and at its end (just before it is killed, or at the end of the run). A process that
   lived at least 60 s after its warm-up must not have grown by more than
   ``MEMORY_BOUND_MB``.
 
-Exit status 0 when duplicated and unexplained are 0 and memory stayed within the bound,
-1 otherwise.
+Exit status 0 when duplicated and unexplained are 0, memory stayed within the bound,
+every kind of fault happened, and at least ``--min-ran`` (90 %) of the fire times ran
+(a soak in which everything was missed proves nothing); 1 otherwise.
 
     ./scripts/soak [--duration 3600] [--rate 100] [--kill-every 180] [--json]
 
