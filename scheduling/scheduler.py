@@ -11,8 +11,9 @@ schedule**. Each job row stores its next fire time (``next_run_at``) and when to
    100 jobs or 100,000) and sleeps until then, or at most ``BEAT_POLL_INTERVAL``, so that
    an edit that makes a job due sooner is seen within that time;
 2. when something is due: renews its lease (the fence: a beat that lost the lease sends
-   nothing), then in **one transaction** locks the due rows (``FOR UPDATE SKIP LOCKED``; a
-   row an operator is saving right now waits for the next pass), sends each due run, then
+   nothing), then in **one transaction** locks the due rows (``FOR NO KEY UPDATE SKIP
+   LOCKED``; a row an operator is saving right now waits for the next pass; a worker
+   recording a run of one of them does not), sends each due run, then
    stores every job's following fire time, in batches of ``BEAT_BATCH_SIZE``. A pass
    publishes for a fifth of the lease at most, and a message only while the lease surely
    outlasts it (:meth:`JobScheduler.dispatch_due`).
@@ -594,8 +595,13 @@ class JobScheduler(DatabaseScheduler):
         sent: list[tuple[dt.datetime, int, dt.datetime]] = []
         unreachable: BrokerUnreachable | None = None
         with transaction.atomic(), self._sent_events():
+            # FOR NO KEY UPDATE, the lock beat's own UPDATE of the rows takes: it still
+            # keeps other beats, workers' starts and edits off them, but not the foreign-key
+            # checks (FOR KEY SHARE) of rows that name these jobs, so a worker recording a
+            # run of one of them (an expired message, a day's statistics) does not wait
+            # for this pass's publishing.
             jobs = list(
-                Job.objects.select_for_update(skip_locked=True)
+                Job.objects.select_for_update(skip_locked=True, no_key=True)
                 .filter(enabled=True, dispatch_at__lte=now)
                 .order_by("dispatch_at")[: self.batch_size]
             )

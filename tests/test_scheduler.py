@@ -703,3 +703,49 @@ def test_the_ledger_leaves_a_sent_fire_time_another_beat_summarized_alone(schedu
     scheduler._record_lost_messages()
     assert JobExecution.objects.filter(job=job).count() == 1
     assert not SentFireTime.objects.exists()
+
+
+@postgresql_only
+@pytest.mark.django_db(transaction=True)
+def test_a_run_is_recorded_while_beat_holds_its_job_in_a_pass(monkeypatch):
+    """Beat's pass keeps its due rows locked while it publishes; a worker recording a run of
+    one of those jobs meanwhile (its row's foreign key is checked at commit) must not wait
+    for the pass to end. A worker that falls behind records every expired message so."""
+    from scheduling.runs import execution_record_missed
+
+    job = make_job(cron_expression="* * * * * *")
+    fire = now_s() - dt.timedelta(seconds=1)
+    make_due(job, fire)
+    scheduler = new_scheduler()
+    assert scheduler.lease.acquire()
+    publishing, recorded = threading.Event(), threading.Event()
+
+    def slow_publish(**kwargs):
+        publishing.set()
+        recorded.wait(10)  # a publish that takes until the worker has recorded its run
+        return "task-id"
+
+    monkeypatch.setattr(services, "job_dispatch", slow_publish)
+
+    def a_pass():
+        try:
+            scheduler.dispatch_due(timezone.now())
+        finally:
+            connection.close()
+
+    beat = threading.Thread(target=a_pass)
+    beat.start()
+    try:
+        assert publishing.wait(10)
+        with connection.cursor() as cursor:
+            cursor.execute("SET lock_timeout = '2s'")
+        try:
+            assert execution_record_missed(
+                job=job, fire_times=[fire - dt.timedelta(seconds=5)], reason="Expired."
+            )
+        finally:
+            with connection.cursor() as cursor:
+                cursor.execute("RESET lock_timeout")
+    finally:
+        recorded.set()
+        beat.join()
