@@ -907,7 +907,9 @@ class JobScheduler(DatabaseScheduler):
                     .order_by("missed_from")[:RECORD_BATCH]
                 )
                 if not jobs:
-                    self._missed_pending = False
+                    # Done, unless the rows left are locked right now (a worker's start):
+                    # then the next idle pass tries them again.
+                    self._missed_pending = Job.objects.filter(missed_from__isnull=False).exists()
                     break
                 spans = []
                 for job in jobs:

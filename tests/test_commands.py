@@ -216,3 +216,28 @@ def test_overlap_policy_from_the_console_and_dropping_a_waiting_run():
         jobs("drop", str(waiting.pk))
     with pytest.raises(CommandError, match="No execution 999999"):
         jobs("drop", "999999")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_run_wait_says_why_a_run_did_not_run(monkeypatch):
+    from scheduling import runs, services
+    from tests.factories import make_running
+
+    def dispatch(*, job, trigger, scheduled_at, task_id, overlap=None, **_):
+        runs.execution_run(
+            job_id=job.pk,
+            trigger=trigger,
+            scheduled_at=scheduled_at,
+            task_id=task_id,
+            worker="w@test",
+            overlap=overlap,
+        )
+        return task_id
+
+    monkeypatch.setattr(services, "job_dispatch", dispatch)
+    job = make_job(name="busy", task="demo.noop", max_instances=1, overlap="skip")
+    make_running(job)
+    out = io.StringIO()
+    with pytest.raises(SystemExit):  # not a success: exit status 1
+        call_command("jobs", "run", "busy", "--wait", "--timeout", "3", stdout=out)
+    assert "busy: skipped" in out.getvalue() and "max instances is 1" in out.getvalue()

@@ -257,7 +257,7 @@ def test_an_outage_costs_a_pass_the_same_whatever_its_length(
         with django_assert_max_num_queries(12):
             now = timezone.now()
             assert scheduler.dispatch_due(now) == 20
-        with django_assert_max_num_queries(12):
+        with django_assert_max_num_queries(13):  # and one probe for rows left locked
             scheduler._record_pending_missed(timezone.now(), None)
         summaries = list(JobExecution.objects.filter(status="missed"))
         assert len(summaries) == 20
@@ -720,12 +720,13 @@ def test_a_run_is_recorded_while_beat_holds_its_job_in_a_pass(monkeypatch):
     assert scheduler.lease.acquire()
     publishing, recorded = threading.Event(), threading.Event()
 
-    def slow_publish(**kwargs):
+    def slow_publish(*args, **kwargs):
         publishing.set()
         recorded.wait(10)  # a publish that takes until the worker has recorded its run
         return "task-id"
 
     monkeypatch.setattr(services, "job_dispatch", slow_publish)
+    monkeypatch.setattr(publish, "messages_publish", slow_publish)
 
     def a_pass():
         try:
@@ -749,3 +750,36 @@ def test_a_run_is_recorded_while_beat_holds_its_job_in_a_pass(monkeypatch):
     finally:
         recorded.set()
         beat.join()
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="row locks: PostgreSQL")
+@pytest.mark.django_db(transaction=True)
+def test_an_outage_whose_job_row_is_locked_is_recorded_by_a_later_pass():
+    import threading
+
+    from django.db import connections
+
+    job = make_job(cron_expression="*/1 * * * * *", misfire_grace_time=5)
+    down = timezone.now().replace(microsecond=0) - dt.timedelta(seconds=30)
+    Job.objects.filter(pk=job.pk).update(
+        missed_from=down, missed_before=down + dt.timedelta(seconds=25)
+    )
+    locked, release = threading.Event(), threading.Event()
+
+    def a_start_holding_the_job_lock():  # as a worker's start does
+        with transaction.atomic():
+            list(Job.objects.select_for_update().filter(pk=job.pk))
+            locked.set()
+            release.wait(10)
+        connections.close_all()
+
+    holder = threading.Thread(target=a_start_holding_the_job_lock)
+    holder.start()
+    assert locked.wait(5)
+    beat = JobScheduler(app=app, lazy=True)
+    beat._record_pending_missed(timezone.now(), None)
+    release.set()
+    holder.join()
+    assert beat._missed_pending, "the locked row was forgotten"
+    beat._record_pending_missed(timezone.now(), None)
+    assert JobExecution.objects.filter(job=job, status="missed").exists()

@@ -142,7 +142,16 @@ def record_stopped(
         job_last_update(execution)
     logger.info("Job %s: run %s %s", execution.job_name, execution.pk, reason)
     announce(execution)
+    if execution.job_id is not None:
+        # Its slot is free now: a run waiting for it goes (once this commits).
+        transaction.on_commit(lambda: _promote(execution))
     return True
+
+
+def _promote(execution: JobExecution) -> None:
+    from scheduling.runs.finish import promote_after
+
+    promote_after(execution)
 
 
 def revoke_terminate(*, task_id: str) -> None:

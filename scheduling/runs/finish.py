@@ -172,7 +172,11 @@ def promote_after(execution: JobExecution) -> None:
     """The run ended and freed its slot: send the job's oldest waiting run, if its policy
     buffers. A database that does not answer leaves it to the housekeeping
     (:func:`scheduling.runs.waiting.executions_promote_due`)."""
-    if execution.job is None or not rules.buffers(execution.job):
+    if execution.job is None:
+        return
+    # A stopped run may have been stopped for a run waiting under a run's own override
+    # (run now with cancel other): rare enough to look whatever the job's policy.
+    if not rules.buffers(execution.job) and execution.status not in STOPPED_STATUSES:
         return
     try:
         waiting.execution_promote_waiting(job_id=execution.job_id)

@@ -23,7 +23,7 @@ from django.db.models import Q
 
 from scheduling import conf
 from scheduling.models import ExecutionStatus, ExecutionTrigger, Job, JobExecution, OverlapPolicy
-from scheduling.schedules import IntervalTrigger
+from scheduling.schedules import IntervalTrigger, Window
 
 logger = logging.getLogger(__name__)
 
@@ -89,6 +89,10 @@ class Decision:
         """It starts with nothing else to do first: what :data:`STARTS_WHERE` says."""
         return self.starts and self.others is None
 
+
+#: Who the runs cancelled or terminated by an overlap policy were stopped by.
+CANCEL_OTHER_ACTOR = "overlap policy cancel_other"
+TERMINATE_OTHER_ACTOR = "overlap policy terminate_other"
 
 #: Policies under which a fire time that finds no free slot may wait for one.
 BUFFERING = frozenset(
@@ -285,6 +289,11 @@ def missed_span(trigger: Any, missed: Missed) -> tuple[dt.datetime, int]:
     the summary then ends at the last one walked).
     """
     first, before = missed.first, missed.before
+    if isinstance(trigger, Window):
+        # The span lies within the window's start; its end may cut it short.
+        if trigger.end is not None:
+            before = min(before, trigger.end + dt.timedelta(microseconds=1))
+        trigger = trigger.trigger
     if isinstance(trigger, IntervalTrigger):
         step = dt.timedelta(seconds=trigger.seconds)
         offset = (first - trigger.anchor) % step

@@ -247,14 +247,20 @@ def _stop_others(job: Job, execution: JobExecution, *, terminate: bool) -> None:
     """Cancel (or terminate) the runs of ``job`` that hold a slot, for ``execution``."""
     from scheduling.runs.cancel import stop_request
 
-    policy = "terminate_other" if terminate else "cancel_other"
-    when = execution.scheduled_at or execution.started_at
+    actor = rules.TERMINATE_OTHER_ACTOR if terminate else rules.CANCEL_OTHER_ACTOR
+    reason = (
+        f"the run of {(execution.scheduled_at or execution.started_at).isoformat()} takes its place"
+    )
     for other in JobExecution.objects.filter(rules.live_at(db_now()), job=job):
-        stop_request(
-            execution=other,
-            terminate=terminate,
-            actor=f"overlap policy {policy}",
-            reason=f"the run of {when.isoformat()} takes its place",
+        stop_request(execution=other, terminate=terminate, actor=actor, reason=reason)
+    if terminate:
+        # A run sent after waiting holds a slot too: it never starts (its message, when it
+        # comes, finds it skipped and is dropped).
+        JobExecution.objects.filter(job=job, status=ExecutionStatus.QUEUED).update(
+            status=ExecutionStatus.SKIPPED,
+            reason=f"Dropped by {actor}: {reason}"[:500],
+            finished_at=timezone.now(),
+            lease_until=None,
         )
 
 

@@ -31,7 +31,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from scheduling import conf, sql
-from scheduling.models import ExecutionStatus, Job, JobExecution, OverlapPolicy
+from scheduling.models import ExecutionStatus, Job, JobExecution
 from scheduling.runs import rules
 from scheduling.runs.events import announce
 from scheduling.runs.lease import db_now
@@ -61,14 +61,18 @@ def execution_promote_waiting(*, job_id: int) -> int:
     """Send the oldest waiting runs of the job, as many as it has free slots
     (:func:`rules.promotable`); return how many were sent."""
     job = Job.objects.select_for_update().filter(pk=job_id).first()
-    if job is None:
-        return 0
+    if job is None or not job.enabled:
+        return 0  # a paused job's waiting runs wait for its resume (the housekeeping)
     runs = JobExecution.objects.filter(job=job)
     waiting = runs.filter(status=ExecutionStatus.WAITING)
-    live = runs.filter(rules.slot_at(db_now())).count()
-    if job.overlap == OverlapPolicy.CANCEL_OTHER:
-        # Cancel other starts the waiting run once the cancelled ones have stopped.
-        live += runs.filter(status=ExecutionStatus.CANCELLING).count()
+    # Cancel other (the job's policy or a run's override) starts the waiting run once the
+    # runs it cancelled have stopped, not merely once their slot is free.
+    live = (
+        runs.filter(rules.slot_at(db_now())).count()
+        + runs.filter(
+            status=ExecutionStatus.CANCELLING, cancelled_by=rules.CANCEL_OTHER_ACTOR
+        ).count()
+    )
     free = rules.promotable(job, live=live, waiting=waiting.count())
     promoted = []
     for execution in waiting.order_by("scheduled_at", "pk")[:free]:

@@ -320,3 +320,28 @@ def test_the_sql_condition_agrees_with_decide(
             job, late=late, scheduled_at=scheduled_at, now=now, overlap=override
         )
     assert in_sql == in_python
+
+
+def test_an_outage_of_an_interval_job_with_a_validity_window_is_counted_not_walked():
+    from scheduling.models import Job
+    from scheduling.runs.rules import Missed, missed_span
+
+    t0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+
+    def job(**fields):
+        return Job(
+            name="w",
+            task="demo.noop",
+            trigger_type="interval",
+            interval_every=1,
+            interval_period="seconds",
+            schedule_anchor=t0,
+            **fields,
+        )
+
+    span = Missed(first=t0 + dt.timedelta(seconds=1), before=t0 + dt.timedelta(days=2))
+    plain = missed_span(job().trigger(), span)
+    assert plain == (t0 + dt.timedelta(days=2, seconds=-1), 172799)
+    assert missed_span(job(start_at=t0 + dt.timedelta(seconds=1)).trigger(), span) == plain
+    ended = job(end_at=t0 + dt.timedelta(days=1)).trigger()
+    assert missed_span(ended, span) == (t0 + dt.timedelta(days=1), 86400)

@@ -13,7 +13,7 @@ from django.core.exceptions import ValidationError
 from django.utils import timezone
 
 from scheduling import runs, services
-from scheduling.models import JobChange, JobExecution
+from scheduling.models import Job, JobChange, JobExecution
 from scheduling.runs.finish import finish
 from scheduling.task_results import TaskMessage
 from tests.factories import make_job, make_running, run_scheduled, sent_message
@@ -257,3 +257,102 @@ def test_terminate_other_terminates_the_run_going_and_starts_now(sent):
     assert going.status == "terminated"
     assert going.reason.startswith("Terminated by overlap policy terminate_other")
     assert JobExecution.objects.get(job=job, scheduled_at=fire).status == "success"
+
+
+def manual(job, task_id, overlap=None):
+    return runs.execution_run(
+        job_id=job.pk,
+        trigger="manual",
+        scheduled_at=timezone.now(),
+        task_id=task_id,
+        worker="w1@test",
+        overlap=overlap,
+    )
+
+
+def test_run_now_with_cancel_other_waits_for_the_cancelled_run_to_stop(sent):
+    job = make_job(task="demo.noop", max_instances=1, overlap="skip")
+    going = make_running(job)
+    manual(job, "new", overlap="cancel_other")
+    going.refresh_from_db()
+    # cancelled run has NOT stopped yet; housekeeping must not send the waiting run
+    promoted = runs.executions_promote_due()
+    going.refresh_from_db()
+    assert promoted == 0, "waiting run sent while the cancelled run is still running"
+
+
+def test_run_now_with_cancel_other_is_sent_when_the_cancelled_run_stops(sent):
+    job = make_job(task="demo.noop", max_instances=1, overlap="skip")
+    going = make_running(job)
+    manual(job, "new", overlap="cancel_other")
+    going.refresh_from_db()
+    going.job = job
+    finish(going, time.perf_counter(), "cancelled", message=None, from_status="cancelling")
+    assert len(sent) == 1, "the waiting run is not sent when the run it cancelled stops"
+
+
+def test_terminating_the_run_going_sends_the_waiting_run(sent):
+    job = make_job(task="demo.noop", max_instances=1, overlap="buffer_one")
+    going = make_running(job, task_result_id="going-task")
+    run_scheduled(job)
+    assert JobExecution.objects.get(job=job, status="waiting")
+    services.execution_cancel(execution=going, terminate=True, by="alice")
+    going.refresh_from_db()
+    assert len(sent) == 1, "slot freed by terminate, but the waiting run is not sent"
+
+
+def test_the_terminate_after_the_cancel_grace_sends_cancel_others_waiting_run(sent, settings):
+    settings.SCHEDULING = {"CANCEL_GRACE_SECONDS": 0.0}
+    job = make_job(task="demo.noop", max_instances=1, overlap="cancel_other")
+    going = make_running(job, task_result_id="going-task")
+    run_scheduled(job)
+    assert runs.execution_terminate_overdue() == 1
+    going.refresh_from_db()
+    assert len(sent) == 1, "the cancelled run was terminated, its replacement still waits"
+
+
+def test_terminate_other_drops_a_queued_run_so_max_instances_holds(sent):
+    job = make_job(task="demo.noop", max_instances=1, overlap="buffer_one")
+    going = make_running(job)
+    run_scheduled(job)
+    going.refresh_from_db()
+    going.job = job
+    finish(going, time.perf_counter(), "success", message=None)  # -> the waiting run is queued
+    [queued_msg] = sent
+    # Run now with terminate other while a run sent after waiting holds the slot.
+    runs.execution_start(
+        job_id=job.pk,
+        trigger="manual",
+        scheduled_at=timezone.now(),
+        jitter=0,
+        attempt=0,
+        task_id="now",
+        worker="w1",
+        overlap="terminate_other",
+    )
+    runs.execution_start(
+        job_id=job.pk,
+        trigger=queued_msg["trigger"],
+        scheduled_at=queued_msg["scheduled_at"],
+        jitter=0,
+        attempt=0,
+        task_id=queued_msg["task_id"],
+        worker="w2",
+    )
+    live = list(
+        JobExecution.objects.filter(job=job, status="running").values_list("pk", "task_result_id")
+    )
+    assert len(live) <= 1
+
+
+def test_a_paused_jobs_waiting_runs_wait_for_its_resume(sent):
+    job = make_job(task="demo.noop", max_instances=1, overlap="buffer_one")
+    going = make_running(job)
+    run_scheduled(job)
+    services.job_pause(job=job, reason="maintenance")
+    going.refresh_from_db()
+    going.job = Job.objects.get(pk=job.pk)
+    finish(going, time.perf_counter(), "success", message=None)
+    assert sent == [] and runs.executions_promote_due() == 0
+    services.job_resume(job=job)
+    assert runs.executions_promote_due() == 1 and len(sent) == 1

@@ -516,7 +516,10 @@ class Command(BaseCommand):
                 data = self._execution(run)
                 self.emit(
                     data,
-                    f"{found.name}: {run.status} in {run.duration:.3f}s on {run.worker}"
+                    f"{found.name}: {run.status}"
+                    + (f" in {run.duration:.3f}s" if run.duration is not None else "")
+                    + (f" on {run.worker}" if run.worker else "")
+                    + (f" ({run.reason})" if run.reason and run.status != "success" else "")
                     + (f"\n{run.exception}" if run.exception else f"\nresult: {run.result}"),
                 )
                 if run.status != "success":
