@@ -61,8 +61,8 @@ def execution_promote_waiting(*, job_id: int) -> int:
     """Send the oldest waiting runs of the job, as many as it has free slots
     (:func:`rules.promotable`); return how many were sent."""
     job = Job.objects.select_for_update().filter(pk=job_id).first()
-    if job is None or not job.enabled:
-        return 0  # a paused job's waiting runs wait for its resume (the housekeeping)
+    if job is None:
+        return 0
     runs = JobExecution.objects.filter(job=job)
     waiting = runs.filter(status=ExecutionStatus.WAITING)
     # Cancel other (the job's policy or a run's override) starts the waiting run once the

@@ -13,7 +13,7 @@ from django.core.exceptions import ValidationError
 from django.utils import timezone
 
 from scheduling import runs, services
-from scheduling.models import Job, JobChange, JobExecution
+from scheduling.models import JobChange, JobExecution
 from scheduling.runs.finish import finish
 from scheduling.task_results import TaskMessage
 from tests.factories import make_job, make_running, run_scheduled, sent_message
@@ -343,16 +343,3 @@ def test_terminate_other_drops_a_queued_run_so_max_instances_holds(sent):
         JobExecution.objects.filter(job=job, status="running").values_list("pk", "task_result_id")
     )
     assert len(live) <= 1
-
-
-def test_a_paused_jobs_waiting_runs_wait_for_its_resume(sent):
-    job = make_job(task="demo.noop", max_instances=1, overlap="buffer_one")
-    going = make_running(job)
-    run_scheduled(job)
-    services.job_pause(job=job, reason="maintenance")
-    going.refresh_from_db()
-    going.job = Job.objects.get(pk=job.pk)
-    finish(going, time.perf_counter(), "success", message=None)
-    assert sent == [] and runs.executions_promote_due() == 0
-    services.job_resume(job=job)
-    assert runs.executions_promote_due() == 1 and len(sent) == 1
