@@ -100,16 +100,14 @@ def execution_record_missed(*, job: Job, fire_times: list[dt.datetime], reason: 
         ).values_list("scheduled_at", flat=True)
     )
     new = [
-        JobExecution(
-            job=job,
-            job_name=job.name,
-            task=job.task,
+        fire_time_row(
+            job,
+            ExecutionStatus.MISSED,
+            reason,
+            now,
             trigger=ExecutionTrigger.SCHEDULE,
-            status=ExecutionStatus.MISSED,
             scheduled_at=fire_time,
-            started_at=now,
             finished_at=now,
-            reason=reason[:500],
         )
         for fire_time in fire_times
         if fire_time not in recorded
@@ -163,18 +161,16 @@ def execution_record_missed_summaries(
         last, count = missed_span(trigger, Missed(first=first, before=span.before))
         count -= sum(1 for fire_time in on_record if first < fire_time <= last)
         new.append(
-            JobExecution(
-                job=job,
-                job_name=job.name,
-                task=job.task,
+            fire_time_row(
+                job,
+                ExecutionStatus.MISSED,
+                reason.format(grace=job.misfire_grace_time),
+                now,
                 trigger=ExecutionTrigger.SCHEDULE,
-                status=ExecutionStatus.MISSED,
                 scheduled_at=first,
                 missed_until=last,
                 missed_count=count,
-                started_at=now,
                 finished_at=now,
-                reason=reason.format(grace=job.misfire_grace_time)[:500],
             )
         )
     with transaction.atomic():
