@@ -1,5 +1,6 @@
 """``scripts/run``: one per ``var/``, and none of its processes outlives it (kill -9 too)."""
 
+import contextlib
 import os
 import signal
 import socket
@@ -99,10 +100,8 @@ def runs(tmp_path):
     yield lambda: started.append(Run(tmp_path / "var")) or started[-1]
     for run in started:  # whatever a failed test left
         for pid in descendants(run.proc.pid) | {run.proc.pid}:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
 
 
 def test_a_second_run_on_the_same_var_refuses_and_a_kill_9_leaves_no_process(runs):
