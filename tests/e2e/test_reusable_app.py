@@ -28,20 +28,10 @@ DATABASES["default"]["OPTIONS"] = {
     "transaction_mode": "IMMEDIATE",
     "timeout": 30,
 }
-# The app's embedded broker (folders); a real project names its Redis or RabbitMQ.
-CELERY_BROKER_URL = "filesystem://"
-CELERY_BROKER_TRANSPORT = "scheduling.broker:Transport"
-_BROKER = BASE_DIR / "broker"
-for _sub in ("queue", "control", "processed"):
-    (_BROKER / _sub).mkdir(parents=True, exist_ok=True)
-CELERY_BROKER_TRANSPORT_OPTIONS = {
-    "data_folder_in": str(_BROKER / "queue"),
-    "data_folder_out": str(_BROKER / "queue"),
-    "control_folder": str(_BROKER / "control"),
-    "processed_folder": str(_BROKER / "processed"),
-    "store_processed": False,
-    "polling_interval": 0.1,
-}
+# The app's embedded broker (folders); a real project sets CELERY_BROKER_URL instead.
+from scheduling.broker import filesystem_settings
+
+globals().update(filesystem_settings(BASE_DIR / "broker"))
 CELERY_RESULT_BACKEND = "django-db"
 CELERY_RESULT_EXTENDED = True
 CELERY_BEAT_SCHEDULER = "scheduling.scheduler:JobScheduler"
