@@ -53,26 +53,28 @@ def alive(pid: int) -> bool:
 class Run:
     """One ``scripts/run`` process, its output collected line by line."""
 
-    def __init__(self, var: Path) -> None:
-        env = {
+    def __init__(self, var: Path, args: tuple = (), env: dict | None = None) -> None:
+        base = {
             key: value
             for key, value in os.environ.items()
             if key not in {"DATABASE_URL", "CELERY_BROKER_URL"}  # the embedded default
         }
-        env.update(
+        base.update(
             VAR_DIR=str(var),
             RUN_SKIP_INSTALL="1",
             WEB_PORT=str(free_port()),
             FLOWER_PORT=str(free_port()),
             WORKER_CONCURRENCY="1",
             ADMIN_PASSWORD="run-test-password",
-            PATH=f"{ROOT / '.venv' / 'bin'}:{env['PATH']}",
+            PATH=f"{ROOT / '.venv' / 'bin'}:{base['PATH']}",
+            **(env or {}),
         )
+        self.env = base
         self.lines: list[str] = []
         self.proc = subprocess.Popen(
-            [str(ROOT / "scripts" / "run")],
+            [str(ROOT / "scripts" / "run"), *args],
             cwd=ROOT,
-            env=env,
+            env=base,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             start_new_session=True,
