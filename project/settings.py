@@ -185,19 +185,9 @@ CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", "filesystem://")
 if CELERY_BROKER_URL.startswith("filesystem://"):
     # kombu's filesystem transport: queues are folders, no broker server needed; ours
     # writes each message file whole before a worker can see it (scheduling.broker).
-    CELERY_BROKER_TRANSPORT = "scheduling.broker:Transport"
-    _broker_dir = VAR_DIR / "broker"
-    for _sub in ("queue", "control", "processed"):
-        (_broker_dir / _sub).mkdir(parents=True, exist_ok=True)
-    CELERY_BROKER_TRANSPORT_OPTIONS = {
-        "data_folder_in": str(_broker_dir / "queue"),
-        "data_folder_out": str(_broker_dir / "queue"),
-        "control_folder": str(_broker_dir / "control"),
-        "processed_folder": str(_broker_dir / "processed"),
-        "store_processed": False,
-        # Workers look for new messages this often (seconds).
-        "polling_interval": 0.1,
-    }
+    from scheduling.broker import filesystem_settings
+
+    globals().update(filesystem_settings(VAR_DIR / "broker"))
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_RESULT_BACKEND = "django-db"
 # Extended results store the task name, args and the periodic task name in TaskResult.

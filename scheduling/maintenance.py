@@ -125,7 +125,7 @@ def _check_database() -> str:
 
 
 def _check_broker() -> str:
-    from project.celery import app
+    from celery import current_app as app
 
     with app.connection_for_write() as conn:
         conn.ensure_connection(max_retries=1, timeout=5)
@@ -133,7 +133,7 @@ def _check_broker() -> str:
 
 
 def _check_workers() -> str:
-    from project.celery import app
+    from celery import current_app as app
 
     replies = app.control.ping(timeout=conf.get("HEALTH_WORKER_PING_TIMEOUT"))
     if not replies:
@@ -153,7 +153,7 @@ def _check_beat() -> str:
 
 
 def _check_disk() -> str:
-    usage = shutil.disk_usage(settings.VAR_DIR)
+    usage = shutil.disk_usage(getattr(settings, "VAR_DIR", Path.cwd()))
     free = 100 * usage.free / usage.total
     minimum = conf.get("HEALTH_DISK_MIN_FREE_PERCENT")
     if free < minimum:

@@ -81,6 +81,10 @@ EXAMPLES = {
     "slow": "  manage.py jobs slow --window week\n  manage.py jobs slow --threshold 2.5 --json",
     "alerts-check": "  manage.py jobs alerts-check   # dead man's switch, e.g. from system cron",
     "stats-rebuild": "  manage.py jobs stats-rebuild",
+    "adopt-beat": (
+        "  manage.py jobs adopt-beat --dry-run          # what would be adopted, and what not\n"
+        "  manage.py jobs adopt-beat --disable-originals --json"
+    ),
 }
 
 
@@ -107,6 +111,8 @@ PERMISSIONS = {
     "drop": "run_job",
     "alerts-check": "view_job",
     "stats-rebuild": "change_job",
+    # With --disable-originals also django_celery_beat.change_periodictask.
+    "adopt-beat": "add_job",
 }
 
 
@@ -164,6 +170,7 @@ class Command(BaseCommand):
                 "stats-rebuild",
                 "cancel",
                 "drop",
+                "adopt-beat",
             }:
                 p.add_argument("job", help="job name or id")
             if name not in {"pause", "resume", "remove"}:
@@ -282,10 +289,9 @@ class Command(BaseCommand):
             help="write sensitive keyword arguments in clear (masked by default; with --user "
             "it needs the permission scheduling.export_secrets)",
         )
-        p = action("import", "Import job definitions from a JSON file, all or nothing.")
-        p.add_argument("file", help="JSON file ('-' for stdin)")
-        p.add_argument("--dry-run", action="store_true", help="print the changes, write nothing")
-        p.add_argument("--prune", action="store_true", help="remove jobs not in the file")
+        importing = action("import", "Import job definitions from a JSON file, all or nothing.")
+        importing.add_argument("file", help="JSON file ('-' for stdin)")
+        importing.add_argument("--prune", action="store_true", help="remove jobs not in the file")
         action("install-defaults", "Install the default maintenance jobs that are missing.")
         for name, text in (
             ("stats", "Run statistics per job: runs, success rate, min/avg/max, p50/p95/p99."),
@@ -301,6 +307,21 @@ class Command(BaseCommand):
             p.add_argument("--until", help="ISO date-time (custom window)")
         action("alerts-check", "Check every job's dead man's switch now and alert if overdue.")
         action("stats-rebuild", "Rebuild the daily statistics from the execution records.")
+        p = action(
+            "adopt-beat",
+            "Create jobs from django-celery-beat's periodic tasks (crontab, interval, clocked); "
+            "list those that cannot be adopted, and why.",
+        )
+        for parser in (importing, p):
+            parser.add_argument(
+                "--dry-run", action="store_true", help="print the changes, write nothing"
+            )
+        p.add_argument(
+            "--disable-originals",
+            action="store_true",
+            help="disable the adopted periodic tasks in the same transaction, so "
+            "django-celery-beat no longer fires them",
+        )
 
     def handle(self, *args, action: str, **options):
         self.as_json = options.get("json", False)
@@ -681,3 +702,36 @@ class Command(BaseCommand):
             if created
             else "Default jobs already installed",
         )
+
+    def do_adopt_beat(self, dry_run: bool = False, disable_originals: bool = False, **_):
+        from scheduling import adoption
+
+        permission = "django_celery_beat.change_periodictask"
+        if disable_originals and self.user is not None and not self.user.has_perm(permission):
+            raise CommandError(
+                f"User {self.user.get_username()!r} lacks the permission {permission!r} "
+                "for --disable-originals."
+            )
+        report = adoption.beat_schedule_adopt(dry_run=dry_run, disable_originals=disable_originals)
+        verb = "Would adopt" if dry_run else "Adopted"
+        lines = [
+            f"+ {row['name']}: {row['task']}, {row['trigger']} ({row['timezone']}); next run "
+            f"{row['next_run_time'] or '-'}" + ("" if row["enabled"] else " (disabled)")
+            for row in report.adopted
+        ]
+        lines += [f"= {name}: a job of this name exists, left as it is" for name in report.existing]
+        lines += [f"! {row['name']}: not adopted: {row['reason']}" for row in report.refused]
+        lines += [
+            f"{'Would disable' if dry_run else 'Disabled'} the original {name}"
+            for name in report.disabled_originals
+        ]
+        lines.append(
+            f"{verb} {len(report.adopted)}, already jobs {len(report.existing)}, "
+            f"not adopted {len(report.refused)}"
+            + (
+                f", originals disabled {len(report.disabled_originals)}"
+                if disable_originals
+                else ""
+            )
+        )
+        self.emit(report.as_dict(), "\n".join(lines))
