@@ -21,7 +21,7 @@ def test_the_key_is_stored_only_as_a_salted_hash(api):
     assert api.raw.startswith(f"sj_{row.prefix}_")
     assert secret not in (row.key_hash, row.salt)
     assert row.key_hash == ApiKey.hash_secret(salt=row.salt, secret=secret)
-    other, raw = services.api_key_create(name="other", privileges=["read"])
+    other, _raw = services.api_key_create(name="other", privileges=["read"])
     assert other.salt != row.salt
 
 
