@@ -1310,9 +1310,16 @@ class ApiKey(models.Model):
     @property
     def active(self) -> bool:
         """Neither revoked nor expired."""
+        return self.state == "active"
+
+    @property
+    def state(self) -> str:
+        """``active``, ``expired`` or ``revoked``."""
         if self.revoked_at is not None:
-            return False
-        return self.expires_at is None or self.expires_at > dj_timezone.now()
+            return "revoked"
+        if self.expires_at is not None and self.expires_at <= dj_timezone.now():
+            return "expired"
+        return "active"
 
     def reaches(self, job_name: str) -> bool:
         """Whether the key's job glob matches ``job_name``."""
