@@ -1302,6 +1302,8 @@ class ApiKey(models.Model):
                     % {"choices": ", ".join(ApiPrivilege.values)}
                 }
             )
+        if self._state.adding and self.expires_at and self.expires_at <= dj_timezone.now():
+            raise ValidationError({"expires_at": _("The expiry time has already passed.")})
         if "[" in self.jobs or "]" in self.jobs:
             raise ValidationError(
                 {"jobs": _("Use * (any text) and ? (one character) only in the job glob.")}

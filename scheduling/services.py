@@ -829,12 +829,16 @@ def api_key_create(
     privileges: list[str],
     jobs: str = "*",
     expires_days: float | None = None,
+    expires_at: dt.datetime | None = None,
     by: str = "",
 ) -> tuple[ApiKey, str]:
     """Create an API key; return it and the key itself (``sj_<prefix>_<secret>``), which
-    is shown this once and never stored. ``ValidationError`` names a bad field."""
+    is shown this once and never stored. It expires ``expires_days`` from now or at
+    ``expires_at`` (neither: never). ``ValidationError`` names a bad field."""
     if expires_days is not None and expires_days <= 0:
         raise ValidationError({"expires_at": _("Give the days until it expires as more than 0.")})
+    if expires_days is not None:
+        expires_at = timezone.now() + dt.timedelta(days=expires_days)
     prefix, secret, salt = secrets.token_hex(6), secrets.token_urlsafe(32), secrets.token_hex(8)
     key = ApiKey(
         name=(name or "").strip(),
@@ -843,9 +847,7 @@ def api_key_create(
         key_hash=ApiKey.hash_secret(salt=salt, secret=secret),
         privileges=list(dict.fromkeys(privileges)),
         jobs=(jobs or "*").strip(),
-        expires_at=None
-        if expires_days is None
-        else timezone.now() + dt.timedelta(days=expires_days),
+        expires_at=expires_at,
         created_by=str(by or audit.current().actor),
     )
     key.full_clean()

@@ -97,8 +97,13 @@ class ApiAccess(permissions.BasePermission):
 
 
 def access_needed(request, view) -> tuple[str, str]:
+    """The (key privilege, Django permission) of the request's action or method; a
+    method the view does not serve is a 405 (before its permission is asked)."""
     table = view.access
-    return table.get(getattr(view, "action", None)) or table[request.method]
+    needed = table.get(getattr(view, "action", None)) or table.get(request.method)
+    if needed is None:
+        raise exceptions.MethodNotAllowed(request.method)
+    return needed
 
 
 def job_name_check(request, name: str) -> None:

@@ -49,6 +49,9 @@ class JobSerializer(serializers.ModelSerializer):
         help_text="The job's version; sent with an update, a stale one gets 409.",
     )
     trigger_description = serializers.SerializerMethodField()
+    last_status = serializers.ChoiceField(
+        choices=ExecutionStatus.choices, read_only=True, allow_blank=True
+    )
 
     class Meta:
         model = Job
@@ -80,8 +83,11 @@ class JobSerializer(serializers.ModelSerializer):
             "created_at",
             "updated_at",
         )
-        # The model's unique check says it (full_clean, in the service), as everywhere.
-        extra_kwargs = {"name": {"validators": []}}
+        # The model's checks say these (full_clean, in the service), as everywhere: the
+        # unique name, the queue and exchange name patterns.
+        extra_kwargs = {
+            name: {"validators": []} for name in ("name", "queue", "exchange", "routing_key")
+        }
 
     def get_trigger_description(self, job: Job) -> str:
         return job.describe_trigger()

@@ -109,6 +109,19 @@ def query(serializer_class, request: Request) -> dict[str, Any]:
     return found.validated_data
 
 
+class CountSerializer(serializers.Serializer):
+    """How many upcoming fire times."""
+
+    count = serializers.IntegerField(required=False, default=5, min_value=1, max_value=100)
+
+
+class JobUpcomingSerializer(serializers.Serializer):
+    """A job's next fire times."""
+
+    name = serializers.CharField()
+    upcoming = serializers.ListField(child=serializers.DateTimeField())
+
+
 JOB_LOOKUP = OpenApiParameter(
     "job", OpenApiTypes.STR, OpenApiParameter.PATH, description="The job's name or id."
 )
@@ -275,21 +288,13 @@ class JobViewSet(ApiView, viewsets.ModelViewSet):
             task_id = services.job_run_now(job=job, overlap=body.validated_data["overlap"])
         return Response({"task_id": task_id}, status=status.HTTP_202_ACCEPTED)
 
-    @extend_schema(
-        parameters=[OpenApiParameter("count", OpenApiTypes.INT, description="1 to 100")],
-        responses={200: serializers.ListSerializer(child=serializers.DateTimeField())},
-    )
-    @action(detail=True, methods=["get"])
+    @extend_schema(parameters=[CountSerializer], responses={200: JobUpcomingSerializer})
+    @action(detail=True, methods=["get"], pagination_class=None)
     def upcoming(self, request, *args, **kwargs):
         job = self.get_object()
         count = query(CountSerializer, request)["count"]
-        return Response([t.isoformat() for t in selectors.job_upcoming_runs(job=job, count=count)])
-
-
-class CountSerializer(serializers.Serializer):
-    """How many upcoming fire times."""
-
-    count = serializers.IntegerField(required=False, default=5, min_value=1, max_value=100)
+        times = selectors.job_upcoming_runs(job=job, count=count)
+        return Response({"name": job.name, "upcoming": [t.isoformat() for t in times]})
 
 
 class ExecutionPagination(pagination.CursorPagination):
@@ -318,6 +323,7 @@ class ExecutionViewSet(
 
     serializer_class = ExecutionSerializer
     pagination_class = ExecutionPagination
+    lookup_value_regex = "[^/]+"  # a malformed id is the API's JSON 404, not Django's page
     access = {
         "list": ("read", "view_jobexecution"),
         "retrieve": ("read", "view_jobexecution"),

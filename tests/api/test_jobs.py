@@ -233,7 +233,7 @@ def test_every_change_is_in_the_audit_trail_with_the_keys_name(api, monkeypatch)
 def test_upcoming_statistics_and_health(api):
     make_job(name="nightly")
     upcoming = api.get("/api/v1/jobs/nightly/upcoming/?count=3").json()
-    assert len(upcoming) == 3
+    assert len(upcoming["upcoming"]) == 3
     listed = api.get("/api/v1/upcoming/").json()
     assert [row["name"] for row in listed] == ["nightly"]
     stats = api.get("/api/v1/statistics/?window=week").json()
