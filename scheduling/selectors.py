@@ -34,6 +34,8 @@ def job_list(*, group: str | None = None, enabled: bool | None = None) -> QueryS
 def job_get(*, ident: str | int) -> Job:
     """Return the job with this id or name; ``Job.DoesNotExist`` names it when missing."""
     text = str(ident)
+    if "\x00" in text:  # no name holds one, and PostgreSQL cannot compare it
+        raise Job.DoesNotExist(f"No job with id or name {text!r}.")
     job = Job.objects.filter(name=text).first()
     if job is None and text.isdigit():
         job = Job.objects.filter(pk=int(text)).first()
@@ -399,8 +401,8 @@ def api_key_find(*, raw: str) -> ApiKey | None:
     when no key is ``raw``. The hash is compared in constant time."""
     marker, _sep, rest = raw.partition("_")
     prefix, _sep, secret = rest.partition("_")
-    if marker != ApiKey.PREFIX or not prefix or not secret:
-        return None
+    if marker != ApiKey.PREFIX or not prefix or not secret or "\x00" in raw:
+        return None  # PostgreSQL cannot even compare text holding NUL
     key = ApiKey.objects.filter(prefix=prefix).first()
     if key is None:
         return None

@@ -255,3 +255,14 @@ def test_schema_and_docs_are_served_here():
     docs = client.get("/api/v1/docs/").content.decode()
     assert "swagger-ui" in docs
     assert "cdn" not in docs.lower()
+
+
+def test_a_nul_in_the_path_or_the_key_is_a_4xx(api):
+    assert api.get("/api/v1/jobs/a%00b/").status_code == 404
+    assert api.get("/api/v1/jobs/a%00b/upcoming/").status_code == 404
+    assert api.get("/api/v1/executions/1%00/").status_code == 404
+    from rest_framework.test import APIClient
+
+    assert (
+        APIClient().get("/api/v1/jobs/", HTTP_AUTHORIZATION="Bearer sj_a\x00b_c").status_code == 401
+    )
