@@ -71,6 +71,9 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "django_celery_beat",
     "django_celery_results",
+    "rest_framework",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
     "scheduling",
 ]
 
@@ -230,6 +233,25 @@ CELERY_TASK_QUEUE_MAX_PRIORITY = 9
 if CELERY_BROKER_URL.split(":", 1)[0] in {"redis", "rediss", "sentinel"}:
     CELERY_BROKER_TRANSPORT_OPTIONS = {"priority_steps": list(range(10))}
 
+# The REST API (scheduling/api): its authentication, permissions and rate limit are set
+# on its views; here only the schema's title.
+# https://drf-spectacular.readthedocs.io/en/latest/settings.html
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Scheduled jobs API",
+    "VERSION": "1",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "COMPONENT_SPLIT_REQUEST": True,
+    "ENUM_NAME_OVERRIDES": {"ExecutionStatusEnum": "scheduling.models.ExecutionStatus"},
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "scheduling.api.schema.add_errors",
+    ],
+}
+REST_FRAMEWORK = {"DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema"}
+
 # --- scheduling app -----------------------------------------------------------------------
 # Every default lives in scheduling/conf.py; here only what the environment sets overrides it.
 _SCHEDULING_FROM_ENVIRONMENT = {
@@ -249,6 +271,7 @@ _SCHEDULING_FROM_ENVIRONMENT = {
     "BEAT_POLL_INTERVAL": ("SCHEDULING_BEAT_POLL_INTERVAL", float),
     "SLOW_THRESHOLD": ("SCHEDULING_SLOW_THRESHOLD", float),
     "METRICS_TOKEN": ("SCHEDULING_METRICS_TOKEN", str),
+    "API_RATE": ("SCHEDULING_API_RATE", str),
     "DEADMAN_CHECK_INTERVAL": ("SCHEDULING_DEADMAN_CHECK_INTERVAL", float),
     "WEBHOOK_ALLOWED_NETWORKS": ("SCHEDULING_WEBHOOK_ALLOWED_NETWORKS", comma_list),
     "WEBHOOK_TIMEOUT": ("SCHEDULING_WEBHOOK_TIMEOUT", float),
