@@ -239,7 +239,7 @@ def _emit(signal, backfill: Backfill, actor: str) -> None:
         actor=actor,
         changes={
             "backfill": [None, backfill.pk],
-            "range": [None, f"{backfill.start.isoformat()} – {backfill.end.isoformat()}"],
+            "range": [None, f"{backfill.start.isoformat()} to {backfill.end.isoformat()}"],
             "counts": [None, backfill_counts(backfill)],
         },
     )

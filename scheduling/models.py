@@ -1142,7 +1142,7 @@ class Backfill(models.Model):
         ordering = ["-created_at", "-pk"]
 
     def __str__(self) -> str:
-        return f"{self.job_name} {self.start:%Y-%m-%d %H:%M} – {self.end:%Y-%m-%d %H:%M}"
+        return f"{self.job_name} {self.start:%Y-%m-%d %H:%M} to {self.end:%Y-%m-%d %H:%M}"
 
     @property
     def pending_count(self) -> int:
