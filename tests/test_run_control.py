@@ -8,9 +8,11 @@ import json
 from unittest import mock
 
 import pytest
+from django.contrib.auth.models import Permission
 from django.core.exceptions import ValidationError
 from django.core.management import CommandError, call_command
 from django.db import transaction
+from django.urls import reverse
 from django.utils import timezone
 
 from scheduling import backfills, masking, services
@@ -381,3 +383,114 @@ def test_backfill_of_fire_times_all_on_record_is_done_at_once(sent):
     item = BackfillRun.objects.get(backfill=backfill)
     assert item.state == "skipped" and item.existing == "success"
     assert "On record as success" in item.reason
+
+
+# --- admin -------------------------------------------------------------------------------
+
+
+def test_admin_run_now_form_shows_masked_kwargs_and_sends_the_overrides(admin_client, sent):
+    job = make_job(task="tests.login", kwargs={"user": "u", "password": "hunter2"})
+    url = reverse("admin:scheduling_job_run_now", args=[job.pk])
+    page = admin_client.get(url).content.decode()
+    assert "hunter2" not in page and masking.MASK in page
+    response = admin_client.post(
+        url,
+        {
+            "kwargs": '{"user": "v", "password": "********"}',
+            "logical_at": "2026-01-01 02:00:00",
+            "overlap": "allow_all",
+            "apply": "1",
+        },
+    )
+    assert response.status_code == 302
+    kwargs, _options = sent.messages[0]
+    assert kwargs["overlap"] == "allow_all" and kwargs["override"] is True
+    run = sent.run()
+    assert run.kwargs == {"user": "v", "password": "hunter2"}
+    page = admin_client.get(
+        reverse("admin:scheduling_jobexecution_change", args=[run.pk])
+    ).content.decode()
+    assert "hunter2" not in page and "&quot;v&quot;" in page
+
+
+def test_admin_run_now_refuses_bad_kwargs_on_the_form_and_sends_nothing(admin_client, sent):
+    job = make_job()
+    url = reverse("admin:scheduling_job_run_now", args=[job.pk])
+    response = admin_client.post(url, {"kwargs": "[1, 2]", "apply": "1"})
+    assert response.status_code == 200
+    assert "Keyword arguments must be a JSON object" in response.content.decode()
+    response = admin_client.post(url, {"kwargs": "{oops", "apply": "1"})
+    assert response.status_code == 200 and sent.messages == []
+
+
+def test_admin_backfill_page_previews_then_starts_and_the_backfill_is_listed(admin_client, sent):
+    job = _berlin_daily()
+    url = reverse("admin:scheduling_job_backfill", args=[job.pk])
+    assert "Europe/Berlin" in admin_client.get(url).content.decode()
+    data = {
+        "start": "2025-10-25 00:00:00",
+        "end": "2025-10-27 00:00:00",
+        "timezone": "Europe/Berlin",
+        "reprocess": "missing",
+        "overlap": "",
+    }
+    page = admin_client.post(url, {**data, "preview": "1"}).content.decode()
+    assert "2025-10-25T03:00:00+02:00" in page and "2025-10-26T03:00:00+01:00" in page
+    assert not Backfill.objects.exists()
+    response = admin_client.post(url, {**data, "start_backfill": "1"})
+    backfill = Backfill.objects.get()
+    assert response.status_code == 302 and str(backfill.pk) in response["Location"]
+    page = admin_client.get(
+        reverse("admin:scheduling_backfill_change", args=[backfill.pk])
+    ).content.decode()
+    assert "2025-10-25T03:00:00+02:00" in page
+    admin_client.post(
+        reverse("admin:scheduling_backfill_changelist"),
+        {"action": "cancel_backfills", "_selected_action": [backfill.pk]},
+    )
+    backfill.refresh_from_db()
+    assert backfill.state == "cancelled" and backfill.cancelled_count == 1
+
+
+def test_admin_backfill_refuses_a_bad_range_on_the_form(admin_client):
+    job = make_job()
+    url = reverse("admin:scheduling_job_backfill", args=[job.pk])
+    base = {"timezone": "UTC", "reprocess": "missing", "start_backfill": "1"}
+    page = admin_client.post(url, {**base, "start": "nope", "end": "2025-01-01"}).content.decode()
+    assert "is not a date-time" in page
+    page = admin_client.post(
+        url, {**base, "start": "2025-01-02", "end": "2025-01-01"}
+    ).content.decode()
+    assert "The end must be after the start" in page
+    assert not Backfill.objects.exists()
+
+
+def test_admin_rerun_action_sends_a_rerun_and_names_what_it_refuses(admin_client, sent):
+    job = make_job()
+    done, running = make_finished_run(job, 0.1), make_running(job)
+    response = admin_client.post(
+        reverse("admin:scheduling_jobexecution_changelist"),
+        {"action": "rerun_runs", "_selected_action": [done.pk, running.pk]},
+        follow=True,
+    )
+    page = response.content.decode()
+    assert "1 re-run sent" in page and "only a run that is over can be re-run" in page
+    assert sent.run().parent_id == done.pk
+
+
+def test_run_control_pages_need_the_run_permission(client, django_user_model, sent):
+    user = django_user_model.objects.create_user("viewer", password="pw", is_staff=True)
+    user.user_permissions.add(
+        Permission.objects.get(codename="view_job"),
+        Permission.objects.get(codename="view_jobexecution"),
+    )
+    client.force_login(user)
+    job = make_job()
+    done = make_finished_run(job, 0.1)
+    assert client.get(reverse("admin:scheduling_job_run_now", args=[job.pk])).status_code == 403
+    assert client.get(reverse("admin:scheduling_job_backfill", args=[job.pk])).status_code == 403
+    client.post(
+        reverse("admin:scheduling_jobexecution_changelist"),
+        {"action": "rerun_runs", "_selected_action": [done.pk]},
+    )
+    assert sent.messages == []
