@@ -779,9 +779,9 @@ class JobAdmin(RunsInProgressMixin, admin.ModelAdmin):
         return format_html(
             '<a href="{}">{}</a> · <a href="{}">{}</a> · <a href="{}?job__id__exact={}">{}</a>',
             reverse("admin:scheduling_job_run_now", args=[job.pk]),
-            _("Run now with options…"),
+            _("Run now with options..."),
             reverse("admin:scheduling_job_backfill", args=[job.pk]),
-            _("Backfill…"),
+            _("Backfill..."),
             reverse("admin:scheduling_backfill_changelist"),
             job.pk,
             _("Its backfills"),
