@@ -42,6 +42,8 @@ def _finished(processes, count: int, timeout: float = 90, **filters) -> list[Job
 
 
 def _record_job(key: str, **fields):
+    """A job whose runs record what they saw under ``key`` (a fresh file per test run)."""
+    (Path(django_settings.VAR_DIR) / f"record-{key}").unlink(missing_ok=True)
     fields.setdefault("cron_expression", "0 0 3 1 1 *")  # once a year: beat stays idle
     return make_job(task="tests.record_run", kwargs={"key": key, "value": 1}, **fields)
 
