@@ -685,13 +685,16 @@ def job_dispatch(
     parent_id: int | None = None,
     backfill_id: int | None = None,
     priority: int | None = None,
+    display_kwargs: dict[str, Any] | None = None,
 ) -> str:
     """Publish one run of ``job`` to the broker; used by beat, by run-now, re-run and
     backfill, and to send a run that waited for a free slot (``expires`` off: its wait
     does not count against its grace, :mod:`scheduling.runs.waiting`). ``overlap``: the
     run's override of the job's overlap policy; ``kwargs``: its own keyword arguments
     (stored under its task id, shown masked); ``parent_id``: the run it re-runs;
-    ``backfill_id``: its backfill; ``priority``: instead of the job's.
+    ``backfill_id``: its backfill; ``priority``: instead of the job's;
+    ``display_kwargs``: the keyword arguments shown for a run whose own are on its row
+    already (a waiting run sent on).
 
     The message carries the job id, the fire time and the jitter applied; the worker
     reads everything else from the job row. The options of the message:
@@ -721,6 +724,7 @@ def job_dispatch(
         parent_id=parent_id,
         backfill_id=backfill_id,
         priority=priority,
+        display_kwargs=display_kwargs,
     )
     if retry_policy is not None:
         # Beat bounds how long a publish may retry (Celery's default: 3 more tries).
@@ -742,6 +746,7 @@ def run_message(
     parent_id: int | None = None,
     backfill_id: int | None = None,
     priority: int | None = None,
+    display_kwargs: dict[str, Any] | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """The keyword arguments and the Celery options of the message of one run of ``job``
     (see :func:`job_dispatch`); beat's batches build the same (:mod:`scheduling.publish`).
@@ -751,7 +756,7 @@ def run_message(
     wait for its worker in the database (``override``)."""
     options: dict[str, Any] = {
         "headers": {"periodic_task_name": job.name},
-        **message_display(job, kwargs),
+        **message_display(job, kwargs if kwargs is not None else display_kwargs),
         **message_routing(job, app, priority),
     }
     if job.time_limit:

@@ -15,7 +15,7 @@ from django.db import transaction
 from django.urls import reverse
 from django.utils import timezone
 
-from scheduling import backfills, masking, services
+from scheduling import backfills, explain, masking, services
 from scheduling.models import (
     Backfill,
     BackfillRun,
@@ -494,3 +494,30 @@ def test_run_control_pages_need_the_run_permission(client, django_user_model, se
         {"action": "rerun_runs", "_selected_action": [done.pk]},
     )
     assert sent.messages == []
+
+
+def test_a_missed_fire_time_that_was_backfilled_is_explained_by_the_backfills_run(sent):
+    job = make_job(cron_expression="0 0 * * * *", timezone="UTC")
+    fire = (timezone.now() - dt.timedelta(hours=2)).replace(minute=0, second=0, microsecond=0)
+    make_record(job, "missed", fire, reason="beat was down")
+    services.job_backfill(job=job, start=fire, end=fire + dt.timedelta(minutes=1))
+    run = sent.run()
+    fates = explain.job_explain(job=job, since=fire - dt.timedelta(minutes=1))["recent"]
+    fate = next(f for f in fates if f["scheduled_at"] == fire.isoformat())
+    assert fate["fate"] == "ran" and fate["execution_id"] == run.pk
+
+
+def test_a_run_with_overrides_that_waits_for_a_slot_keeps_them_when_sent_on(sent):
+    from scheduling.runs import waiting
+
+    job = make_job(task="tests.login", kwargs={"user": "u", "password": "pw1"}, max_instances=1)
+    running = make_running(job)
+    services.job_run_now(job=job, kwargs={"user": "w"}, overlap="buffer_one")
+    assert sent.run().status == ExecutionStatus.WAITING
+    JobExecution.objects.filter(pk=running.pk).update(status="success")
+    assert waiting.execution_promote_waiting(job_id=job.pk) == 1
+    _kwargs, options = sent.messages[-1]
+    assert "'w'" in options["kwargsrepr"] and "pw1" not in options["kwargsrepr"]
+    run = sent.run()
+    assert run.status == ExecutionStatus.FAILURE  # tests.login always fails, naming its user
+    assert "as w with password ********" in run.exception and run.kwargs["user"] == "w"
