@@ -670,6 +670,7 @@ class JobAdmin(RunsInProgressMixin, admin.ModelAdmin):
                 "kwargs": form.cleaned_data["kwargs"],
                 "logical_at": form.cleaned_data["logical_at"],
                 "overlap": form.cleaned_data["overlap"] or None,
+                "user": request.user,
             }
             try:
                 for job in jobs:  # checked on each before any is sent

@@ -424,6 +424,7 @@ def job_run_now(
     overlap: str | None = None,
     kwargs: dict[str, Any] | None = None,
     logical_at: dt.datetime | None = None,
+    user: Any = None,
 ) -> str:
     """Send one manual run of ``job`` to the workers now; return the Celery task id.
 
@@ -432,7 +433,10 @@ def job_run_now(
     this run alone. ``kwargs``: keyword arguments for this run only, over the job's (a
     key given replaces the job's, the others keep the job's values; a masked secret sent
     back keeps the job's), stored on the run and used by a re-run of it; validated like
-    the job's own. ``logical_at``: the scheduled time the run sees (its run context's
+    the job's own. As in an edit of the job, a secret of the job is kept for a run whose
+    other keyword arguments differ only if ``user`` may keep secrets
+    (``scheduling.keep_secrets``; ``None``: a trusted caller such as the console): else
+    whoever changes where the run points could send it a secret they never saw. ``logical_at``: the scheduled time the run sees (its run context's
     ``scheduled_at``; default now), aware. Whatever the logical time, the run's misfire
     grace counts from when it is sent.
 
@@ -447,7 +451,15 @@ def job_run_now(
     if kwargs is not None:
         if problem := kwargs_problem(kwargs):
             raise ValidationError({"kwargs": problem})
-        run_kwargs = {**(job.kwargs or {}), **masking.unmask(kwargs, job.kwargs or {})}
+        own = job.kwargs or {}
+        run_kwargs = masking.unmask_checked(
+            new={**masking.mask(own), **kwargs},
+            old=own,
+            may_keep=user is None or user.has_perm("scheduling.keep_secrets"),
+            job=job.name,
+        )
+        if run_kwargs == own:
+            run_kwargs = None  # the job's own: nothing to store
     if logical_at is not None and timezone.is_naive(logical_at):
         raise ValidationError({"logical_at": _("Give the logical time with its timezone.")})
     return _send_one(

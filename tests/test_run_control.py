@@ -521,3 +521,34 @@ def test_a_run_with_overrides_that_waits_for_a_slot_keeps_them_when_sent_on(sent
     run = sent.run()
     assert run.status == ExecutionStatus.FAILURE  # tests.login always fails, naming its user
     assert "as w with password ********" in run.exception and run.kwargs["user"] == "w"
+
+
+def test_run_now_keeps_a_jobs_secret_for_other_arguments_only_for_who_may_keep_secrets(
+    sent, django_user_model
+):
+    job = make_job(task="tests.login", kwargs={"user": "u", "password": "hunter2"})
+    operator = django_user_model.objects.create_user("operator", is_staff=True)
+    operator.user_permissions.add(Permission.objects.get(codename="run_job"))
+    with pytest.raises(ValidationError, match="enter the secret again"):
+        services.job_run_now(job=job, kwargs={"user": "elsewhere"}, user=operator)
+    assert sent.messages == [] and not RunOverride.objects.exists()
+    services.job_run_now(job=job, kwargs={"user": "elsewhere", "password": "own"}, user=operator)
+    assert sent.run().kwargs == {"user": "elsewhere", "password": "own"}
+    services.job_run_now(job=job, kwargs={"password": masking.MASK}, user=operator)
+    assert sent.run().kwargs is None  # the job's own arguments: nothing stored
+
+
+def test_run_now_with_overrides_needs_keep_secrets_in_the_admin_too(
+    client, django_user_model, sent
+):
+    job = make_job(task="tests.login", kwargs={"user": "u", "password": "hunter2"})
+    operator = django_user_model.objects.create_user("operator2", is_staff=True)
+    operator.user_permissions.add(
+        Permission.objects.get(codename="run_job"), Permission.objects.get(codename="view_job")
+    )
+    client.force_login(operator)
+    url = reverse("admin:scheduling_job_run_now", args=[job.pk])
+    page = client.post(
+        url, {"kwargs": '{"user": "x", "password": "********"}', "apply": "1"}
+    ).content.decode()
+    assert "enter the secret again" in page and sent.messages == []

@@ -579,6 +579,7 @@ class Command(BaseCommand):
             logical_at=None
             if logical_time is None
             else _moment_arg(logical_time, "--logical-time", found.timezone),
+            user=self.user,
         )
         if not wait:
             self.emit({"task_id": task_id}, f"Sent a run of {found.name} (task {task_id})")
