@@ -1311,13 +1311,11 @@ class BackfillAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         "job_name",
         "start",
         "end",
-        "reprocess",
         "state",
         "total_count",
         "skipped_count",
         "sent_count",
         "cancelled_count",
-        "created_by",
         "created_at",
     )
     list_filter = ("state", "job")
