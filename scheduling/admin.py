@@ -1,5 +1,6 @@
-"""Admin pages: jobs (edit, pause, resume, run now, preview) and executions (read-only;
-waiting runs can be dropped).
+"""Admin pages: jobs (edit, pause, resume, run now with options, backfill, preview),
+executions (read-only; waiting runs can be dropped, past runs re-run) and backfills
+(read-only; cancellable).
 
 Thin by design: every write goes through :mod:`scheduling.services`.
 """
@@ -11,7 +12,7 @@ from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.paginator import Paginator
-from django.db import connection
+from django.db import connection, transaction
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponseNotAllowed, HttpResponseRedirect, JsonResponse
 from django.template.response import TemplateResponse
@@ -25,18 +26,31 @@ from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 from django_celery_beat import models as beat_models
 
-from scheduling import charts, explain, masking, registry, schedules, selectors, services
+from scheduling import (
+    backfills,
+    charts,
+    explain,
+    masking,
+    registry,
+    schedules,
+    selectors,
+    services,
+)
 from scheduling.audit import audit_context
 from scheduling.models import (
     Alert,
     ApiKey,
     ApiPrivilege,
+    Backfill,
+    BackfillReprocess,
+    BackfillRunState,
     BeatHeartbeat,
     ExecutionStatus,
     Job,
     JobAlertStatus,
     JobChange,
     JobExecution,
+    OverlapPolicy,
     SchedulerLease,
     TriggerType,
 )
@@ -248,6 +262,72 @@ class PauseForm(forms.Form):
         return until
 
 
+def _service_errors(form: forms.Form, exc: ValidationError) -> None:
+    """Put a service's refusal on the form's fields it names (else on the form)."""
+    for field, problems in exc.message_dict.items():
+        form.add_error(field if field in form.fields else None, problems)
+
+
+OVERLAP_CHOICES = [("", _("The job's own")), *OverlapPolicy.choices]
+
+
+class RunNowForm(forms.Form):
+    """Options of one manual run: keyword arguments over the job's, a logical time, an
+    overlap policy (all optional: empty runs it as the job says)."""
+
+    kwargs = forms.JSONField(
+        label=_("Keyword arguments"),
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 3, "cols": 60}),
+        help_text=_(
+            "For this run only, over the job's (a key given replaces the job's), e.g. "
+            "{\"days\": 30}; a masked value keeps the job's secret. Empty: the job's."
+        ),
+    )
+    logical_at = forms.DateTimeField(
+        label=_("Logical time"),
+        required=False,
+        help_text=_(
+            "The scheduled time the run sees: YYYY-MM-DD HH:MM:SS in the server's timezone. "
+            "Empty: now."
+        ),
+    )
+    overlap = forms.ChoiceField(label=_("Overlap policy"), choices=OVERLAP_CHOICES, required=False)
+
+
+class BackfillForm(forms.Form):
+    """The range and choices of a backfill (``jobs backfill``'s options)."""
+
+    start = forms.CharField(
+        label=_("From"), help_text=_("First fire time, inclusive: YYYY-MM-DD HH:MM:SS.")
+    )
+    end = forms.CharField(label=_("Until"), help_text=_("Exclusive: YYYY-MM-DD HH:MM:SS."))
+    timezone = forms.CharField(
+        label=_("Timezone"), help_text=_("Of the two times, unless they carry an offset.")
+    )
+    reprocess = forms.ChoiceField(
+        label=_("Reprocess"), choices=BackfillReprocess.choices, initial="missing"
+    )
+    overlap = forms.ChoiceField(label=_("Overlap policy"), choices=OVERLAP_CHOICES, required=False)
+
+    def clean(self):
+        data = super().clean()
+        tz_name = data.get("timezone")
+        if tz_name:
+            try:
+                schedules.get_timezone(tz_name)
+            except ValueError as exc:
+                self.add_error("timezone", str(exc))
+                return data
+            for name in ("start", "end"):
+                if data.get(name):
+                    try:
+                        data[name] = schedules.parse_moment(data[name], tz_name)
+                    except ValueError as exc:
+                        self.add_error(name, str(exc))
+        return data
+
+
 @admin.register(Job)
 class JobAdmin(RunsInProgressMixin, admin.ModelAdmin):
     """Jobs: the list an operator scans, the form with its live preview, the actions and the dashboard."""
@@ -283,6 +363,7 @@ class JobAdmin(RunsInProgressMixin, admin.ModelAdmin):
         "fire_time_fates",
         "runs_left",
         "waiting_runs",
+        "run_control_links",
         *status_fields,
     )
     fieldsets = (
@@ -350,7 +431,7 @@ class JobAdmin(RunsInProgressMixin, admin.ModelAdmin):
                 )
             },
         ),
-        (_("Status"), {"fields": ("waiting_runs", *status_fields)}),
+        (_("Status"), {"fields": ("waiting_runs", "run_control_links", *status_fields)}),
         (
             _("Why did (or didn't) it run?"),
             {"fields": ("fire_time_fates",), "classes": ("collapse",)},
@@ -581,11 +662,132 @@ class JobAdmin(RunsInProgressMixin, admin.ModelAdmin):
 
     @admin.action(description=_("Run selected jobs now"), permissions=["run"])
     def run_jobs_now(self, request, queryset: QuerySet[Job]):
-        done = self._each(request, queryset, services.job_run_now)
-        self.message_user(
+        """Ask for this run's options (all optional), then send one run of each job."""
+        return self._run_now_page(request, list(queryset), action="run_jobs_now")
+
+    def _run_now_page(self, request, jobs: list[Job], *, action: str = ""):
+        form = RunNowForm(request.POST if "apply" in request.POST else None)
+        if form.is_valid():
+            options = {
+                "kwargs": form.cleaned_data["kwargs"],
+                "logical_at": form.cleaned_data["logical_at"],
+                "overlap": form.cleaned_data["overlap"] or None,
+                "user": request.user,
+            }
+            try:
+                for job in jobs:  # checked on each before any is sent
+                    with transaction.atomic():
+                        services.job_run_now(job=job, **options)
+                        transaction.set_rollback(True)
+            except ValidationError as exc:
+                _service_errors(form, exc)
+            else:
+                done = self._each(
+                    request, jobs, lambda job: services.job_run_now(job=job, **options)
+                )
+                self.message_user(
+                    request,
+                    ngettext(
+                        "%(n)d run sent to the workers.", "%(n)d runs sent to the workers.", done
+                    )
+                    % {"n": done},
+                )
+                if not action:
+                    return HttpResponseRedirect(
+                        reverse("admin:scheduling_job_change", args=[jobs[0].pk])
+                    )
+                return None
+        if not form.is_bound and len(jobs) == 1 and jobs[0].kwargs:
+            form.initial["kwargs"] = masking.mask(jobs[0].kwargs)
+        return TemplateResponse(
             request,
-            ngettext("%(n)d run sent to the workers.", "%(n)d runs sent to the workers.", done)
-            % {"n": done},
+            "scheduling/run_now.html",
+            {
+                **self.admin_site.each_context(request),
+                "title": _("Run now"),
+                "opts": self.model._meta,
+                "jobs": jobs,
+                "form": form,
+                "action": action,
+                "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME,
+            },
+        )
+
+    def run_now_view(self, request: HttpRequest, pk: int):
+        """One job's run-now form (linked from its page)."""
+        if not self.has_run_permission(request):
+            raise PermissionDenied
+        job = Job.objects.filter(pk=pk).first()
+        if job is None:
+            return HttpResponseRedirect(reverse("admin:scheduling_job_changelist"))
+        with audit_context(source="admin", actor=request.user.get_username()):
+            return self._run_now_page(request, [job])
+
+    def backfill_view(self, request: HttpRequest, pk: int):
+        """One job's backfill: the range and choices, a preview (dry run) of each fire
+        time with what is on record for it, and the start."""
+        if not self.has_run_permission(request):
+            raise PermissionDenied
+        job = Job.objects.filter(pk=pk).first()
+        if job is None:
+            return HttpResponseRedirect(reverse("admin:scheduling_job_changelist"))
+        bound = request.method == "POST"
+        form = BackfillForm(request.POST if bound else None, initial={"timezone": job.timezone})
+        preview = None
+        if bound and form.is_valid():
+            data = form.cleaned_data
+            try:
+                with audit_context(source="admin", actor=request.user.get_username()):
+                    backfill = services.job_backfill(
+                        job=job,
+                        start=data["start"],
+                        end=data["end"],
+                        reprocess=data["reprocess"],
+                        overlap=data["overlap"] or None,
+                        dry_run="start_backfill" not in request.POST,
+                        by=request.user,
+                        tz_name=data["timezone"],
+                    )
+            except ValidationError as exc:
+                _service_errors(form, exc)
+            else:
+                if backfill.pk is not None:
+                    self.message_user(
+                        request,
+                        _("Backfill %(id)s started: %(count)d runs to send.")
+                        % {"id": backfill.pk, "count": backfill.pending_count},
+                    )
+                    return HttpResponseRedirect(
+                        reverse("admin:scheduling_backfill_change", args=[backfill.pk])
+                    )
+                preview = backfills.plan_json(backfill, data["timezone"])
+        return TemplateResponse(
+            request,
+            "scheduling/backfill.html",
+            {
+                **self.admin_site.each_context(request),
+                "title": _("Backfill %(job)s") % {"job": job.name},
+                "opts": self.model._meta,
+                "job": job,
+                "form": form,
+                "preview": preview,
+            },
+        )
+
+    @admin.display(description=_("Run control"))
+    def run_control_links(self, job: Job) -> str:
+        """Links to run the job now with options, to backfill it, and to its backfills."""
+        if job.pk is None:
+            return "-"
+        return format_html(
+            '<a href="{}">{}</a> · <a href="{}">{}</a> · <a href="{}?job__id__exact={}">{}</a>',
+            reverse("admin:scheduling_job_run_now", args=[job.pk]),
+            _("Run now with options..."),
+            reverse("admin:scheduling_job_backfill", args=[job.pk]),
+            _("Backfill..."),
+            reverse("admin:scheduling_backfill_changelist"),
+            job.pk,
+            _("Its backfills"),
         )
 
     def _each(self, request, queryset: QuerySet[Job], service) -> int:
@@ -612,7 +814,17 @@ class JobAdmin(RunsInProgressMixin, admin.ModelAdmin):
             self.admin_site.admin_view(self.dashboard_view),
             name="scheduling_dashboard",
         )
-        return [preview, dashboard, *super().get_urls()]
+        run_now = path(
+            "<int:pk>/run/",
+            self.admin_site.admin_view(self.run_now_view),
+            name="scheduling_job_run_now",
+        )
+        backfill = path(
+            "<int:pk>/backfill/",
+            self.admin_site.admin_view(self.backfill_view),
+            name="scheduling_job_backfill",
+        )
+        return [preview, dashboard, run_now, backfill, *super().get_urls()]
 
     def dashboard_view(self, request: HttpRequest):
         """Charts: slowest jobs, outcomes per day, one job's durations; upcoming runs."""
@@ -743,7 +955,7 @@ class JobExecutionAdmin(RunsInProgressMixin, ReadOnlyAdminMixin, admin.ModelAdmi
     the runs waiting for a free slot can be dropped."""
 
     paginator = EstimatedCountPaginator
-    actions = ("cancel_runs", "terminate_runs", "drop_waiting_runs")
+    actions = ("cancel_runs", "terminate_runs", "drop_waiting_runs", "rerun_runs")
     list_display = (
         "job_name",
         "trigger",
@@ -778,12 +990,45 @@ class JobExecutionAdmin(RunsInProgressMixin, ReadOnlyAdminMixin, admin.ModelAdmi
         "progress",
         "progress_message",
         "waiting_since",
+        "parent",
+        "masked_run_kwargs",
+        "backfill",
+        "sent_at",
         "result",
         "exception",
         "traceback_block",
         "task_result_link",
     )
-    exclude = ("traceback", "task_result")
+    exclude = ("traceback", "task_result", "kwargs")
+
+    @admin.display(description=_("keyword arguments of this run"))
+    def masked_run_kwargs(self, execution: JobExecution) -> str:
+        """What the run was called with when not the job's own, secrets masked."""
+        if execution.kwargs is None:
+            return _("The job's own")
+        return format_html("<pre>{}</pre>", json.dumps(masking.mask(execution.kwargs), indent=2))
+
+    @admin.action(description=_("Re-run selected runs"), permissions=["run"])
+    def rerun_runs(self, request, queryset: QuerySet[JobExecution]):
+        """Send a new run of each selected one, with its arguments and scheduled time; a
+        run that cannot be re-run is named, not a 500."""
+        done = 0
+        with audit_context(source="admin", actor=request.user.get_username()):
+            for execution in queryset.select_related("job"):
+                try:
+                    services.execution_rerun(execution=execution, by=request.user)
+                except ValidationError as exc:
+                    self.message_user(request, "; ".join(exc.messages), messages.ERROR)
+                else:
+                    done += 1
+        if done:
+            self.message_user(
+                request,
+                ngettext(
+                    "%(n)d re-run sent to the workers.", "%(n)d re-runs sent to the workers.", done
+                )
+                % {"n": done},
+            )
 
     def changelist_view(self, request, *args, **kwargs):
         with audit_context(source="admin", actor=request.user.get_username()):
@@ -1056,6 +1301,119 @@ class SchedulerLeaseAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None):
         return False
+
+
+@admin.register(Backfill)
+class BackfillAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    """Backfills, read-only: their state and counts, each fire time with what became of
+    it (linked to its run); the action cancels the ones still sending."""
+
+    list_display = (
+        "pk",
+        "job_name",
+        "start",
+        "end",
+        "state",
+        "total_count",
+        "skipped_count",
+        "sent_count",
+        "cancelled_count",
+        "created_at",
+    )
+    list_filter = ("state", "job")
+    search_fields = ("job_name",)
+    actions = ("cancel_backfills",)
+    readonly_fields = (
+        "job",
+        "job_name",
+        "start",
+        "end",
+        "timezone",
+        "reprocess",
+        "overlap",
+        "state",
+        "created_by",
+        "created_at",
+        "finished_at",
+        "cancelled_by",
+        "total_count",
+        "skipped_count",
+        "sent_count",
+        "cancelled_count",
+        "fire_times",
+    )
+    exclude = ("next_send_at",)
+
+    def has_run_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("scheduling.run_job")
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    @admin.action(description=_("Cancel selected backfills"), permissions=["run"])
+    def cancel_backfills(self, request, queryset: QuerySet[Backfill]):
+        done = 0
+        with audit_context(source="admin", actor=request.user.get_username()):
+            for backfill in queryset:
+                try:
+                    services.backfill_cancel(backfill=backfill, by=request.user)
+                except ValidationError as exc:
+                    self.message_user(request, "; ".join(exc.messages), messages.ERROR)
+                else:
+                    done += 1
+        if done:
+            self.message_user(
+                request,
+                ngettext("%(n)d backfill cancelled.", "%(n)d backfills cancelled.", done)
+                % {"n": done},
+            )
+
+    @admin.display(description=_("Fire times"))
+    def fire_times(self, backfill: Backfill) -> str:
+        """Each fire time: what was on record, what the backfill did, and its run's outcome."""
+        items = list(backfill.runs.all()[:500])
+        runs = {
+            run.task_result_id: run
+            for run in JobExecution.objects.filter(
+                task_result_id__in=[item.task_id for item in items if item.task_id]
+            ).only("pk", "status", "reason", "task_result_id")
+        }
+        tz = schedules.get_timezone(backfill.timezone)
+        rows = []
+        for item in items:
+            run = runs.get(item.task_id)
+            outcome = (
+                format_html(
+                    '<a href="{}">{}</a> {}',
+                    reverse("admin:scheduling_jobexecution_change", args=[run.pk]),
+                    run.get_status_display(),
+                    run.reason,
+                )
+                if run is not None
+                else (_("not started yet") if item.state == BackfillRunState.SENT else "")
+            )
+            rows.append(
+                (
+                    item.scheduled_at.astimezone(tz).isoformat(),
+                    item.existing or "-",
+                    item.get_state_display(),
+                    item.reason,
+                    outcome,
+                )
+            )
+        return format_html(
+            "<table><tr><th>{}</th><th>{}</th><th>{}</th><th>{}</th><th>{}</th></tr>{}</table>",
+            _("fire time"),
+            _("on record"),
+            _("state"),
+            _("reason"),
+            _("run"),
+            format_html_join(
+                "",
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                rows,
+            ),
+        )
 
 
 @admin.register(BeatHeartbeat)

@@ -24,6 +24,11 @@ DEFAULTS: dict[str, Any] = {
     # this many seconds later is sent again (its message may have been lost: the copy
     # that comes second is dropped, a run starts once).
     "QUEUED_RESEND_SECONDS": 60,
+    # Backfill: runs sent per second at most (each backfill), how often each worker sends
+    # what is due (seconds; 0: never), most fire times in one backfill.
+    "BACKFILL_RATE": 1.0,
+    "BACKFILL_CHECK_INTERVAL": 1.0,
+    "BACKFILL_MAX_RUNS": 10_000,
     # A running execution's lease: renewed every third of this; a run whose worker died
     # is counted as lost (and its max-instances slot freed) once it expires.
     "LEASE_SECONDS": 30,

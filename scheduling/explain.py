@@ -22,6 +22,7 @@ from scheduling.models import (
     STOPPED_STATUSES,
     BeatHeartbeat,
     ExecutionStatus,
+    ExecutionTrigger,
     Job,
     JobChange,
     JobExecution,
@@ -121,12 +122,16 @@ def _scheduled_times(job: Job, since: dt.datetime, now: dt.datetime, count: int)
 
 def _recent(job: Job, count: int, since: dt.datetime, now: dt.datetime) -> list[Fate]:
     runs = {}
-    # The last attempt of each fire time is its fate (an earlier attempt was retried).
+    # The last attempt of each fire time is its fate (an earlier attempt was retried); a
+    # fire time backfilled later has the backfill's run as its fate.
     for run in (
         JobExecution.objects.filter(
-            job=job, scheduled_at__gte=since, scheduled_at__lte=now, trigger="schedule"
+            job=job,
+            scheduled_at__gte=since,
+            scheduled_at__lte=now,
+            trigger__in=[ExecutionTrigger.SCHEDULE, ExecutionTrigger.BACKFILL],
         )
-        .order_by("-scheduled_at", "-attempt")
+        .order_by("-scheduled_at", "-pk")
         .only("pk", "scheduled_at", "status", "reason", "exception", "attempt")[: count * 4]
     ):
         runs.setdefault(run.scheduled_at, run)

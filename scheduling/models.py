@@ -145,11 +145,24 @@ def overlap_problem(policy: str) -> str | None:
     return None
 
 
+def kwargs_problem(kwargs) -> str | None:
+    """Why ``kwargs`` cannot be the keyword arguments of a job or of one run (run now with
+    overrides); ``None`` when it can."""
+    if not isinstance(kwargs, dict):
+        return _('Keyword arguments must be a JSON object, e.g. {"days": 7}.')
+    if _contains_nul(kwargs):
+        return _("Text must not contain NUL characters (\\u0000).")
+    return None
+
+
 class ExecutionTrigger(models.TextChoices):
-    """What sent a run: its schedule (beat) or an operator (run now)."""
+    """What sent a run: its schedule (beat), an operator (run now), a re-run of a past run,
+    or a backfill of a time range."""
 
     SCHEDULE = "schedule", _("Schedule")
     MANUAL = "manual", _("Manual")
+    RERUN = "rerun", _("Re-run")
+    BACKFILL = "backfill", _("Backfill")
 
 
 class Job(models.Model):
@@ -711,8 +724,8 @@ class Job(models.Model):
                 errors[name] = _("Text must not contain NUL characters (\\u0000).")
         if not isinstance(self.args, list):
             errors["args"] = _('Positional arguments must be a JSON list, e.g. [1, "a"].')
-        if not isinstance(self.kwargs, dict):
-            errors["kwargs"] = _('Keyword arguments must be a JSON object, e.g. {"days": 7}.')
+        if problem := kwargs_problem(self.kwargs):
+            errors["kwargs"] = problem
         try:
             schedules.get_timezone(self.timezone)
         except ValueError as exc:
@@ -947,6 +960,41 @@ class JobExecution(models.Model):
         blank=True,
         help_text=_("The message the function reported with its progress."),
     )
+    parent = models.ForeignKey(
+        "self",
+        verbose_name=_("re-run of"),
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="reruns",
+        help_text=_("The past run this one re-runs, with its arguments and scheduled time."),
+    )
+    kwargs = models.JSONField(
+        _("keyword arguments of this run"),
+        null=True,
+        blank=True,
+        help_text=_(
+            "What the run was called with when they were not the job's own (run now with "
+            "other keyword arguments, or a re-run of such a run); empty: the job's."
+        ),
+    )
+    backfill = models.ForeignKey(
+        "Backfill",
+        verbose_name=_("backfill"),
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="executions",
+    )
+    sent_at = models.DateTimeField(
+        _("sent at"),
+        null=True,
+        blank=True,
+        help_text=_(
+            "When a run not sent by the schedule (run now, re-run, backfill) was sent: its "
+            "misfire grace counts from then, not from its scheduled (logical) time."
+        ),
+    )
     task_result = models.ForeignKey(
         TaskResult,
         verbose_name=_("Celery task result"),
@@ -1021,6 +1069,126 @@ class JobExecution(models.Model):
         if self.scheduled_at is None:
             return None
         return (self.started_at - self.scheduled_at).total_seconds()
+
+
+class RunOverride(models.Model):
+    """The keyword arguments of one run sent with other ones than its job's (run now with
+    overrides, a re-run of such a run), kept here under its Celery task id until its worker
+    starts it: secrets never travel through the broker, the message names only the job."""
+
+    task_id = models.CharField(_("task id"), max_length=255, primary_key=True)
+    kwargs = models.JSONField(_("keyword arguments"))
+    created_at = models.DateTimeField(_("created"), auto_now_add=True)
+
+    class Meta:
+        verbose_name = _("run override")
+        verbose_name_plural = _("run overrides")
+
+    def __str__(self) -> str:
+        return self.task_id
+
+
+class BackfillState(models.TextChoices):
+    """Where a backfill is: sending its runs, done sending, or cancelled."""
+
+    RUNNING = "running", _("Sending")
+    DONE = "done", _("Done")
+    CANCELLED = "cancelled", _("Cancelled")
+
+
+class BackfillReprocess(models.TextChoices):
+    """Which fire times of the range a backfill sends, by what is on record for them."""
+
+    MISSING = "missing", _("Missing: never ran (no record, missed or skipped)")
+    FAILED = "failed", _("Missing and failed (also failed, timed out, lost, stopped)")
+    ALL = "all", _("All fire times")
+
+
+class Backfill(models.Model):
+    """Runs of a job for the fire times of a past range, sent at a throttled rate
+    (``BACKFILL_RATE``) below the job's priority; one :class:`BackfillRun` row explains
+    each fire time of the range."""
+
+    job = models.ForeignKey(
+        Job, verbose_name=_("job"), null=True, on_delete=models.SET_NULL, related_name="backfills"
+    )
+    job_name = models.CharField(_("job name"), max_length=200)
+    start = models.DateTimeField(_("from"), help_text=_("Inclusive."))
+    end = models.DateTimeField(_("until"), help_text=_("Exclusive."))
+    timezone = models.CharField(_("timezone"), max_length=63)
+    reprocess = models.CharField(_("reprocess"), max_length=10, choices=BackfillReprocess.choices)
+    overlap = models.CharField(
+        _("overlap policy"),
+        max_length=20,
+        blank=True,
+        help_text=_("This backfill's overlap policy; empty: the job's."),
+    )
+    state = models.CharField(
+        _("state"), max_length=10, choices=BackfillState.choices, db_index=True
+    )
+    created_by = models.CharField(_("started by"), max_length=150, blank=True)
+    created_at = models.DateTimeField(_("started"), auto_now_add=True)
+    finished_at = models.DateTimeField(_("finished"), null=True, blank=True)
+    cancelled_by = models.CharField(_("cancelled by"), max_length=150, blank=True)
+    next_send_at = models.DateTimeField(
+        _("next send"), null=True, blank=True, help_text=_("When the next run may be sent.")
+    )
+    total_count = models.PositiveIntegerField(_("fire times"), default=0)
+    skipped_count = models.PositiveIntegerField(_("not sent (on record)"), default=0)
+    sent_count = models.PositiveIntegerField(_("sent"), default=0)
+    cancelled_count = models.PositiveIntegerField(_("cancelled before sent"), default=0)
+
+    class Meta:
+        verbose_name = _("backfill")
+        verbose_name_plural = _("backfills")
+        ordering = ["-created_at", "-pk"]
+
+    def __str__(self) -> str:
+        return f"{self.job_name} {self.start:%Y-%m-%d %H:%M} to {self.end:%Y-%m-%d %H:%M}"
+
+    @property
+    def pending_count(self) -> int:
+        """Fire times still to send."""
+        return max(
+            self.total_count - self.skipped_count - self.sent_count - self.cancelled_count, 0
+        )
+
+
+class BackfillRunState(models.TextChoices):
+    """What a backfill did with one fire time."""
+
+    PENDING = "pending", _("Not sent yet")
+    SENT = "sent", _("Sent")
+    SKIPPED = "skipped", _("Not sent: on record")
+    CANCELLED = "cancelled", _("Cancelled before sent")
+
+
+class BackfillRun(models.Model):
+    """One fire time of a backfill: what was on record for it, and what the backfill did
+    (sent it, as the run of ``task_id``; left it, as ``existing`` says; or cancelled it)."""
+
+    backfill = models.ForeignKey(
+        Backfill, verbose_name=_("backfill"), on_delete=models.CASCADE, related_name="runs"
+    )
+    scheduled_at = models.DateTimeField(_("fire time"))
+    existing = models.CharField(
+        _("on record"), max_length=10, blank=True, choices=ExecutionStatus.choices
+    )
+    state = models.CharField(_("state"), max_length=10, choices=BackfillRunState.choices)
+    reason = models.CharField(_("reason"), max_length=300, blank=True)
+    task_id = models.CharField(_("task id"), max_length=255, blank=True)
+    sent_at = models.DateTimeField(_("sent at"), null=True, blank=True)
+
+    class Meta:
+        verbose_name = _("backfill fire time")
+        verbose_name_plural = _("backfill fire times")
+        ordering = ["scheduled_at"]
+        indexes = [
+            models.Index(fields=["backfill", "state", "scheduled_at"], name="backfill_run_idx")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.scheduled_at.isoformat()} {self.state}"
 
 
 class BeatHeartbeat(models.Model):

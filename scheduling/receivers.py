@@ -20,6 +20,9 @@ ACTIONS = {
     signals.run_cancel_requested: "cancel run",
     signals.run_terminate_requested: "terminate run",
     signals.run_dropped: "run dropped",
+    signals.run_rerun_requested: "re-run",
+    signals.backfill_started: "backfill",
+    signals.backfill_cancelled: "cancel backfill",
 }
 
 

@@ -1,5 +1,5 @@
-"""Writes: create, change, pause, stop and run jobs; cancel, terminate and drop runs; import job
-definitions.
+"""Writes: create, change, pause, stop and run jobs; cancel, terminate, drop and re-run runs;
+backfill a range; import job definitions.
 
 Every function here is keyword-only and named ``<entity>_<action>``. Services that change
 a schedule store the job's next fire time (``next_run_at``, and ``dispatch_at`` with its
@@ -33,6 +33,7 @@ from scheduling.config import DEFAULT_JOBS, JobSpec, config_parse, spec_differen
 from scheduling.models import (
     FAILED_STATUSES,
     MAX_PRIORITY,
+    UNFINISHED_STATUSES,
     AlertKind,
     ApiKey,
     AuditSource,
@@ -41,7 +42,9 @@ from scheduling.models import (
     InstalledDefault,
     Job,
     JobExecution,
+    RunOverride,
     TriggerType,
+    kwargs_problem,
     overlap_problem,
 )
 from scheduling.runs.cancel import stop_request
@@ -416,31 +419,194 @@ def job_remove(*, job: Job) -> None:
     _emit(signals.job_removed, job, {})
 
 
-def job_run_now(*, job: Job, overlap: str | None = None) -> str:
+@transaction.atomic
+def job_run_now(
+    *,
+    job: Job,
+    overlap: str | None = None,
+    kwargs: dict[str, Any] | None = None,
+    logical_at: dt.datetime | None = None,
+    user: Any = None,
+) -> str:
     """Send one manual run of ``job`` to the workers now; return the Celery task id.
 
     The run follows the job's overlap policy (with every slot taken it is skipped, waits
     or starts anyway, as a fire time would), unless ``overlap`` names another policy for
-    this run alone. The task is checked against the registry first, so an unknown task
-    is refused here (a ``ValidationError`` on ``task``) as well as on the worker; an
-    unknown or unavailable policy is refused on ``overlap``.
+    this run alone. ``kwargs``: keyword arguments for this run only, over the job's (a
+    key given replaces the job's, the others keep the job's values; a masked secret sent
+    back keeps the job's), stored on the run and used by a re-run of it; validated like
+    the job's own. As in an edit of the job, a secret of the job is kept for a run whose
+    other keyword arguments differ only if ``user`` may keep secrets
+    (``scheduling.keep_secrets``; ``None``: a trusted caller such as the console): else
+    whoever changes where the run points could send it a secret they never saw. ``logical_at``: the scheduled time the run sees (its run context's
+    ``scheduled_at``; default now), aware. Whatever the logical time, the run's misfire
+    grace counts from when it is sent.
+
+    The task is checked against the registry first, so an unknown task is refused here
+    (a ``ValidationError`` on ``task``) as well as on the worker; an unknown policy is
+    refused on ``overlap``, bad arguments on ``kwargs``, a naive time on ``logical_at``.
     """
-    if not registry.is_registered(job.task):
-        raise ValidationError({"task": str(registry.UnknownTaskError(job.task))})
+    _runnable_check(job)
     if overlap is not None and (problem := overlap_problem(overlap)):
         raise ValidationError({"overlap": problem})
+    run_kwargs = None
+    if kwargs is not None:
+        if problem := kwargs_problem(kwargs):
+            raise ValidationError({"kwargs": problem})
+        own = job.kwargs or {}
+        run_kwargs = masking.unmask_checked(
+            new={**masking.mask(own), **kwargs},
+            old=own,
+            may_keep=user is None or user.has_perm("scheduling.keep_secrets"),
+            job=job.name,
+        )
+        if run_kwargs == own:
+            run_kwargs = None  # the job's own: nothing to store
+    if logical_at is not None and timezone.is_naive(logical_at):
+        raise ValidationError({"logical_at": _("Give the logical time with its timezone.")})
+    return _send_one(
+        job=job,
+        trigger=ExecutionTrigger.MANUAL,
+        scheduled_at=logical_at or timezone.now(),
+        kwargs=run_kwargs,
+        overlap=overlap,
+    )
+
+
+def _runnable_check(job: Job) -> None:
+    if not registry.is_registered(job.task):
+        raise ValidationError({"task": str(registry.UnknownTaskError(job.task))})
+
+
+def _send_one(
+    *,
+    job: Job,
+    trigger: str,
+    scheduled_at: dt.datetime,
+    kwargs: dict[str, Any] | None = None,
+    overlap: str | None = None,
+    parent_id: int | None = None,
+) -> str:
+    """Send one run not sent by the schedule once the caller's transaction commits; its
+    own keyword arguments (``kwargs``) wait for its worker under its task id."""
     task_id = str(uuid.uuid4())
-    scheduled_at = timezone.now()
+    if kwargs is not None:
+        RunOverride.objects.create(task_id=task_id, kwargs=kwargs)
     transaction.on_commit(
         lambda: job_dispatch(
             job=job,
-            trigger=ExecutionTrigger.MANUAL,
+            trigger=trigger,
             scheduled_at=scheduled_at,
             task_id=task_id,
             overlap=overlap,
+            kwargs=kwargs,
+            parent_id=parent_id,
         )
     )
     return task_id
+
+
+@transaction.atomic
+def execution_rerun(*, execution: JobExecution, by: Any = None) -> str:
+    """Send a new run of ``execution``'s job with the same arguments (its own keyword
+    arguments if it had them, else the job's as they are now) and the original's
+    scheduled time as its logical time; trigger ``rerun``, linked to the original
+    (``parent``). Return the Celery task id.
+
+    It follows the job's overlap policy, as run now does; it is not late by its logical
+    time (its misfire grace counts from when it is sent). Refused (``ValidationError`` on
+    ``execution``) for a run whose job was removed, a run not over yet (running or
+    waiting), or a summary of missed fire times (backfill those); an unregistered task on
+    ``task``. ``by``: who asks (a user, a name; ``None``: the current audit context).
+    """
+    if execution.job_id is None or execution.job is None:
+        raise ValidationError(
+            {"execution": _("Run %(id)s: its job was removed.") % {"id": execution.pk}}
+        )
+    if execution.status in UNFINISHED_STATUSES:
+        raise ValidationError(
+            {
+                "execution": _("Run %(id)s is %(status)s: only a run that is over can be re-run.")
+                % {"id": execution.pk, "status": execution.get_status_display()}
+            }
+        )
+    if execution.missed_count:
+        raise ValidationError(
+            {
+                "execution": _(
+                    "Run %(id)s stands for %(count)d missed fire times: backfill their range "
+                    "instead."
+                )
+                % {"id": execution.pk, "count": execution.missed_count}
+            }
+        )
+    job = execution.job
+    _runnable_check(job)
+    task_id = _send_one(
+        job=job,
+        trigger=ExecutionTrigger.RERUN,
+        scheduled_at=execution.scheduled_at or execution.started_at,
+        kwargs=execution.kwargs,
+        parent_id=execution.pk,
+    )
+    context = audit.current()
+    signals.run_rerun_requested.send_robust(
+        sender=Job,
+        job=job,
+        source=context.source,
+        actor=_actor(by),
+        changes={"execution": [None, execution.pk], "task_id": [None, task_id]},
+    )
+    return task_id
+
+
+def _actor(by: Any) -> str:
+    """Who acts: ``by`` (a user or a name), else the current audit context's actor."""
+    context = audit.current()
+    if by is None:
+        return context.actor or context.source
+    if hasattr(by, "get_username"):
+        return by.get_username()
+    return str(by)
+
+
+def job_backfill(
+    *,
+    job: Job,
+    start: dt.datetime,
+    end: dt.datetime,
+    reprocess: str = "missing",
+    overlap: str | None = None,
+    dry_run: bool = False,
+    by: Any = None,
+    tz_name: str | None = None,
+):
+    """Backfill ``job``'s fire times from ``start`` (inclusive) to ``end`` (exclusive):
+    see :mod:`scheduling.backfills`. Return the :class:`Backfill` (unsaved with
+    ``dry_run``: nothing is written); its ``plan`` lists each fire time with what is on
+    record for it and whether it is sent. ``by``: who asks; ``tz_name``: the timezone the
+    range was given in (default the job's), kept with the backfill."""
+    from scheduling import backfills
+
+    return backfills.backfill_create(
+        job=job,
+        start=start,
+        end=end,
+        reprocess=reprocess,
+        overlap=overlap,
+        dry_run=dry_run,
+        actor=_actor(by),
+        tz_name=tz_name,
+    )
+
+
+def backfill_cancel(*, backfill, by: Any = None):
+    """Cancel ``backfill``: its fire times not sent yet are recorded cancelled and never
+    sent; the runs already sent go on. Return it as recorded (a backfill already over is
+    refused, a ``ValidationError`` on ``backfill``)."""
+    from scheduling import backfills
+
+    return backfills.backfill_cancel(backfill=backfill, actor=_actor(by))
 
 
 def execution_cancel(
@@ -458,12 +624,7 @@ def execution_cancel(
     second cancel of a run being cancelled changes nothing.
     """
     context = audit.current()
-    if by is None:
-        actor = context.actor or context.source
-    elif hasattr(by, "get_username"):
-        actor = by.get_username()
-    else:
-        actor = str(by)
+    actor = _actor(by)
     reason = str(reason or "").replace("\x00", "").strip()[:300]
     with transaction.atomic():
         row, changed = stop_request(
@@ -534,11 +695,20 @@ def job_dispatch(
     retry_policy: dict[str, Any] | None = None,
     expires: bool = True,
     overlap: str | None = None,
+    kwargs: dict[str, Any] | None = None,
+    parent_id: int | None = None,
+    backfill_id: int | None = None,
+    priority: int | None = None,
+    display_kwargs: dict[str, Any] | None = None,
 ) -> str:
-    """Publish one run of ``job`` to the broker; used by beat, by run-now and to send a
-    run that waited for a free slot (``expires`` off: its wait does not count against its
-    grace, :mod:`scheduling.runs.waiting`). ``overlap``: the run's override of the job's
-    overlap policy.
+    """Publish one run of ``job`` to the broker; used by beat, by run-now, re-run and
+    backfill, and to send a run that waited for a free slot (``expires`` off: its wait
+    does not count against its grace, :mod:`scheduling.runs.waiting`). ``overlap``: the
+    run's override of the job's overlap policy; ``kwargs``: its own keyword arguments
+    (stored under its task id, shown masked); ``parent_id``: the run it re-runs;
+    ``backfill_id``: its backfill; ``priority``: instead of the job's;
+    ``display_kwargs``: the keyword arguments shown for a run whose own are on its row
+    already (a waiting run sent on).
 
     The message carries the job id, the fire time and the jitter applied; the worker
     reads everything else from the job row. The options of the message:
@@ -564,6 +734,11 @@ def job_dispatch(
         app=run_job.app,
         expires=expires,
         overlap=overlap,
+        kwargs=kwargs,
+        parent_id=parent_id,
+        backfill_id=backfill_id,
+        priority=priority,
+        display_kwargs=display_kwargs,
     )
     if retry_policy is not None:
         # Beat bounds how long a publish may retry (Celery's default: 3 more tries).
@@ -581,13 +756,22 @@ def run_message(
     app: Any,
     expires: bool = True,
     overlap: str | None = None,
+    kwargs: dict[str, Any] | None = None,
+    parent_id: int | None = None,
+    backfill_id: int | None = None,
+    priority: int | None = None,
+    display_kwargs: dict[str, Any] | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """The keyword arguments and the Celery options of the message of one run of ``job``
-    (see :func:`job_dispatch`); beat's batches build the same (:mod:`scheduling.publish`)."""
+    (see :func:`job_dispatch`); beat's batches build the same (:mod:`scheduling.publish`).
+
+    A run not sent by the schedule carries when it was sent (``sent_at``: its misfire
+    grace counts from then), and where it came from; never its keyword arguments, which
+    wait for its worker in the database (``override``)."""
     options: dict[str, Any] = {
         "headers": {"periodic_task_name": job.name},
-        **message_display(job),
-        **message_routing(job, app),
+        **message_display(job, kwargs if kwargs is not None else display_kwargs),
+        **message_routing(job, app, priority),
     }
     if job.time_limit:
         options["time_limit"] = job.time_limit
@@ -609,10 +793,17 @@ def run_message(
     }
     if overlap is not None:
         run_kwargs["overlap"] = overlap
+    if trigger != ExecutionTrigger.SCHEDULE and expires:
+        run_kwargs["sent_at"] = timezone.now().isoformat()
+    for name, value in (("parent_id", parent_id), ("backfill_id", backfill_id)):
+        if value is not None:
+            run_kwargs[name] = value
+    if kwargs is not None:
+        run_kwargs["override"] = True
     return run_kwargs, options
 
 
-def message_display(job: Job) -> dict[str, str]:
+def message_display(job: Job, kwargs: dict[str, Any] | None = None) -> dict[str, str]:
     """How Celery shows a run of ``job`` (worker log, task events, Flower, ``inspect``):
     under the job's task name, with the job's arguments, secrets masked as in the admin.
 
@@ -620,11 +811,13 @@ def message_display(job: Job) -> dict[str, str]:
     Celery's name does for any task, and there are as many as there are registered tasks,
     not as many as jobs (one-off jobs each have their own name), so Flower's task-type
     filter and its metrics stay small. The job's name travels as ``periodic_task_name``.
+    ``kwargs``: the run's own keyword arguments, shown instead of the job's.
     """
+    shown = (job.kwargs or {}) if kwargs is None else kwargs
     return {
         "shadow": job.task,
         **_arguments_display(
-            json.dumps(job.args or [], sort_keys=True), json.dumps(job.kwargs or {}, sort_keys=True)
+            json.dumps(job.args or [], sort_keys=True), json.dumps(shown, sort_keys=True)
         ),
     }
 
@@ -645,16 +838,18 @@ EXPIRED_JOB_HEADER = "scheduling_job_id"
 EXPIRED_FIRE_TIME_HEADER = "scheduling_fire_time"  # Celery's own limit for argsrepr and kwargsrepr
 
 
-def message_routing(job: Job, app: Any) -> dict[str, Any]:
-    """The queue, priority, exchange and routing key of a run of ``job``.
+def message_routing(job: Job, app: Any, priority: int | None = None) -> dict[str, Any]:
+    """The queue, priority (``priority``: instead of the job's), exchange and routing key
+    of a run of ``job``.
 
     A job's priority means the same on every broker: 9 is the most urgent. RabbitMQ takes
     higher numbers first; kombu's Redis transport takes its lowest step first, so there
     the number is turned around. The embedded filesystem broker ignores it.
     """
-    options: dict[str, Any] = {"priority": job.priority}
+    priority = job.priority if priority is None else priority
+    options: dict[str, Any] = {"priority": priority}
     if broker_is_redis(app.conf.broker_url or ""):
-        options["priority"] = MAX_PRIORITY - job.priority
+        options["priority"] = MAX_PRIORITY - priority
     if job.queue:
         options["queue"] = job.queue
     if job.exchange:

@@ -19,6 +19,10 @@ system), ``actor`` (user name or "") and ``changes`` (``{field: [old, new]}``):
   time passed, or it sent its max runs); ``changes`` holds ``enabled`` and the ``reason``
 - ``run_cancel_requested``, ``run_terminate_requested``: someone asked one of the job's
   running runs to stop; ``changes`` holds the execution's id and the reason
+- ``run_rerun_requested``: someone re-ran a past run; ``changes`` holds its execution id
+  and the new run's task id
+- ``backfill_started``, ``backfill_cancelled``: someone started (or cancelled) a backfill
+  of the job; ``changes`` holds the backfill's id, range and counts
 
 Run events, with keyword argument ``execution`` (a saved :class:`JobExecution`):
 
@@ -54,6 +58,9 @@ job_finished = Signal()
 run_cancel_requested = Signal()
 run_terminate_requested = Signal()
 run_dropped = Signal()
+run_rerun_requested = Signal()
+backfill_started = Signal()
+backfill_cancelled = Signal()
 
 run_started = Signal()
 run_succeeded = Signal()

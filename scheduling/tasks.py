@@ -43,12 +43,20 @@ def start_housekeeping(**kwargs):
     the dead man's switch of every job (so a dead beat is noticed too), the reaping
     of runs whose worker died (so a one-off or paused job's dead run does not stay
     "running"), the terminate of cancelled runs past their grace, then the sending of waiting runs whose slot is free (should the worker
-    that freed it have died before it sent them)."""
+    that freed it have died before it sent them), and the throttled sending of backfills."""
     from scheduling import alerts
 
     _every(conf.get("DEADMAN_CHECK_INTERVAL"), alerts.deadman_check, "deadman-switch")
     _every(conf.get("REAP_INTERVAL"), _reap_and_promote, "lost-run-reaper")
     _every(conf.get("REAP_INTERVAL"), runs.execution_terminate_overdue, "cancel-grace")
+    _every(conf.get("BACKFILL_CHECK_INTERVAL"), _send_backfills, "backfill-sender")
+
+
+def _send_backfills() -> None:
+    """Send the backfilled runs that are due (:mod:`scheduling.backfills`)."""
+    from scheduling.backfills import backfills_send_due
+
+    backfills_send_due()
 
 
 def _reap_and_promote() -> None:
@@ -110,9 +118,15 @@ def run_job(
     scheduled_at: str | None = None,
     jitter: float = 0.0,
     overlap: str | None = None,
+    sent_at: str | None = None,
+    parent_id: int | None = None,
+    backfill_id: int | None = None,
+    override: bool = False,
 ):
     """Run the job ``job_id`` once and record the execution; retry when the job says so.
-    ``overlap``: this run's override of the job's overlap policy (run now)."""
+    ``overlap``: this run's override of the job's overlap policy (run now, backfill);
+    ``sent_at``, ``parent_id``, ``backfill_id``, ``override``: where a run not sent by
+    the schedule came from (:func:`scheduling.runs.execution_run`)."""
     try:
         return runs.execution_run(
             job_id=job_id,
@@ -124,6 +138,10 @@ def run_job(
             worker=self.request.hostname or "",
             message=self.task_message(),
             overlap=overlap,
+            sent_at=dt.datetime.fromisoformat(sent_at) if sent_at else None,
+            parent_id=parent_id,
+            backfill_id=backfill_id,
+            override=override,
         )
     except runs.RetryLater as retry:
         # The retry is shown like the first attempt (Celery copies neither argsrepr nor

@@ -82,6 +82,20 @@ def make_finished_run(
     return execution
 
 
+def make_record(job: Job, status: str, fire_time: dt.datetime, **fields: Any) -> JobExecution:
+    """The record of ``job``'s scheduled fire time ``fire_time`` with outcome ``status``."""
+    fields.setdefault("trigger", "schedule")
+    return JobExecution.objects.create(
+        job=job,
+        job_name=job.name,
+        task=job.task,
+        status=status,
+        scheduled_at=fire_time,
+        started_at=fire_time,
+        **fields,
+    )
+
+
 def sent_message(job: Job, task_id: str | None = None) -> TaskMessage:
     """The Celery message of a run of ``job``, as a worker receives it."""
     return TaskMessage(

@@ -152,3 +152,18 @@ def wait_for_file(path: str, timeout: float = 120) -> str:
             raise TimeoutError(f"{path} never appeared")
         time.sleep(0.05)
     return "released"
+
+
+@job_task("tests.record_run", description="Append what the run saw (logical time, trigger, value).")
+def record_run(key: str, value: object = None, *, run: RunContext) -> dict:
+    """One JSON line per call: the run's scheduled (logical) time, trigger, ``value`` and
+    when it was called."""
+    seen = {
+        "scheduled_at": run.scheduled_at.isoformat() if run.scheduled_at else None,
+        "trigger": run.trigger,
+        "value": value,
+        "at": time.time(),
+    }
+    with (Path(settings.VAR_DIR) / f"record-{key}").open("a") as handle:
+        handle.write(json.dumps(seen) + "\n")
+    return seen

@@ -21,7 +21,7 @@ from scheduling.models import (
     JobChange,
     JobExecution,
 )
-from tests.factories import make_job
+from tests.factories import make_job, make_record
 
 pytestmark = pytest.mark.django_db
 
@@ -110,17 +110,8 @@ def test_a_job_that_cannot_resume_stays_paused_and_says_why():
 
 def run(job: Job, status: str, **fields) -> JobExecution:
     now = timezone.now()
-    return JobExecution.objects.create(
-        job=job,
-        job_name=job.name,
-        task=job.task,
-        status=status,
-        scheduled_at=now,
-        started_at=now,
-        finished_at=now,
-        duration=0.1,
-        **fields,
-    )
+    fields.setdefault("trigger", "")
+    return make_record(job, status, now, finished_at=now, duration=0.1, **fields)
 
 
 def failed(job: Job, **fields) -> JobExecution:

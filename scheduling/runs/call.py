@@ -53,11 +53,18 @@ def context_parameter(task: registry.RegisteredTask) -> str | None:
     return _context_parameter_of(func)
 
 
-def call(task: registry.RegisteredTask, job: Job, context: RunContext | None = None) -> Any:
+def call(
+    task: registry.RegisteredTask,
+    job: Job,
+    context: RunContext | None = None,
+    kwargs: dict | None = None,
+) -> Any:
     """Run ``task``'s function with ``job``'s arguments and return what it returns;
     ``context`` is the run's, current inside the call and passed to a function that asks
-    for it."""
-    args, kwargs = list(job.args or []), dict(job.kwargs or {})
+    for it; ``kwargs``: the run's own keyword arguments instead of the job's (run now
+    with overrides, a re-run of such a run)."""
+    args = list(job.args or [])
+    kwargs = dict((job.kwargs or {}) if kwargs is None else kwargs)
     if context is None:
         return _call(task, job, args, kwargs, None)
     name = context_parameter(task)

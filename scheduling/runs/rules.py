@@ -38,10 +38,20 @@ def lateness(
     jitter: float | None,
     attempt: int,
     now: dt.datetime,
+    sent_at: dt.datetime | None = None,
 ) -> float | None:
     """Seconds from a fire time plus its jitter to ``now``; ``None`` for a run the
-    misfire rule does not apply to (one not sent by the schedule, or a retry)."""
-    if trigger != ExecutionTrigger.SCHEDULE or scheduled_at is None or attempt > 0:
+    misfire rule does not apply to (a retry, or a run sent before runs carried when).
+
+    A run not sent by the schedule (run now, re-run, backfill) is not late by its
+    scheduled time, which is only its logical time (a re-run's or a backfill's lies in
+    the past): its lateness counts from when it was sent (``sent_at``), so one that
+    waited in the queue longer than the grace is missed, as a scheduled one is."""
+    if attempt > 0:
+        return None
+    if trigger != ExecutionTrigger.SCHEDULE:
+        return None if sent_at is None else (now - sent_at).total_seconds()
+    if scheduled_at is None:
         return None
     return (now - scheduled_at).total_seconds() - (jitter or 0)
 
@@ -124,6 +134,7 @@ def decide(
     waiting: int = 0,
     overlap: str | None = None,
     retry: bool = False,
+    scheduled: bool = True,
 ) -> Decision:
     """Start, miss, coalesce, skip or keep waiting a run that is ``late``
     (:func:`lateness`) while ``live`` runs of ``job`` hold a slot (a live lease, or sent
@@ -139,14 +150,18 @@ def decide(
        (skipped); *cancel other* → the runs going are cancelled and it waits for them to
        stop (unless one waits already: skipped); *terminate other* → the runs going are
        terminated and it starts. A ``retry`` never waits: it is skipped instead.
+
+    A run not sent by the schedule (``scheduled`` false: run now, re-run, backfill) is
+    late since it was sent, and never coalesced.
     """
     if late is not None:
         if misfired(job, late):
+            since = "its fire time" if scheduled else "it was sent"
             return Decision(
                 ExecutionStatus.MISSED,
-                f"Started {late:.1f}s after its fire time; the grace is {job.misfire_grace_time}s.",
+                f"Started {late:.1f}s after {since}; the grace is {job.misfire_grace_time}s.",
             )
-        if covered(job, scheduled_at):
+        if scheduled and covered(job, scheduled_at):
             return Decision(
                 ExecutionStatus.MISSED,
                 f"Coalesced into the run that covered fire times up to "

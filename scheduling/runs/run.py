@@ -12,7 +12,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 from django.db import DatabaseError, InterfaceError, close_old_connections
 
 from scheduling import masking, registry
-from scheduling.models import ExecutionStatus, Job, JobExecution
+from scheduling.models import ExecutionStatus, Job, JobExecution, RunOverride
 from scheduling.runs.call import call
 from scheduling.runs.context import RunCancelled, RunContext
 from scheduling.runs.finish import finish, jsonable, summary
@@ -50,8 +50,16 @@ def execution_run(
     attempt: int = 0,
     message: TaskMessage | None = None,
     overlap: str | None = None,
+    sent_at: dt.datetime | None = None,
+    parent_id: int | None = None,
+    backfill_id: int | None = None,
+    override: bool = False,
 ) -> Any:
     """Run one execution of a job on this worker and record it, whatever happens.
+
+    ``sent_at``, ``parent_id``, ``backfill_id``: where a run not sent by the schedule
+    came from (its misfire grace counts from ``sent_at``); ``override``: its keyword
+    arguments wait under its task id (:class:`RunOverride`), not the job's.
 
     1. Start it under the rules (:func:`execution_start`; ``overlap`` overrides the
        job's overlap policy); a run that must not start now is recorded as such (missed,
@@ -69,6 +77,7 @@ def execution_run(
     if message is None and task_id:
         message = TaskMessage(task_id=task_id, worker=worker)
     try:
+        kwargs = _override_kwargs(task_id) if override else None
         execution = execution_start(
             job_id=job_id,
             trigger=trigger,
@@ -79,7 +88,13 @@ def execution_run(
             worker=worker,
             message=message,
             overlap=overlap,
+            sent_at=sent_at,
+            parent_id=parent_id,
+            backfill_id=backfill_id,
+            kwargs=kwargs,
         )
+        if override:
+            RunOverride.objects.filter(task_id=task_id).delete()  # on the run's row now
     except (DatabaseError, InterfaceError) as exc:
         close_old_connections()
         raise DatabaseUnavailable(f"Could not start job {job_id}: {exc}") from exc
@@ -106,6 +121,20 @@ def execution_run(
         )
 
 
+def _override_kwargs(task_id: str | None) -> dict:
+    """The keyword arguments a run with overrides was sent with (``JobNotFoundError``
+    when they are not on record: its run was started already, or never stored)."""
+    found = RunOverride.objects.filter(task_id=task_id).values_list("kwargs", flat=True).first()
+    if found is None:
+        raise JobNotFoundError(f"The keyword arguments of run {task_id} are not on record.")
+    return found
+
+
+def run_kwargs(execution: JobExecution, job: Job) -> dict:
+    """What the run is called with: its own keyword arguments, else its job's."""
+    return (job.kwargs or {}) if execution.kwargs is None else execution.kwargs
+
+
 def _call_and_finish(
     execution: JobExecution,
     job: Job,
@@ -116,7 +145,7 @@ def _call_and_finish(
     context: RunContext,
 ) -> Any:
     try:
-        value = call(registry.get_task(job.task), job, context)
+        value = call(registry.get_task(job.task), job, context, execution.kwargs)
     except (asyncio.CancelledError, Exception) as exc:
         _write_progress(context)
         if context.cancelled():
@@ -162,7 +191,7 @@ def _finish_stopped(
     or raised) as cancelled, and end the task as revoked."""
     outcome: dict[str, Any] = {}
     if error is not None and not isinstance(error, asyncio.CancelledError | RunCancelled):
-        secrets = masking.secret_values(execution.job.kwargs)
+        secrets = masking.secret_values(run_kwargs(execution, execution.job))
         outcome["exception"] = masking.mask_text(f"{type(error).__name__}: {error}", secrets)
         outcome["traceback"] = masking.mask_text("".join(tb.format_exception(error)), secrets)
     elif error is None:
@@ -208,7 +237,7 @@ def _finished_with_error(
     retry = should_retry(job, exc, attempt)
     # What the function raised is told with the job's secrets masked, everywhere it
     # goes: the execution, the task result, alerts, Celery's log and events (Flower).
-    secrets = masking.secret_values(job.kwargs)
+    secrets = masking.secret_values(run_kwargs(execution, job))
     shown = masking.mask_exception(exc, secrets)
     status = finish(
         execution,

@@ -237,6 +237,7 @@ def _decide(
         waiting=waiting,
         overlap=overlap,
         retry=execution.attempt > 0,
+        scheduled=execution.trigger == ExecutionTrigger.SCHEDULE,
     )
     if decision.others is not None:
         _stop_others(job, execution, terminate=decision.others == rules.Others.TERMINATE)
@@ -275,9 +276,12 @@ def execution_start(
     worker: str,
     message: TaskMessage | None = None,
     overlap: str | None = None,
+    **origin: Any,
 ) -> JobExecution | None:
     """Apply the rules; return the running execution, or ``None`` if it must not run
-    (now: it may wait for a free slot, :mod:`scheduling.runs.waiting`).
+    (now: it may wait for a free slot, :mod:`scheduling.runs.waiting`). ``origin``: the
+    run's own fields of a run not sent by the schedule (``sent_at``, ``parent_id``,
+    ``backfill_id``, ``kwargs``), stored on every row recorded for it.
 
     ``message`` is the Celery message, whose task result is written with the row when
     the run does not start (missed, skipped; a duplicate's only if it has none yet; a
@@ -290,6 +294,7 @@ def execution_start(
         jitter=jitter or None,
         worker=worker,
         task_result_id=task_id,
+        **{name: value for name, value in origin.items() if value is not None},
     )
     try:
         started = _start_at_once(job_id=job_id, overlap=overlap, **run) if attempt == 0 else None
@@ -342,7 +347,13 @@ def _lateness(execution: JobExecution, now: dt.datetime) -> float | None:
         jitter=execution.jitter,
         attempt=execution.attempt,
         now=now,
+        sent_at=execution.sent_at,
     )
+
+
+#: The fields of a run that say where it came from, beyond its trigger (a run not sent by
+#: the schedule): copied onto whatever row records it.
+ORIGIN_FIELDS = ("sent_at", "parent_id", "backfill_id", "kwargs")
 
 
 def _running_row(now: dt.datetime, **fields: Any) -> JobExecution:
@@ -426,6 +437,7 @@ def _start_in_full(
         attempt=attempt,
         worker=execution.worker,
         task_result_id=execution.task_result_id,
+        **{name: getattr(execution, name) for name in ORIGIN_FIELDS},
     )
     if decision.waits:
         waiting.record_waiting(job, decision.reason, **fields)

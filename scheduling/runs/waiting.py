@@ -90,8 +90,10 @@ def execution_promote_waiting(*, job_id: int) -> int:
 
 
 def _send(job: Job, executions: list[JobExecution]) -> None:
-    """Publish the message of each queued run, as beat and run now build it; one that
-    cannot be sent is sent again by the housekeeping."""
+    """Publish the message of each queued run, as beat and run now build it (a
+    backfilled one below its job's priority); one that cannot be sent is sent again by
+    the housekeeping."""
+    from scheduling.backfills import backfill_priority
     from scheduling.services import job_dispatch
 
     for execution in executions:
@@ -103,6 +105,9 @@ def _send(job: Job, executions: list[JobExecution]) -> None:
                 task_id=execution.task_result_id,
                 jitter=execution.jitter or 0.0,
                 expires=False,
+                # Its own arguments are on its row: shown, never sent.
+                display_kwargs=execution.kwargs,
+                priority=backfill_priority(job) if execution.backfill_id else None,
             )
         except Exception:
             logger.exception(

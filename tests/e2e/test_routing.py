@@ -36,7 +36,8 @@ def finished(task_id: str) -> JobExecution | None:
 @several_workers
 def test_a_job_on_its_own_queue_runs_only_on_a_worker_consuming_it(celery_processes):
     queue = queue_name()
-    routed = make_job(task="demo.noop", cron_expression=YEARLY, queue=queue)
+    # A run now's grace counts from its send: the routed run waits for its worker to start.
+    routed = make_job(task="demo.noop", cron_expression=YEARLY, queue=queue, misfire_grace_time=300)
     witness = make_job(task="demo.noop", cron_expression=YEARLY)
     celery_processes.start_worker("w1")  # no -Q: the queues of CELERY_TASK_QUEUES
     routed_id = services.job_run_now(job=routed)

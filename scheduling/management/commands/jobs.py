@@ -16,11 +16,13 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
-from scheduling import errors, explain, schedules, selectors, services
+from scheduling import backfills, errors, explain, masking, schedules, selectors, services
 from scheduling.audit import audit_context
 from scheduling.models import (
     UNFINISHED_STATUSES,
     ApiKey,
+    Backfill,
+    BackfillReprocess,
     Job,
     JobExecution,
     OverlapPolicy,
@@ -56,8 +58,23 @@ EXAMPLES = {
     "remove": "  manage.py jobs remove report",
     "run": (
         "  manage.py jobs run report\n  manage.py jobs run report --wait --timeout 60 --json\n"
-        "  manage.py jobs run report --overlap allow_all   # even while its runs hold every slot"
+        "  manage.py jobs run report --overlap allow_all   # even while its runs hold every slot\n"
+        "  manage.py jobs run report --kwargs '{\"days\": 30}'   # this run only, over the job's\n"
+        "  manage.py jobs run report --logical-time '2026-11-30 02:00:00'   # the time it sees"
     ),
+    "rerun": (
+        "  manage.py jobs rerun 1234          # run 1234 again: its arguments, its scheduled time\n"
+        "  manage.py jobs rerun 1234 --json"
+    ),
+    "backfill": (
+        "  manage.py jobs backfill report --start '2026-10-20 00:00:00' --end '2026-11-01 00:00:00' "
+        "--dry-run\n"
+        "  manage.py jobs backfill report --start 2026-10-20T00:00:00+02:00 --end "
+        "2026-11-01T00:00:00+01:00 --reprocess failed --overlap buffer_all --json\n"
+        "  manage.py jobs backfill report --start '2026-10-20' --end '2026-10-27' --timezone "
+        "Europe/Berlin --dry-run --json"
+    ),
+    "backfill-cancel": "  manage.py jobs backfill-cancel 12   # its fire times not sent yet are cancelled",
     "drop": "  manage.py jobs drop 1234 --reason 'the data came in late; not needed'",
     "history": "  manage.py jobs history report --limit 20",
     "explain": (
@@ -129,6 +146,9 @@ PERMISSIONS = {
     "resume": "pause_job",
     "remove": "delete_job",
     "run": "run_job",
+    "rerun": "run_job",
+    "backfill": "run_job",
+    "backfill-cancel": "run_job",
     "cancel": "cancel_run",
     "drop": "run_job",
     "alerts-check": "view_job",
@@ -205,8 +225,9 @@ class Command(BaseCommand):
     """``manage.py jobs ACTION``: one sub-command per action."""
 
     help = (
-        "Manage scheduled jobs: list, show, add, modify, pause, resume, remove, run, cancel, drop, "
-        "history, export, import; and API keys (api-key)."
+        "Manage scheduled jobs: list, show, add, modify, pause, resume, remove, run, rerun, "
+        "backfill, backfill-cancel, cancel, drop, history, export, import; and API keys "
+        "(api-key)."
     )
 
     def add_arguments(self, parser):
@@ -237,6 +258,8 @@ class Command(BaseCommand):
                 "cancel",
                 "drop",
                 "adopt-beat",
+                "rerun",
+                "backfill-cancel",
             }:
                 p.add_argument("job", help="job name or id")
             if name not in {"pause", "resume", "remove"}:
@@ -325,6 +348,47 @@ class Command(BaseCommand):
             choices=OverlapPolicy.values,
             help="this run's overlap policy instead of the job's (e.g. allow_all)",
         )
+        p.add_argument(
+            "--kwargs",
+            dest="run_kwargs",
+            help="JSON object of keyword arguments for this run only, over the job's",
+        )
+        p.add_argument(
+            "--logical-time",
+            help="the scheduled time the run sees (job timezone unless it has an offset; "
+            "default now)",
+        )
+        p = action(
+            "rerun",
+            "Run a past run again: a new run (trigger rerun) with its arguments and its "
+            "scheduled time as logical time.",
+        )
+        p.add_argument("execution", help="the run's execution id (jobs history lists them)")
+        p = action(
+            "backfill",
+            "Run a job for the fire times of a past range, throttled (SCHEDULING_BACKFILL_RATE "
+            "a second), below its priority, within its overlap policy.",
+        )
+        p.add_argument("--start", required=True, help="first fire time (inclusive)")
+        p.add_argument("--end", required=True, help="end of the range (exclusive)")
+        p.add_argument(
+            "--timezone", help="of --start and --end without an offset (default: the job's)"
+        )
+        p.add_argument(
+            "--reprocess",
+            default="missing",
+            choices=BackfillReprocess.values,
+            help="missing: fire times that never ran (default); failed: also failed ones; "
+            "all: every fire time",
+        )
+        p.add_argument(
+            "--overlap",
+            choices=OverlapPolicy.values,
+            help="the backfill's overlap policy instead of the job's",
+        )
+        p.add_argument("--dry-run", action="store_true", help="list the fire times, write nothing")
+        p = action("backfill-cancel", "Cancel a backfill: its fire times not sent are cancelled.")
+        p.add_argument("backfill", help="the backfill's id (printed by jobs backfill)")
         p = action("drop", "Drop a run that waits for a free slot: it is skipped, never run.")
         p.add_argument("execution", type=int, help="execution id (jobs history, the admin)")
         p.add_argument("--reason", default="", help="why, recorded with who dropped it")
@@ -612,10 +676,25 @@ class Command(BaseCommand):
         self.stdout.write(f"Removed job {found.name}")
 
     def do_run(
-        self, job: str, wait: bool = False, timeout: float = 60, overlap: str | None = None, **_
+        self,
+        job: str,
+        wait: bool = False,
+        timeout: float = 60,
+        overlap: str | None = None,
+        run_kwargs: str | None = None,
+        logical_time: str | None = None,
+        **_,
     ):
         found = self._job(job)
-        task_id = services.job_run_now(job=found, overlap=overlap)
+        task_id = services.job_run_now(
+            job=found,
+            overlap=overlap,
+            kwargs=None if run_kwargs is None else _json_arg(run_kwargs, "--kwargs"),
+            logical_at=None
+            if logical_time is None
+            else _moment_arg(logical_time, "--logical-time", found.timezone),
+            user=self.user,
+        )
         if not wait:
             self.emit({"task_id": task_id}, f"Sent a run of {found.name} (task {task_id})")
             return
@@ -659,6 +738,69 @@ class Command(BaseCommand):
             f"Run {stopped.pk} of {stopped.job_name}: {stopped.status} ({stopped.reason})",
         )
 
+    def do_rerun(self, execution: str, **_):
+        run = (
+            JobExecution.objects.filter(pk=int(execution)).first() if execution.isdigit() else None
+        )
+        if run is None:
+            raise CommandError(f"No run with execution id {execution!r} (see jobs history).")
+        task_id = services.execution_rerun(execution=run, by=self.user)
+        self.emit(
+            {"task_id": task_id, "parent": run.pk, "job": run.job_name},
+            f"Sent a re-run of run {run.pk} of {run.job_name} (task {task_id})",
+        )
+
+    def do_backfill(
+        self,
+        job: str,
+        start: str,
+        end: str,
+        timezone: str | None = None,
+        reprocess: str = "missing",
+        overlap: str | None = None,
+        dry_run: bool = False,
+        **_,
+    ):
+        found = self._job(job)
+        tz_name = timezone or found.timezone
+        backfill = services.job_backfill(
+            job=found,
+            start=_moment_arg(start, "--start", tz_name),
+            end=_moment_arg(end, "--end", tz_name),
+            reprocess=reprocess,
+            overlap=overlap,
+            dry_run=dry_run,
+            by=self.user,
+            tz_name=tz_name,
+        )
+        data = backfills.plan_json(backfill, tz_name)
+        counts = data["counts"]
+        lines = [
+            ("Would backfill" if dry_run else f"Backfill {backfill.pk} of")
+            + f" {found.name}: {counts['total']} fire times, "
+            f"{counts['total'] - counts['not_sent_on_record']} to send"
+        ]
+        if dry_run:
+            lines += [
+                f"  {run['scheduled_at']}  {'send' if run['send'] else 'leave'}"
+                f"  {run['existing'] or '-'}  {run['reason']}".rstrip()
+                for run in data["runs"]
+            ]
+        if not dry_run:
+            data.pop("runs", None)
+        self.emit(data, "\n".join(lines))
+
+    def do_backfill_cancel(self, backfill: str, **_):
+        found = Backfill.objects.filter(pk=int(backfill)).first() if backfill.isdigit() else None
+        if found is None:
+            raise CommandError(f"No backfill with id {backfill!r}.")
+        cancelled = services.backfill_cancel(backfill=found, by=self.user)
+        self.emit(
+            backfills.plan_json(cancelled, cancelled.timezone),
+            f"Backfill {cancelled.pk} of {cancelled.job_name}: cancelled "
+            f"{cancelled.cancelled_count} fire times not sent yet",
+        )
+
     def do_drop(self, execution: int, reason: str = "", **_):
         found = JobExecution.objects.filter(pk=execution).first()
         if found is None:
@@ -687,6 +829,9 @@ class Command(BaseCommand):
             "progress": run.progress,
             "progress_message": run.progress_message,
             "waiting_since": run.waiting_since,
+            "parent": run.parent_id,
+            "backfill": run.backfill_id,
+            "kwargs": None if run.kwargs is None else masking.mask(run.kwargs),
         }
 
     def do_history(self, job: str, limit: int = 10, **_):
