@@ -83,7 +83,7 @@ def job_save(*, job: Job, changed: Iterable[str] | None = None) -> Job:
         job.schedule_anchor = now
     reschedule = creating or bool(changed_set & SCHEDULE_FIELDS) or job.next_run_at is None
     if reschedule:
-        job.set_next_run(job.compute_next_run(now) if job.enabled else None)
+        job_schedule_next(job=job, now=now)
     if creating:
         if not job.enabled:
             _set_pause_state(job, paused=True, reason=job.pause_reason, until=job.resume_at)
@@ -97,7 +97,7 @@ def job_save(*, job: Job, changed: Iterable[str] | None = None) -> Job:
         job.version = before.version + 1
         fields = (changed_set & EDITABLE_FIELDS) | {"version", "updated_at", "schedule_anchor"}
         if reschedule:
-            fields |= {"next_run_at", "dispatch_at"}
+            fields |= {"next_run_at", "dispatch_at", "excluded_from"}
         if before.enabled != job.enabled:
             _set_pause_state(job, paused=not job.enabled)
             fields |= {*Job.PAUSE_FIELDS, "consecutive_failures"}
@@ -114,6 +114,16 @@ def job_save(*, job: Job, changed: Iterable[str] | None = None) -> Job:
         elif diff:
             _emit(signals.job_changed, job, diff)
     return job
+
+
+def job_schedule_next(*, job: Job, now: dt.datetime) -> None:
+    """Give ``job`` its first fire time after ``now`` (none while paused), its calendars'
+    exclusions applied; excluded fire times before it are noted for beat to record."""
+    job.excluded_from = None
+    if job.enabled:
+        job.set_next_run_after(now)
+    else:
+        job.set_next_run(None)
 
 
 def _jsonable(value: Any) -> Any:

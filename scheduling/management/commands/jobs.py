@@ -14,12 +14,14 @@ from typing import Any
 
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.management.base import BaseCommand, CommandError
+from django.db import transaction
 from django.utils import timezone
 
-from scheduling import errors, explain, schedules, selectors, services
+from scheduling import calendar_services, errors, explain, schedules, selectors, services
 from scheduling.audit import audit_context
 from scheduling.models import (
     UNFINISHED_STATUSES,
+    Calendar,
     Job,
     JobExecution,
     OverlapPolicy,
@@ -73,6 +75,17 @@ EXAMPLES = {
         "  manage.py jobs import jobs.json --prune   # also removes jobs not in the file"
     ),
     "install-defaults": "  manage.py jobs install-defaults",
+    "skip-next": "  manage.py jobs skip-next report   # its next fire time does not run, once",
+    "calendar": (
+        "  manage.py jobs calendar add holidays --date 2026-12-25 --range 2027-02-11..2027-02-17\n"
+        "  manage.py jobs calendar add weekend --weekly SAT,SUN\n"
+        "  manage.py jobs calendar add nights --weekly 'MON 00:00-06:00' --yearly 10-01\n"
+        "  manage.py jobs calendar add cn-holidays --ics holidays.ics\n"
+        "  manage.py jobs calendar list --json\n"
+        "  manage.py jobs calendar show holidays\n"
+        "  manage.py jobs calendar remove holidays\n"
+        "  manage.py jobs modify report --calendar holidays --calendar weekend   # '' for none"
+    ),
     "stats": (
         "  manage.py jobs stats --window day\n"
         "  manage.py jobs stats nightly --window week --json\n"
@@ -107,7 +120,12 @@ PERMISSIONS = {
     "drop": "run_job",
     "alerts-check": "view_job",
     "stats-rebuild": "change_job",
+    "skip-next": "pause_job",
+    # list and show; add needs add_calendar (change_calendar to extend one), remove
+    # delete_calendar (checked in the action).
+    "calendar": "view_calendar",
 }
+CALENDAR_PERMISSIONS = {"add": "add_calendar", "remove": "delete_calendar"}
 
 
 def _json_arg(value: str, option: str) -> Any:
@@ -164,6 +182,7 @@ class Command(BaseCommand):
                 "stats-rebuild",
                 "cancel",
                 "drop",
+                "calendar",
             }:
                 p.add_argument("job", help="job name or id")
             if name not in {"pause", "resume", "remove"}:
@@ -233,6 +252,13 @@ class Command(BaseCommand):
                 help="most fire times the schedule sends ('' to clear); then the job is "
                 "finished (disabled)",
             )
+            p.add_argument(
+                "--calendar",
+                action="append",
+                dest="calendars",
+                help="exclusion calendar (repeat for several; '' for none): its dates, in the "
+                "job's timezone, do not run",
+            )
             if name == "add":
                 p.add_argument("--paused", action="store_true", help="create it paused")
         p = action("pause", "Pause a job: it keeps its definition but does not fire.")
@@ -287,6 +313,22 @@ class Command(BaseCommand):
         p.add_argument("--dry-run", action="store_true", help="print the changes, write nothing")
         p.add_argument("--prune", action="store_true", help="remove jobs not in the file")
         action("install-defaults", "Install the default maintenance jobs that are missing.")
+        action("skip-next", "Skip the job's next run, once: it is recorded as skipped.")
+        p = action(
+            "calendar",
+            "Exclusion calendars: add (creates one, or adds to it), list, show, remove. Dates "
+            "are read in the timezone of each job that uses the calendar.",
+        )
+        p.add_argument("op", choices=["add", "list", "show", "remove"])
+        p.add_argument("name", nargs="?", help="calendar name")
+        p.add_argument("--date", action="append", default=[], help="YYYY-MM-DD (repeatable)")
+        p.add_argument("--range", action="append", default=[], help="A..B, both included")
+        p.add_argument(
+            "--weekly", action="append", default=[], help="DAYS [HH:MM-HH:MM], e.g. SAT,SUN"
+        )
+        p.add_argument("--yearly", action="append", default=[], help="MM-DD, every year")
+        p.add_argument("--ics", help="iCalendar (.ics) file of holidays")
+        p.add_argument("--description")
         for name, text in (
             ("stats", "Run statistics per job: runs, success rate, min/avg/max, p50/p95/p99."),
             ("slow", "Jobs whose average duration is over their threshold, slowest first."),
@@ -363,6 +405,9 @@ class Command(BaseCommand):
         found = self._job(job)
         status = selectors.job_status(job=found)
         status["upcoming"] = [t.isoformat() for t in selectors.job_upcoming_runs(job=found)]
+        status["calendars"] = sorted(found.calendars.values_list("name", flat=True))
+        status["excluded"] = calendar_services.job_excluded_upcoming(job=found)
+        status["skip_at"] = found.skip_at.isoformat() if found.skip_at else None
         status["waiting"] = [
             self._execution(run) for run in selectors.execution_waiting_list(job=found)
         ]
@@ -424,6 +469,7 @@ class Command(BaseCommand):
             fields["pause_after_failures"] = options["pause_after_failures"] or None
         return fields
 
+    @transaction.atomic
     def do_add(self, job: str, **options):
         fields = self._common_fields(options)
         task = fields.pop("task")
@@ -439,6 +485,8 @@ class Command(BaseCommand):
             created = services.job_create(
                 name=job, task=task, **self._trigger_fields(options, tz_name), **fields
             )
+        if options.get("calendars"):
+            calendar_services.job_set_calendars(job=created, names=options["calendars"])
         status = selectors.job_status(job=created)
         self.emit(
             status,
@@ -452,9 +500,13 @@ class Command(BaseCommand):
         tz_name = fields.get("timezone") or found.timezone
         fields.update(self._trigger_fields(options, tz_name))
         fields.update(self._window_fields(options, tz_name))
-        if not fields:
+        if not fields and options.get("calendars") is None:
             raise CommandError("nothing to change: give a trigger, --args, --kwargs or an option")
-        services.job_update(job=found, **fields)
+        with transaction.atomic():
+            if fields:
+                services.job_update(job=found, **fields)
+            if options.get("calendars") is not None:
+                calendar_services.job_set_calendars(job=found, names=options["calendars"])
         status = selectors.job_status(job=found)
         self.emit(status, f"Modified job {found.name}; next run {status['next_run_time'] or '-'}")
 
@@ -469,6 +521,92 @@ class Command(BaseCommand):
                 if found.resume_at
                 else ""
             )
+        )
+
+    def do_skip_next(self, job: str, **_):
+        found = self._job(job)
+        skipped = calendar_services.job_skip_next(job=found)
+        tz = schedules.get_timezone(found.timezone)
+        data = {
+            "job": found.name,
+            "skipped": skipped.astimezone(tz).isoformat(),
+            "next_run_time": found.next_run_at.astimezone(tz).isoformat()
+            if found.next_run_at
+            else None,
+        }
+        self.emit(
+            data,
+            f"Skipping the run of {found.name} at {data['skipped']}; next run {data['next_run_time'] or '-'}",
+        )
+
+    def do_calendar(self, op: str, name: str | None = None, **options):
+        if self.user is not None and op in CALENDAR_PERMISSIONS:
+            self._check_permission(self.user.get_username(), "calendar", CALENDAR_PERMISSIONS[op])
+        if op == "list":
+            rows = [
+                {
+                    "name": calendar.name,
+                    "description": calendar.description,
+                    "rules": calendar.rules.count(),
+                    "jobs": sorted(calendar.jobs.values_list("name", flat=True)),
+                }
+                for calendar in Calendar.objects.all()
+            ]
+            lines = [f"{'NAME':<24} {'RULES':>5}  JOBS"] + [
+                f"{row['name'][:24]:<24} {row['rules']:>5}  {', '.join(row['jobs']) or '-'}"
+                for row in rows
+            ]
+            self.emit(rows, "\n".join(lines))
+            return
+        if not name:
+            raise CommandError(f"calendar {op}: give the calendar's name")
+        if op == "add":
+            ics = None
+            if options.get("ics"):
+                try:
+                    with open(options["ics"], "rb") as handle:
+                        ics = handle.read()
+                except OSError as exc:
+                    raise CommandError(f"--ics {options['ics']}: {exc.strerror}") from None
+            rules = calendar_services.rules_parse(
+                dates=options["date"],
+                ranges=options["range"],
+                weekly=options["weekly"],
+                yearly=options["yearly"],
+                ics=ics,
+            )
+            if not rules and options.get("description") is None:
+                raise CommandError(
+                    "calendar add: give what it excludes (--date, --range, --weekly, --yearly "
+                    "or --ics)"
+                )
+            calendar = calendar_services.calendar_add(
+                name=name, description=options.get("description"), rules=rules
+            )
+            self.emit(
+                {"name": calendar.name, "added": len(rules)},
+                f"Calendar {calendar.name}: added {len(rules)} exclusion(s)",
+            )
+            return
+        calendar = Calendar.objects.filter(name=name).first()
+        if calendar is None:
+            raise CommandError(f"No calendar named {name!r}.")
+        if op == "remove":
+            calendar_services.calendar_remove(calendar=calendar)
+            self.stdout.write(f"Removed calendar {name}")
+            return
+        data = {
+            "name": calendar.name,
+            "description": calendar.description,
+            "rules": [rule.as_rule().describe() for rule in calendar.rules.all()],
+            "jobs": sorted(calendar.jobs.values_list("name", flat=True)),
+        }
+        self.emit(
+            data,
+            "\n".join(
+                [f"calendar: {calendar.name}", f"jobs: {', '.join(data['jobs']) or '-'}"]
+                + [f"  {rule}" for rule in data["rules"]]
+            ),
         )
 
     def do_resume(self, job: str, **_):

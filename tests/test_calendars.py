@@ -1,0 +1,311 @@
+"""Exclusion calendars: the rules, the jump over excluded windows, the services, beat's
+record of excluded fire times (one row per window), the preview and the commands."""
+
+import datetime as dt
+import io
+import json
+import time
+
+import pytest
+from django.core.exceptions import ValidationError
+from django.core.management import call_command
+from django.core.management.base import CommandError
+from django.utils import timezone
+
+from scheduling import calendar_services, calendars, explain, schedules, selectors
+from scheduling.models import Calendar, CalendarRule, Job, JobExecution
+from tests.factories import make_job
+from tests.test_scheduler import new_scheduler, sent  # noqa: F401  (the fixture)
+
+SH = schedules.get_timezone("Asia/Shanghai")
+UTC = dt.UTC
+
+
+def local(*args, tz=SH) -> dt.datetime:
+    return dt.datetime(*args, tzinfo=tz).astimezone(UTC)
+
+
+WEEKEND = (calendars.Rule("weekend", "weekly", weekdays=(5, 6)),)
+
+
+def every_second() -> schedules.IntervalTrigger:
+    return schedules.IntervalTrigger(seconds=1, anchor=local(2026, 1, 1))
+
+
+def test_a_weekend_is_jumped_over_not_walked():
+    trigger = calendars.Excluding(every_second(), WEEKEND, "Asia/Shanghai")
+    friday_last = local(2026, 12, 4, 23, 59, 59)  # 2026-12-04 is a Friday
+    started = time.perf_counter()
+    assert trigger.next_after(friday_last) == local(2026, 12, 7)  # Monday 00:00:00
+    spans = trigger.excluded_spans(local(2026, 12, 5), local(2026, 12, 7))
+    assert time.perf_counter() - started < 0.05
+    assert [(why.calendar, first, last, count) for why, first, last, count in spans] == [
+        ("weekend", local(2026, 12, 5), local(2026, 12, 5, 23, 59, 59), 86_400),
+        ("weekend", local(2026, 12, 6), local(2026, 12, 6, 23, 59, 59), 86_400),
+    ]
+
+
+def test_dates_are_read_in_the_jobs_timezone():
+    rule = (calendars.Rule("xmas", "date", start=dt.date(2026, 12, 25)),)
+    hourly = schedules.CronTrigger("0 0 * * * *", "America/New_York")
+    trigger = calendars.Excluding(hourly, rule, "America/New_York")
+    ny = schedules.get_timezone("America/New_York")
+    # Christmas in New York is excluded from its midnight to its midnight.
+    assert trigger.next_after(local(2026, 12, 24, 23, 30, tz=ny)) == local(2026, 12, 26, tz=ny)
+    assert trigger.next_after(local(2026, 12, 24, 22, 30, tz=ny)) == local(2026, 12, 24, 23, tz=ny)
+
+
+def test_weekly_window_excludes_only_its_hours():
+    window = (
+        calendars.Rule(
+            "night", "weekly", weekdays=(0,), start_time=dt.time(0), end_time=dt.time(6)
+        ),
+    )
+    hourly = schedules.CronTrigger("0 0 * * * *", "Asia/Shanghai")
+    trigger = calendars.Excluding(hourly, window, "Asia/Shanghai")
+    # 2026-12-07 is a Monday: 00:00 … 05:00 are excluded, 06:00 runs; Tuesday is untouched.
+    assert trigger.next_after(local(2026, 12, 6, 23, 30)) == local(2026, 12, 7, 6)
+    assert trigger.next_after(local(2026, 12, 7, 23, 30)) == local(2026, 12, 8, 0)
+
+
+def test_yearly_and_range_rules():
+    rules = (
+        calendars.Rule("h", "yearly", month=1, day=1, label="New Year"),
+        calendars.Rule("h", "range", start=dt.date(2027, 2, 1), end=dt.date(2027, 2, 3)),
+    )
+    daily = schedules.CronTrigger("0 0 9 * * *", "Asia/Shanghai")
+    trigger = calendars.Excluding(daily, rules, "Asia/Shanghai")
+    assert trigger.next_after(local(2027, 12, 31, 10)) == local(2028, 1, 2, 9)
+    assert trigger.next_after(local(2027, 1, 31, 10)) == local(2027, 2, 4, 9)
+    assert trigger.exclusion(local(2027, 1, 1, 9)).words() == "Excluded by calendar 'h' (New Year)."
+
+
+def test_a_calendar_excluding_every_day_leaves_no_fire_time():
+    always = (calendars.Rule("all", "weekly", weekdays=tuple(range(7))),)
+    trigger = calendars.Excluding(every_second(), always, "Asia/Shanghai")
+    assert trigger.next_after(local(2026, 12, 1)) is None
+
+
+def test_bad_weekdays_are_refused_with_the_item_named():
+    with pytest.raises(ValueError, match="'FUNDAY' is not a weekday"):
+        calendars.parse_weekdays("MON,FUNDAY")
+    assert calendars.parse_weekdays("mon-wed,sun") == (0, 1, 2, 6)
+
+
+ICS = b"""BEGIN:VCALENDAR
+VERSION:2.0
+PRODID:-//test//holidays//EN
+BEGIN:VEVENT
+UID:1
+DTSTART;VALUE=DATE:20270101
+DTEND;VALUE=DATE:20270102
+SUMMARY:New Year's Day
+END:VEVENT
+BEGIN:VEVENT
+UID:2
+DTSTART;VALUE=DATE:20270211
+DTEND;VALUE=DATE:20270218
+SUMMARY:Spring Festival
+END:VEVENT
+BEGIN:VEVENT
+UID:3
+DTSTART;VALUE=DATE:20200501
+RRULE:FREQ=YEARLY
+SUMMARY:Labour Day
+END:VEVENT
+END:VCALENDAR
+"""
+
+
+def test_ics_holidays_become_dates_ranges_and_yearly_dates():
+    rules = calendars.rules_from_ics(ICS, calendar="cn")
+    assert [(r.kind, r.start, r.end, r.month, r.day, r.label) for r in rules] == [
+        ("date", dt.date(2027, 1, 1), None, None, None, "New Year's Day"),
+        ("range", dt.date(2027, 2, 11), dt.date(2027, 2, 17), None, None, "Spring Festival"),
+        ("yearly", None, None, 5, 1, "Labour Day"),
+    ]
+    with pytest.raises(ValueError, match="Not an iCalendar file"):
+        calendars.rules_from_ics(b"hello", calendar="cn")
+
+
+# -- database -------------------------------------------------------------------------
+
+pytestmark_db = pytest.mark.django_db
+
+
+@pytestmark_db
+def test_job_preview_leaves_excluded_times_out_and_names_the_calendar():
+    calendar_services.calendar_add(
+        name="weekend", rules=calendar_services.rules_parse(weekly=["SAT,SUN"])
+    )
+    job = make_job(cron_expression="0 0 9 * * *", timezone="Asia/Shanghai")
+    calendar_services.job_set_calendars(job=job, names=["weekend"])
+    job = Job.objects.get(pk=job.pk)
+    upcoming = selectors.job_upcoming_runs(job=job, count=10)
+    assert upcoming and all(t.astimezone(SH).weekday() < 5 for t in upcoming)
+    excluded = calendar_services.job_excluded_upcoming(job=job, count=10)
+    assert excluded and {entry["calendar"] for entry in excluded} == {"weekend"}
+    out = io.StringIO()
+    call_command("jobs", "show", job.name, "--json", stdout=out)
+    shown = json.loads(out.getvalue())
+    assert shown["calendars"] == ["weekend"]
+    assert shown["excluded"][0]["calendar"] == "weekend"
+
+
+@pytestmark_db
+def test_unknown_calendar_is_refused_and_nothing_changes():
+    job = make_job()
+    with pytest.raises(ValidationError, match="No calendar named nope"):
+        calendar_services.job_set_calendars(job=job, names=["nope"])
+    assert not job.calendars.exists()
+
+
+@pytestmark_db
+def test_bad_rule_is_refused_and_nothing_is_saved():
+    with pytest.raises(ValidationError, match="not a date"):
+        calendar_services.calendar_add(
+            name="h", rules=calendar_services.rules_parse(dates=["2026-12-25", "25/12/2026"])
+        )
+    assert not Calendar.objects.exists()
+    with pytest.raises(ValidationError):
+        calendar_services.rules_parse(ranges=["2026-12-31..2026-12-01"])
+
+
+@pytestmark_db
+def test_beat_records_excluded_days_as_one_skipped_row_per_day(sent):
+    """A job firing every second, excluded two whole days: beat sends the last second
+    before them, then the first after, and records the two days as two skipped rows (one
+    per excluded window), 172,800 fire times, each naming the calendar; nothing walks
+    them (the pass takes well under a second)."""
+    tz = schedules.get_timezone("Asia/Shanghai")
+    today = timezone.now().astimezone(tz).date()
+    first_day, last_day = today - dt.timedelta(days=2), today - dt.timedelta(days=1)
+    calendar_services.calendar_add(
+        name="days-off",
+        rules=calendar_services.rules_parse(ranges=[f"{first_day}..{last_day}"]),
+    )
+    job = make_job(
+        trigger_type="interval",
+        interval_every=1,
+        interval_period="seconds",
+        misfire_grace_time=4 * 86400,
+    )
+    calendar_services.job_set_calendars(job=job, names=["days-off"])
+    before = local(first_day.year, first_day.month, first_day.day) - dt.timedelta(seconds=1)
+    after = local(today.year, today.month, today.day)
+    Job.objects.filter(pk=job.pk).update(
+        next_run_at=before, dispatch_at=before, schedule_anchor=local(2026, 1, 1)
+    )
+    scheduler = new_scheduler()
+    assert scheduler.lease.acquire()
+    started = time.perf_counter()
+    scheduler.dispatch_due(timezone.now())
+    job.refresh_from_db()
+    assert job.next_run_at == after
+    assert job.excluded_from == before + dt.timedelta(seconds=1)
+    scheduler.dispatch_due(timezone.now())
+    assert time.perf_counter() - started < 1.0
+    rows = JobExecution.objects.filter(job=job, status="skipped").order_by("scheduled_at")
+    assert [(r.scheduled_at, r.missed_count, r.excluded_by) for r in rows] == [
+        (before + dt.timedelta(seconds=1), 2 * 86_400, "days-off"),
+    ]
+    assert [fire for name, fire, _ in sent if name == job.name][:2] == [before, after]
+    report = explain.job_explain(job=job, since=before, now=after)
+    fates = {fate["scheduled_at"]: fate for fate in report["recent"]}
+    excluded = fates[(before + dt.timedelta(seconds=1)).isoformat()]
+    assert excluded["fate"] == "excluded" and "days-off" in excluded["detail"]
+
+
+@pytestmark_db
+def test_skip_next_excludes_one_run_and_removes_itself(sent):
+    job = make_job(cron_expression="0 0 * * * *", misfire_grace_time=7200)
+    first = job.next_run_at
+    out = io.StringIO()
+    call_command("jobs", "skip-next", job.name, stdout=out)
+    assert "Skipping the run" in out.getvalue()
+    job.refresh_from_db()
+    assert job.skip_at == first and job.next_run_at == first + dt.timedelta(hours=1)
+    # The same state an hour earlier, so that beat has passed it now.
+    skipped = first - dt.timedelta(hours=2)
+    Job.objects.filter(pk=job.pk).update(
+        skip_at=skipped,
+        excluded_from=skipped,
+        next_run_at=skipped + dt.timedelta(hours=1),
+        dispatch_at=skipped + dt.timedelta(hours=1),
+    )
+    scheduler = new_scheduler()
+    assert scheduler.lease.acquire()
+    scheduler.dispatch_due(timezone.now())
+    job.refresh_from_db()
+    assert job.skip_at is None  # passed: removed
+    row = JobExecution.objects.get(job=job, status="skipped")
+    assert (row.scheduled_at, row.excluded_by) == (skipped, calendars.SKIP_NEXT)
+    assert [fire for name, fire, _ in sent if name == job.name] == [skipped + dt.timedelta(hours=1)]
+
+
+@pytestmark_db
+def test_calendar_commands_add_list_show_remove(tmp_path):
+    ics = tmp_path / "cn.ics"
+    ics.write_bytes(ICS)
+    out = io.StringIO()
+    call_command(
+        "jobs",
+        "calendar",
+        "add",
+        "holidays",
+        "--date",
+        "2026-12-25",
+        "--date",
+        "2026-12-26",
+        "--range",
+        "2027-01-01..2027-01-03",
+        "--weekly",
+        "MON 00:00-06:00",
+        "--yearly",
+        "10-01",
+        "--ics",
+        str(ics),
+        stdout=out,
+    )
+    calendar = Calendar.objects.get(name="holidays")
+    assert calendar.rules.count() == 8
+    out = io.StringIO()
+    call_command("jobs", "calendar", "show", "holidays", "--json", stdout=out)
+    shown = json.loads(out.getvalue())
+    assert "weekly MON 00:00-06:00" in shown["rules"]
+    job = make_job()
+    call_command("jobs", "modify", job.name, "--calendar", "holidays", stdout=io.StringIO())
+    assert list(job.calendars.values_list("name", flat=True)) == ["holidays"]
+    out = io.StringIO()
+    call_command("jobs", "calendar", "list", "--json", stdout=out)
+    assert json.loads(out.getvalue())[0]["jobs"] == [job.name]
+    with pytest.raises(CommandError, match="not a date"):
+        call_command("jobs", "calendar", "add", "x", "--date", "tomorrow")
+    with pytest.raises(CommandError, match="No calendar named"):
+        call_command("jobs", "calendar", "show", "nope")
+    call_command("jobs", "calendar", "remove", "holidays", stdout=io.StringIO())
+    assert not CalendarRule.objects.exists() and not job.calendars.exists()
+
+
+@pytestmark_db
+def test_calendars_round_trip_through_export_and_import(tmp_path):
+    calendar_services.calendar_add(
+        name="weekend",
+        description="Sat and Sun",
+        rules=calendar_services.rules_parse(weekly=["SAT,SUN"], dates=["2026-12-25"]),
+    )
+    job = make_job()
+    calendar_services.job_set_calendars(job=job, names=["weekend"])
+    first = io.StringIO()
+    call_command("jobs", "export", stdout=first)
+    data = json.loads(first.getvalue())
+    assert data["calendars"][0]["name"] == "weekend"
+    assert data["jobs"][0]["options"]["calendars"] == ["weekend"]
+    path = tmp_path / "jobs.json"
+    path.write_text(first.getvalue())
+    Job.objects.all().delete()
+    Calendar.objects.all().delete()
+    call_command("jobs", "import", str(path), stdout=io.StringIO())
+    again = io.StringIO()
+    call_command("jobs", "export", stdout=again)
+    assert json.loads(again.getvalue()) == data
