@@ -143,6 +143,11 @@ def calendar_add(
     return calendar
 
 
+def job_calendars_changed(*, job: Job) -> None:
+    """Reschedule ``job``, whose calendars were just set (the admin's form)."""
+    _reschedule([job])
+
+
 def calendar_changed(*, calendar: Calendar) -> None:
     """Reschedule the jobs that use ``calendar`` (its exclusions changed)."""
     _reschedule(calendar.jobs.filter(enabled=True))

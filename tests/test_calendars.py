@@ -15,7 +15,7 @@ from django.utils import timezone
 from scheduling import calendar_services, calendars, explain, schedules, selectors
 from scheduling.models import Calendar, CalendarRule, Job, JobExecution
 from tests.factories import make_job
-from tests.test_scheduler import new_scheduler, sent  # noqa: F401  (the fixture)
+from tests.test_scheduler import new_scheduler, sent  # noqa: F401 (the fixture)
 
 SH = schedules.get_timezone("Asia/Shanghai")
 UTC = dt.UTC
@@ -172,7 +172,7 @@ def test_bad_rule_is_refused_and_nothing_is_saved():
 
 
 @pytestmark_db
-def test_beat_records_excluded_days_as_one_skipped_row_per_day(sent):
+def test_beat_records_excluded_days_as_one_skipped_row_per_day(sent):  # noqa: F811
     """A job firing every second, excluded two whole days: beat sends the last second
     before them, then the first after, and records the two days as two skipped rows (one
     per excluded window), 172,800 fire times, each naming the calendar; nothing walks
@@ -217,7 +217,7 @@ def test_beat_records_excluded_days_as_one_skipped_row_per_day(sent):
 
 
 @pytestmark_db
-def test_skip_next_excludes_one_run_and_removes_itself(sent):
+def test_skip_next_excludes_one_run_and_removes_itself(sent):  # noqa: F811
     job = make_job(cron_expression="0 0 * * * *", misfire_grace_time=7200)
     first = job.next_run_at
     out = io.StringIO()
