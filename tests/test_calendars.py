@@ -55,6 +55,26 @@ def test_dates_are_read_in_the_jobs_timezone():
     assert trigger.next_after(local(2026, 12, 24, 22, 30, tz=ny)) == local(2026, 12, 24, 23, tz=ny)
 
 
+def test_a_window_follows_the_wall_clock_across_dst_changes():
+    """Sunday 00:00-06:00 in New York on the days the clocks change: the window is six
+    wall-clock hours, so five hours of elapsed time in spring and seven in autumn."""
+    ny = schedules.get_timezone("America/New_York")
+    night = (
+        calendars.Rule(
+            "night", "weekly", weekdays=(6,), start_time=dt.time(0), end_time=dt.time(6)
+        ),
+    )
+    every_minute = schedules.CronTrigger("0 * * * * *", "America/New_York")
+    trigger = calendars.Excluding(every_minute, night, "America/New_York")
+    for day in (dt.date(2026, 3, 8), dt.date(2026, 11, 1)):  # spring forward, fall back
+        midnight = dt.datetime(day.year, day.month, day.day, tzinfo=ny)
+        fire = trigger.next_after(midnight - dt.timedelta(seconds=30))
+        assert fire.astimezone(ny).replace(tzinfo=None) == dt.datetime.combine(day, dt.time(6))
+        count = trigger.excluded_spans(midnight, fire)[0][3]
+        hours = (fire - midnight).total_seconds() / 3600
+        assert (hours, count) == ((5.0, 300) if day.month == 3 else (7.0, 420))
+
+
 def test_weekly_window_excludes_only_its_hours():
     window = (
         calendars.Rule(
@@ -285,27 +305,3 @@ def test_calendar_commands_add_list_show_remove(tmp_path):
         call_command("jobs", "calendar", "show", "nope")
     call_command("jobs", "calendar", "remove", "holidays", stdout=io.StringIO())
     assert not CalendarRule.objects.exists() and not job.calendars.exists()
-
-
-@pytestmark_db
-def test_calendars_round_trip_through_export_and_import(tmp_path):
-    calendar_services.calendar_add(
-        name="weekend",
-        description="Sat and Sun",
-        rules=calendar_services.rules_parse(weekly=["SAT,SUN"], dates=["2026-12-25"]),
-    )
-    job = make_job()
-    calendar_services.job_set_calendars(job=job, names=["weekend"])
-    first = io.StringIO()
-    call_command("jobs", "export", stdout=first)
-    data = json.loads(first.getvalue())
-    assert data["calendars"][0]["name"] == "weekend"
-    assert data["jobs"][0]["options"]["calendars"] == ["weekend"]
-    path = tmp_path / "jobs.json"
-    path.write_text(first.getvalue())
-    Job.objects.all().delete()
-    Calendar.objects.all().delete()
-    call_command("jobs", "import", str(path), stdout=io.StringIO())
-    again = io.StringIO()
-    call_command("jobs", "export", stdout=again)
-    assert json.loads(again.getvalue()) == data
