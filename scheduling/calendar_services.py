@@ -145,7 +145,31 @@ def calendar_add(
 
 def job_calendars_changed(*, job: Job) -> None:
     """Reschedule ``job``, whose calendars were just set (the admin's form)."""
+    job.has_calendars = job.calendars.exists()
+    Job.objects.filter(pk=job.pk).update(has_calendars=job.has_calendars)
     _reschedule([job])
+
+
+@transaction.atomic
+def calendar_import(*, spec: Any) -> str:
+    """Make the calendar of a config file's ``spec`` (:class:`scheduling.config.
+    CalendarSpec`) what the file says: created (``"+"``), its exclusions replaced when
+    they differ (``"~"``), or left as it is (``""``)."""
+    from scheduling.config import rule_to_entry
+
+    calendar = Calendar.objects.filter(name=spec.name).first()
+    if calendar is None:
+        calendar_add(name=spec.name, description=spec.description, rules=spec.rules)
+        return "+"
+    wanted = [rule_to_entry(rule) for rule in spec.rules]
+    stored = [rule_to_entry(rule) for rule in calendar.rules.all()]
+    if calendar.description == spec.description and sorted(map(repr, wanted)) == sorted(
+        map(repr, stored)
+    ):
+        return ""
+    calendar.rules.all().delete()
+    calendar_add(name=spec.name, description=spec.description, rules=spec.rules)
+    return "~"
 
 
 def calendar_changed(*, calendar: Calendar) -> None:
@@ -158,6 +182,9 @@ def calendar_remove(*, calendar: Calendar) -> None:
     """Remove ``calendar``; the jobs that used it run on their plain schedule again."""
     jobs = list(calendar.jobs.all())
     calendar.delete()
+    for job in jobs:
+        job.has_calendars = job.calendars.exists()
+        Job.objects.filter(pk=job.pk).update(has_calendars=job.has_calendars)
     _reschedule(jobs)
 
 
@@ -176,6 +203,8 @@ def job_set_calendars(*, job: Job, names: Iterable[str]) -> Job:
     if before == names:
         return job
     job.calendars.set(found.values())
+    Job.objects.filter(pk=job.pk).update(has_calendars=bool(found))
+    job.has_calendars = bool(found)
     _reschedule([job])
     job.refresh_from_db()
     _emit_change(job, {"calendars": [before, names]})

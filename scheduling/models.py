@@ -694,6 +694,12 @@ class Job(models.Model):
             "dates are read in the job's timezone."
         ),
     )
+    has_calendars = models.BooleanField(
+        _("has calendars"),
+        default=False,
+        editable=False,
+        help_text=_("Whether the job names any calendar: beat reads calendars only then."),
+    )
     skip_at = models.DateTimeField(
         _("skip the run at"),
         null=True,
@@ -790,10 +796,11 @@ class Job(models.Model):
 
     def exclusion_rules(self) -> tuple[exclusions.Rule, ...]:
         """The rules of the job's calendars (none for an unsaved job, unless a form set
-        ``pending_calendars``); prefetched ``calendars__rules`` cost no query."""
+        ``pending_calendars``); no query for a job without calendars (``has_calendars``),
+        and none when ``calendars__rules`` were prefetched."""
         chosen = getattr(self, "pending_calendars", None)
         if chosen is None:
-            if self.pk is None:
+            if self.pk is None or not self.has_calendars:
                 return ()
             chosen = self.calendars.all()
         return tuple(rule.as_rule() for calendar in chosen for rule in calendar.rules.all())

@@ -614,8 +614,11 @@ class JobScheduler(DatabaseScheduler):
                 self._send_in_batches(
                     jobs, plans, handled, sent, ends, (i for i, p in enumerate(plans) if p)
                 )
-                # The jobs' calendars, for what follows (one query; none when no job has one).
-                prefetch_related_objects(jobs, "calendars__rules")
+                # The calendars of the jobs that have some, for what follows (no query when
+                # none has: ``has_calendars``).
+                prefetch_related_objects(
+                    [job for job in jobs if job.has_calendars], "calendars__rules"
+                )
                 late = [i for i, plan in enumerate(plans) if plan is None]
                 for index in late:
                     plans[index] = self._plan(jobs[index], now)

@@ -148,13 +148,21 @@ def config_export(
     file keeps the stored secrets. The document holds no timestamp of its own, so
     exporting the same jobs twice gives the same file.
     """
-    from scheduling.config import FORMAT, job_to_entry
+    from scheduling.config import FORMAT, calendar_to_entry, job_to_entry
+    from scheduling.models import Calendar
 
-    entries = [job_to_entry(job) for job in Job.objects.order_by("name")]
+    entries = [
+        job_to_entry(job) for job in Job.objects.order_by("name").prefetch_related("calendars")
+    ]
     if not include_secrets:
         for entry in entries:
             entry["kwargs"] = masking.mask(entry["kwargs"])
     document: dict[str, Any] = {"format": FORMAT, "jobs": entries}
+    calendars = [
+        calendar_to_entry(calendar) for calendar in Calendar.objects.prefetch_related("rules")
+    ]
+    if calendars:  # only when there are some: a file of jobs alone stays as it was
+        document["calendars"] = calendars
     if history_days is not None:
         since = timezone.now() - dt.timedelta(days=history_days)
         document["executions"] = [

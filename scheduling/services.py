@@ -27,13 +27,21 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
-from scheduling import alerts, audit, errors, masking, registry, signals
-from scheduling.config import DEFAULT_JOBS, JobSpec, config_parse, spec_differences
+from scheduling import alerts, audit, calendar_services, errors, masking, registry, signals
+from scheduling.config import (
+    DEFAULT_JOBS,
+    ConfigError,
+    JobSpec,
+    calendars_parse,
+    config_parse,
+    spec_differences,
+)
 from scheduling.models import (
     FAILED_STATUSES,
     MAX_PRIORITY,
     AlertKind,
     AuditSource,
+    Calendar,
     ExecutionStatus,
     ExecutionTrigger,
     InstalledDefault,
@@ -722,6 +730,18 @@ def config_import(
     other kwargs stay the same, unless ``user`` may keep secrets (``keep_secrets``).
     """
     specs = config_parse(data)
+    calendar_specs = calendars_parse(data)
+    known = {spec.name for spec in calendar_specs} | set(
+        Calendar.objects.values_list("name", flat=True)
+    )
+    unknown = [
+        f"job {spec.name!r}: options.calendars: no calendar named {name!r}"
+        for spec in specs
+        for name in spec.calendars
+        if name not in known
+    ]
+    if unknown:
+        raise ConfigError(unknown)
     report = ImportReport(dry_run=dry_run)
     outer = audit.current()
     source = outer.source if outer.source == "system" else "import"
@@ -742,6 +762,15 @@ def config_import(
             _import_permissions_check(
                 user=user, specs=specs, existing=existing, pruned=pruned, only_missing=only_missing
             )
+        if user is not None and calendar_specs and not user.has_perm("scheduling.change_calendar"):
+            raise PermissionDenied(
+                _("User %(user)r lacks the permission %(perm)r to import calendars.")
+                % {"user": user.get_username(), "perm": "scheduling.change_calendar"}
+            )
+        for calendar_spec in calendar_specs:
+            change = calendar_services.calendar_import(spec=calendar_spec)
+            if change:
+                report.diff.append(f"{change} calendar {calendar_spec.name}")
         for spec in specs:
             _import_one(
                 spec=spec, job=existing.get(spec.name), report=report, only_missing=only_missing
@@ -797,11 +826,20 @@ def _import_one(
     *, spec: JobSpec, job: Job | None, report: ImportReport, only_missing: bool
 ) -> None:
     if job is None:
-        job_create(name=spec.name, **spec.fields)
+        job = job_create(name=spec.name, **spec.fields)
+        if spec.calendars:
+            calendar_services.job_set_calendars(job=job, names=spec.calendars)
         report.created.append(spec.name)
         report.diff.append(f"+ {spec.name}")
         return
     changes = {} if only_missing else spec_differences(job, spec)
+    calendars_before = sorted(job.calendars.values_list("name", flat=True))
+    if not only_missing and calendars_before != spec.calendars:
+        calendar_services.job_set_calendars(job=job, names=spec.calendars)
+        report.diff.append(f"~ {spec.name}: calendars: {calendars_before!r} -> {spec.calendars!r}")
+        if not changes:
+            report.updated.append(spec.name)
+            return
     if not changes:
         report.unchanged.append(spec.name)
         return

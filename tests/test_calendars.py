@@ -305,3 +305,52 @@ def test_calendar_commands_add_list_show_remove(tmp_path):
         call_command("jobs", "calendar", "show", "nope")
     call_command("jobs", "calendar", "remove", "holidays", stdout=io.StringIO())
     assert not CalendarRule.objects.exists() and not job.calendars.exists()
+
+
+@pytestmark_db
+def test_calendars_round_trip_through_export_and_import(tmp_path):
+    calendar_services.calendar_add(
+        name="weekend",
+        description="Sat and Sun",
+        rules=calendar_services.rules_parse(
+            weekly=["SAT,SUN", "MON 00:00-06:00"], dates=["2026-12-25"], yearly=["10-01"]
+        ),
+    )
+    job = make_job()
+    calendar_services.job_set_calendars(job=job, names=["weekend"])
+    first = io.StringIO()
+    call_command("jobs", "export", stdout=first)
+    data = json.loads(first.getvalue())
+    assert data["calendars"][0]["name"] == "weekend"
+    assert data["jobs"][0]["options"]["calendars"] == ["weekend"]
+    path = tmp_path / "jobs.json"
+    path.write_text(first.getvalue())
+    out = io.StringIO()
+    call_command("jobs", "import", str(path), "--json", stdout=out)
+    assert json.loads(out.getvalue())["unchanged"] == [job.name]  # twice: no change
+    Job.objects.all().delete()
+    Calendar.objects.all().delete()
+    call_command("jobs", "import", str(path), stdout=io.StringIO())
+    assert Job.objects.get(name=job.name).has_calendars
+    again = io.StringIO()
+    call_command("jobs", "export", stdout=again)
+    assert json.loads(again.getvalue()) == data
+
+
+@pytestmark_db
+def test_import_naming_an_unknown_calendar_is_refused_and_writes_nothing(tmp_path):
+    job = make_job()
+    out = io.StringIO()
+    call_command("jobs", "export", stdout=out)
+    data = json.loads(out.getvalue())
+    data["jobs"][0]["options"]["calendars"] = ["nope"]
+    data["calendars"] = [{"name": "other", "rules": [{"kind": "date", "start_date": "x"}]}]
+    path = tmp_path / "jobs.json"
+    path.write_text(json.dumps(data))
+    with pytest.raises(CommandError, match="rules\\[0\\]: start_date"):
+        call_command("jobs", "import", str(path))
+    data["calendars"] = []
+    path.write_text(json.dumps(data))
+    with pytest.raises(CommandError, match="no calendar named 'nope'"):
+        call_command("jobs", "import", str(path))
+    assert not Calendar.objects.exists() and not job.calendars.exists()
