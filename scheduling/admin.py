@@ -1017,17 +1017,7 @@ class CalendarRuleInline(admin.TabularInline):
 
     model = CalendarRule
     extra = 1
-    fields = (
-        "kind",
-        "start_date",
-        "end_date",
-        "weekdays",
-        "start_time",
-        "end_time",
-        "month",
-        "day",
-        "label",
-    )
+    fields = CalendarRule.FIELDS
 
 
 @admin.register(Calendar)

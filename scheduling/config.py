@@ -40,7 +40,7 @@ from typing import Any
 from django.core.exceptions import ValidationError
 
 from scheduling import conf, schedules
-from scheduling.models import Job, TriggerType
+from scheduling.models import CalendarRule, Job, TriggerType
 
 FORMAT = "scheduled-jobs/v1"
 ENTRY_KEYS = {
@@ -58,18 +58,8 @@ ENTRY_KEYS = {
 }
 REQUIRED_KEYS = ("task_id", "task_func", "trigger_type", "trigger_args")
 OPTION_KEYS = set(Job.OPTION_FIELDS) | set(Job.WINDOW_FIELDS) | {"calendars"}
-#: The keys of a calendar's exclusion in a file (CalendarRule's fields; empty ones left out).
-RULE_KEYS = (
-    "kind",
-    "start_date",
-    "end_date",
-    "weekdays",
-    "start_time",
-    "end_time",
-    "month",
-    "day",
-    "label",
-)
+#: The keys of a calendar's exclusion in a file (its fields; empty ones left out).
+RULE_KEYS = CalendarRule.FIELDS
 #: APScheduler's trigger arguments for the validity window, and the options they stand for.
 APS_WINDOW_KEYS = {"start_date": "start_at", "end_date": "end_at"}
 CRON_KEYS = ("second", "minute", "hour", "day", "month", "day_of_week", "year", "week")
@@ -405,7 +395,7 @@ def _type_problems(fields: dict[str, Any]) -> list[str]:
 def calendars_parse(data: Any) -> list[CalendarSpec]:
     """The ``"calendars"`` list of a config document (absent: none), validated; raise
     :class:`ConfigError` listing every problem, naming the calendar and the exclusion."""
-    from scheduling.models import Calendar, CalendarRule
+    from scheduling.models import Calendar
 
     entries = data.get("calendars", []) if isinstance(data, dict) else []
     if not isinstance(entries, list):

@@ -222,6 +222,19 @@ class CalendarRule(models.Model):
     )
     label = models.CharField(_("label"), max_length=200, blank=True)
 
+    #: What defines an exclusion: the admin's columns and a config file's keys.
+    FIELDS = (
+        "kind",
+        "start_date",
+        "end_date",
+        "weekdays",
+        "start_time",
+        "end_time",
+        "month",
+        "day",
+        "label",
+    )
+
     class Meta:
         verbose_name = _("exclusion")
         verbose_name_plural = _("exclusions")
