@@ -354,3 +354,31 @@ def test_import_naming_an_unknown_calendar_is_refused_and_writes_nothing(tmp_pat
     with pytest.raises(CommandError, match="no calendar named 'nope'"):
         call_command("jobs", "import", str(path))
     assert not Calendar.objects.exists() and not job.calendars.exists()
+
+
+@pytestmark_db
+def test_the_dead_mans_switch_does_not_count_excluded_fire_times_as_silence():
+    from scheduling import alerts
+
+    job = make_job(cron_expression="0 */1 * * * *", alert_emails="ops@example.com", alert_grace=30)
+    ten_minutes_ago = timezone.now() - dt.timedelta(minutes=10)
+    Job.objects.filter(pk=job.pk).update(created_at=ten_minutes_ago)
+    assert alerts.deadman_check() == [job.name]  # silent for 10 minutes: overdue
+    # Inside an excluded window (beat noted where it began): nothing is due.
+    Job.objects.filter(pk=job.pk).update(excluded_from=ten_minutes_ago)
+    assert alerts.deadman_check() == []
+    # The window recorded, ending a minute ago: silence counts from its end.
+    Job.objects.filter(pk=job.pk).update(excluded_from=None)
+    JobExecution.objects.create(
+        job=job,
+        job_name=job.name,
+        task=job.task,
+        trigger="schedule",
+        status="skipped",
+        scheduled_at=ten_minutes_ago,
+        missed_until=timezone.now() - dt.timedelta(minutes=1),
+        missed_count=9,
+        excluded_by="maintenance",
+        started_at=timezone.now(),
+    )
+    assert alerts.deadman_check() == []
