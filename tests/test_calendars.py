@@ -15,7 +15,7 @@ from django.utils import timezone
 from scheduling import calendar_services, calendars, explain, schedules, selectors
 from scheduling.models import Calendar, CalendarRule, Job, JobExecution
 from tests.factories import make_job
-from tests.test_scheduler import new_scheduler, sent  # noqa: F401 (the fixture)
+from tests.test_scheduler import leader, sent  # noqa: F401 (the fixture)
 
 SH = schedules.get_timezone("Asia/Shanghai")
 UTC = dt.UTC
@@ -216,8 +216,7 @@ def test_beat_records_excluded_days_as_one_skipped_row_per_day(sent):  # noqa: F
     Job.objects.filter(pk=job.pk).update(
         next_run_at=before, dispatch_at=before, schedule_anchor=local(2026, 1, 1)
     )
-    scheduler = new_scheduler()
-    assert scheduler.lease.acquire()
+    scheduler = leader()
     started = time.perf_counter()
     scheduler.dispatch_due(timezone.now())
     job.refresh_from_db()
@@ -253,8 +252,7 @@ def test_skip_next_excludes_one_run_and_removes_itself(sent):  # noqa: F811
         next_run_at=skipped + dt.timedelta(hours=1),
         dispatch_at=skipped + dt.timedelta(hours=1),
     )
-    scheduler = new_scheduler()
-    assert scheduler.lease.acquire()
+    scheduler = leader()
     scheduler.dispatch_due(timezone.now())
     job.refresh_from_db()
     assert job.skip_at is None  # passed: removed

@@ -11,7 +11,7 @@ from django.utils import timezone
 from scheduling import runs, services
 from scheduling.models import Job, JobExecution
 from tests.factories import make_job, run_scheduled, sent_message
-from tests.test_scheduler import new_scheduler, sent  # noqa: F401 (the fixture)
+from tests.test_scheduler import leader, sent  # noqa: F401 (the fixture)
 
 pytestmark = pytest.mark.django_db
 
@@ -51,8 +51,7 @@ def test_an_interval_keeps_its_phase_after_beat_misses_fire_times(sent):  # noqa
         next_run_at=anchor + dt.timedelta(seconds=10),
         dispatch_at=anchor + dt.timedelta(seconds=10),
     )
-    scheduler = new_scheduler()
-    assert scheduler.lease.acquire()
+    scheduler = leader()
     scheduler.dispatch_due(timezone.now())
     job.refresh_from_db()
     [(_, fire, _)] = [entry for entry in sent if entry[0] == job.name]
@@ -71,8 +70,7 @@ def test_an_interval_keeps_its_phase_after_a_run_missed_at_the_worker(sent):  # 
     anchor = now_s() - dt.timedelta(seconds=7)
     fire = anchor + dt.timedelta(seconds=10)
     Job.objects.filter(pk=job.pk).update(schedule_anchor=anchor, next_run_at=fire, dispatch_at=fire)
-    scheduler = new_scheduler()
-    assert scheduler.lease.acquire()
+    scheduler = leader()
     scheduler.dispatch_due(fire + dt.timedelta(seconds=1))  # beat on time
     job.refresh_from_db()
     assert job.next_run_at == fire + dt.timedelta(seconds=10)
