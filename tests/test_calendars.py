@@ -380,3 +380,53 @@ def test_the_dead_mans_switch_does_not_count_excluded_fire_times_as_silence():
         started_at=timezone.now(),
     )
     assert alerts.deadman_check() == []
+
+
+@pytestmark_db
+def test_admin_calendar_page_saves_exclusions_and_reschedules_its_jobs(admin_client):
+    from django.urls import reverse
+
+    calendar = calendar_services.calendar_add(name="office", rules=[])
+    job = make_job(cron_expression="0 0 9 * * *", timezone="Asia/Shanghai")
+    calendar_services.job_set_calendars(job=job, names=["office"])
+    before = Job.objects.get(pk=job.pk).next_run_at
+    url = reverse("admin:scheduling_calendar_change", args=[calendar.pk])
+    assert admin_client.get(url).status_code == 200
+    day = before.astimezone(SH).date()
+    response = admin_client.post(
+        url,
+        {
+            "name": "office",
+            "description": "",
+            "rules-TOTAL_FORMS": "1",
+            "rules-INITIAL_FORMS": "0",
+            "rules-0-kind": "date",
+            "rules-0-start_date": day.isoformat(),
+            "rules-0-label": "closed",
+        },
+    )
+    assert response.status_code == 302, response.content.decode()[:2000]
+    after = Job.objects.get(pk=job.pk).next_run_at
+    assert after == before + dt.timedelta(days=1)  # that day's run is excluded now
+    # A bad exclusion is refused on the form, naming the field; nothing is saved.
+    response = admin_client.post(
+        url,
+        {
+            "name": "office",
+            "description": "",
+            "rules-TOTAL_FORMS": "2",
+            "rules-INITIAL_FORMS": "1",
+            "rules-0-id": str(CalendarRule.objects.get().pk),
+            "rules-0-calendar": str(calendar.pk),
+            "rules-0-kind": "date",
+            "rules-0-start_date": day.isoformat(),
+            "rules-1-kind": "range",
+            "rules-1-start_date": "2027-01-05",
+            "rules-1-end_date": "2027-01-01",
+        },
+    )
+    assert response.status_code == 200
+    assert "The last date is before the first." in response.content.decode()
+    assert CalendarRule.objects.count() == 1
+    job_page = admin_client.get(reverse("admin:scheduling_job_change", args=[job.pk]))
+    assert "excluded by office (closed)" in job_page.content.decode()
