@@ -229,6 +229,16 @@ def job_skip_next(*, job: Job) -> dt.datetime:
         raise ValidationError(
             {"job": _("Job %(name)s has no next run to skip.") % {"name": job.name}}
         )
+    if locked.skip_at is not None:
+        raise ValidationError(
+            {
+                "job": _(
+                    "Job %(name)s already skips its run at %(when)s; skip the next one once "
+                    "that has passed."
+                )
+                % {"name": job.name, "when": locked.skip_at.isoformat()}
+            }
+        )
     skipped = locked.next_run_at
     locked.skip_at = skipped
     locked.excluded_from = None

@@ -244,6 +244,8 @@ def test_skip_next_excludes_one_run_and_removes_itself(sent):  # noqa: F811
     assert "Skipping the run" in out.getvalue()
     job.refresh_from_db()
     assert job.skip_at == first and job.next_run_at == first + dt.timedelta(hours=1)
+    with pytest.raises(CommandError, match="already skips its run at"):
+        call_command("jobs", "skip-next", job.name)
     # The same state an hour earlier, so that beat has passed it now.
     skipped = first - dt.timedelta(hours=2)
     Job.objects.filter(pk=job.pk).update(
