@@ -29,6 +29,7 @@ from scheduling import (
     calendar_services,
     charts,
     explain,
+    group_services,
     masking,
     registry,
     schedules,
@@ -46,6 +47,7 @@ from scheduling.models import (
     JobAlertStatus,
     JobChange,
     JobExecution,
+    JobGroup,
     SchedulerLease,
     TriggerType,
 )
@@ -1047,6 +1049,49 @@ class CalendarAdmin(admin.ModelAdmin):
     def delete_queryset(self, request, queryset):
         for calendar in queryset:
             calendar_services.calendar_remove(calendar=calendar)
+
+
+@admin.register(JobGroup)
+class JobGroupAdmin(admin.ModelAdmin):
+    """Job groups on record: who paused one, when and why; actions pause and resume a
+    whole group (permission ``scheduling.pause_job``)."""
+
+    list_display = ("name", "job_count", "paused_at", "paused_by", "pause_reason")
+    readonly_fields = ("paused_at", "paused_by", "pause_reason")
+    search_fields = ("name",)
+    actions = ("pause_groups", "resume_groups")
+
+    @admin.display(description=_("jobs"))
+    def job_count(self, group: JobGroup) -> int:
+        return Job.objects.filter(group=group.name).count()
+
+    def has_pause_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("scheduling.pause_job")
+
+    def _each(self, request, queryset, service, done_words) -> None:
+        with audit_context(source="admin", actor=request.user.get_username()):
+            for group in queryset:
+                try:
+                    jobs = service(name=group.name)
+                except ValidationError as exc:
+                    self.message_user(request, "; ".join(exc.messages), messages.ERROR)
+                else:
+                    self.message_user(request, done_words % {"name": group.name, "n": len(jobs)})
+
+    @admin.action(description=_("Pause selected groups (every job)"), permissions=["pause"])
+    def pause_groups(self, request, queryset: QuerySet[JobGroup]):
+        self._each(
+            request, queryset, group_services.group_pause, _("Group %(name)s: %(n)d job(s) paused.")
+        )
+
+    @admin.action(description=_("Resume selected groups"), permissions=["pause"])
+    def resume_groups(self, request, queryset: QuerySet[JobGroup]):
+        self._each(
+            request,
+            queryset,
+            group_services.group_resume,
+            _("Group %(name)s: %(n)d job(s) resumed."),
+        )
 
 
 @admin.register(JobChange)

@@ -151,6 +151,34 @@ class ExecutionTrigger(models.TextChoices):
     MANUAL = "manual", _("Manual")
 
 
+class JobGroup(models.Model):
+    """A group of jobs (the jobs whose ``group`` is its name), paused and resumed as a
+    whole: the row keeps who paused it, when and why."""
+
+    name = models.CharField(_("name"), max_length=100, unique=True)
+    paused_at = models.DateTimeField(_("paused at"), null=True, blank=True, editable=False)
+    paused_by = models.CharField(_("paused by"), max_length=150, blank=True, editable=False)
+    pause_reason = models.CharField(_("pause reason"), max_length=300, blank=True, editable=False)
+
+    class Meta:
+        verbose_name = _("job group")
+        verbose_name_plural = _("job groups")
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def paused(self) -> bool:
+        return self.paused_at is not None
+
+    def job_pause_reason(self) -> str:
+        """The pause reason its jobs carry while the group pause holds them: how a resume
+        of the group knows which jobs it paused (those paused before keep their own)."""
+        words = f"Group {self.name} paused by {self.paused_by or 'an operator'}"
+        return f"{words}: {self.pause_reason}" if self.pause_reason else words
+
+
 class CalendarRuleKind(models.TextChoices):
     """What one exclusion of a calendar covers (see :mod:`scheduling.calendars`)."""
 

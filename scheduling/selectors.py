@@ -396,3 +396,32 @@ def execution_in_progress_list(*, job: Job) -> QuerySet[JobExecution]:
     return JobExecution.objects.filter(job=job, status__in=IN_PROGRESS_STATUSES).order_by(
         "started_at"
     )
+
+
+def group_list() -> list[dict[str, Any]]:
+    """Every job group (a group name some job has, or a group on record): how many jobs,
+    how many enabled, and who paused it, when and why (``None``: not paused)."""
+    from django.db.models import Count, Q
+
+    from scheduling.models import JobGroup
+
+    counts = {
+        row["group"]: row
+        for row in Job.objects.exclude(group="")
+        .values("group")
+        .annotate(jobs=Count("pk"), enabled=Count("pk", filter=Q(enabled=True)))
+    }
+    groups = {group.name: group for group in JobGroup.objects.all()}
+    rows = []
+    for name in sorted(set(counts) | set(groups)):
+        group = groups.get(name)
+        rows.append(
+            {
+                "name": name,
+                "jobs": counts.get(name, {}).get("jobs", 0),
+                "enabled": counts.get(name, {}).get("enabled", 0),
+                "paused": group.job_pause_reason() if group and group.paused else None,
+                "paused_at": group.paused_at.isoformat() if group and group.paused else None,
+            }
+        )
+    return rows

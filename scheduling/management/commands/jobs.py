@@ -17,7 +17,15 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 from django.utils import timezone
 
-from scheduling import calendar_services, errors, explain, schedules, selectors, services
+from scheduling import (
+    calendar_services,
+    errors,
+    explain,
+    group_services,
+    schedules,
+    selectors,
+    services,
+)
 from scheduling.audit import audit_context
 from scheduling.models import (
     UNFINISHED_STATUSES,
@@ -76,6 +84,11 @@ EXAMPLES = {
     ),
     "install-defaults": "  manage.py jobs install-defaults",
     "skip-next": "  manage.py jobs skip-next report   # its next fire time does not run, once",
+    "group": (
+        "  manage.py jobs group list\n"
+        "  manage.py jobs group pause reports --reason 'warehouse migration'\n"
+        "  manage.py jobs group resume reports"
+    ),
     "calendar": (
         "  manage.py jobs calendar add holidays --date 2026-12-25 --range 2027-02-11..2027-02-17\n"
         "  manage.py jobs calendar add weekend --weekly SAT,SUN\n"
@@ -121,6 +134,7 @@ PERMISSIONS = {
     "alerts-check": "view_job",
     "stats-rebuild": "change_job",
     "skip-next": "pause_job",
+    "group": "pause_job",
     # list and show; add needs add_calendar (change_calendar to extend one), remove
     # delete_calendar (checked in the action).
     "calendar": "view_calendar",
@@ -183,6 +197,7 @@ class Command(BaseCommand):
                 "cancel",
                 "drop",
                 "calendar",
+                "group",
             }:
                 p.add_argument("job", help="job name or id")
             if name not in {"pause", "resume", "remove"}:
@@ -315,6 +330,14 @@ class Command(BaseCommand):
         action("install-defaults", "Install the default maintenance jobs that are missing.")
         action("skip-next", "Skip the job's next run, once: it is recorded as skipped.")
         p = action(
+            "group",
+            "Job groups as a whole: list them, pause every job of one, resume the jobs its "
+            "pause paused.",
+        )
+        p.add_argument("op", choices=["list", "pause", "resume"])
+        p.add_argument("name", nargs="?", help="group name (the jobs' --group)")
+        p.add_argument("--reason", default="", help="why (kept on the group and its jobs)")
+        p = action(
             "calendar",
             "Exclusion calendars: add (creates one, or adds to it), list, show, remove. Dates "
             "are read in the timezone of each job that uses the calendar.",
@@ -385,6 +408,10 @@ class Command(BaseCommand):
             self.stdout.write(json.dumps(data, ensure_ascii=False, indent=2, default=str))
         else:
             self.stdout.write(text)
+
+    def _emit_table(self, rows: list[dict], header: str, line: Any) -> None:
+        """``rows`` as JSON, or as a text table: ``header``, then ``line(row)`` for each."""
+        self.emit(rows, "\n".join([header, *(line(row) for row in rows)]))
 
     def _job(self, ident: str) -> Job:
         return selectors.job_get(ident=ident)
@@ -539,6 +566,31 @@ class Command(BaseCommand):
             f"Skipping the run of {found.name} at {data['skipped']}; next run {data['next_run_time'] or '-'}",
         )
 
+    def do_group(self, op: str, name: str | None = None, reason: str = "", **_):
+        if op == "list":
+            self._emit_table(
+                selectors.group_list(),
+                f"{'GROUP':<24} {'JOBS':>4} {'ON':>4}  PAUSED",
+                lambda row: (
+                    f"{row['name'][:24]:<24} {row['jobs']:>4} {row['enabled']:>4}  "
+                    f"{row['paused'] or '-'}"
+                ),
+            )
+            return
+        if not name:
+            raise CommandError(f"group {op}: give the group's name")
+        if op == "pause":
+            jobs = group_services.group_pause(name=name, reason=reason)
+            words = "Paused group"
+        else:
+            jobs = group_services.group_resume(name=name)
+            words = "Resumed group"
+        names = [job.name for job in jobs]
+        self.emit(
+            {"group": name, "jobs": names},
+            f"{words} {name}: {len(names)} job(s){': ' + ', '.join(names) if names else ''}",
+        )
+
     def do_calendar(self, op: str, name: str | None = None, **options):
         if self.user is not None and op in CALENDAR_PERMISSIONS:
             self._check_permission(self.user.get_username(), "calendar", CALENDAR_PERMISSIONS[op])
@@ -552,11 +604,13 @@ class Command(BaseCommand):
                 }
                 for calendar in Calendar.objects.all()
             ]
-            lines = [f"{'NAME':<24} {'RULES':>5}  JOBS"] + [
-                f"{row['name'][:24]:<24} {row['rules']:>5}  {', '.join(row['jobs']) or '-'}"
-                for row in rows
-            ]
-            self.emit(rows, "\n".join(lines))
+            self._emit_table(
+                rows,
+                f"{'NAME':<24} {'RULES':>5}  JOBS",
+                lambda row: (
+                    f"{row['name'][:24]:<24} {row['rules']:>5}  {', '.join(row['jobs']) or '-'}"
+                ),
+            )
             return
         if not name:
             raise CommandError(f"calendar {op}: give the calendar's name")
