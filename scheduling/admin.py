@@ -1014,12 +1014,18 @@ class JobExecutionAdmin(RunsInProgressMixin, ReadOnlyAdminMixin, admin.ModelAdmi
         )
 
 
-class CalendarRuleInline(admin.TabularInline):
-    """A calendar's exclusions, edited on its page."""
+class CalendarRuleInline(admin.StackedInline):
+    """A calendar's exclusions, edited on its page: stacked, a few fields a line, so the
+    page fits a 1366-pixel screen (a table of all nine was 1,839 pixels wide)."""
 
     model = CalendarRule
     extra = 1
-    fields = CalendarRule.FIELDS
+    fields = (
+        ("kind", "label"),
+        ("start_date", "end_date"),
+        ("weekdays", "start_time", "end_time"),
+        ("month", "day"),
+    )
 
 
 @admin.register(Calendar)
