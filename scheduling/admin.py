@@ -28,8 +28,10 @@ from django_celery_beat import models as beat_models
 
 from scheduling import (
     backfills,
+    calendar_services,
     charts,
     explain,
+    group_services,
     masking,
     registry,
     schedules,
@@ -45,11 +47,14 @@ from scheduling.models import (
     BackfillReprocess,
     BackfillRunState,
     BeatHeartbeat,
+    Calendar,
+    CalendarRule,
     ExecutionStatus,
     Job,
     JobAlertStatus,
     JobChange,
     JobExecution,
+    JobGroup,
     OverlapPolicy,
     SchedulerLease,
     TriggerType,
@@ -345,7 +350,8 @@ class JobAdmin(RunsInProgressMixin, admin.ModelAdmin):
     )
     list_filter = ("enabled", "trigger_type", "group", "last_status", "task")
     search_fields = ("name", "description", "task", "group")
-    actions = ("pause_jobs", "resume_jobs", "run_jobs_now")
+    actions = ("pause_jobs", "resume_jobs", "run_jobs_now", "skip_next_runs")
+    autocomplete_fields = ("calendars",)
     status_fields = (
         "next_run_at",
         "last_run_at",
@@ -399,6 +405,7 @@ class JobAdmin(RunsInProgressMixin, admin.ModelAdmin):
             {"fields": ("run_at",), "classes": ("trigger-section", "trigger-date")},
         ),
         (_("Validity"), {"fields": (*Job.WINDOW_FIELDS, "runs_left")}),
+        (_("Exclusion calendars"), {"fields": ("calendars",)}),
         (_("Schedule preview"), {"fields": ("schedule_preview",)}),
         (
             _("Execution options"),
@@ -551,10 +558,28 @@ class JobAdmin(RunsInProgressMixin, admin.ModelAdmin):
             return _("Shown as you type, and after saving.")
         runs = selectors.job_upcoming_runs(job=job, count=5)
         items = format_html_join("", "<li>{}</li>", ((_local(r, job.timezone),) for r in runs))
+        excluded = format_html_join(
+            "",
+            "<li>{}</li>",
+            (
+                (
+                    _("%(count)d fire time(s) from %(first)s to %(last)s excluded by %(calendar)s")
+                    % {
+                        "count": entry["count"],
+                        "first": entry["from"],
+                        "last": entry["until"],
+                        "calendar": entry["calendar"]
+                        + (f" ({entry['label']})" if entry["label"] else ""),
+                    },
+                )
+                for entry in calendar_services.job_excluded_upcoming(job=job, count=5)
+            ),
+        )
         return format_html(
-            '<div id="schedule-preview"><p>{}</p><ol>{}</ol><p>{}</p></div>',
+            '<div id="schedule-preview"><p>{}</p><ol>{}</ol><ul class="excluded">{}</ul><p>{}</p></div>',
             job.describe_trigger(),
             items or _("No upcoming runs."),
+            excluded,
             _window_words(job),
         )
 
@@ -610,6 +635,11 @@ class JobAdmin(RunsInProgressMixin, admin.ModelAdmin):
     # --- saving through the services -----------------------------------------------------
     def save_model(self, request, obj, form, change):
         services.job_save(job=obj, changed=form.changed_data if change else None)
+
+    def save_related(self, request, form, formsets, change):
+        super().save_related(request, form, formsets, change)
+        if "calendars" in form.changed_data:
+            calendar_services.job_calendars_changed(job=form.instance)
 
     def delete_model(self, request, obj):
         services.job_remove(job=obj)
@@ -788,6 +818,14 @@ class JobAdmin(RunsInProgressMixin, admin.ModelAdmin):
             reverse("admin:scheduling_backfill_changelist"),
             job.pk,
             _("Its backfills"),
+        )
+
+    @admin.action(description=_("Skip the next run of selected jobs"), permissions=["pause"])
+    def skip_next_runs(self, request, queryset: QuerySet[Job]):
+        done = self._each(request, queryset, calendar_services.job_skip_next)
+        self.message_user(
+            request,
+            ngettext("%(n)d next run skipped.", "%(n)d next runs skipped.", done) % {"n": done},
         )
 
     def _each(self, request, queryset: QuerySet[Job], service) -> int:
@@ -1212,6 +1250,92 @@ class JobExecutionAdmin(RunsInProgressMixin, ReadOnlyAdminMixin, admin.ModelAdmi
             url,
             execution.task_result_id,
             execution.task_result_id,
+        )
+
+
+class CalendarRuleInline(admin.StackedInline):
+    """A calendar's exclusions, edited on its page: stacked, a few fields a line, so the
+    page fits a 1366-pixel screen (a table of all nine was 1,839 pixels wide)."""
+
+    model = CalendarRule
+    extra = 1
+    fields = (
+        ("kind", "label"),
+        ("start_date", "end_date"),
+        ("weekdays", "start_time", "end_time"),
+        ("month", "day"),
+    )
+
+
+@admin.register(Calendar)
+class CalendarAdmin(admin.ModelAdmin):
+    """Exclusion calendars shared by jobs; a change reschedules the jobs that use it."""
+
+    list_display = ("name", "description", "rule_count", "job_names")
+    search_fields = ("name", "description")
+    inlines = (CalendarRuleInline,)
+
+    @admin.display(description=_("exclusions"))
+    def rule_count(self, calendar: Calendar) -> int:
+        return calendar.rules.count()
+
+    @admin.display(description=_("jobs"))
+    def job_names(self, calendar: Calendar) -> str:
+        return ", ".join(calendar.jobs.values_list("name", flat=True)[:10]) or "-"
+
+    def save_related(self, request, form, formsets, change):
+        super().save_related(request, form, formsets, change)
+        with audit_context(source="admin", actor=request.user.get_username()):
+            calendar_services.calendar_changed(calendar=form.instance)
+
+    def delete_model(self, request, obj):
+        calendar_services.calendar_remove(calendar=obj)
+
+    def delete_queryset(self, request, queryset):
+        for calendar in queryset:
+            calendar_services.calendar_remove(calendar=calendar)
+
+
+@admin.register(JobGroup)
+class JobGroupAdmin(admin.ModelAdmin):
+    """Job groups on record: who paused one, when and why; actions pause and resume a
+    whole group (permission ``scheduling.pause_job``)."""
+
+    list_display = ("name", "job_count", "paused_at", "paused_by", "pause_reason")
+    readonly_fields = ("paused_at", "paused_by", "pause_reason")
+    search_fields = ("name",)
+    actions = ("pause_groups", "resume_groups")
+
+    @admin.display(description=_("jobs"))
+    def job_count(self, group: JobGroup) -> int:
+        return Job.objects.filter(group=group.name).count()
+
+    def has_pause_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("scheduling.pause_job")
+
+    def _each(self, request, queryset, service, done_words) -> None:
+        with audit_context(source="admin", actor=request.user.get_username()):
+            for group in queryset:
+                try:
+                    jobs = service(name=group.name)
+                except ValidationError as exc:
+                    self.message_user(request, "; ".join(exc.messages), messages.ERROR)
+                else:
+                    self.message_user(request, done_words % {"name": group.name, "n": len(jobs)})
+
+    @admin.action(description=_("Pause selected groups (every job)"), permissions=["pause"])
+    def pause_groups(self, request, queryset: QuerySet[JobGroup]):
+        self._each(
+            request, queryset, group_services.group_pause, _("Group %(name)s: %(n)d job(s) paused.")
+        )
+
+    @admin.action(description=_("Resume selected groups"), permissions=["pause"])
+    def resume_groups(self, request, queryset: QuerySet[JobGroup]):
+        self._each(
+            request,
+            queryset,
+            group_services.group_resume,
+            _("Group %(name)s: %(n)d job(s) resumed."),
         )
 
 

@@ -183,8 +183,20 @@ def deadman_check(*, now: dt.datetime | None = None) -> list[str]:
             .values_list("started_at", flat=True)
             .first()
         )
+        if job.excluded_from is not None and job.excluded_from <= now:
+            continue  # inside a window its calendars exclude: no run is due
         # A job whose validity window starts later is not overdue before it starts.
         reference = last_success or max(job.created_at, job.start_at or job.created_at)
+        # Nor is one counted silent over the fire times its calendars excluded.
+        excluded = (
+            JobExecution.objects.filter(job=job, status=ExecutionStatus.SKIPPED)
+            .exclude(excluded_by="")
+            .order_by("-scheduled_at")
+            .values_list("scheduled_at", "missed_until")
+            .first()
+        )
+        if excluded is not None:
+            reference = max(reference, excluded[1] or excluded[0])
         silence = (now - reference).total_seconds()
         if silence > period + job.alert_grace:
             overdue.append(job.name)

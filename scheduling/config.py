@@ -40,7 +40,7 @@ from typing import Any
 from django.core.exceptions import ValidationError
 
 from scheduling import conf, schedules
-from scheduling.models import Job, TriggerType
+from scheduling.models import CalendarRule, Job, TriggerType
 
 FORMAT = "scheduled-jobs/v1"
 ENTRY_KEYS = {
@@ -57,7 +57,9 @@ ENTRY_KEYS = {
     "options",
 }
 REQUIRED_KEYS = ("task_id", "task_func", "trigger_type", "trigger_args")
-OPTION_KEYS = set(Job.OPTION_FIELDS) | set(Job.WINDOW_FIELDS)
+OPTION_KEYS = set(Job.OPTION_FIELDS) | set(Job.WINDOW_FIELDS) | {"calendars"}
+#: The keys of a calendar's exclusion in a file (its fields; empty ones left out).
+RULE_KEYS = CalendarRule.FIELDS
 #: APScheduler's trigger arguments for the validity window, and the options they stand for.
 APS_WINDOW_KEYS = {"start_date": "start_at", "end_date": "end_at"}
 CRON_KEYS = ("second", "minute", "hour", "day", "month", "day_of_week", "year", "week")
@@ -92,6 +94,18 @@ class JobSpec:
 
     name: str
     fields: dict[str, Any] = field(default_factory=dict)
+    #: The names of its exclusion calendars (``options.calendars``; none if left out).
+    calendars: list[str] = field(default_factory=list)
+
+
+@dataclass
+class CalendarSpec:
+    """One exclusion calendar read from a config file: its name, description and
+    exclusions (unsaved :class:`~scheduling.models.CalendarRule` rows, validated)."""
+
+    name: str
+    description: str = ""
+    rules: list[Any] = field(default_factory=list)
 
 
 def _aps_day_of_week(value: str) -> str:
@@ -310,6 +324,9 @@ def _entry_to_spec(entry: Any, where: str) -> tuple[JobSpec | None, list[str]]:
     trigger_args = {k: v for k, v in trigger_args.items() if k not in APS_WINDOW_KEYS}
     if not isinstance(fields["enabled"], bool):
         return None, [f"{where}: 'enabled' must be true or false"]
+    calendars = options.get("calendars", [])
+    if not isinstance(calendars, list) or not all(isinstance(c, str) for c in calendars):
+        return None, [f"{where}: options.calendars must be a list of calendar names"]
     try:
         if fields["trigger_type"] == TriggerType.CRON:
             fields["cron_expression"] = cron_from_trigger_args(trigger_args)
@@ -338,7 +355,7 @@ def _entry_to_spec(entry: Any, where: str) -> tuple[JobSpec | None, list[str]]:
             for field_name, messages in exc.message_dict.items()
         ]
     fields["cron_expression"] = job.cron_expression
-    return JobSpec(name=name, fields=fields), []
+    return JobSpec(name=name, fields=fields, calendars=sorted(set(calendars))), []
 
 
 def _option_default(name: str) -> Any:
@@ -373,6 +390,74 @@ def _type_problems(fields: dict[str, Any]) -> list[str]:
         ):
             problems.append(f"{name}: must be a number")
     return problems
+
+
+def calendars_parse(data: Any) -> list[CalendarSpec]:
+    """The ``"calendars"`` list of a config document (absent: none), validated; raise
+    :class:`ConfigError` listing every problem, naming the calendar and the exclusion."""
+    from scheduling.models import Calendar
+
+    entries = data.get("calendars", []) if isinstance(data, dict) else []
+    if not isinstance(entries, list):
+        raise ConfigError(["'calendars' must be a list"])
+    specs, problems, seen = [], [], set()
+    for index, entry in enumerate(entries):
+        where = f"calendars[{index}]"
+        if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
+            problems.append(f"{where}: must be an object with a 'name'")
+            continue
+        where = f"{where} ({entry['name']})"
+        unknown = sorted(set(entry) - {"name", "description", "rules"})
+        problems += [f"{where}: unknown key {key!r}" for key in unknown]
+        if entry["name"] in seen:
+            problems.append(f"{where}: appears twice")
+        seen.add(entry["name"])
+        calendar = Calendar(name=entry["name"], description=entry.get("description", ""))
+        try:
+            calendar.full_clean(validate_unique=False)
+        except ValidationError as exc:
+            problems += [f"{where}: {f}: {' '.join(m)}" for f, m in exc.message_dict.items()]
+        rules = []
+        for number, item in enumerate(entry.get("rules", [])):
+            place = f"{where}: rules[{number}]"
+            if not isinstance(item, dict):
+                problems.append(f"{place}: must be an object")
+                continue
+            bad = sorted(set(item) - set(RULE_KEYS))
+            if bad:
+                problems += [f"{place}: unknown key {key!r}" for key in bad]
+                continue
+            rule = CalendarRule(**{k: v for k, v in item.items() if v is not None})
+            try:
+                rule.full_clean(exclude=["calendar"])
+            except ValidationError as exc:
+                problems += [f"{place}: {f}: {' '.join(m)}" for f, m in exc.message_dict.items()]
+                continue
+            rules.append(rule)
+        specs.append(CalendarSpec(entry["name"], calendar.description, rules))
+    if problems:
+        raise ConfigError(problems)
+    return specs
+
+
+def rule_to_entry(rule: Any) -> dict[str, Any]:
+    """One exclusion as the file writes it: its non-empty fields, dates and times ISO."""
+    entry = {}
+    for name in RULE_KEYS:
+        value = getattr(rule, name)
+        if value in (None, ""):
+            continue
+        entry[name] = value.isoformat() if hasattr(value, "isoformat") else value
+    return entry
+
+
+def calendar_to_entry(calendar: Any) -> dict[str, Any]:
+    """One calendar in the config format (the inverse of :func:`calendars_parse`)."""
+    return {
+        "name": calendar.name,
+        "description": calendar.description,
+        "rules": [rule_to_entry(rule) for rule in calendar.rules.all()],
+    }
 
 
 def config_parse(data: Any) -> list[JobSpec]:
@@ -421,8 +506,14 @@ def job_to_entry(job: Job) -> dict[str, Any]:
             "start_at": _local_iso(job, job.start_at),
             "end_at": _local_iso(job, job.end_at),
             "max_runs": job.max_runs,
+            # Only when it has some: a file of jobs without calendars stays as it was.
+            **({"calendars": names} if (names := _calendar_names(job)) else {}),
         },
     }
+
+
+def _calendar_names(job: Job) -> list[str]:
+    return sorted(calendar.name for calendar in job.calendars.all())
 
 
 def _local_iso(job: Job, moment: dt.datetime | None) -> str | None:

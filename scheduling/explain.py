@@ -17,6 +17,7 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
+from scheduling import calendars, schedules
 from scheduling.models import (
     IN_PROGRESS_STATUSES,
     STOPPED_STATUSES,
@@ -43,6 +44,8 @@ RAN, MISSED, SKIPPED, RUNNING, WAITING, STOPPED, SENT, NOT_SENT, PAUSED, NO_RECO
     "no_record",
     "due",
 )
+#: A fire time an exclusion calendar (or a skip next run) removed.
+EXCLUDED = "excluded"
 #: How the admin names each fate.
 FATE_LABELS = {
     RAN: gettext_lazy("ran"),
@@ -56,6 +59,7 @@ FATE_LABELS = {
     PAUSED: gettext_lazy("paused"),
     NO_RECORD: gettext_lazy("no record"),
     DUE: gettext_lazy("due"),
+    EXCLUDED: gettext_lazy("excluded"),
 }
 #: At most this many fire times of the schedule are walked to list the recent ones.
 WALK_LIMIT = 10_000
@@ -132,7 +136,17 @@ def _recent(job: Job, count: int, since: dt.datetime, now: dt.datetime) -> list[
             trigger__in=[ExecutionTrigger.SCHEDULE, ExecutionTrigger.BACKFILL],
         )
         .order_by("-scheduled_at", "-pk")
-        .only("pk", "scheduled_at", "status", "reason", "exception", "attempt")[: count * 4]
+        .only(
+            "pk",
+            "scheduled_at",
+            "status",
+            "reason",
+            "exception",
+            "attempt",
+            "excluded_by",
+            "missed_count",
+            "missed_until",
+        )[: count * 4]
     ):
         runs.setdefault(run.scheduled_at, run)
     times = set(_scheduled_times(job, since, now, count)) | set(runs)
@@ -145,7 +159,15 @@ def _recent(job: Job, count: int, since: dt.datetime, now: dt.datetime) -> list[
     summaries = list(
         JobExecution.objects.filter(
             job=job, missed_until__isnull=False, missed_until__gte=since, scheduled_at__lte=now
-        ).only("pk", "scheduled_at", "missed_until", "missed_count", "status", "reason")
+        ).only(
+            "pk",
+            "scheduled_at",
+            "missed_until",
+            "missed_count",
+            "status",
+            "reason",
+            "excluded_by",
+        )
     )
     pauses = _pause_periods(job, since, now)
     not_sent = None
@@ -155,6 +177,8 @@ def _recent(job: Job, count: int, since: dt.datetime, now: dt.datetime) -> list[
         summary = next((row for row in summaries if row.covers(moment)), None)
         if run is not None:
             fates.append(_run_fate(moment, run))
+        elif summary is not None and summary.excluded_by:
+            fates.append(Fate(moment, EXCLUDED, summary.reason, summary.status, summary.pk))
         elif summary is not None:
             detail = _("one of %(count)d fire times missed from %(first)s to %(last)s: %(why)s") % {
                 "count": summary.missed_count,
@@ -199,6 +223,15 @@ def _run_fate(moment: dt.datetime, run: JobExecution) -> Fate:
         return Fate(moment, WAITING, run.reason, run.status, run.pk)
     if run.status in STOPPED_STATUSES:
         return Fate(moment, STOPPED, run.reason, run.status, run.pk)
+    if run.excluded_by:
+        detail = run.reason
+        if run.missed_count:
+            detail = _("%(count)d fire times to %(last)s: %(why)s") % {
+                "count": run.missed_count,
+                "last": run.missed_until.isoformat(),
+                "why": run.reason,
+            }
+        return Fate(moment, EXCLUDED, detail, run.status, run.pk)
     if run.status in ("missed", "skipped"):
         fate = MISSED if run.status == "missed" else SKIPPED
         return Fate(moment, fate, run.reason, run.status, run.pk)
@@ -267,4 +300,18 @@ def _upcoming(job: Job, count: int, now: dt.datetime) -> list[Fate]:
         detail = _("After the resume at %(when)s.") % {"when": after.isoformat()} if after else ""
         fates.append(Fate(moment, DUE, detail))
         moment = trigger.next_after(moment)
+    inner = trigger.trigger if isinstance(trigger, schedules.Window) else trigger
+    if fates and isinstance(inner, calendars.Excluding):
+        # The excluded windows among them: the first fire time of each, and how many.
+        start = max(after or now, now)
+        for why, first, last, number in inner.excluded_spans(start, fates[-1].scheduled_at):
+            words = why.words()
+            if number > 1:
+                words = _("%(count)d fire times to %(last)s: %(why)s") % {
+                    "count": number,
+                    "last": last.isoformat(),
+                    "why": words,
+                }
+            fates.append(Fate(first, EXCLUDED, words))
+        fates.sort(key=lambda fate: fate.scheduled_at)
     return fates

@@ -13,6 +13,7 @@ from django.utils.translation import get_language
 from django.utils.translation import gettext_lazy as _
 from django_celery_results.models import TaskResult
 
+from scheduling import calendars as exclusions
 from scheduling import conf, registry, schedules, webhooks
 
 
@@ -163,6 +164,185 @@ class ExecutionTrigger(models.TextChoices):
     MANUAL = "manual", _("Manual")
     RERUN = "rerun", _("Re-run")
     BACKFILL = "backfill", _("Backfill")
+
+
+class JobGroup(models.Model):
+    """A group of jobs (the jobs whose ``group`` is its name), paused and resumed as a
+    whole: the row keeps who paused it, when and why."""
+
+    name = models.CharField(_("name"), max_length=100, unique=True)
+    paused_at = models.DateTimeField(_("paused at"), null=True, blank=True, editable=False)
+    paused_by = models.CharField(_("paused by"), max_length=150, blank=True, editable=False)
+    pause_reason = models.CharField(_("pause reason"), max_length=300, blank=True, editable=False)
+
+    class Meta:
+        verbose_name = _("job group")
+        verbose_name_plural = _("job groups")
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def paused(self) -> bool:
+        return self.paused_at is not None
+
+    def job_pause_reason(self) -> str:
+        """The pause reason its jobs carry while the group pause holds them: how a resume
+        of the group knows which jobs it paused (those paused before keep their own)."""
+        words = f"Group {self.name} paused by {self.paused_by or 'an operator'}"
+        return f"{words}: {self.pause_reason}" if self.pause_reason else words
+
+
+class CalendarRuleKind(models.TextChoices):
+    """What one exclusion of a calendar covers (see :mod:`scheduling.calendars`)."""
+
+    DATE = "date", _("date")
+    RANGE = "range", _("date range")
+    WEEKLY = "weekly", _("weekly")
+    YEARLY = "yearly", _("every year")
+
+
+calendar_name_validator = RegexValidator(
+    r"^[A-Za-z0-9_.-]+$", _("Use letters, digits and . _ - only in a calendar name.")
+)
+
+
+class Calendar(models.Model):
+    """A named exclusion calendar (Quartz's): fire times its rules cover do not run, for
+    every job that names it. Its dates are read in each job's own timezone."""
+
+    name = models.CharField(
+        _("name"), max_length=100, unique=True, validators=[calendar_name_validator]
+    )
+    description = models.TextField(_("description"), blank=True)
+    created_at = models.DateTimeField(_("created"), auto_now_add=True)
+    updated_at = models.DateTimeField(_("updated"), auto_now=True)
+
+    class Meta:
+        verbose_name = _("exclusion calendar")
+        verbose_name_plural = _("exclusion calendars")
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def clean(self) -> None:
+        if self.name == exclusions.SKIP_NEXT:
+            raise ValidationError(
+                {"name": _("'%(name)s' is reserved for skip next run.") % {"name": self.name}}
+            )
+
+
+class CalendarRule(models.Model):
+    """One exclusion of a calendar: a date, a date range, weekly days (optionally a time
+    window on them) or a yearly date; on the wall clock of the job's timezone."""
+
+    calendar = models.ForeignKey(
+        Calendar, verbose_name=_("calendar"), on_delete=models.CASCADE, related_name="rules"
+    )
+    kind = models.CharField(_("kind"), max_length=10, choices=CalendarRuleKind.choices)
+    start_date = models.DateField(
+        _("date"), null=True, blank=True, help_text=_("The date, or a range's first day.")
+    )
+    end_date = models.DateField(
+        _("last date"), null=True, blank=True, help_text=_("A range's last day (included).")
+    )
+    weekdays = models.CharField(
+        _("weekdays"), max_length=40, blank=True, help_text=_("Weekly: e.g. SAT,SUN or MON-FRI.")
+    )
+    start_time = models.TimeField(
+        _("from"), null=True, blank=True, help_text=_("Weekly: from this time (empty: 00:00).")
+    )
+    end_time = models.TimeField(
+        _("until"), null=True, blank=True, help_text=_("Weekly: until this time (empty: 24:00).")
+    )
+    month = models.PositiveSmallIntegerField(
+        _("month"), null=True, blank=True, validators=[MinValueValidator(1), MaxValueValidator(12)]
+    )
+    day = models.PositiveSmallIntegerField(
+        _("day"), null=True, blank=True, validators=[MinValueValidator(1), MaxValueValidator(31)]
+    )
+    label = models.CharField(_("label"), max_length=200, blank=True)
+
+    #: What defines an exclusion: the admin's columns and a config file's keys.
+    FIELDS = (
+        "kind",
+        "start_date",
+        "end_date",
+        "weekdays",
+        "start_time",
+        "end_time",
+        "month",
+        "day",
+        "label",
+    )
+
+    class Meta:
+        verbose_name = _("exclusion")
+        verbose_name_plural = _("exclusions")
+        ordering = ["kind", "start_date", "month", "day", "pk"]
+
+    def __str__(self) -> str:
+        try:
+            return self.as_rule().describe()
+        except (ValueError, TypeError):
+            return self.kind
+
+    def as_rule(self) -> exclusions.Rule:
+        """The rule :mod:`scheduling.calendars` evaluates."""
+        return exclusions.Rule(
+            calendar=self.calendar.name,
+            kind=self.kind,
+            start=self.start_date,
+            end=self.end_date,
+            weekdays=exclusions.parse_weekdays(self.weekdays) if self.weekdays else (),
+            start_time=self.start_time,
+            end_time=self.end_time,
+            month=self.month,
+            day=self.day,
+            label=self.label,
+        )
+
+    def clean(self) -> None:
+        need = {
+            CalendarRuleKind.DATE: ["start_date"],
+            CalendarRuleKind.RANGE: ["start_date", "end_date"],
+            CalendarRuleKind.WEEKLY: ["weekdays"],
+            CalendarRuleKind.YEARLY: ["month", "day"],
+        }.get(self.kind, [])
+        errors = {
+            name: _("Required for this kind of exclusion.")
+            for name in need
+            if getattr(self, name) in (None, "")
+        }
+        if self.kind == CalendarRuleKind.WEEKLY and self.weekdays:
+            try:
+                self.weekdays = exclusions.weekday_names(exclusions.parse_weekdays(self.weekdays))
+            except ValueError as exc:
+                errors["weekdays"] = str(exc)
+        if (
+            self.kind == CalendarRuleKind.RANGE
+            and self.start_date
+            and self.end_date
+            and self.end_date < self.start_date
+        ):
+            errors["end_date"] = _("The last date is before the first.")
+        if (
+            self.start_time is not None
+            and self.end_time is not None
+            and self.end_time <= self.start_time
+        ):
+            errors["end_time"] = _(
+                "The window ends before it starts; a window across midnight is two rules."
+            )
+        if self.kind == CalendarRuleKind.YEARLY and self.month and self.day:
+            try:
+                dt.date(2024, self.month, self.day)  # a leap year: 02-29 is allowed
+            except ValueError:
+                errors["day"] = _("There is no such day in that month.")
+        if errors:
+            raise ValidationError(errors)
 
 
 class Job(models.Model):
@@ -560,6 +740,39 @@ class Job(models.Model):
     consecutive_failures = models.PositiveIntegerField(
         _("failures in a row"), default=0, editable=False
     )
+    calendars = models.ManyToManyField(
+        Calendar,
+        verbose_name=_("exclusion calendars"),
+        blank=True,
+        related_name="jobs",
+        help_text=_(
+            "Fire times these calendars exclude do not run (recorded as skipped); their "
+            "dates are read in the job's timezone."
+        ),
+    )
+    has_calendars = models.BooleanField(
+        _("has calendars"),
+        default=False,
+        editable=False,
+        help_text=_("Whether the job names any calendar: beat reads calendars only then."),
+    )
+    skip_at = models.DateTimeField(
+        _("skip the run at"),
+        null=True,
+        blank=True,
+        editable=False,
+        help_text=_("A one-off exclusion (skip next run): removed once it has passed."),
+    )
+    excluded_from = models.DateTimeField(
+        _("excluded from"),
+        null=True,
+        blank=True,
+        editable=False,
+        help_text=_(
+            "Fire times from this one up to the next run are excluded (calendars); beat "
+            "records them as skipped once they have passed."
+        ),
+    )
     created_at = models.DateTimeField(_("created"), auto_now_add=True)
     updated_at = models.DateTimeField(_("updated"), auto_now=True)
 
@@ -623,13 +836,49 @@ class Job(models.Model):
             return schedules.DateTrigger(self.run_at)
         raise ValueError(f"Unknown trigger type {self.trigger_type!r}.")
 
-    def trigger(self) -> schedules.Trigger:
-        """The job's fire times: its trigger (:meth:`plain_trigger`) within its validity
-        window (``start_at``, ``end_at``); ``ValueError`` when the fields are invalid."""
+    def trigger(self, *, excluding: bool = True) -> schedules.Trigger:
+        """The job's fire times: its trigger (:meth:`plain_trigger`) less what its
+        calendars and its skip next run exclude (unless ``excluding`` is false), within
+        its validity window (``start_at``, ``end_at``); ``ValueError`` when the fields are
+        invalid."""
         plain = self.plain_trigger()
+        if excluding:
+            rules = self.exclusion_rules()
+            if rules or self.skip_at is not None:
+                plain = exclusions.Excluding(plain, rules, self.timezone, self.skip_at)
         if self.start_at is None and self.end_at is None:
             return plain
         return schedules.Window(plain, start=self.start_at, end=self.end_at)
+
+    def exclusion_rules(self) -> tuple[exclusions.Rule, ...]:
+        """The rules of the job's calendars (none for an unsaved job, unless a form set
+        ``pending_calendars``); no query for a job without calendars (``has_calendars``),
+        and none when ``calendars__rules`` were prefetched."""
+        chosen = getattr(self, "pending_calendars", None)
+        if chosen is None:
+            if self.pk is None or not self.has_calendars:
+                return ()
+            chosen = self.calendars.all()
+        return tuple(rule.as_rule() for calendar in chosen for rule in calendar.rules.all())
+
+    def set_next_run_after(self, moment: dt.datetime) -> None:
+        """Make the first fire time after ``moment`` the next run, and remember where
+        excluded fire times before it begin (``excluded_from``), for beat to record."""
+        following = self.compute_next_run(moment)
+        self.set_next_run(following)
+        self.note_excluded(moment, following)
+
+    def note_excluded(self, after: dt.datetime, following: dt.datetime | None) -> None:
+        """Keep ``excluded_from``: the first fire time after ``after`` when exclusions
+        removed it (it comes before ``following``); a span pending already is kept."""
+        if self.excluded_from is not None or (self.skip_at is None and not self.exclusion_rules()):
+            return
+        try:
+            raw = self.trigger(excluding=False).next_after(after)
+        except ValueError:
+            return
+        if raw is not None and (following is None or raw < following):
+            self.excluded_from = raw
 
     @property
     def runs_remaining(self) -> int | None:
@@ -900,6 +1149,12 @@ class JobExecution(models.Model):
         ),
     )
     jitter = models.FloatField(_("jitter (s)"), null=True, blank=True)
+    excluded_by = models.CharField(
+        _("excluded by"),
+        max_length=100,
+        blank=True,
+        help_text=_("The calendar that excluded these fire times (skip-next: a skip next run)."),
+    )
     missed_until = models.DateTimeField(
         _("missed until"),
         null=True,

@@ -72,7 +72,7 @@ from typing import Any
 
 from celery import signals as celery_signals
 from django.db import DatabaseError, InterfaceError, OperationalError, connection, transaction
-from django.db.models import DurationField, ExpressionWrapper, F, Q
+from django.db.models import DurationField, ExpressionWrapper, F, Q, prefetch_related_objects
 from django.db.models.functions import Now
 from django.utils import timezone
 from django_celery_beat.schedulers import DatabaseScheduler
@@ -614,6 +614,11 @@ class JobScheduler(DatabaseScheduler):
                 self._send_in_batches(
                     jobs, plans, handled, sent, ends, (i for i, p in enumerate(plans) if p)
                 )
+                # The calendars of the jobs that have some, for what follows (no query when
+                # none has: ``has_calendars``).
+                prefetch_related_objects(
+                    [job for job in jobs if job.has_calendars], "calendars__rules"
+                )
                 late = [i for i, plan in enumerate(plans) if plan is None]
                 for index in late:
                     plans[index] = self._plan(jobs[index], now)
@@ -635,6 +640,8 @@ class JobScheduler(DatabaseScheduler):
                     "scheduled_run_count",
                     "missed_from",
                     "missed_before",
+                    "excluded_from",
+                    "skip_at",
                 ],
             )
             # The ledger, in the same transaction: a rolled back pass sends its runs again
@@ -851,6 +858,7 @@ class JobScheduler(DatabaseScheduler):
                 self._stop(job, exc)
                 job.set_next_run(None)
                 return
+        self._record_excluded(job, plan)
         finished = job.finished_reason(plan.following)
         if finished is not None:
             self._finish(job, finished)
@@ -864,6 +872,25 @@ class JobScheduler(DatabaseScheduler):
                 fire_times=plan.coalesced,
                 reason=f"Coalesced into the run at {plan.send.isoformat()}.",
             )
+
+    @staticmethod
+    def _record_excluded(job: Job, plan: Plan) -> None:
+        """Record the excluded fire times (calendars, skip next run) that this pass has
+        moved past as skipped, one row per excluded window (:func:`runs.
+        execution_record_excluded`), and note where those after it begin."""
+        reached = plan.send or plan.following
+        now = timezone.now()
+        if job.excluded_from is not None:
+            before = now if reached is None else min(reached, now)
+            if job.excluded_from < before:
+                runs.execution_record_excluded(job=job, first=job.excluded_from, before=before)
+                job.excluded_from = None
+                if reached is not None and reached > now:
+                    job.note_excluded(now, reached)  # the rest, once it has passed
+        if job.skip_at is not None and (reached is None or job.skip_at < reached):
+            job.skip_at = None  # a one-off exclusion, passed: removed
+        if plan.send is not None:
+            job.note_excluded(plan.send, plan.following)
 
     def _keep_missed(self, job: Job, trigger: Any, missed: Missed) -> None:
         """Store the span of fire times ``job`` missed on its row, with its following fire

@@ -152,13 +152,21 @@ def config_export(
     file keeps the stored secrets. The document holds no timestamp of its own, so
     exporting the same jobs twice gives the same file.
     """
-    from scheduling.config import FORMAT, job_to_entry
+    from scheduling.config import FORMAT, calendar_to_entry, job_to_entry
+    from scheduling.models import Calendar
 
-    entries = [job_to_entry(job) for job in Job.objects.order_by("name")]
+    entries = [
+        job_to_entry(job) for job in Job.objects.order_by("name").prefetch_related("calendars")
+    ]
     if not include_secrets:
         for entry in entries:
             entry["kwargs"] = masking.mask(entry["kwargs"])
     document: dict[str, Any] = {"format": FORMAT, "jobs": entries}
+    calendars = [
+        calendar_to_entry(calendar) for calendar in Calendar.objects.prefetch_related("rules")
+    ]
+    if calendars:  # only when there are some: a file of jobs alone stays as it was
+        document["calendars"] = calendars
     if history_days is not None:
         since = timezone.now() - dt.timedelta(days=history_days)
         document["executions"] = [
@@ -408,3 +416,32 @@ def api_key_find(*, raw: str) -> ApiKey | None:
         return None
     expected = ApiKey.hash_secret(salt=key.salt, secret=secret)
     return key if hmac.compare_digest(expected.encode(), key.key_hash.encode()) else None
+
+
+def group_list() -> list[dict[str, Any]]:
+    """Every job group (a group name some job has, or a group on record): how many jobs,
+    how many enabled, and who paused it, when and why (``None``: not paused)."""
+    from django.db.models import Count, Q
+
+    from scheduling.models import JobGroup
+
+    counts = {
+        row["group"]: row
+        for row in Job.objects.exclude(group="")
+        .values("group")
+        .annotate(jobs=Count("pk"), enabled=Count("pk", filter=Q(enabled=True)))
+    }
+    groups = {group.name: group for group in JobGroup.objects.all()}
+    rows = []
+    for name in sorted(set(counts) | set(groups)):
+        group = groups.get(name)
+        rows.append(
+            {
+                "name": name,
+                "jobs": counts.get(name, {}).get("jobs", 0),
+                "enabled": counts.get(name, {}).get("enabled", 0),
+                "paused": group.job_pause_reason() if group and group.paused else None,
+                "paused_at": group.paused_at.isoformat() if group and group.paused else None,
+            }
+        )
+    return rows

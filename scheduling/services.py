@@ -28,8 +28,15 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
-from scheduling import alerts, audit, errors, masking, registry, signals
-from scheduling.config import DEFAULT_JOBS, JobSpec, config_parse, spec_differences
+from scheduling import alerts, audit, calendar_services, errors, masking, registry, signals
+from scheduling.config import (
+    DEFAULT_JOBS,
+    ConfigError,
+    JobSpec,
+    calendars_parse,
+    config_parse,
+    spec_differences,
+)
 from scheduling.models import (
     FAILED_STATUSES,
     MAX_PRIORITY,
@@ -37,6 +44,7 @@ from scheduling.models import (
     AlertKind,
     ApiKey,
     AuditSource,
+    Calendar,
     ExecutionStatus,
     ExecutionTrigger,
     InstalledDefault,
@@ -88,7 +96,7 @@ def job_save(*, job: Job, changed: Iterable[str] | None = None) -> Job:
         job.schedule_anchor = now
     reschedule = creating or bool(changed_set & SCHEDULE_FIELDS) or job.next_run_at is None
     if reschedule:
-        job.set_next_run(job.compute_next_run(now) if job.enabled else None)
+        job_schedule_next(job=job, now=now)
     if creating:
         if not job.enabled:
             _set_pause_state(job, paused=True, reason=job.pause_reason, until=job.resume_at)
@@ -102,7 +110,7 @@ def job_save(*, job: Job, changed: Iterable[str] | None = None) -> Job:
         job.version = before.version + 1
         fields = (changed_set & EDITABLE_FIELDS) | {"version", "updated_at", "schedule_anchor"}
         if reschedule:
-            fields |= {"next_run_at", "dispatch_at"}
+            fields |= {"next_run_at", "dispatch_at", "excluded_from"}
         if before.enabled != job.enabled:
             _set_pause_state(job, paused=not job.enabled)
             fields |= {*Job.PAUSE_FIELDS, "consecutive_failures"}
@@ -119,6 +127,16 @@ def job_save(*, job: Job, changed: Iterable[str] | None = None) -> Job:
         elif diff:
             _emit(signals.job_changed, job, diff)
     return job
+
+
+def job_schedule_next(*, job: Job, now: dt.datetime) -> None:
+    """Give ``job`` its first fire time after ``now`` (none while paused), its calendars'
+    exclusions applied; excluded fire times before it are noted for beat to record."""
+    job.excluded_from = None
+    if job.enabled:
+        job.set_next_run_after(now)
+    else:
+        job.set_next_run(None)
 
 
 def _jsonable(value: Any) -> Any:
@@ -909,6 +927,18 @@ def config_import(
     other kwargs stay the same, unless ``user`` may keep secrets (``keep_secrets``).
     """
     specs = config_parse(data)
+    calendar_specs = calendars_parse(data)
+    known = {spec.name for spec in calendar_specs} | set(
+        Calendar.objects.values_list("name", flat=True)
+    )
+    unknown = [
+        f"job {spec.name!r}: options.calendars: no calendar named {name!r}"
+        for spec in specs
+        for name in spec.calendars
+        if name not in known
+    ]
+    if unknown:
+        raise ConfigError(unknown)
     report = ImportReport(dry_run=dry_run)
     outer = audit.current()
     source = outer.source if outer.source == "system" else "import"
@@ -929,6 +959,15 @@ def config_import(
             _import_permissions_check(
                 user=user, specs=specs, existing=existing, pruned=pruned, only_missing=only_missing
             )
+        if user is not None and calendar_specs and not user.has_perm("scheduling.change_calendar"):
+            raise PermissionDenied(
+                _("User %(user)r lacks the permission %(perm)r to import calendars.")
+                % {"user": user.get_username(), "perm": "scheduling.change_calendar"}
+            )
+        for calendar_spec in calendar_specs:
+            change = calendar_services.calendar_import(spec=calendar_spec)
+            if change:
+                report.diff.append(f"{change} calendar {calendar_spec.name}")
         for spec in specs:
             _import_one(
                 spec=spec, job=existing.get(spec.name), report=report, only_missing=only_missing
@@ -984,11 +1023,20 @@ def _import_one(
     *, spec: JobSpec, job: Job | None, report: ImportReport, only_missing: bool
 ) -> None:
     if job is None:
-        job_create(name=spec.name, **spec.fields)
+        job = job_create(name=spec.name, **spec.fields)
+        if spec.calendars:
+            calendar_services.job_set_calendars(job=job, names=spec.calendars)
         report.created.append(spec.name)
         report.diff.append(f"+ {spec.name}")
         return
     changes = {} if only_missing else spec_differences(job, spec)
+    calendars_before = sorted(job.calendars.values_list("name", flat=True))
+    if not only_missing and calendars_before != spec.calendars:
+        calendar_services.job_set_calendars(job=job, names=spec.calendars)
+        report.diff.append(f"~ {spec.name}: calendars: {calendars_before!r} -> {spec.calendars!r}")
+        if not changes:
+            report.updated.append(spec.name)
+            return
     if not changes:
         report.unchanged.append(spec.name)
         return

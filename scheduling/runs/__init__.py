@@ -29,6 +29,7 @@ from scheduling.runs.records import (
     NOT_RUN,
     covered_by_summary,
     execution_reap_lost,
+    execution_record_excluded,
     execution_record_missed,
     execution_record_missed_summaries,
 )
@@ -51,6 +52,7 @@ __all__ = [
     "execution_mark_timed_out",
     "execution_promote_waiting",
     "execution_reap_lost",
+    "execution_record_excluded",
     "execution_record_missed",
     "execution_record_missed_summaries",
     "execution_run",

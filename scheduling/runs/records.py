@@ -14,11 +14,13 @@ from django.db.models import F
 from django.utils import timezone
 
 from scheduling import sql, stats
+from scheduling.calendars import Excluding
 from scheduling.models import ExecutionStatus, ExecutionTrigger, Job, JobExecution
 from scheduling.runs import rules
 from scheduling.runs.events import announce
 from scheduling.runs.lease import db_now
 from scheduling.runs.rules import Missed, missed_span
+from scheduling.schedules import Window
 from scheduling.task_results import TaskMessage, task_result_record
 
 logger = logging.getLogger(__name__)
@@ -189,6 +191,53 @@ def execution_record_missed_summaries(
             new[0].job_name,
             reason.format(grace=new[0].job.misfire_grace_time),
         )
+    return new
+
+
+def execution_record_excluded(
+    *, job: Job, first: dt.datetime, before: dt.datetime
+) -> list[JobExecution]:
+    """Record the fire times of ``job`` its exclusions removed, from ``first`` up to (not
+    including) ``before``, as **skipped**, naming the calendar (``excluded_by``): one row
+    per excluded window, a summary (``missed_until``, ``missed_count``) when it holds more
+    than one fire time, so a job firing every second excluded all weekend writes one row,
+    not 172,800. A fire time already on record keeps its row. In the caller's transaction."""
+    try:
+        trigger = job.trigger()
+    except ValueError:
+        return []
+    inner = trigger.trigger if isinstance(trigger, Window) else trigger
+    if not isinstance(inner, Excluding):
+        return []
+    now = timezone.now()
+    new = [
+        fire_time_row(
+            job,
+            ExecutionStatus.SKIPPED,
+            why.words(),
+            now,
+            trigger=ExecutionTrigger.SCHEDULE,
+            scheduled_at=fire,
+            missed_until=last if count > 1 else None,
+            missed_count=count if count > 1 else None,
+            excluded_by=why.calendar,
+            finished_at=now,
+        )
+        for why, fire, last, count in inner.excluded_spans(first, before)
+    ]
+    if not new:
+        return []
+    with transaction.atomic():
+        JobExecution.objects.bulk_create(new, ignore_conflicts=True)
+        stats.stats_record_many(executions=new)
+        for execution in new:
+            announce(execution)
+    logger.info(
+        "Job %s: %d fire time(s) excluded (%s)",
+        job.name,
+        sum(row.missed_count or 1 for row in new),
+        ", ".join(sorted({row.excluded_by for row in new})),
+    )
     return new
 
 

@@ -14,15 +14,27 @@ from typing import Any
 
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.management.base import BaseCommand, CommandError
+from django.db import transaction
 from django.utils import timezone
 
-from scheduling import backfills, errors, explain, masking, schedules, selectors, services
+from scheduling import (
+    backfills,
+    calendar_services,
+    errors,
+    explain,
+    group_services,
+    masking,
+    schedules,
+    selectors,
+    services,
+)
 from scheduling.audit import audit_context
 from scheduling.models import (
     UNFINISHED_STATUSES,
     ApiKey,
     Backfill,
     BackfillReprocess,
+    Calendar,
     Job,
     JobExecution,
     OverlapPolicy,
@@ -91,6 +103,22 @@ EXAMPLES = {
         "  manage.py jobs import jobs.json --prune   # also removes jobs not in the file"
     ),
     "install-defaults": "  manage.py jobs install-defaults",
+    "skip-next": "  manage.py jobs skip-next report   # its next fire time does not run, once",
+    "group": (
+        "  manage.py jobs group list\n"
+        "  manage.py jobs group pause reports --reason 'warehouse migration'\n"
+        "  manage.py jobs group resume reports"
+    ),
+    "calendar": (
+        "  manage.py jobs calendar add holidays --date 2026-12-25 --range 2027-02-11..2027-02-17\n"
+        "  manage.py jobs calendar add weekend --weekly SAT,SUN\n"
+        "  manage.py jobs calendar add nights --weekly 'MON 00:00-06:00' --yearly 10-01\n"
+        "  manage.py jobs calendar add cn-holidays --ics holidays.ics\n"
+        "  manage.py jobs calendar list --json\n"
+        "  manage.py jobs calendar show holidays\n"
+        "  manage.py jobs calendar remove holidays\n"
+        "  manage.py jobs modify report --calendar holidays --calendar weekend   # '' for none"
+    ),
     "stats": (
         "  manage.py jobs stats --window day\n"
         "  manage.py jobs stats nightly --window week --json\n"
@@ -156,7 +184,13 @@ PERMISSIONS = {
     # With --disable-originals also django_celery_beat.change_periodictask.
     "adopt-beat": "add_job",
     "api-key": "view_apikey",  # per api-key action: API_KEY_PERMISSIONS
+    "skip-next": "pause_job",
+    "group": "pause_job",
+    # list and show; add needs add_calendar (change_calendar to extend one), remove
+    # delete_calendar (checked in the action).
+    "calendar": "view_calendar",
 }
+CALENDAR_PERMISSIONS = {"add": "add_calendar", "remove": "delete_calendar"}
 
 
 def _json_arg(value: str, option: str) -> Any:
@@ -260,6 +294,8 @@ class Command(BaseCommand):
                 "adopt-beat",
                 "rerun",
                 "backfill-cancel",
+                "calendar",
+                "group",
             }:
                 p.add_argument("job", help="job name or id")
             if name not in {"pause", "resume", "remove"}:
@@ -330,6 +366,13 @@ class Command(BaseCommand):
                 "finished (disabled)",
             )
             _add_generated_options(p)
+            p.add_argument(
+                "--calendar",
+                action="append",
+                dest="calendars",
+                help="exclusion calendar (repeat for several; '' for none): its dates, in the "
+                "job's timezone, do not run",
+            )
             if name == "add":
                 p.add_argument("--paused", action="store_true", help="create it paused")
         p = action("pause", "Pause a job: it keeps its definition but does not fire.")
@@ -424,6 +467,30 @@ class Command(BaseCommand):
         importing.add_argument("file", help="JSON file ('-' for stdin)")
         importing.add_argument("--prune", action="store_true", help="remove jobs not in the file")
         action("install-defaults", "Install the default maintenance jobs that are missing.")
+        action("skip-next", "Skip the job's next run, once: it is recorded as skipped.")
+        p = action(
+            "group",
+            "Job groups as a whole: list them, pause every job of one, resume the jobs its "
+            "pause paused.",
+        )
+        p.add_argument("op", choices=["list", "pause", "resume"])
+        p.add_argument("name", nargs="?", help="group name (the jobs' --group)")
+        p.add_argument("--reason", default="", help="why (kept on the group and its jobs)")
+        p = action(
+            "calendar",
+            "Exclusion calendars: add (creates one, or adds to it), list, show, remove. Dates "
+            "are read in the timezone of each job that uses the calendar.",
+        )
+        p.add_argument("op", choices=["add", "list", "show", "remove"])
+        p.add_argument("name", nargs="?", help="calendar name")
+        p.add_argument("--date", action="append", default=[], help="YYYY-MM-DD (repeatable)")
+        p.add_argument("--range", action="append", default=[], help="A..B, both included")
+        p.add_argument(
+            "--weekly", action="append", default=[], help="DAYS [HH:MM-HH:MM], e.g. SAT,SUN"
+        )
+        p.add_argument("--yearly", action="append", default=[], help="MM-DD, every year")
+        p.add_argument("--ics", help="iCalendar (.ics) file of holidays")
+        p.add_argument("--description")
         for name, text in (
             ("stats", "Run statistics per job: runs, success rate, min/avg/max, p50/p95/p99."),
             ("slow", "Jobs whose average duration is over their threshold, slowest first."),
@@ -519,6 +586,10 @@ class Command(BaseCommand):
         else:
             self.stdout.write(text)
 
+    def _emit_table(self, rows: list[dict], header: str, line: Any) -> None:
+        """``rows`` as JSON, or as a text table: ``header``, then ``line(row)`` for each."""
+        self.emit(rows, "\n".join([header, *(line(row) for row in rows)]))
+
     def _job(self, ident: str) -> Job:
         return selectors.job_get(ident=ident)
 
@@ -538,6 +609,9 @@ class Command(BaseCommand):
         found = self._job(job)
         status = selectors.job_status(job=found)
         status["upcoming"] = [t.isoformat() for t in selectors.job_upcoming_runs(job=found)]
+        status["calendars"] = sorted(found.calendars.values_list("name", flat=True))
+        status["excluded"] = calendar_services.job_excluded_upcoming(job=found)
+        status["skip_at"] = found.skip_at.isoformat() if found.skip_at else None
         status["waiting"] = [
             self._execution(run) for run in selectors.execution_waiting_list(job=found)
         ]
@@ -602,6 +676,7 @@ class Command(BaseCommand):
                 fields[name] = _option_arg(name, options[name])
         return fields
 
+    @transaction.atomic
     def do_add(self, job: str, **options):
         fields = self._common_fields(options)
         task = fields.pop("task")
@@ -617,6 +692,8 @@ class Command(BaseCommand):
             created = services.job_create(
                 name=job, task=task, **self._trigger_fields(options, tz_name), **fields
             )
+        if options.get("calendars"):
+            calendar_services.job_set_calendars(job=created, names=options["calendars"])
         status = selectors.job_status(job=created)
         self.emit(
             status,
@@ -630,9 +707,13 @@ class Command(BaseCommand):
         tz_name = fields.get("timezone") or found.timezone
         fields.update(self._trigger_fields(options, tz_name))
         fields.update(self._window_fields(options, tz_name))
-        if not fields:
+        if not fields and options.get("calendars") is None:
             raise CommandError("nothing to change: give a trigger, --args, --kwargs or an option")
-        services.job_update(job=found, **fields)
+        with transaction.atomic():
+            if fields:
+                services.job_update(job=found, **fields)
+            if options.get("calendars") is not None:
+                calendar_services.job_set_calendars(job=found, names=options["calendars"])
         status = selectors.job_status(job=found)
         self.emit(status, f"Modified job {found.name}; next run {status['next_run_time'] or '-'}")
 
@@ -647,6 +728,119 @@ class Command(BaseCommand):
                 if found.resume_at
                 else ""
             )
+        )
+
+    def do_skip_next(self, job: str, **_):
+        found = self._job(job)
+        skipped = calendar_services.job_skip_next(job=found)
+        tz = schedules.get_timezone(found.timezone)
+        data = {
+            "job": found.name,
+            "skipped": skipped.astimezone(tz).isoformat(),
+            "next_run_time": found.next_run_at.astimezone(tz).isoformat()
+            if found.next_run_at
+            else None,
+        }
+        self.emit(
+            data,
+            f"Skipping the run of {found.name} at {data['skipped']}; next run {data['next_run_time'] or '-'}",
+        )
+
+    def do_group(self, op: str, name: str | None = None, reason: str = "", **_):
+        if op == "list":
+            self._emit_table(
+                selectors.group_list(),
+                f"{'GROUP':<24} {'JOBS':>4} {'ON':>4}  PAUSED",
+                lambda row: (
+                    f"{row['name'][:24]:<24} {row['jobs']:>4} {row['enabled']:>4}  "
+                    f"{row['paused'] or '-'}"
+                ),
+            )
+            return
+        if not name:
+            raise CommandError(f"group {op}: give the group's name")
+        if op == "pause":
+            jobs = group_services.group_pause(name=name, reason=reason)
+            words = "Paused group"
+        else:
+            jobs = group_services.group_resume(name=name)
+            words = "Resumed group"
+        names = [job.name for job in jobs]
+        self.emit(
+            {"group": name, "jobs": names},
+            f"{words} {name}: {len(names)} job(s){': ' + ', '.join(names) if names else ''}",
+        )
+
+    def do_calendar(self, op: str, name: str | None = None, **options):
+        if self.user is not None and op in CALENDAR_PERMISSIONS:
+            self._check_permission(self.user.get_username(), "calendar", CALENDAR_PERMISSIONS[op])
+        if op == "list":
+            rows = [
+                {
+                    "name": calendar.name,
+                    "description": calendar.description,
+                    "rules": calendar.rules.count(),
+                    "jobs": sorted(calendar.jobs.values_list("name", flat=True)),
+                }
+                for calendar in Calendar.objects.all()
+            ]
+            self._emit_table(
+                rows,
+                f"{'NAME':<24} {'RULES':>5}  JOBS",
+                lambda row: (
+                    f"{row['name'][:24]:<24} {row['rules']:>5}  {', '.join(row['jobs']) or '-'}"
+                ),
+            )
+            return
+        if not name:
+            raise CommandError(f"calendar {op}: give the calendar's name")
+        if op == "add":
+            ics = None
+            if options.get("ics"):
+                try:
+                    with open(options["ics"], "rb") as handle:
+                        ics = handle.read()
+                except OSError as exc:
+                    raise CommandError(f"--ics {options['ics']}: {exc.strerror}") from None
+            rules = calendar_services.rules_parse(
+                dates=options["date"],
+                ranges=options["range"],
+                weekly=options["weekly"],
+                yearly=options["yearly"],
+                ics=ics,
+            )
+            if not rules and options.get("description") is None:
+                raise CommandError(
+                    "calendar add: give what it excludes (--date, --range, --weekly, --yearly "
+                    "or --ics)"
+                )
+            calendar = calendar_services.calendar_add(
+                name=name, description=options.get("description"), rules=rules
+            )
+            self.emit(
+                {"name": calendar.name, "added": len(rules)},
+                f"Calendar {calendar.name}: added {len(rules)} exclusion(s)",
+            )
+            return
+        calendar = Calendar.objects.filter(name=name).first()
+        if calendar is None:
+            raise CommandError(f"No calendar named {name!r}.")
+        if op == "remove":
+            calendar_services.calendar_remove(calendar=calendar)
+            self.stdout.write(f"Removed calendar {name}")
+            return
+        data = {
+            "name": calendar.name,
+            "description": calendar.description,
+            "rules": [rule.as_rule().describe() for rule in calendar.rules.all()],
+            "jobs": sorted(calendar.jobs.values_list("name", flat=True)),
+        }
+        self.emit(
+            data,
+            "\n".join(
+                [f"calendar: {calendar.name}", f"jobs: {', '.join(data['jobs']) or '-'}"]
+                + [f"  {rule}" for rule in data["rules"]]
+            ),
         )
 
     def do_resume(self, job: str, **_):
