@@ -59,6 +59,24 @@ def request_key(request) -> ApiKey | None:
     return request.auth if isinstance(request.auth, ApiKey) else None
 
 
+class _KeyAsUser:
+    """A key where a service asks whether its caller may keep a job's stored secrets while
+    other arguments change: only with the edit privilege, as an update of the job needs."""
+
+    def __init__(self, key: ApiKey) -> None:
+        self.key = key
+
+    def has_perm(self, permission: str) -> bool:
+        return permission == "scheduling.keep_secrets" and "edit" in self.key.privileges
+
+
+def secret_keeper(request) -> Any:
+    """The caller as a service's ``user`` (``services.job_run_now``): the session's user,
+    or the key as :class:`_KeyAsUser`."""
+    key = request_key(request)
+    return _KeyAsUser(key) if key is not None else request.user
+
+
 def actor(request) -> str:
     """Who the audit trail names: the key's name, or the session's user."""
     key = request_key(request)

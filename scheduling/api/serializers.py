@@ -13,7 +13,14 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from scheduling import masking, schedules
-from scheduling.models import ExecutionStatus, ExecutionTrigger, Job, JobExecution, OverlapPolicy
+from scheduling.models import (
+    BackfillReprocess,
+    ExecutionStatus,
+    ExecutionTrigger,
+    Job,
+    JobExecution,
+    OverlapPolicy,
+)
 
 MOMENT_FIELDS = ("run_at", "start_at", "end_at")
 
@@ -125,12 +132,31 @@ class PauseSerializer(serializers.Serializer):
 
 
 class RunNowSerializer(serializers.Serializer):
-    """A manual run's overrides. ``kwargs`` and ``logical_at`` join here once
-    ``services.job_run_now`` takes them."""
+    """A manual run's overrides, each for this run only: the overlap policy, keyword
+    arguments over the job's (a key given replaces the job's), and the logical time the run
+    sees as its scheduled time (in the job's timezone unless it has an offset)."""
 
     overlap = serializers.ChoiceField(
         choices=OverlapPolicy.choices, required=False, allow_null=True, default=None
     )
+    kwargs = serializers.JSONField(required=False, allow_null=True, default=None)
+    logical_at = MomentField(required=False, allow_null=True, default=None)
+
+
+class BackfillSerializer(serializers.Serializer):
+    """A backfill's range and choices (as ``jobs backfill``): ``start`` inclusive, ``end``
+    exclusive, read in ``timezone`` (default the job's) unless they carry an offset."""
+
+    start = MomentField()
+    end = MomentField()
+    timezone = serializers.CharField(required=False, allow_null=True, default=None)
+    reprocess = serializers.ChoiceField(
+        choices=BackfillReprocess.choices, required=False, default=BackfillReprocess.MISSING
+    )
+    overlap = serializers.ChoiceField(
+        choices=OverlapPolicy.choices, required=False, allow_null=True, default=None
+    )
+    dry_run = serializers.BooleanField(required=False, default=False)
 
 
 class RunStartedSerializer(serializers.Serializer):

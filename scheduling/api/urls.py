@@ -1,5 +1,5 @@
 """Routes of the API under ``/api/v1/``: jobs, executions, statistics, upcoming runs,
-health, the OpenAPI schema and its interactive docs (served from this server)."""
+backfills, health, the OpenAPI schema and its interactive docs (served from this server)."""
 
 from django.urls import path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
@@ -12,6 +12,7 @@ assert schema.ApiKeyScheme  # registers the security schemes with drf-spectacula
 router = SimpleRouter()
 router.register("jobs", views.JobViewSet, basename="api-job")
 router.register("executions", views.ExecutionViewSet, basename="api-execution")
+router.register("backfills", views.BackfillViewSet, basename="api-backfill")
 
 urlpatterns = [
     path("statistics/", views.StatisticsView.as_view(), name="api-statistics"),

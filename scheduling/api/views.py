@@ -3,8 +3,6 @@
 Each view's ``access`` table names, per action, the API key privilege and the Django
 permission it needs (:mod:`scheduling.api.auth`). Every write runs inside an audit
 context naming the key (or the session's user), so the audit trail shows who did it.
-Re-run and backfill join :class:`JobViewSet` and :class:`ExecutionViewSet` as actions
-once ``services.execution_rerun`` and ``services.job_backfill`` exist.
 """
 
 import datetime as dt
@@ -24,9 +22,10 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 from rest_framework.views import exception_handler as drf_exception_handler
 
-from scheduling import audit, maintenance, masking, schedules, selectors, services
+from scheduling import audit, backfills, maintenance, masking, schedules, selectors, services
 from scheduling.api import auth
 from scheduling.api.serializers import (
+    BackfillSerializer,
     CancelSerializer,
     ExecutionSerializer,
     HealthSerializer,
@@ -38,6 +37,7 @@ from scheduling.api.serializers import (
 )
 from scheduling.models import (
     AuditSource,
+    Backfill,
     ExecutionStatus,
     ExecutionTrigger,
     Job,
@@ -130,7 +130,8 @@ JOB_LOOKUP = OpenApiParameter(
 @extend_schema(parameters=[JOB_LOOKUP])
 class JobViewSet(ApiView, viewsets.ModelViewSet):
     """Jobs: list, create, read, update (``version`` as the conflict token), delete, and
-    the actions pause, resume, run now and upcoming fire times."""
+    the actions pause, resume, run now (with overrides), backfill (with a dry run) and
+    upcoming fire times."""
 
     serializer_class = JobSerializer
     pagination_class = JobPagination
@@ -148,6 +149,7 @@ class JobViewSet(ApiView, viewsets.ModelViewSet):
         "pause": ("pause", "pause_job"),
         "resume": ("pause", "pause_job"),
         "run": ("run", "run_job"),
+        "backfill": ("run", "run_job"),
         "metadata": ("read", "view_job"),
     }
 
@@ -284,9 +286,51 @@ class JobViewSet(ApiView, viewsets.ModelViewSet):
         job = self.get_object()
         body = RunNowSerializer(data=request.data)
         body.is_valid(raise_exception=True)
+        data = body.validated_data
         with transaction.atomic(), self.audited():
-            task_id = services.job_run_now(job=job, overlap=body.validated_data["overlap"])
+            task_id = services.job_run_now(
+                job=job,
+                overlap=data["overlap"],
+                kwargs=data["kwargs"],
+                logical_at=_moment(data["logical_at"], job.timezone, "logical_at"),
+                user=auth.secret_keeper(request),
+            )
         return Response({"task_id": task_id}, status=status.HTTP_202_ACCEPTED)
+
+    @extend_schema(
+        request=BackfillSerializer,
+        responses={200: OpenApiTypes.OBJECT, 202: OpenApiTypes.OBJECT},
+        description="Backfill the job's fire times in [start, end) (as `jobs backfill`). "
+        "With `dry_run` nothing is written and the answer (200) lists each fire time under "
+        "`runs` with `scheduled_at` and `existing`; otherwise the backfill starts (202).",
+    )
+    @action(detail=True, methods=["post"])
+    def backfill(self, request, *args, **kwargs):
+        job = self.get_object()
+        body = BackfillSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        data = body.validated_data
+        tz_name = data["timezone"] or job.timezone
+        try:
+            schedules.get_timezone(tz_name)
+        except ValueError as exc:
+            raise exceptions.ValidationError({"timezone": [str(exc)]}) from None
+        with transaction.atomic(), self.audited():
+            backfill = services.job_backfill(
+                job=job,
+                start=_moment(data["start"], tz_name, "start"),
+                end=_moment(data["end"], tz_name, "end"),
+                reprocess=data["reprocess"],
+                overlap=data["overlap"],
+                dry_run=data["dry_run"],
+                by=auth.actor(request),
+                tz_name=tz_name,
+            )
+        answer = backfills.plan_json(backfill, tz_name)
+        if not data["dry_run"]:
+            answer.pop("runs", None)
+            return Response(answer, status=status.HTTP_202_ACCEPTED)
+        return Response(answer)
 
     @extend_schema(parameters=[CountSerializer], responses={200: JobUpcomingSerializer})
     @action(detail=True, methods=["get"], pagination_class=None)
@@ -319,7 +363,8 @@ class ExecutionFilterSerializer(serializers.Serializer):
 class ExecutionViewSet(
     ApiView, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet
 ):
-    """Executions (runs): list with filters and cursor pagination, read one, cancel one."""
+    """Executions (runs): list with filters and cursor pagination, read one, cancel one,
+    re-run one."""
 
     serializer_class = ExecutionSerializer
     pagination_class = ExecutionPagination
@@ -328,6 +373,7 @@ class ExecutionViewSet(
         "list": ("read", "view_jobexecution"),
         "retrieve": ("read", "view_jobexecution"),
         "cancel": ("run", "cancel_run"),
+        "rerun": ("run", "run_job"),
         "metadata": ("read", "view_jobexecution"),
     }
 
@@ -368,6 +414,55 @@ class ExecutionViewSet(
                 reason=body.validated_data["reason"],
             )
         return Response(ExecutionSerializer(run).data)
+
+    @extend_schema(request=None, responses={202: RunStartedSerializer})
+    @action(detail=True, methods=["post"])
+    def rerun(self, request, *args, **kwargs):
+        run = self.get_object()
+        with transaction.atomic(), self.audited():
+            task_id = services.execution_rerun(execution=run, by=auth.actor(request))
+        return Response({"task_id": task_id}, status=status.HTTP_202_ACCEPTED)
+
+
+class BackfillViewSet(ApiView, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    """Backfills: read one (its state and counts), cancel one (its fire times not sent
+    yet are cancelled)."""
+
+    queryset = Backfill.objects.all()
+    lookup_value_regex = "[0-9]+"
+    access = {
+        "retrieve": ("read", "view_job"),
+        "cancel": ("run", "run_job"),
+        "metadata": ("read", "view_job"),
+    }
+
+    @extend_schema(responses={200: OpenApiTypes.OBJECT})
+    def retrieve(self, request, *args, **kwargs):
+        backfill = self.get_object()
+        answer = backfills.plan_json(backfill, backfill.timezone)
+        answer.pop("runs", None)
+        return Response(answer)
+
+    @extend_schema(request=None, responses={200: OpenApiTypes.OBJECT})
+    @action(detail=True, methods=["post"])
+    def cancel(self, request, *args, **kwargs):
+        backfill = self.get_object()
+        with transaction.atomic(), self.audited():
+            backfill = services.backfill_cancel(backfill=backfill, by=auth.actor(request))
+        answer = backfills.plan_json(backfill, backfill.timezone)
+        answer.pop("runs", None)
+        return Response(answer)
+
+
+def _moment(text: str | None, tz_name: str, field: str) -> dt.datetime | None:
+    """A date-time of a request body, read in ``tz_name`` unless it carries an offset
+    (a 400 naming ``field`` otherwise)."""
+    if text is None:
+        return None
+    try:
+        return schedules.parse_moment(text, tz_name)
+    except ValueError as exc:
+        raise exceptions.ValidationError({field: [str(exc)]}) from None
 
 
 class StatisticsQuerySerializer(serializers.Serializer):

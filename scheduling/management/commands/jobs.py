@@ -533,7 +533,7 @@ class Command(BaseCommand):
         create.add_argument(
             "--privileges",
             required=True,
-            help="comma-separated: read, run (also cancels runs), pause, edit",
+            help="comma-separated: read, run (also re-runs, backfills, cancels), pause, edit",
         )
         create.add_argument("--jobs", default="*", help="glob of the job names it reaches")
         create.add_argument("--expires", type=float, metavar="DAYS", help="expires after DAYS")
