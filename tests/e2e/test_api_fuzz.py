@@ -20,10 +20,11 @@ from pathlib import Path
 import pytest
 
 from scheduling import services
+from tests.e2e.configs import NOT_ON_AMQP
 from tests.e2e.processes import ROOT, database_url
 from tests.factories import make_finished_run, make_job, make_running, make_waiting
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, NOT_ON_AMQP]
 
 MAX_EXAMPLES = int(os.environ.get("API_FUZZ_MAX_EXAMPLES", "6"))
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks.soak import Servers, pg_bin
+from tests.e2e.configs import EMBEDDED_ONLY
 from tests.e2e.processes import ROOT
 
 pytestmark = [
@@ -25,11 +26,7 @@ pytestmark = [
         pg_bin() is None or not (pg_bin() / "initdb").exists(),
         reason="needs PostgreSQL's server binaries (initdb, pg_ctl)",
     ),
-    # Its servers are its own, whatever the suite's configuration: run it once, with the
-    # embedded one.
-    pytest.mark.skipif(
-        bool(os.environ.get("DATABASE_URL")), reason="runs in the embedded configuration"
-    ),
+    EMBEDDED_ONLY,  # its servers are its own
 ]
 
 

@@ -15,9 +15,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.e2e.configs import EMBEDDED_ONLY
+
 ROOT = Path(__file__).resolve().parents[2]
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900), EMBEDDED_ONLY]
 
 SETTINGS = """
 

@@ -11,9 +11,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.e2e.configs import EMBEDDED_ONLY
+
 ROOT = Path(__file__).resolve().parents[2]
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, EMBEDDED_ONLY]
 
 
 def free_port() -> int:

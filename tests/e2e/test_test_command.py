@@ -8,9 +8,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.e2e.configs import EMBEDDED_ONLY
+
 ROOT = Path(__file__).resolve().parents[2]
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, EMBEDDED_ONLY]
 
 ONE_TEST = "tests/test_i18n.py::test_labels_translate"
 
