@@ -17,7 +17,6 @@ from django.http import HttpRequest, HttpResponseNotAllowed, HttpResponseRedirec
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
-from django.utils.formats import date_format
 from django.utils.functional import cached_property
 from django.utils.html import format_html, format_html_join
 from django.utils.http import url_has_allowed_host_and_scheme
@@ -25,7 +24,16 @@ from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 from django_celery_beat import models as beat_models
 
-from scheduling import charts, explain, masking, registry, schedules, selectors, services
+from scheduling import (
+    charts,
+    display,
+    explain,
+    masking,
+    registry,
+    schedules,
+    selectors,
+    services,
+)
 from scheduling.audit import audit_context
 from scheduling.models import (
     Alert,
@@ -52,21 +60,15 @@ for _model in (
         admin.site.unregister(_model)
 
 
-def _local(moment, tz_name: str) -> str:
-    try:
-        tz = schedules.get_timezone(tz_name)
-    except ValueError:
-        tz = timezone.get_current_timezone()
-    return date_format(moment.astimezone(tz), "Y-m-d H:i:s T")
-
-
 def _paused_words(job: Job) -> str:
     """``paused by alice until 2026-12-24 06:00:00 CST: upstream down``, as known."""
     words = str(_("paused"))
     if job.paused_by:
         words += " " + str(_("by %(who)s") % {"who": job.paused_by})
     if job.resume_at:
-        words += " " + str(_("until %(when)s") % {"when": _local(job.resume_at, job.timezone)})
+        words += " " + str(
+            _("until %(when)s") % {"when": display.exact(job.resume_at, job.timezone)}
+        )
     if job.pause_reason:
         words += f": {job.pause_reason}"
     return words
@@ -101,14 +103,34 @@ def _window_words(job: Job) -> str:
     """The validity window in words: "From … until …; 2 of 3 runs left." (empty: none)."""
     parts = []
     if job.start_at:
-        parts.append(_("From %(start)s") % {"start": _local(job.start_at, job.timezone)})
+        parts.append(_("From %(start)s") % {"start": display.exact(job.start_at, job.timezone)})
     if job.end_at:
-        parts.append(_("Until %(end)s") % {"end": _local(job.end_at, job.timezone)})
+        parts.append(_("Until %(end)s") % {"end": display.exact(job.end_at, job.timezone)})
     if job.max_runs is not None:
         parts.append(
             _("%(left)d of %(max)d runs left") % {"left": job.runs_remaining, "max": job.max_runs}
         )
     return "; ".join(str(part) for part in parts)
+
+
+def clipped_column(field: str, description) -> object:
+    """A list column showing ``field`` cut to the column's width, whole on hover."""
+
+    @admin.display(description=description, ordering=field)
+    def column(self, obj) -> str:
+        return display.clipped(getattr(obj, field))
+
+    return column
+
+
+def moment_column(field: str, description) -> object:
+    """A list column showing the run's time ``field`` to the second in its job's zone."""
+
+    @admin.display(description=description, ordering=field)
+    def column(self, execution: JobExecution) -> str:
+        return display.moment_html(getattr(execution, field), display.run_zone(execution))
+
+    return column
 
 
 class ReadOnlyAdminMixin:
@@ -262,6 +284,7 @@ class JobAdmin(RunsInProgressMixin, admin.ModelAdmin):
         "executions_link",
     )
     list_filter = ("enabled", "trigger_type", "group", "last_status", "task")
+    list_per_page = 50
     search_fields = ("name", "description", "task", "group")
     actions = ("pause_jobs", "resume_jobs", "run_jobs_now")
     status_fields = (
@@ -276,6 +299,9 @@ class JobAdmin(RunsInProgressMixin, admin.ModelAdmin):
         "updated_at",
     )
     readonly_fields = (
+        "recent_runs",
+        "statistics",
+        "alert_state",
         "recent_changes",
         "schedule_preview",
         "fire_time_fates",
@@ -348,7 +374,18 @@ class JobAdmin(RunsInProgressMixin, admin.ModelAdmin):
                 )
             },
         ),
-        (_("Status"), {"fields": ("waiting_runs", *status_fields)}),
+        (
+            _("Status"),
+            {
+                "fields": (
+                    "recent_runs",
+                    "statistics",
+                    "alert_state",
+                    "waiting_runs",
+                    *status_fields,
+                )
+            },
+        ),
         (
             _("Why did (or didn't) it run?"),
             {"fields": ("fire_time_fates",), "classes": ("collapse",)},
@@ -365,21 +402,25 @@ class JobAdmin(RunsInProgressMixin, admin.ModelAdmin):
     # --- list columns ---------------------------------------------------------------------
     @admin.display(description=_("trigger"))
     def trigger_words(self, job: Job) -> str:
-        return job.describe_trigger()
+        return display.clipped(job.describe_trigger())
 
     @admin.display(description=_("next run"), ordering="next_run_at")
     def next_run(self, job: Job) -> str:
         if not job.enabled:
-            return _paused_words(job)
-        return _local(job.next_run_at, job.timezone) if job.next_run_at else "—"
+            return display.clipped(_paused_words(job))
+        return display.moment_html(job.next_run_at, job.timezone, relative_to_now=True)
 
     @admin.display(description=_("last run"), ordering="last_run_at")
     def last_outcome(self, job: Job) -> str:
+        """The last outcome as a badge, when (relative) and how long it took."""
         if not job.last_status:
-            return "—"
-        icon = {"success": "✔", "failure": "✘"}.get(job.last_status, "…")
-        duration = f" {job.last_duration:.3f}s" if job.last_duration is not None else ""
-        return f"{icon} {ExecutionStatus(job.last_status).label}{duration}"
+            return display.EMPTY
+        return format_html(
+            '{} {} <span class="duration">{}</span>',
+            display.badge(job.last_status),
+            display.moment_html(job.last_run_at, job.timezone, relative_to_now=True),
+            display.duration(job.last_duration) if job.last_duration is not None else "",
+        )
 
     @admin.display(description=_("executions"))
     def executions_link(self, job: Job) -> str:
@@ -395,7 +436,7 @@ class JobAdmin(RunsInProgressMixin, admin.ModelAdmin):
             "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td><code>{}</code></td></tr>",
             (
                 (
-                    date_format(timezone.localtime(change.at), "Y-m-d H:i:s"),
+                    display.exact(change.at),
                     change.action,
                     change.get_source_display(),
                     change.actor or "—",
@@ -429,7 +470,7 @@ class JobAdmin(RunsInProgressMixin, admin.ModelAdmin):
             (
                 (
                     fate["fate"],
-                    _local(dt.datetime.fromisoformat(fate["scheduled_at"]), job.timezone),
+                    display.exact(dt.datetime.fromisoformat(fate["scheduled_at"]), job.timezone),
                     explain.FATE_LABELS[fate["fate"]]
                     + (f" ({ExecutionStatus(fate['status']).label})" if fate["status"] else ""),
                     fate["detail"][:300],
@@ -444,6 +485,85 @@ class JobAdmin(RunsInProgressMixin, admin.ModelAdmin):
             _("fate"),
             _("why"),
             rows,
+        )
+
+    @admin.display(description=_("last 50 runs"))
+    def recent_runs(self, job: Job) -> str:
+        """The last 50 runs as coloured ticks, oldest first; each names its time, outcome
+        and duration on hover and opens the run."""
+        if job.pk is None:
+            return display.EMPTY
+        runs = list(selectors.execution_list(job=job)[:50])[::-1]
+        ticks = format_html_join(
+            "",
+            '<a class="tick" href="{}" style="background-color: {}" title="{}"></a>',
+            (
+                (
+                    reverse("admin:scheduling_jobexecution_change", args=[run.pk]),
+                    charts.COLORS.get(run.status, "#417690"),
+                    f"{display.exact(run.scheduled_at or run.started_at, job.timezone)} · "
+                    f"{run.get_status_display()} · {display.duration(run.duration)}",
+                )
+                for run in runs
+            ),
+        )
+        return format_html('<div id="run-strip">{}</div>', ticks or _("No runs yet."))
+
+    @admin.display(description=_("statistics"))
+    def statistics(self, job: Job) -> str:
+        """Runs, success rate and durations over the last 24 hours and 7 days."""
+        if job.pk is None:
+            return display.EMPTY
+        rows = []
+        for window, label in (("day", _("24 h")), ("week", _("7 days"))):
+            since, until = selectors.window_bounds(window=window)
+            stats = selectors.job_statistics(job=job, since=since, until=until)
+            rate = stats["success_rate"]
+            rows.append(
+                (
+                    label,
+                    stats["runs"],
+                    f"{rate:.0%}" if rate is not None else display.EMPTY,
+                    stats["failures"],
+                    stats["missed"],
+                    display.duration(stats["avg"]),
+                    display.duration(stats["p95"]),
+                    display.duration(stats["max"]),
+                )
+            )
+        return format_html(
+            '<table id="job-statistics"><tr><th></th><th>{}</th><th>{}</th><th>{}</th>'
+            "<th>{}</th><th>{}</th><th>p95</th><th>{}</th></tr>{}</table>",
+            _("runs"),
+            _("success rate"),
+            _("failures"),
+            _("missed"),
+            _("average"),
+            _("max"),
+            format_html_join("", "<tr>" + "<td>{}</td>" * 8 + "</tr>", rows),
+        )
+
+    @admin.display(description=_("alert state"))
+    def alert_state(self, job: Job) -> str:
+        """Each kind of alert firing for the job, since when; or that none is."""
+        if job.pk is None:
+            return display.EMPTY
+        firing = job.alert_status.filter(firing=True).order_by("kind")
+        if not firing:
+            return format_html('<span id="alert-state">{}</span>', _("No alert firing."))
+        return format_html(
+            '<span id="alert-state">{}</span>',
+            format_html_join(
+                " ",
+                "{} {}",
+                (
+                    (
+                        display.badge("failure", status.get_kind_display()),
+                        _("since %(when)s") % {"when": display.exact(status.since, job.timezone)},
+                    )
+                    for status in firing
+                ),
+            ),
         )
 
     @admin.display(description=_("waiting runs"))
@@ -467,7 +587,9 @@ class JobAdmin(RunsInProgressMixin, admin.ModelAdmin):
         if job.pk is None:
             return _("Shown as you type, and after saving.")
         runs = selectors.job_upcoming_runs(job=job, count=5)
-        items = format_html_join("", "<li>{}</li>", ((_local(r, job.timezone),) for r in runs))
+        items = format_html_join(
+            "", "<li>{}</li>", ((display.exact(r, job.timezone),) for r in runs)
+        )
         return format_html(
             '<div id="schedule-preview"><p>{}</p><ol>{}</ol><p>{}</p></div>',
             job.describe_trigger(),
@@ -699,7 +821,7 @@ class JobAdmin(RunsInProgressMixin, admin.ModelAdmin):
         return JsonResponse(
             {
                 "description": job.describe_trigger(),
-                "next_runs": [_local(run, job.timezone) for run in runs],
+                "next_runs": [display.exact(run, job.timezone) for run in runs],
                 "window": _window_words(job),
             }
         )
@@ -743,20 +865,22 @@ class JobExecutionAdmin(RunsInProgressMixin, ReadOnlyAdminMixin, admin.ModelAdmi
     paginator = EstimatedCountPaginator
     actions = ("cancel_runs", "terminate_runs", "drop_waiting_runs")
     list_display = (
-        "job_name",
+        "job_name_s",
         "trigger",
-        "status",
+        "status_badge",
         "fire_time_s",
-        "started_at",
+        "started_s",
         "duration_s",
         "lateness_s",
         "progress_s",
-        "worker",
-        "reason",
+        "worker_s",
+        "reason_s",
     )
+    list_display_links = ("job_name_s",)
+    list_per_page = 50
     list_filter = ("status", "trigger", "started_at", "job")
     search_fields = ("job_name", "task", "exception")
-    list_select_related = False
+    list_select_related = ("job",)  # its timezone; the other relations are not shown
     show_full_result_count = False
     readonly_fields = (
         "job",
@@ -765,9 +889,9 @@ class JobExecutionAdmin(RunsInProgressMixin, ReadOnlyAdminMixin, admin.ModelAdmi
         "trigger",
         "status",
         "fire_time_s",
-        "started_at",
-        "finished_at",
-        "duration",
+        "started_s",
+        "finished_s",
+        "duration_s",
         "lateness_s",
         "worker",
         "reason",
@@ -885,8 +1009,40 @@ class JobExecutionAdmin(RunsInProgressMixin, ReadOnlyAdminMixin, admin.ModelAdmi
                 self.admin_site.admin_view(self.stop_view),
                 name="scheduling_jobexecution_stop",
             ),
+            path(
+                "running/",
+                self.admin_site.admin_view(self.running_view),
+                name="scheduling_running",
+            ),
             *super().get_urls(),
         ]
+
+    def running_view(self, request: HttpRequest):
+        """Running now: every run in progress, its elapsed time, worker and progress, with
+        cancel / terminate buttons (``scheduling.cancel_run``). ``?rows=1`` answers the
+        table only: the page's script fetches it every 2 s."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        now = timezone.now()
+        runs = [
+            {
+                "run": run,
+                "status": display.badge(run.status, run.get_status_display()),
+                "started": display.moment_html(run.started_at, self._zone(run)),
+                "elapsed": display.duration((now - run.started_at).total_seconds()),
+            }
+            for run in selectors.execution_in_progress_list()
+        ]
+        context = {
+            **self.admin_site.each_context(request),
+            "title": _("Running now"),
+            "opts": self.model._meta,
+            "runs": runs,
+            "now": display.exact(now),
+            "may_cancel_runs": self.has_cancel_permission(request),
+        }
+        template = "scheduling/running_rows.html" if request.GET.get("rows") else None
+        return TemplateResponse(request, template or "scheduling/running.html", context)
 
     def progress_view(self, request: HttpRequest, pk: int) -> JsonResponse:
         """JSON: the run's status and progress, for the live view of a run in progress."""
@@ -927,29 +1083,41 @@ class JobExecutionAdmin(RunsInProgressMixin, ReadOnlyAdminMixin, admin.ModelAdmi
         )
         return HttpResponseRedirect(back)
 
+    # --- list columns and times: formatted by scheduling.display --------------------------
+    job_name_s = clipped_column("job_name", _("job name"))
+    worker_s = clipped_column("worker", _("worker"))
+    reason_s = clipped_column("reason", _("reason"))
+    started_s = moment_column("started_at", _("started at"))
+    finished_s = moment_column("finished_at", _("finished at"))
+
+    @admin.display(description=_("status"), ordering="status")
+    def status_badge(self, execution: JobExecution) -> str:
+        return display.badge(execution.status, execution.get_status_display())
+
+    _zone = staticmethod(display.run_zone)
+
     @admin.display(description=_("scheduled at"), ordering="scheduled_at")
-    def fire_time_s(self, execution: JobExecution) -> str | dt.datetime | None:
+    def fire_time_s(self, execution: JobExecution) -> str:
         """The fire time; for a summary of fire times beat did not send, their span."""
+        tz_name = self._zone(execution)
         if execution.scheduled_at is None or execution.missed_until is None:
-            return execution.scheduled_at
-        first = timezone.localtime(execution.scheduled_at)
-        last = timezone.localtime(execution.missed_until)
-        return _("missed %(count)s fire times, %(first)s to %(last)s") % {
-            "count": execution.missed_count,
-            "first": first.strftime("%Y-%m-%d %H:%M:%S"),
-            "last": last.strftime(
-                "%H:%M:%S" if last.date() == first.date() else "%Y-%m-%d %H:%M:%S"
-            ),
-        }
+            return display.moment_html(execution.scheduled_at, tz_name)
+        return display.clipped(
+            _("missed %(count)s fire times, %(first)s to %(last)s")
+            % {
+                "count": execution.missed_count,
+                "first": display.exact(execution.scheduled_at, tz_name),
+                "last": display.exact(execution.missed_until, tz_name),
+            }
+        )
 
-    @admin.display(description=_("duration (s)"), ordering="duration")
+    @admin.display(description=_("duration"), ordering="duration")
     def duration_s(self, execution: JobExecution) -> str:
-        return f"{execution.duration:.3f}" if execution.duration is not None else "—"
+        return display.duration(execution.duration)
 
-    @admin.display(description=_("lateness (s)"))
+    @admin.display(description=_("lateness"))
     def lateness_s(self, execution: JobExecution) -> str:
-        late = execution.lateness
-        return f"{late:.3f}" if late is not None else "—"
+        return display.duration(execution.lateness)
 
     @admin.display(description=_("traceback"))
     def traceback_block(self, execution: JobExecution) -> str:

@@ -383,8 +383,10 @@ def upcoming_runs(*, limit: int = 15) -> list[Job]:
     )
 
 
-def execution_in_progress_list(*, job: Job) -> QuerySet[JobExecution]:
-    """The runs of ``job`` in progress (running, or asked to stop), oldest first."""
-    return JobExecution.objects.filter(job=job, status__in=IN_PROGRESS_STATUSES).order_by(
-        "started_at"
-    )
+def execution_in_progress_list(*, job: Job | None = None) -> QuerySet[JobExecution]:
+    """The runs in progress (running, or asked to stop), of ``job`` or of every job, oldest
+    first."""
+    runs = JobExecution.objects.filter(status__in=IN_PROGRESS_STATUSES).select_related("job")
+    if job is not None:
+        runs = runs.filter(job=job)
+    return runs.order_by("started_at", "pk")
