@@ -251,13 +251,13 @@ def test_operator_runs_pauses_and_charts_a_job(page, operator, celery_processes)
         has=page.locator("td.field-trigger", has_text="Manual")
     )
     deadline = time.monotonic() + 60
-    while not manual.filter(has=page.locator("td.field-status", has_text="Success")).count():
+    while not manual.filter(has=page.locator("td.field-status_badge", has_text="Success")).count():
         assert time.monotonic() < deadline, "no successful manual run listed after 60 s"
         celery_processes.check_alive()
         time.sleep(1)
         page.reload()
-    expect(manual.first.locator("td.field-worker")).to_have_text("w1@e2e")
-    expect(manual.first.locator("th.field-job_name")).to_have_text(name)
+    expect(manual.first.locator("td.field-worker_s")).to_have_text("w1@e2e")
+    expect(manual.first.locator("th.field-job_name_s")).to_have_text(name)
     # Beat fires it too: wait for a scheduled run so the screenshot and the pause mean something.
     wait_for(
         lambda: JobExecution.objects.filter(job=job, trigger="schedule", status="success").exists(),
