@@ -302,10 +302,10 @@ class JobAdmin(RunsInProgressMixin, admin.ModelAdmin):
         "created_at",
         "updated_at",
     )
+    #: At the top of a job's page: its recent runs, statistics and alert state.
+    OVERVIEW_FIELDS = ("recent_runs", "statistics", "alert_state")
     readonly_fields = (
-        "recent_runs",
-        "statistics",
-        "alert_state",
+        *OVERVIEW_FIELDS,
         "recent_changes",
         "schedule_preview",
         "fire_time_fates",
@@ -314,6 +314,7 @@ class JobAdmin(RunsInProgressMixin, admin.ModelAdmin):
         *status_fields,
     )
     fieldsets = (
+        (_("Overview"), {"fields": OVERVIEW_FIELDS}),
         (
             None,
             {
@@ -378,18 +379,7 @@ class JobAdmin(RunsInProgressMixin, admin.ModelAdmin):
                 )
             },
         ),
-        (
-            _("Status"),
-            {
-                "fields": (
-                    "recent_runs",
-                    "statistics",
-                    "alert_state",
-                    "waiting_runs",
-                    *status_fields,
-                )
-            },
-        ),
+        (_("Status"), {"fields": ("waiting_runs", *status_fields)}),
         (
             _("Why did (or didn't) it run?"),
             {"fields": ("fire_time_fates",), "classes": ("collapse",)},
@@ -625,7 +615,9 @@ class JobAdmin(RunsInProgressMixin, admin.ModelAdmin):
         """A user who may not change the job sees its kwargs read-only: masked, as in the
         form (the stock read-only field would show them as stored)."""
         fieldsets = super().get_fieldsets(request, obj)
-        if obj is None or self.has_change_permission(request, obj):
+        if obj is None:  # a new job has no runs to overview
+            return [(t, o) for t, o in fieldsets if o["fields"] != self.OVERVIEW_FIELDS]
+        if self.has_change_permission(request, obj):
             return fieldsets
         return [
             (title, {**options, "fields": [_swap(f) for f in options["fields"]]})
@@ -885,6 +877,8 @@ class JobExecutionAdmin(RunsInProgressMixin, ReadOnlyAdminMixin, admin.ModelAdmi
     list_select_related = ("job",)  # its timezone; the other relations are not shown
     show_full_result_count = False
     readonly_fields = (
+        "timeline",
+        "related_runs",
         "job",
         "job_name",
         "task",
@@ -1124,9 +1118,92 @@ class JobExecutionAdmin(RunsInProgressMixin, ReadOnlyAdminMixin, admin.ModelAdmi
     def lateness_s(self, execution: JobExecution) -> str:
         return display.duration(execution.lateness)
 
+    class Media:
+        js = ("scheduling/copy.js",)
+
+    @admin.display(description=_("timeline"))
+    def timeline(self, execution: JobExecution) -> str:
+        """Fire time → sent → started → finished, each to the second, with the lateness
+        and the duration between them; waiting and a cancel where they happened."""
+        tz_name = display.run_zone(execution)
+        fire = execution.scheduled_at
+        sent = fire + dt.timedelta(seconds=execution.jitter) if fire and execution.jitter else None
+        steps = [
+            (_("fire time"), fire, ""),
+            (_("sent (after its jitter)"), sent, ""),
+            (_("waiting for a free slot"), execution.waiting_since, ""),
+            (
+                _("started"),
+                execution.started_at,
+                _("%(late)s late") % {"late": display.duration(execution.lateness)}
+                if execution.lateness is not None
+                else "",
+            ),
+            (
+                _("cancel requested"),
+                execution.cancel_requested_at,
+                execution.cancelled_by,
+            ),
+            (
+                _("finished"),
+                execution.finished_at,
+                _("took %(took)s") % {"took": display.duration(execution.duration)}
+                if execution.duration is not None
+                else "",
+            ),
+        ]
+        items = format_html_join(
+            "",
+            '<li><span class="step">{}</span> {} <span class="duration">{}</span></li>',
+            (
+                (label, display.moment_html(moment, tz_name), note)
+                for label, moment, note in steps
+                if moment is not None
+            ),
+        )
+        return format_html(
+            '<ol id="run-timeline" class="timeline">{}</ol><p>{}</p>',
+            items,
+            display.badge(execution.status, execution.get_status_display()),
+        )
+
+    @admin.display(description=_("related"))
+    def related_runs(self, execution: JobExecution) -> str:
+        """Links to the job, the Celery task result and the run's other attempts."""
+        links = []
+        if execution.job_id:
+            links.append(
+                (reverse("admin:scheduling_job_change", args=[execution.job_id]), _("the job"))
+            )
+        if execution.task_result_id:
+            links.append(
+                (
+                    reverse("admin:django_celery_results_taskresult_changelist")
+                    + f"?task_id={execution.task_result_id}",
+                    _("Celery task result"),
+                )
+            )
+        first = execution.retry_of or execution
+        attempts = [first, *first.retries.order_by("attempt")]
+        if len(attempts) > 1:
+            for attempt in attempts:
+                if attempt.pk != execution.pk:
+                    label = _("attempt %(n)d") % {"n": attempt.attempt + 1}
+                    links.append(
+                        (reverse("admin:scheduling_jobexecution_change", args=[attempt.pk]), label)
+                    )
+        return format_html_join(" · ", '<a href="{}">{}</a>', links) or display.EMPTY
+
     @admin.display(description=_("traceback"))
     def traceback_block(self, execution: JobExecution) -> str:
-        return format_html("<pre>{}</pre>", execution.traceback) if execution.traceback else "—"
+        if not execution.traceback:
+            return display.EMPTY
+        return format_html(
+            '<button type="button" class="button" data-copy="run-traceback">{}</button>'
+            '<pre id="run-traceback">{}</pre>',
+            _("Copy"),
+            execution.traceback,
+        )
 
     @admin.display(description=_("Celery task result"))
     def task_result_link(self, execution: JobExecution) -> str:

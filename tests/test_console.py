@@ -80,7 +80,7 @@ def test_the_executions_list_shows_times_to_the_second_and_human_durations(admin
     job = make_job(timezone="Asia/Shanghai")
     make_finished_run(job, 2.44)
     html = admin_client.get(reverse("admin:scheduling_jobexecution_changelist")).content.decode()
-    started = html[html.index('<td class="field-started_s">') :][:300]
+    started = html[html.index('<td class="field-fire_time_s">') :][:300]
     assert SECONDS_WITH_OFFSET.search(started) and "+08:00" in started
     assert "2.4 s" in html and "500 ms" in html  # duration, lateness
     assert 'class="badge badge-success"' in html
@@ -140,3 +140,29 @@ def test_the_job_page_shows_its_last_runs_as_ticks_its_statistics_and_alert_stat
     stats = html[html.index('id="job-statistics"') :]
     assert "<td>55</td>" in stats[:1500] and "<td>80%</td>" in stats[:1500]
     assert "since" in html[html.index('id="alert-state"') :][:500]
+
+
+def test_an_execution_page_reads_as_a_timeline_with_links_and_a_copyable_traceback(
+    admin_client,
+):
+    job = make_job(timezone="Asia/Shanghai")
+    first = make_finished_run(job, 2.44, "failure")
+    JobExecution.objects.filter(pk=first.pk).update(
+        jitter=0.2, traceback="Traceback (most recent call last):\nValueError: boom"
+    )
+    retry = make_finished_run(job, 1, ago=dt.timedelta(minutes=4))
+    JobExecution.objects.filter(pk=retry.pk).update(attempt=1, retry_of=first)
+    html = admin_client.get(
+        reverse("admin:scheduling_jobexecution_change", args=[first.pk])
+    ).content.decode()
+    timeline = html[
+        html.index('id="run-timeline"') : html.index("</ol>", html.index("run-timeline"))
+    ]
+    steps = re.findall(r'<span class="step">([^<]+)</span>', timeline)
+    assert steps == ["fire time", "sent (after its jitter)", "started", "finished"]
+    assert len(SECONDS_WITH_OFFSET.findall(timeline)) >= 4
+    assert "500 ms late" in timeline and "took 2.4 s" in timeline
+    assert reverse("admin:scheduling_job_change", args=[job.pk]) in html
+    assert reverse("admin:scheduling_jobexecution_change", args=[retry.pk]) in html
+    assert 'data-copy="run-traceback"' in html and "ValueError: boom" in html
+    assert "scheduling/copy.js" in html
