@@ -730,17 +730,27 @@ class JobAdmin(RunsInProgressMixin, admin.ModelAdmin):
         )
         return [preview, dashboard, *super().get_urls()]
 
+    #: The dashboard's windows, as the select names them.
+    DASHBOARD_WINDOWS = {
+        "hour": _("1 h"),
+        "day": _("24 h"),
+        "week": _("7 days"),
+        "month": _("30 days"),
+    }
+
     def dashboard_view(self, request: HttpRequest):
-        """Charts: slowest jobs, outcomes per day, one job's durations; upcoming runs."""
+        """Charts in the operator's timezone over a window (1 h … 30 days): slowest jobs,
+        outcomes per day, failures per job, fire times by minute of the hour, one job's
+        durations; missed fire times apart, one line per cause; upcoming runs."""
         if not self.has_view_permission(request):
             raise PermissionDenied
         window = request.GET.get("window", "day")
-        try:
-            since, until = selectors.window_bounds(window=window)
-        except ValidationError:
-            window, (since, until) = "day", selectors.window_bounds(window="day")
+        if window not in self.DASHBOARD_WINDOWS:
+            window = "day"
+        since, until = selectors.window_bounds(window=window)
         slow = selectors.slow_jobs(since=since, until=until, threshold=0)[:15]
-        outcomes = selectors.outcomes_per_day(days=14)
+        # Missed fire times are shown apart, by cause: an outage is not a pile of failures.
+        outcomes = [r for r in selectors.outcomes_per_day(days=14) if r["status"] != "missed"]
         days = sorted({row["day"] for row in outcomes})
         statuses = [s for s in charts.COLORS if any(r["status"] == s for r in outcomes)]
         series = {
@@ -755,26 +765,65 @@ class JobAdmin(RunsInProgressMixin, admin.ModelAdmin):
             job = Job.objects.filter(name=slow[0]["job"]).first()
         stats = selectors.job_statistics(job=job, since=since, until=until) if job else None
         points = (
-            [(p["at"], p["duration"], p["status"]) for p in selectors.duration_series(job=job)]
+            [
+                (display.exact(dt.datetime.fromisoformat(p["at"])), p["duration"], p["status"])
+                for p in selectors.duration_series(job=job)
+            ]
             if job
             else []
         )
+        failures = selectors.failures_per_job(since=since, until=until)
+        missed = [
+            {
+                **row,
+                "first": display.moment_html(row["first"]),
+                "last": display.moment_html(row["last"]),
+            }
+            for row in selectors.missed_by_cause(since=since, until=until)
+        ]
+        now = timezone.now()
         context = {
             **self.admin_site.each_context(request),
             "title": _("Dashboard"),
             "opts": self.model._meta,
             "window": window,
-            "windows": list(selectors.WINDOWS),
+            "windows": self.DASHBOARD_WINDOWS,
+            "zone": f"{timezone.get_current_timezone_name()} ({display.offset(timezone.localtime(now))})",
+            "since": display.exact(since),
+            "until": display.exact(until),
             "slow_chart": charts.horizontal_bars(
                 [(row["job"], row["avg"]) for row in slow], title=str(_("Slowest jobs (average)"))
             ),
             "outcome_chart": charts.stacked_columns(days, series, title=str(_("Outcomes per day"))),
+            "failure_chart": charts.horizontal_bars(
+                [(row["job"], row["failures"]) for row in failures],
+                title=str(_("Failures per job")),
+                unit="",
+            ),
+            "heat_map": charts.heat_map(
+                selectors.fire_time_heat_map(since=since, until=until),
+                title=str(_("Fire times by minute of the hour")),
+                unit=str(_("runs")),
+            ),
             "duration_chart": charts.line(points, title=str(_("Duration over time"))),
+            "missed": missed,
             "job": job,
             "jobs": Job.objects.order_by("name").values_list("name", flat=True),
             "stats": stats,
-            "slow_report": selectors.slow_jobs(since=since, until=until),
-            "upcoming": selectors.upcoming_runs(),
+            "stats_shown": {
+                key: display.duration(stats[key])
+                for key in ("min", "avg", "max", "p50", "p95", "p99")
+            }
+            if stats
+            else None,
+            "slow_report": [
+                {**row, "avg": display.duration(row["avg"]), "max": display.duration(row["max"])}
+                for row in selectors.slow_jobs(since=since, until=until)
+            ],
+            "upcoming": [
+                (upcoming, display.moment_html(upcoming.next_run_at, upcoming.timezone))
+                for upcoming in selectors.upcoming_runs()
+            ],
             "firing": JobAlertStatus.objects.filter(firing=True).select_related("job"),
         }
         return TemplateResponse(request, "scheduling/dashboard.html", context)

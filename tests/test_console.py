@@ -166,3 +166,47 @@ def test_an_execution_page_reads_as_a_timeline_with_links_and_a_copyable_traceba
     assert reverse("admin:scheduling_jobexecution_change", args=[retry.pk]) in html
     assert 'data-copy="run-traceback"' in html and "ValueError: boom" in html
     assert "scheduling/copy.js" in html
+
+
+def test_the_dashboard_shows_missed_fire_times_apart_one_line_per_cause(admin_client):
+    from scheduling import runs
+    from scheduling.runs.rules import Missed
+
+    jobs = [
+        make_job(trigger_type="interval", interval_every=10, interval_period="seconds")
+        for _ in range(3)
+    ]
+    runs.execution_record_missed_summaries(
+        missed=[
+            (
+                job,
+                job.trigger(),
+                Missed(first=job.next_run_at - dt.timedelta(minutes=20), before=job.next_run_at),
+            )
+            for job in jobs
+        ],
+        reason="Not sent: beat was down.",
+    )
+    failing = make_job(name="failing")
+    make_finished_run(failing, 1, "failure")
+    make_finished_run(failing, 1, "failure")
+    html = admin_client.get(
+        reverse("admin:scheduling_dashboard"), {"window": "hour"}
+    ).content.decode()
+    missed = html[html.index('id="missed"') : html.index("</section>", html.index('id="missed"'))]
+    assert missed.count("<tr>") == 2  # the header and one cause
+    assert (
+        "Not sent: beat was down." in missed and "<td>360</td>" in missed and "<td>3</td>" in missed
+    )
+    outcomes = html[
+        html.index('id="outcomes"') : html.index("</section>", html.index('id="outcomes"'))
+    ]
+    assert "missed" not in outcomes  # not a tall grey bar among the outcomes
+    failures = html[
+        html.index('id="failures"') : html.index("</section>", html.index('id="failures"'))
+    ]
+    assert "failing: 2" in failures
+    heat = html[html.index('id="heatmap"') : html.index("</section>", html.index('id="heatmap"'))]
+    assert heat.count("<rect") >= 1 and "<svg" in heat
+    assert re.search(r"Times in Asia/Shanghai \(\+08:00\); window \S+ \S+ \+08:00 to", html)
+    assert '<option value="hour" selected>1 h</option>' in html
