@@ -303,7 +303,7 @@ class JobAdmin(RunsInProgressMixin, admin.ModelAdmin):
         "updated_at",
     )
     #: At the top of a job's page: its recent runs, statistics and alert state.
-    OVERVIEW_FIELDS = ("recent_runs", "statistics", "alert_state")
+    OVERVIEW_FIELDS = ("recent_runs", "next_runs", "statistics", "alert_state")
     readonly_fields = (
         *OVERVIEW_FIELDS,
         "recent_changes",
@@ -502,6 +502,18 @@ class JobAdmin(RunsInProgressMixin, admin.ModelAdmin):
             ),
         )
         return format_html('<div id="run-strip">{}</div>', ticks or _("No runs yet."))
+
+    @admin.display(description=_("next runs"))
+    def next_runs(self, job: Job) -> str:
+        """The next 5 fire times, relative, exact on hover (paused: why)."""
+        if not job.enabled:
+            return _paused_words(job)
+        runs = selectors.job_upcoming_runs(job=job, count=5)
+        return format_html_join(
+            " · ",
+            "{}",
+            ((display.moment_html(run, job.timezone, relative_to_now=True),) for run in runs),
+        ) or _("No upcoming runs.")
 
     @admin.display(description=_("statistics"))
     def statistics(self, job: Job) -> str:

@@ -140,6 +140,10 @@ def test_the_job_page_shows_its_last_runs_as_ticks_its_statistics_and_alert_stat
     stats = html[html.index('id="job-statistics"') :]
     assert "<td>55</td>" in stats[:1500] and "<td>80%</td>" in stats[:1500]
     assert "since" in html[html.index('id="alert-state"') :][:500]
+    next_runs = html[html.index("field-next_runs") :][:3000]
+    assert (
+        len(re.findall(r'<time datetime="[^"]+" title="[^"]+ \+08:00 · [^"]+">in ', next_runs)) == 5
+    )
 
 
 def test_an_execution_page_reads_as_a_timeline_with_links_and_a_copyable_traceback(
