@@ -6,7 +6,11 @@ window.addEventListener("load", function () {
 
   function refresh() {
     fetch(box.dataset.rowsUrl, { credentials: "same-origin" })
-      .then((r) => (r.ok ? r.text() : null))
+      .then((r) => {
+        // Logged out meanwhile: the answer is the login page; reload to show it whole.
+        if (r.redirected) window.location.reload();
+        return r.ok && !r.redirected ? r.text() : null;
+      })
       .then((html) => {
         // A form being used (a button pressed) is not replaced under the operator's hand.
         if (html !== null && !box.contains(document.activeElement)) box.innerHTML = html;
