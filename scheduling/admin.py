@@ -65,7 +65,7 @@ admin.site.enable_nav_sidebar = False
 
 
 def _paused_words(job: Job) -> str:
-    """``paused by alice until 2026-12-24 06:00:00 CST: upstream down``, as known."""
+    """``paused by alice until 2026-12-24 06:00:00 +08:00: upstream down``, as known."""
     words = str(_("paused"))
     if job.paused_by:
         words += " " + str(_("by %(who)s") % {"who": job.paused_by})
