@@ -962,7 +962,13 @@ class JobExecutionAdmin(RunsInProgressMixin, ReadOnlyAdminMixin, admin.ModelAdmi
         "traceback_block",
         "task_result_link",
     )
-    exclude = ("traceback", "task_result")
+    # The times are shown by the *_s fields (to the second in the job's zone) and the timeline.
+    exclude = ("traceback", "task_result", "scheduled_at", "started_at", "finished_at", "duration")
+
+    def get_fields(self, request, obj=None):
+        """The timeline and the related runs first: what a run's page is read for."""
+        first = ["timeline", "related_runs"]
+        return first + [f for f in super().get_fields(request, obj) if f not in first]
 
     def changelist_view(self, request, *args, **kwargs):
         with audit_context(source="admin", actor=request.user.get_username()):

@@ -170,6 +170,9 @@ def test_an_execution_page_reads_as_a_timeline_with_links_and_a_copyable_traceba
     assert reverse("admin:scheduling_jobexecution_change", args=[retry.pk]) in html
     assert 'data-copy="run-traceback"' in html and "ValueError: boom" in html
     assert "scheduling/copy.js" in html
+    # The timeline opens the page; each time is shown once, to the second.
+    assert html.index("field-timeline") < html.index("field-job_name")
+    assert "field-started_at" not in html and html.count("field-started_s") == 1
 
 
 def test_the_dashboard_shows_missed_fire_times_apart_one_line_per_cause(admin_client):
