@@ -388,6 +388,7 @@ class JobAdmin(RunsInProgressMixin, admin.ModelAdmin):
     )
 
     class Media:
+        css = {"all": ("scheduling/console.css",)}
         js = ("scheduling/job_form.js",)
 
     def runs_in_progress(self, job: Job) -> list[JobExecution]:
@@ -1186,6 +1187,7 @@ class JobExecutionAdmin(RunsInProgressMixin, ReadOnlyAdminMixin, admin.ModelAdmi
         return display.duration(execution.lateness)
 
     class Media:
+        css = {"all": ("scheduling/console.css",)}
         js = ("scheduling/copy.js",)
 
     @admin.display(description=_("timeline"))
