@@ -71,6 +71,9 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "django_celery_beat",
     "django_celery_results",
+    "rest_framework",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
     "scheduling",
 ]
 
@@ -187,19 +190,9 @@ CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", "filesystem://")
 if CELERY_BROKER_URL.startswith("filesystem://"):
     # kombu's filesystem transport: queues are folders, no broker server needed; ours
     # writes each message file whole before a worker can see it (scheduling.broker).
-    CELERY_BROKER_TRANSPORT = "scheduling.broker:Transport"
-    _broker_dir = VAR_DIR / "broker"
-    for _sub in ("queue", "control", "processed"):
-        (_broker_dir / _sub).mkdir(parents=True, exist_ok=True)
-    CELERY_BROKER_TRANSPORT_OPTIONS = {
-        "data_folder_in": str(_broker_dir / "queue"),
-        "data_folder_out": str(_broker_dir / "queue"),
-        "control_folder": str(_broker_dir / "control"),
-        "processed_folder": str(_broker_dir / "processed"),
-        "store_processed": False,
-        # Workers look for new messages this often (seconds).
-        "polling_interval": 0.1,
-    }
+    from scheduling.broker import filesystem_settings
+
+    globals().update(filesystem_settings(VAR_DIR / "broker"))
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_RESULT_BACKEND = "django-db"
 # Extended results store the task name, args and the periodic task name in TaskResult.
@@ -242,6 +235,25 @@ CELERY_TASK_QUEUE_MAX_PRIORITY = 9
 if CELERY_BROKER_URL.split(":", 1)[0] in {"redis", "rediss", "sentinel"}:
     CELERY_BROKER_TRANSPORT_OPTIONS = {"priority_steps": list(range(10))}
 
+# The REST API (scheduling/api): its authentication, permissions and rate limit are set
+# on its views; here only the schema's title.
+# https://drf-spectacular.readthedocs.io/en/latest/settings.html
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Scheduled jobs API",
+    "VERSION": "1",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "COMPONENT_SPLIT_REQUEST": True,
+    "ENUM_NAME_OVERRIDES": {"ExecutionStatusEnum": "scheduling.models.ExecutionStatus"},
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "scheduling.api.schema.add_errors",
+    ],
+}
+REST_FRAMEWORK = {"DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema"}
+
 # --- scheduling app -----------------------------------------------------------------------
 # Every default lives in scheduling/conf.py; here only what the environment sets overrides it.
 _SCHEDULING_FROM_ENVIRONMENT = {
@@ -261,6 +273,7 @@ _SCHEDULING_FROM_ENVIRONMENT = {
     "BEAT_POLL_INTERVAL": ("SCHEDULING_BEAT_POLL_INTERVAL", float),
     "SLOW_THRESHOLD": ("SCHEDULING_SLOW_THRESHOLD", float),
     "METRICS_TOKEN": ("SCHEDULING_METRICS_TOKEN", str),
+    "API_RATE": ("SCHEDULING_API_RATE", str),
     "DEADMAN_CHECK_INTERVAL": ("SCHEDULING_DEADMAN_CHECK_INTERVAL", float),
     "WEBHOOK_ALLOWED_NETWORKS": ("SCHEDULING_WEBHOOK_ALLOWED_NETWORKS", comma_list),
     "WEBHOOK_TIMEOUT": ("SCHEDULING_WEBHOOK_TIMEOUT", float),

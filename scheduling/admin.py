@@ -37,6 +37,8 @@ from scheduling import (
 from scheduling.audit import audit_context
 from scheduling.models import (
     Alert,
+    ApiKey,
+    ApiPrivilege,
     BeatHeartbeat,
     ExecutionStatus,
     Job,
@@ -1382,3 +1384,87 @@ class BeatHeartbeatAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = ("name", "started_at", "last_tick_at")
     readonly_fields = list_display
     ordering = ("-last_tick_at",)
+
+
+class ApiKeyForm(forms.ModelForm):
+    """An API key's name, privileges (check boxes), job glob and expiry."""
+
+    privileges = forms.MultipleChoiceField(
+        label=_("privileges"),
+        choices=ApiPrivilege.choices,
+        widget=forms.CheckboxSelectMultiple,
+        help_text=_("What the key may do: read, run, pause, edit."),
+    )
+
+    class Meta:
+        model = ApiKey
+        fields = ("name", "privileges", "jobs", "expires_at")
+
+
+@admin.register(ApiKey)
+class ApiKeyAdmin(admin.ModelAdmin):
+    """REST API keys: a new key is shown once, on the page after it is created; the list
+    shows each key's state and when it was last used; revoke refuses a key from then on."""
+
+    form = ApiKeyForm
+    list_display = (
+        "name",
+        "prefix",
+        "privileges_shown",
+        "jobs",
+        "state_shown",
+        "expires_at",
+        "last_used_at",
+    )
+    list_filter = ("revoked_at",)
+    search_fields = ("name", "prefix")
+    readonly_fields = ("prefix", "created_at", "created_by", "last_used_at", "revoked_at")
+    actions = ["revoke_keys"]
+
+    @admin.display(description=_("privileges"))
+    def privileges_shown(self, key: ApiKey) -> str:
+        return ", ".join(key.privileges)
+
+    @admin.display(description=_("state"))
+    def state_shown(self, key: ApiKey) -> str:
+        return {"active": _("active"), "expired": _("expired"), "revoked": _("revoked")}[key.state]
+
+    def save_model(self, request, obj, form, change):
+        if change:
+            obj.save()
+            return
+        with audit_context(source="admin", actor=request.user.get_username()):
+            key, raw = services.api_key_create(
+                name=obj.name,
+                privileges=obj.privileges,
+                jobs=obj.jobs,
+                expires_at=obj.expires_at,
+                by=request.user.get_username(),
+            )
+        obj.pk, obj.prefix, obj.created_at = key.pk, key.prefix, key.created_at
+        obj._state.adding = False
+        obj.raw_key = raw
+
+    def response_add(self, request, obj, post_url_continue=None):
+        """The new key, shown this once (not in a message: those may travel in a cookie)."""
+        return TemplateResponse(
+            request,
+            "scheduling/api_key_created.html",
+            {
+                **self.admin_site.each_context(request),
+                "opts": self.opts,
+                "key": obj,
+                "raw": obj.raw_key,
+            },
+        )
+
+    @admin.action(description=_("Revoke selected API keys"), permissions=["change"])
+    def revoke_keys(self, request, queryset):
+        for key in queryset:
+            services.api_key_revoke(key=key)
+        self.message_user(
+            request,
+            ngettext("Revoked %(count)d API key.", "Revoked %(count)d API keys.", queryset.count())
+            % {"count": queryset.count()},
+            messages.SUCCESS,
+        )

@@ -38,3 +38,28 @@ class Transport(filesystem.Transport):
     """The embedded broker: kombu's filesystem transport with :class:`Channel`."""
 
     Channel = Channel
+
+
+def filesystem_settings(folder) -> dict:
+    """The Celery settings (``CELERY_`` names) of the embedded broker in ``folder``: this
+    transport and its queue, control and processed folders (created here).
+
+    A project that wants no broker server (development, one machine, one worker) writes
+    ``globals().update(filesystem_settings(BASE_DIR / "broker"))`` in its settings.
+    """
+    folders = {sub: os.path.join(folder, sub) for sub in ("queue", "control", "processed")}
+    for path in folders.values():
+        os.makedirs(path, exist_ok=True)
+    return {
+        "CELERY_BROKER_URL": "filesystem://",
+        "CELERY_BROKER_TRANSPORT": "scheduling.broker:Transport",
+        "CELERY_BROKER_TRANSPORT_OPTIONS": {
+            "data_folder_in": folders["queue"],
+            "data_folder_out": folders["queue"],
+            "control_folder": folders["control"],
+            "processed_folder": folders["processed"],
+            "store_processed": False,
+            # Workers look for new messages this often (seconds).
+            "polling_interval": 0.1,
+        },
+    }

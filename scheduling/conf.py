@@ -91,6 +91,8 @@ DEFAULTS: dict[str, Any] = {
     # /metrics: None = staff users with the view permission only; a string = also anyone
     # sending "Authorization: Bearer <token>"; "public" = no check (trusted networks).
     "METRICS_TOKEN": None,
+    # REST API: requests per API key (or per session user), DRF's rate syntax.
+    "API_RATE": "600/minute",
     # Keyword-argument names whose values are masked in the admin, exports and results.
     "SENSITIVE_KWARGS": r"pass(word|wd)?|token|secret|api[_-]?key|private[_-]?key|credential|auth",
     # Where the admin links to for the live view.

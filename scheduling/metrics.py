@@ -22,7 +22,7 @@ BUCKET_FIELDS = [f"b{i}" for i in range(len(JobDailyStats.DURATION_BUCKETS) + 1)
 
 
 def queue_length(queue: str = "celery") -> int | None:
-    from project.celery import app
+    from celery import current_app as app
 
     try:
         with app.connection_for_read() as connection:

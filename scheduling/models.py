@@ -1,6 +1,8 @@
 """Jobs (what to run and when) and their executions (every run, with its timings)."""
 
 import datetime as dt
+import fnmatch
+import hashlib
 import random
 
 from django.core.exceptions import ValidationError
@@ -1221,3 +1223,107 @@ class Alert(models.Model):
 
     def __str__(self) -> str:
         return f"{self.job_name}: {self.kind} {self.state}"
+
+
+class ApiPrivilege(models.TextChoices):
+    """What an API key may do: read jobs and runs, run them (and cancel runs), pause and
+    resume them, edit them (create, change, delete)."""
+
+    READ = "read", _("Read")
+    RUN = "run", _("Run")
+    PAUSE = "pause", _("Pause")
+    EDIT = "edit", _("Edit")
+
+
+class ApiKey(models.Model):
+    """A key of the REST API: scoped by privileges and a job-name glob, with an expiry.
+
+    The key itself is shown once, when it is created, and never stored: the row keeps
+    its ``prefix`` (to find the row) and a salted SHA-256 hash of the rest. A key has
+    256 random bits, so a fast hash suffices (a password hash would cost every request
+    tens of milliseconds and buys nothing against a guess of 2^256).
+    """
+
+    #: What every key starts with (``sj_<prefix>_<secret>``), so a leaked one is recognised.
+    PREFIX = "sj"
+
+    name = models.CharField(
+        _("name"),
+        max_length=100,
+        unique=True,
+        help_text=_("Who uses the key, e.g. 'deploy-pipeline'; the audit trail names it."),
+    )
+    prefix = models.CharField(_("prefix"), max_length=16, unique=True, editable=False)
+    salt = models.CharField(_("salt"), max_length=32, editable=False)
+    key_hash = models.CharField(_("key hash"), max_length=64, editable=False)
+    privileges = models.JSONField(
+        _("privileges"),
+        default=list,
+        help_text=_("What the key may do: read, run, pause, edit."),
+    )
+    jobs = models.CharField(
+        _("jobs"),
+        max_length=200,
+        default="*",
+        help_text=_("Glob of the job names the key reaches, e.g. 'reports.*'; '*' for all."),
+    )
+    expires_at = models.DateTimeField(
+        _("expires at"), null=True, blank=True, help_text=_("Empty: never expires.")
+    )
+    revoked_at = models.DateTimeField(_("revoked at"), null=True, blank=True, editable=False)
+    last_used_at = models.DateTimeField(
+        _("last used"),
+        null=True,
+        blank=True,
+        editable=False,
+        help_text=_("Updated at most once a minute."),
+    )
+    created_at = models.DateTimeField(_("created"), auto_now_add=True)
+    created_by = models.CharField(_("created by"), max_length=150, blank=True, editable=False)
+
+    class Meta:
+        verbose_name = _("API key")
+        verbose_name_plural = _("API keys")
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @staticmethod
+    def hash_secret(*, salt: str, secret: str) -> str:
+        """The stored hash of a key's secret part."""
+        return hashlib.sha256(f"{salt}:{secret}".encode()).hexdigest()
+
+    def clean(self) -> None:
+        unknown = [p for p in self.privileges or [] if p not in ApiPrivilege.values]
+        if not isinstance(self.privileges, list) or unknown or not self.privileges:
+            raise ValidationError(
+                {
+                    "privileges": _("Give one or more of %(choices)s.")
+                    % {"choices": ", ".join(ApiPrivilege.values)}
+                }
+            )
+        if self._state.adding and self.expires_at and self.expires_at <= dj_timezone.now():
+            raise ValidationError({"expires_at": _("The expiry time has already passed.")})
+        if "[" in self.jobs or "]" in self.jobs:
+            raise ValidationError(
+                {"jobs": _("Use * (any text) and ? (one character) only in the job glob.")}
+            )
+
+    @property
+    def active(self) -> bool:
+        """Neither revoked nor expired."""
+        return self.state == "active"
+
+    @property
+    def state(self) -> str:
+        """``active``, ``expired`` or ``revoked``."""
+        if self.revoked_at is not None:
+            return "revoked"
+        if self.expires_at is not None and self.expires_at <= dj_timezone.now():
+            return "expired"
+        return "active"
+
+    def reaches(self, job_name: str) -> bool:
+        """Whether the key's job glob matches ``job_name``."""
+        return fnmatch.fnmatchcase(job_name, self.jobs or "*")  # no [...]: clean() refuses it

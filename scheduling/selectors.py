@@ -1,6 +1,7 @@
 """Reads: job lists, one job's status, upcoming fire times and executions."""
 
 import datetime as dt
+import hmac
 from typing import Any
 
 from django.core.exceptions import ValidationError
@@ -14,6 +15,7 @@ from scheduling.models import (
     FAILED_STATUSES,
     IN_PROGRESS_STATUSES,
     UNFINISHED_STATUSES,
+    ApiKey,
     ExecutionStatus,
     Job,
     JobExecution,
@@ -32,6 +34,8 @@ def job_list(*, group: str | None = None, enabled: bool | None = None) -> QueryS
 def job_get(*, ident: str | int) -> Job:
     """Return the job with this id or name; ``Job.DoesNotExist`` names it when missing."""
     text = str(ident)
+    if "\x00" in text:  # no name holds one, and PostgreSQL cannot compare it
+        raise Job.DoesNotExist(f"No job with id or name {text!r}.")
     job = Job.objects.filter(name=text).first()
     if job is None and text.isdigit():
         job = Job.objects.filter(pk=int(text)).first()
@@ -377,9 +381,11 @@ def duration_series(*, job: Job, limit: int = 200) -> list[dict[str, Any]]:
     ]
 
 
-def upcoming_runs(*, limit: int = 15) -> list[Job]:
+def upcoming_runs(*, limit: int = 15, jobs: QuerySet[Job] | None = None) -> list[Job]:
+    """The ``limit`` enabled jobs (of ``jobs``, default all) that fire next, soonest first."""
+    jobs = Job.objects.all() if jobs is None else jobs
     return list(
-        Job.objects.filter(enabled=True, next_run_at__isnull=False).order_by("next_run_at")[:limit]
+        jobs.filter(enabled=True, next_run_at__isnull=False).order_by("next_run_at")[:limit]
     )
 
 
@@ -451,3 +457,17 @@ def missed_by_cause(*, since: dt.datetime, until: dt.datetime) -> list[dict[str,
         .order_by("-last")
     )
     return list(rows)
+
+
+def api_key_find(*, raw: str) -> ApiKey | None:
+    """The key row whose key is ``raw`` (``sj_<prefix>_<secret>``), active or not; ``None``
+    when no key is ``raw``. The hash is compared in constant time."""
+    marker, _sep, rest = raw.partition("_")
+    prefix, _sep, secret = rest.partition("_")
+    if marker != ApiKey.PREFIX or not prefix or not secret or "\x00" in raw:
+        return None  # PostgreSQL cannot even compare text holding NUL
+    key = ApiKey.objects.filter(prefix=prefix).first()
+    if key is None:
+        return None
+    expected = ApiKey.hash_secret(salt=key.salt, secret=secret)
+    return key if hmac.compare_digest(expected.encode(), key.key_hash.encode()) else None

@@ -14,6 +14,7 @@ import datetime as dt
 import functools
 import json
 import logging
+import secrets
 import uuid
 from collections.abc import Iterable
 from typing import Any
@@ -33,6 +34,7 @@ from scheduling.models import (
     FAILED_STATUSES,
     MAX_PRIORITY,
     AlertKind,
+    ApiKey,
     AuditSource,
     ExecutionStatus,
     ExecutionTrigger,
@@ -818,3 +820,53 @@ def defaults_install() -> list[str]:
     for entry in wanted:
         InstalledDefault.objects.get_or_create(name=entry["task_id"])
     return report.created
+
+
+@transaction.atomic
+def api_key_create(
+    *,
+    name: str,
+    privileges: list[str],
+    jobs: str = "*",
+    expires_days: float | None = None,
+    expires_at: dt.datetime | None = None,
+    by: str = "",
+) -> tuple[ApiKey, str]:
+    """Create an API key; return it and the key itself (``sj_<prefix>_<secret>``), which
+    is shown this once and never stored. It expires ``expires_days`` from now or at
+    ``expires_at`` (neither: never). ``ValidationError`` names a bad field."""
+    if expires_days is not None and expires_days <= 0:
+        raise ValidationError({"expires_at": _("Give the days until it expires as more than 0.")})
+    if expires_days is not None:
+        expires_at = timezone.now() + dt.timedelta(days=expires_days)
+    prefix, secret, salt = secrets.token_hex(6), secrets.token_urlsafe(32), secrets.token_hex(8)
+    key = ApiKey(
+        name=(name or "").strip(),
+        prefix=prefix,
+        salt=salt,
+        key_hash=ApiKey.hash_secret(salt=salt, secret=secret),
+        privileges=list(dict.fromkeys(privileges)),
+        jobs=(jobs or "*").strip(),
+        expires_at=expires_at,
+        created_by=str(by or audit.current().actor),
+    )
+    key.full_clean()
+    key.save()
+    return key, f"{ApiKey.PREFIX}_{prefix}_{secret}"
+
+
+def api_key_revoke(*, key: ApiKey) -> ApiKey:
+    """Revoke ``key``: it is refused (401) from now on; revoking twice changes nothing."""
+    if key.revoked_at is None:
+        key.revoked_at = timezone.now()
+        ApiKey.objects.filter(pk=key.pk, revoked_at__isnull=True).update(revoked_at=key.revoked_at)
+    return key
+
+
+def api_key_touch(*, key: ApiKey, now: dt.datetime | None = None) -> None:
+    """Record that ``key`` was used: at most once a minute a write, so a busy key does not
+    write a row on every request."""
+    now = now or timezone.now()
+    if key.last_used_at is None or now - key.last_used_at >= dt.timedelta(minutes=1):
+        key.last_used_at = now
+        ApiKey.objects.filter(pk=key.pk).update(last_used_at=now)

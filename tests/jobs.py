@@ -140,3 +140,15 @@ async def async_until_cancelled(key: str, seconds: float = 120) -> str:
         (Path(settings.VAR_DIR) / f"cancelled-{key}").write_text("CancelledError")
         raise
     return "slept"
+
+
+@job_task("tests.wait_for_file", description="Say it started, then return once a file exists.")
+def wait_for_file(path: str, timeout: float = 120) -> str:
+    """Write ``PATH.started``, then wait for ``PATH``: the test decides when it returns."""
+    Path(f"{path}.started").write_text("started")
+    deadline = time.monotonic() + timeout
+    while not Path(path).exists():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{path} never appeared")
+        time.sleep(0.05)
+    return "released"

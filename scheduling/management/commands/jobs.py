@@ -20,6 +20,7 @@ from scheduling import errors, explain, schedules, selectors, services
 from scheduling.audit import audit_context
 from scheduling.models import (
     UNFINISHED_STATUSES,
+    ApiKey,
     Job,
     JobExecution,
     OverlapPolicy,
@@ -81,6 +82,31 @@ EXAMPLES = {
     "slow": "  manage.py jobs slow --window week\n  manage.py jobs slow --threshold 2.5 --json",
     "alerts-check": "  manage.py jobs alerts-check   # dead man's switch, e.g. from system cron",
     "stats-rebuild": "  manage.py jobs stats-rebuild",
+    "adopt-beat": (
+        "  manage.py jobs adopt-beat --dry-run          # what would be adopted, and what not\n"
+        "  manage.py jobs adopt-beat --disable-originals --json"
+    ),
+    "api-key": (
+        "  manage.py jobs api-key create --name deploy --privileges read,run,pause,edit\n"
+        "  manage.py jobs api-key create --name reports-ci --privileges read,run "
+        "--jobs 'reports.*' --expires 90\n"
+        "  manage.py jobs api-key list\n"
+        "  manage.py jobs api-key revoke deploy"
+    ),
+}
+
+# The permission each api-key action needs when a --user is given.
+API_KEY_PERMISSIONS = {"create": "add_apikey", "revoke": "change_apikey", "list": "view_apikey"}
+
+# Options of add and modify spelled out below, with their own help; every other option
+# of Job.OPTION_FIELDS gets one generated from the model field (its name and help text).
+EXPLICIT_OPTIONS = {
+    "group",
+    "max_instances",
+    "overlap",
+    "misfire_grace_time",
+    "pause_after_failures",
+    *Job.ROUTING_FIELDS,
 }
 
 
@@ -107,6 +133,9 @@ PERMISSIONS = {
     "drop": "run_job",
     "alerts-check": "view_job",
     "stats-rebuild": "change_job",
+    # With --disable-originals also django_celery_beat.change_periodictask.
+    "adopt-beat": "add_job",
+    "api-key": "view_apikey",  # per api-key action: API_KEY_PERMISSIONS
 }
 
 
@@ -115,6 +144,49 @@ def _json_arg(value: str, option: str) -> Any:
         return json.loads(value)
     except json.JSONDecodeError as exc:
         raise CommandError(f"{option} is not valid JSON: {exc}") from None
+
+
+def _option_arg(name: str, value: Any) -> Any:
+    """The value of a generated option (:data:`EXPLICIT_OPTIONS`) as the model field
+    takes it: JSON, a number, true/false; '' clears a field that may be empty."""
+    from django.db import models
+
+    field = Job._meta.get_field(name)
+    option = "--" + name.replace("_", "-")
+    if isinstance(field, models.BooleanField) or isinstance(value, bool):
+        return value
+    if field.null and value.strip() == "":
+        return None
+    if isinstance(field, models.JSONField):
+        return _json_arg(value, option)
+    try:
+        if isinstance(field, models.IntegerField):
+            return int(value)
+        if isinstance(field, models.FloatField):
+            return float(value)
+    except ValueError:
+        kind = "a whole number" if isinstance(field, models.IntegerField) else "a number"
+        raise CommandError(f"{option} {value!r} is not {kind}") from None
+    return value
+
+
+def _add_generated_options(parser) -> None:
+    """One option per job option not spelled out (:data:`EXPLICIT_OPTIONS`), named and
+    explained as on the model, so the commands set every option the admin form edits."""
+    from django.db import models
+
+    for name in Job.OPTION_FIELDS:
+        if name in EXPLICIT_OPTIONS:
+            continue
+        field = Job._meta.get_field(name)
+        flag = "--" + name.replace("_", "-")
+        text = str(field.help_text or field.verbose_name).replace("%", "%%")
+        if isinstance(field, models.BooleanField):
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, help=text)
+        elif isinstance(field, models.JSONField):
+            parser.add_argument(flag, metavar="JSON", help=text + " (JSON)")
+        else:
+            parser.add_argument(flag, help=text + (" ('' to clear)" if field.null else ""))
 
 
 def _moment_arg(value: str, option: str, tz_name: str) -> dt.datetime:
@@ -134,7 +206,7 @@ class Command(BaseCommand):
 
     help = (
         "Manage scheduled jobs: list, show, add, modify, pause, resume, remove, run, cancel, drop, "
-        "history, export, import."
+        "history, export, import; and API keys (api-key)."
     )
 
     def add_arguments(self, parser):
@@ -164,6 +236,7 @@ class Command(BaseCommand):
                 "stats-rebuild",
                 "cancel",
                 "drop",
+                "adopt-beat",
             }:
                 p.add_argument("job", help="job name or id")
             if name not in {"pause", "resume", "remove"}:
@@ -233,6 +306,7 @@ class Command(BaseCommand):
                 help="most fire times the schedule sends ('' to clear); then the job is "
                 "finished (disabled)",
             )
+            _add_generated_options(p)
             if name == "add":
                 p.add_argument("--paused", action="store_true", help="create it paused")
         p = action("pause", "Pause a job: it keeps its definition but does not fire.")
@@ -282,10 +356,9 @@ class Command(BaseCommand):
             help="write sensitive keyword arguments in clear (masked by default; with --user "
             "it needs the permission scheduling.export_secrets)",
         )
-        p = action("import", "Import job definitions from a JSON file, all or nothing.")
-        p.add_argument("file", help="JSON file ('-' for stdin)")
-        p.add_argument("--dry-run", action="store_true", help="print the changes, write nothing")
-        p.add_argument("--prune", action="store_true", help="remove jobs not in the file")
+        importing = action("import", "Import job definitions from a JSON file, all or nothing.")
+        importing.add_argument("file", help="JSON file ('-' for stdin)")
+        importing.add_argument("--prune", action="store_true", help="remove jobs not in the file")
         action("install-defaults", "Install the default maintenance jobs that are missing.")
         for name, text in (
             ("stats", "Run statistics per job: runs, success rate, min/avg/max, p50/p95/p99."),
@@ -301,6 +374,43 @@ class Command(BaseCommand):
             p.add_argument("--until", help="ISO date-time (custom window)")
         action("alerts-check", "Check every job's dead man's switch now and alert if overdue.")
         action("stats-rebuild", "Rebuild the daily statistics from the execution records.")
+        p = action(
+            "adopt-beat",
+            "Create jobs from django-celery-beat's periodic tasks (crontab, interval, clocked); "
+            "list those that cannot be adopted, and why.",
+        )
+        for parser in (importing, p):
+            parser.add_argument(
+                "--dry-run", action="store_true", help="print the changes, write nothing"
+            )
+        p.add_argument(
+            "--disable-originals",
+            action="store_true",
+            help="disable the adopted periodic tasks in the same transaction, so "
+            "django-celery-beat no longer fires them",
+        )
+        p = sub.add_parser(
+            "api-key",
+            help="Create, list or revoke REST API keys.",
+            description="Create, list or revoke REST API keys (Authorization: Bearer <key>).",
+            epilog="examples:\n" + EXAMPLES["api-key"],
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        keys = p.add_subparsers(dest="key_action", required=True, metavar="KEY_ACTION")
+        create = keys.add_parser("create", help="create a key; prints it once, on the last line")
+        create.add_argument("--name", required=True, help="who uses it; the audit trail names it")
+        create.add_argument(
+            "--privileges",
+            required=True,
+            help="comma-separated: read, run (also cancels runs), pause, edit",
+        )
+        create.add_argument("--jobs", default="*", help="glob of the job names it reaches")
+        create.add_argument("--expires", type=float, metavar="DAYS", help="expires after DAYS")
+        create.add_argument("--json", action="store_true", help="print JSON")
+        revoke = keys.add_parser("revoke", help="revoke a key (refused from now on)")
+        revoke.add_argument("name", help="the key's name")
+        listing = keys.add_parser("list", help="every key, without the keys themselves")
+        listing.add_argument("--json", action="store_true", help="print JSON")
 
     def handle(self, *args, action: str, **options):
         self.as_json = options.get("json", False)
@@ -308,7 +418,8 @@ class Command(BaseCommand):
         actor = getpass.getuser()
         self.user = None
         if options.get("user"):
-            self.user = self._check_permission(options["user"], action)
+            codename = API_KEY_PERMISSIONS[options["key_action"]] if action == "api-key" else None
+            self.user = self._check_permission(options["user"], action, codename)
             actor = self.user.get_username()
             if action == "export" and options.get("include_secrets"):
                 self._check_permission(options["user"], action, "export_secrets")
@@ -422,6 +533,9 @@ class Command(BaseCommand):
                 fields[option] = options[option]
         if options.get("pause_after_failures") is not None:
             fields["pause_after_failures"] = options["pause_after_failures"] or None
+        for name in set(Job.OPTION_FIELDS) - EXPLICIT_OPTIONS:
+            if options.get(name) is not None:
+                fields[name] = _option_arg(name, options[name])
         return fields
 
     def do_add(self, job: str, **options):
@@ -673,6 +787,59 @@ class Command(BaseCommand):
         counted = stats.stats_rebuild()
         self.emit({"runs": counted}, f"Rebuilt daily statistics from {counted} runs.")
 
+    def do_api_key(self, key_action: str, **options):
+        if key_action == "create":
+            privileges = [p.strip() for p in options["privileges"].split(",") if p.strip()]
+            key, raw = services.api_key_create(
+                name=options["name"],
+                privileges=privileges,
+                jobs=options["jobs"],
+                expires_days=options["expires"],
+            )
+            row = self._api_key_row(key)
+            self.emit(
+                {**row, "key": raw},
+                f"Created API key {key.name} (privileges {', '.join(key.privileges)}, jobs "
+                f"{key.jobs}, expires {row['expires_at'] or 'never'}). The key, shown only "
+                f"now:\n{raw}",
+            )
+            return
+        if key_action == "revoke":
+            key = ApiKey.objects.filter(name=options["name"]).first()
+            if key is None:
+                raise CommandError(f"No API key named {options['name']!r}.")
+            services.api_key_revoke(key=key)
+            self.stdout.write(f"Revoked API key {key.name}.")
+            return
+        rows = [self._api_key_row(key) for key in ApiKey.objects.order_by("name")]
+        lines = [
+            f"{'NAME':<24} {'PREFIX':<12} {'PRIVILEGES':<22} {'JOBS':<16} {'STATE':<8} LAST USED"
+        ]
+        lines += [
+            f"{r['name'][:24]:<24} {r['prefix']:<12} {','.join(r['privileges'])[:22]:<22} "
+            f"{r['jobs'][:16]:<16} {r['state']:<8} {r['last_used_at'] or '-'}"
+            for r in rows
+        ]
+        self.emit(rows, "\n".join(lines))
+
+    @staticmethod
+    def _api_key_row(key: ApiKey) -> dict[str, Any]:
+        def iso(moment):
+            return moment.isoformat() if moment else None
+
+        return {
+            "name": key.name,
+            "prefix": key.prefix,
+            "privileges": key.privileges,
+            "jobs": key.jobs,
+            "state": key.state,
+            "expires_at": iso(key.expires_at),
+            "revoked_at": iso(key.revoked_at),
+            "last_used_at": iso(key.last_used_at),
+            "created_at": iso(key.created_at),
+            "created_by": key.created_by,
+        }
+
     def do_install_defaults(self, **_):
         created = services.defaults_install()
         self.emit(
@@ -681,3 +848,36 @@ class Command(BaseCommand):
             if created
             else "Default jobs already installed",
         )
+
+    def do_adopt_beat(self, dry_run: bool = False, disable_originals: bool = False, **_):
+        from scheduling import adoption
+
+        permission = "django_celery_beat.change_periodictask"
+        if disable_originals and self.user is not None and not self.user.has_perm(permission):
+            raise CommandError(
+                f"User {self.user.get_username()!r} lacks the permission {permission!r} "
+                "for --disable-originals."
+            )
+        report = adoption.beat_schedule_adopt(dry_run=dry_run, disable_originals=disable_originals)
+        verb = "Would adopt" if dry_run else "Adopted"
+        lines = [
+            f"+ {row['name']}: {row['task']}, {row['trigger']} ({row['timezone']}); next run "
+            f"{row['next_run_time'] or '-'}" + ("" if row["enabled"] else " (disabled)")
+            for row in report.adopted
+        ]
+        lines += [f"= {name}: a job of this name exists, left as it is" for name in report.existing]
+        lines += [f"! {row['name']}: not adopted: {row['reason']}" for row in report.refused]
+        lines += [
+            f"{'Would disable' if dry_run else 'Disabled'} the original {name}"
+            for name in report.disabled_originals
+        ]
+        lines.append(
+            f"{verb} {len(report.adopted)}, already jobs {len(report.existing)}, "
+            f"not adopted {len(report.refused)}"
+            + (
+                f", originals disabled {len(report.disabled_originals)}"
+                if disable_originals
+                else ""
+            )
+        )
+        self.emit(report.as_dict(), "\n".join(lines))

@@ -1,0 +1,206 @@
+"""The API's JSON shapes: fields named as on the model and in ``jobs show --json``.
+
+Serializers convert JSON types only; every rule of a job (cron, timezone, registered
+task, window, overlap, limits) is the model's, applied by the services when they save.
+"""
+
+import datetime as dt
+from typing import Any
+
+from django.utils.translation import gettext_lazy as _
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from scheduling import masking, schedules
+from scheduling.models import ExecutionStatus, ExecutionTrigger, Job, JobExecution, OverlapPolicy
+
+MOMENT_FIELDS = ("run_at", "start_at", "end_at")
+
+
+@extend_schema_field(OpenApiTypes.DATETIME)
+class MomentField(serializers.Field):
+    """An ISO 8601 date-time; without an offset it is read in the job's timezone (as the
+    import and the commands read it), so it is kept as text until the timezone is known."""
+
+    def to_internal_value(self, data: Any) -> str:
+        if not isinstance(data, str) or not data.strip():
+            self.fail("invalid")
+        return data
+
+    def to_representation(self, value: dt.datetime) -> str:
+        return value.isoformat()
+
+    default_error_messages = {
+        "invalid": _("Give an ISO 8601 date-time, e.g. 2026-12-31T23:59:59."),
+    }
+
+
+class JobSerializer(serializers.ModelSerializer):
+    """A job: its definition (writable) and its state (read-only). ``version`` is the
+    conflict token: an update that sends one older than the job's is refused (409)."""
+
+    run_at = MomentField(required=False, allow_null=True)
+    start_at = MomentField(required=False, allow_null=True)
+    end_at = MomentField(required=False, allow_null=True)
+    version = serializers.IntegerField(
+        required=False,
+        min_value=1,
+        help_text="The job's version; sent with an update, a stale one gets 409.",
+    )
+    trigger_description = serializers.SerializerMethodField()
+    last_status = serializers.ChoiceField(
+        choices=ExecutionStatus.choices, read_only=True, allow_blank=True
+    )
+
+    class Meta:
+        model = Job
+        fields = (
+            "id",
+            *Job.EDITABLE_FIELDS,
+            "version",
+            "trigger_description",
+            "next_run_at",
+            *Job.PAUSE_FIELDS,
+            "last_run_at",
+            "last_status",
+            "last_duration",
+            "total_run_count",
+            "consecutive_failures",
+            "scheduled_run_count",
+            "created_at",
+            "updated_at",
+        )
+        read_only_fields = (
+            "next_run_at",
+            *Job.PAUSE_FIELDS,
+            "last_run_at",
+            "last_status",
+            "last_duration",
+            "total_run_count",
+            "consecutive_failures",
+            "scheduled_run_count",
+            "created_at",
+            "updated_at",
+        )
+        # The model's checks say these (full_clean, in the service), as everywhere: the
+        # unique name, the queue and exchange name patterns.
+        extra_kwargs = {
+            name: {"validators": []} for name in ("name", "queue", "exchange", "routing_key")
+        }
+
+    def get_trigger_description(self, job: Job) -> str:
+        return job.describe_trigger()
+
+    def to_representation(self, job: Job) -> dict[str, Any]:
+        data = super().to_representation(job)
+        data["kwargs"] = masking.mask(job.kwargs)
+        return data
+
+    def model_fields(self, *, timezone: str) -> dict[str, Any]:
+        """The validated data as model field values: date-times read in ``timezone``
+        (``ValidationError`` naming the field), ``version`` left out."""
+        fields = {k: v for k, v in self.validated_data.items() if k != "version"}
+        problems = {}
+        try:
+            schedules.get_timezone(timezone)
+        except ValueError as exc:
+            raise serializers.ValidationError({"timezone": [str(exc)]}) from None
+        for name in MOMENT_FIELDS:
+            if fields.get(name):
+                try:
+                    fields[name] = schedules.parse_moment(fields[name], timezone)
+                except ValueError as exc:
+                    problems[name] = [str(exc)]
+        if problems:
+            raise serializers.ValidationError(problems)
+        return fields
+
+
+class PauseSerializer(serializers.Serializer):
+    """A pause: why, and optionally when the job resumes by itself."""
+
+    reason = serializers.CharField(required=False, allow_blank=True, default="")
+    resume_at = MomentField(required=False, allow_null=True, default=None)
+
+
+class RunNowSerializer(serializers.Serializer):
+    """A manual run's overrides. ``kwargs`` and ``logical_at`` join here once
+    ``services.job_run_now`` takes them."""
+
+    overlap = serializers.ChoiceField(
+        choices=OverlapPolicy.choices, required=False, allow_null=True, default=None
+    )
+
+
+class RunStartedSerializer(serializers.Serializer):
+    """What a run now answers: the Celery task id of the run sent."""
+
+    task_id = serializers.CharField()
+
+
+class CancelSerializer(serializers.Serializer):
+    """Stop a run: cancel it (cooperative) or, with ``terminate``, kill it now."""
+
+    terminate = serializers.BooleanField(required=False, default=False)
+    reason = serializers.CharField(required=False, allow_blank=True, default="", max_length=300)
+
+
+class ExecutionSerializer(serializers.ModelSerializer):
+    """One run of a job (or a fire time that did not run), with its outcome."""
+
+    status = serializers.ChoiceField(choices=ExecutionStatus.choices, read_only=True)
+    trigger = serializers.ChoiceField(choices=ExecutionTrigger.choices, read_only=True)
+
+    class Meta:
+        model = JobExecution
+        fields = (
+            "id",
+            "job",
+            "job_name",
+            "task",
+            "trigger",
+            "status",
+            "scheduled_at",
+            "started_at",
+            "finished_at",
+            "duration",
+            "result",
+            "exception",
+            "traceback",
+            "worker",
+            "reason",
+            "attempt",
+            "retry_of",
+            "progress",
+            "progress_message",
+            "cancel_requested_at",
+            "cancelled_by",
+        )
+        read_only_fields = fields
+
+
+class UpcomingSerializer(serializers.Serializer):
+    """The next fire time of a job."""
+
+    id = serializers.IntegerField()
+    name = serializers.CharField()
+    next_run_at = serializers.DateTimeField(allow_null=True)
+    trigger_description = serializers.CharField()
+
+
+class HealthCheckSerializer(serializers.Serializer):
+    """One health check's outcome."""
+
+    check = serializers.CharField()
+    ok = serializers.BooleanField()
+    detail = serializers.CharField()
+    seconds = serializers.FloatField()
+
+
+class HealthSerializer(serializers.Serializer):
+    """Database, broker, workers and beat (with the beat leader)."""
+
+    ok = serializers.BooleanField()
+    checks = HealthCheckSerializer(many=True)
+    beat_leader = serializers.CharField(allow_null=True)
