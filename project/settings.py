@@ -161,6 +161,8 @@ LANGUAGES = [("en", "English"), ("zh-hans", "简体中文")]
 LOCALE_PATHS = [BASE_DIR / "scheduling" / "locale"]
 TIME_ZONE = os.environ.get("TIME_ZONE", "Asia/Shanghai")
 USE_I18N = True
+# Stock admin fields to the second with the UTC offset (project/formats/<language>/).
+FORMAT_MODULE_PATH = ["project.formats"]
 # Keep USE_TZ on: django-celery-beat's timezone bugs cluster around USE_TZ=False (#798, #918).
 USE_TZ = True
 

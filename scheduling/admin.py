@@ -18,7 +18,6 @@ from django.http import HttpRequest, HttpResponseNotAllowed, HttpResponseRedirec
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
-from django.utils.formats import date_format
 from django.utils.functional import cached_property
 from django.utils.html import format_html, format_html_join
 from django.utils.http import url_has_allowed_host_and_scheme
@@ -30,6 +29,7 @@ from scheduling import (
     backfills,
     calendar_services,
     charts,
+    display,
     explain,
     group_services,
     masking,
@@ -72,22 +72,20 @@ for _model in (
     if admin.site.is_registered(_model):
         admin.site.unregister(_model)
 
-
-def _local(moment, tz_name: str) -> str:
-    try:
-        tz = schedules.get_timezone(tz_name)
-    except ValueError:
-        tz = timezone.get_current_timezone()
-    return date_format(moment.astimezone(tz), "Y-m-d H:i:s T")
+# The lists need the width of a 1366 px screen: the header links and the home page
+# navigate instead of the side bar of every model.
+admin.site.enable_nav_sidebar = False
 
 
 def _paused_words(job: Job) -> str:
-    """``paused by alice until 2026-12-24 06:00:00 CST: upstream down``, as known."""
+    """``paused by alice until 2026-12-24 06:00:00 +08:00: upstream down``, as known."""
     words = str(_("paused"))
     if job.paused_by:
         words += " " + str(_("by %(who)s") % {"who": job.paused_by})
     if job.resume_at:
-        words += " " + str(_("until %(when)s") % {"when": _local(job.resume_at, job.timezone)})
+        words += " " + str(
+            _("until %(when)s") % {"when": display.exact(job.resume_at, job.timezone)}
+        )
     if job.pause_reason:
         words += f": {job.pause_reason}"
     return words
@@ -122,14 +120,34 @@ def _window_words(job: Job) -> str:
     """The validity window in words: "From … until …; 2 of 3 runs left." (empty: none)."""
     parts = []
     if job.start_at:
-        parts.append(_("From %(start)s") % {"start": _local(job.start_at, job.timezone)})
+        parts.append(_("From %(start)s") % {"start": display.exact(job.start_at, job.timezone)})
     if job.end_at:
-        parts.append(_("Until %(end)s") % {"end": _local(job.end_at, job.timezone)})
+        parts.append(_("Until %(end)s") % {"end": display.exact(job.end_at, job.timezone)})
     if job.max_runs is not None:
         parts.append(
             _("%(left)d of %(max)d runs left") % {"left": job.runs_remaining, "max": job.max_runs}
         )
     return "; ".join(str(part) for part in parts)
+
+
+def clipped_column(field: str, description) -> object:
+    """A list column showing ``field`` cut to the column's width, whole on hover."""
+
+    @admin.display(description=description, ordering=field)
+    def column(self, obj) -> str:
+        return display.clipped(getattr(obj, field))
+
+    return column
+
+
+def moment_column(field: str, description) -> object:
+    """A list column showing the run's time ``field`` to the second in its job's zone."""
+
+    @admin.display(description=description, ordering=field)
+    def column(self, execution: JobExecution) -> str:
+        return display.moment_html(getattr(execution, field), display.run_zone(execution))
+
+    return column
 
 
 class ReadOnlyAdminMixin:
@@ -349,6 +367,7 @@ class JobAdmin(RunsInProgressMixin, admin.ModelAdmin):
         "executions_link",
     )
     list_filter = ("enabled", "trigger_type", "group", "last_status", "task")
+    list_per_page = 50
     search_fields = ("name", "description", "task", "group")
     actions = ("pause_jobs", "resume_jobs", "run_jobs_now", "skip_next_runs")
     autocomplete_fields = ("calendars",)
@@ -363,7 +382,10 @@ class JobAdmin(RunsInProgressMixin, admin.ModelAdmin):
         "created_at",
         "updated_at",
     )
+    #: At the top of a job's page: its recent runs, statistics and alert state.
+    OVERVIEW_FIELDS = ("recent_runs", "next_runs", "statistics", "alert_state")
     readonly_fields = (
+        *OVERVIEW_FIELDS,
         "recent_changes",
         "schedule_preview",
         "fire_time_fates",
@@ -373,6 +395,7 @@ class JobAdmin(RunsInProgressMixin, admin.ModelAdmin):
         *status_fields,
     )
     fieldsets = (
+        (_("Overview"), {"fields": OVERVIEW_FIELDS}),
         (
             None,
             {
@@ -447,6 +470,7 @@ class JobAdmin(RunsInProgressMixin, admin.ModelAdmin):
     )
 
     class Media:
+        css = {"all": ("scheduling/console.css",)}
         js = ("scheduling/job_form.js",)
 
     def runs_in_progress(self, job: Job) -> list[JobExecution]:
@@ -455,21 +479,25 @@ class JobAdmin(RunsInProgressMixin, admin.ModelAdmin):
     # --- list columns ---------------------------------------------------------------------
     @admin.display(description=_("trigger"))
     def trigger_words(self, job: Job) -> str:
-        return job.describe_trigger()
+        return display.clipped(job.describe_trigger())
 
     @admin.display(description=_("next run"), ordering="next_run_at")
     def next_run(self, job: Job) -> str:
         if not job.enabled:
-            return _paused_words(job)
-        return _local(job.next_run_at, job.timezone) if job.next_run_at else "—"
+            return display.clipped(_paused_words(job))
+        return display.moment_html(job.next_run_at, job.timezone, relative_to_now=True)
 
     @admin.display(description=_("last run"), ordering="last_run_at")
     def last_outcome(self, job: Job) -> str:
+        """The last outcome as a badge, when (relative) and how long it took."""
         if not job.last_status:
-            return "—"
-        icon = {"success": "✔", "failure": "✘"}.get(job.last_status, "…")
-        duration = f" {job.last_duration:.3f}s" if job.last_duration is not None else ""
-        return f"{icon} {ExecutionStatus(job.last_status).label}{duration}"
+            return display.EMPTY
+        return format_html(
+            '{} {} <span class="duration">{}</span>',
+            display.badge(job.last_status),
+            display.moment_html(job.last_run_at, job.timezone, relative_to_now=True),
+            display.duration(job.last_duration) if job.last_duration is not None else "",
+        )
 
     @admin.display(description=_("executions"))
     def executions_link(self, job: Job) -> str:
@@ -485,7 +513,7 @@ class JobAdmin(RunsInProgressMixin, admin.ModelAdmin):
             "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td><code>{}</code></td></tr>",
             (
                 (
-                    date_format(timezone.localtime(change.at), "Y-m-d H:i:s"),
+                    display.exact(change.at),
                     change.action,
                     change.get_source_display(),
                     change.actor or "—",
@@ -519,7 +547,7 @@ class JobAdmin(RunsInProgressMixin, admin.ModelAdmin):
             (
                 (
                     fate["fate"],
-                    _local(dt.datetime.fromisoformat(fate["scheduled_at"]), job.timezone),
+                    display.exact(dt.datetime.fromisoformat(fate["scheduled_at"]), job.timezone),
                     explain.FATE_LABELS[fate["fate"]]
                     + (f" ({ExecutionStatus(fate['status']).label})" if fate["status"] else ""),
                     fate["detail"][:300],
@@ -534,6 +562,97 @@ class JobAdmin(RunsInProgressMixin, admin.ModelAdmin):
             _("fate"),
             _("why"),
             rows,
+        )
+
+    @admin.display(description=_("last 50 runs"))
+    def recent_runs(self, job: Job) -> str:
+        """The last 50 runs as coloured ticks, oldest first; each names its time, outcome
+        and duration on hover and opens the run."""
+        if job.pk is None:
+            return display.EMPTY
+        runs = list(selectors.execution_list(job=job)[:50])[::-1]
+        ticks = format_html_join(
+            "",
+            '<a class="tick" href="{}" style="background-color: {}" title="{}"></a>',
+            (
+                (
+                    reverse("admin:scheduling_jobexecution_change", args=[run.pk]),
+                    charts.COLORS.get(run.status, "#417690"),
+                    f"{display.exact(run.scheduled_at or run.started_at, job.timezone)} · "
+                    f"{run.get_status_display()} · {display.duration(run.duration)}",
+                )
+                for run in runs
+            ),
+        )
+        return format_html('<div id="run-strip">{}</div>', ticks or _("No runs yet."))
+
+    @admin.display(description=_("next runs"))
+    def next_runs(self, job: Job) -> str:
+        """The next 5 fire times, relative, exact on hover (paused: why)."""
+        if not job.enabled:
+            return _paused_words(job)
+        runs = selectors.job_upcoming_runs(job=job, count=5)
+        return format_html_join(
+            " · ",
+            "{}",
+            ((display.moment_html(run, job.timezone, relative_to_now=True),) for run in runs),
+        ) or _("No upcoming runs.")
+
+    @admin.display(description=_("statistics"))
+    def statistics(self, job: Job) -> str:
+        """Runs, success rate and durations over the last 24 hours and 7 days."""
+        if job.pk is None:
+            return display.EMPTY
+        rows = []
+        for window, label in (("day", _("24 h")), ("week", _("7 days"))):
+            since, until = selectors.window_bounds(window=window)
+            stats = selectors.job_statistics(job=job, since=since, until=until)
+            rate = stats["success_rate"]
+            rows.append(
+                (
+                    label,
+                    stats["runs"],
+                    f"{rate:.0%}" if rate is not None else display.EMPTY,
+                    stats["failures"],
+                    stats["missed"],
+                    display.duration(stats["avg"]),
+                    display.duration(stats["p95"]),
+                    display.duration(stats["max"]),
+                )
+            )
+        return format_html(
+            '<table id="job-statistics"><tr><th></th><th>{}</th><th>{}</th><th>{}</th>'
+            "<th>{}</th><th>{}</th><th>p95</th><th>{}</th></tr>{}</table>",
+            _("runs"),
+            _("success rate"),
+            _("failures"),
+            _("missed"),
+            _("average"),
+            _("max"),
+            format_html_join("", "<tr>" + "<td>{}</td>" * 8 + "</tr>", rows),
+        )
+
+    @admin.display(description=_("alert state"))
+    def alert_state(self, job: Job) -> str:
+        """Each kind of alert firing for the job, since when; or that none is."""
+        if job.pk is None:
+            return display.EMPTY
+        firing = job.alert_status.filter(firing=True).order_by("kind")
+        if not firing:
+            return format_html('<span id="alert-state">{}</span>', _("No alert firing."))
+        return format_html(
+            '<span id="alert-state">{}</span>',
+            format_html_join(
+                " ",
+                "{} {}",
+                (
+                    (
+                        display.badge("failure", status.get_kind_display()),
+                        _("since %(when)s") % {"when": display.exact(status.since, job.timezone)},
+                    )
+                    for status in firing
+                ),
+            ),
         )
 
     @admin.display(description=_("waiting runs"))
@@ -557,7 +676,9 @@ class JobAdmin(RunsInProgressMixin, admin.ModelAdmin):
         if job.pk is None:
             return _("Shown as you type, and after saving.")
         runs = selectors.job_upcoming_runs(job=job, count=5)
-        items = format_html_join("", "<li>{}</li>", ((_local(r, job.timezone),) for r in runs))
+        items = format_html_join(
+            "", "<li>{}</li>", ((display.exact(r, job.timezone),) for r in runs)
+        )
         excluded = format_html_join(
             "",
             "<li>{}</li>",
@@ -576,7 +697,8 @@ class JobAdmin(RunsInProgressMixin, admin.ModelAdmin):
             ),
         )
         return format_html(
-            '<div id="schedule-preview"><p>{}</p><ol>{}</ol><ul class="excluded">{}</ul><p>{}</p></div>',
+            '<div id="schedule-preview"><p class="trigger">{}</p><ol>{}</ol>'
+            '<ul class="excluded">{}</ul><p>{}</p></div>',
             job.describe_trigger(),
             items or _("No upcoming runs."),
             excluded,
@@ -607,7 +729,9 @@ class JobAdmin(RunsInProgressMixin, admin.ModelAdmin):
         """A user who may not change the job sees its kwargs read-only: masked, as in the
         form (the stock read-only field would show them as stored)."""
         fieldsets = super().get_fieldsets(request, obj)
-        if obj is None or self.has_change_permission(request, obj):
+        if obj is None:  # a new job has no runs to overview
+            return [(t, o) for t, o in fieldsets if o["fields"] != self.OVERVIEW_FIELDS]
+        if self.has_change_permission(request, obj):
             return fieldsets
         return [
             (title, {**options, "fields": [_swap(f) for f in options["fields"]]})
@@ -864,17 +988,27 @@ class JobAdmin(RunsInProgressMixin, admin.ModelAdmin):
         )
         return [preview, dashboard, run_now, backfill, *super().get_urls()]
 
+    #: The dashboard's windows, as the select names them.
+    DASHBOARD_WINDOWS = {
+        "hour": _("1 h"),
+        "day": _("24 h"),
+        "week": _("7 days"),
+        "month": _("30 days"),
+    }
+
     def dashboard_view(self, request: HttpRequest):
-        """Charts: slowest jobs, outcomes per day, one job's durations; upcoming runs."""
+        """Charts in the operator's timezone over a window (1 h … 30 days): slowest jobs,
+        outcomes per day, failures per job, fire times by minute of the hour, one job's
+        durations; missed fire times apart, one line per cause; upcoming runs."""
         if not self.has_view_permission(request):
             raise PermissionDenied
         window = request.GET.get("window", "day")
-        try:
-            since, until = selectors.window_bounds(window=window)
-        except ValidationError:
-            window, (since, until) = "day", selectors.window_bounds(window="day")
+        if window not in self.DASHBOARD_WINDOWS:
+            window = "day"
+        since, until = selectors.window_bounds(window=window)
         slow = selectors.slow_jobs(since=since, until=until, threshold=0)[:15]
-        outcomes = selectors.outcomes_per_day(days=14)
+        # Missed fire times are shown apart, by cause: an outage is not a pile of failures.
+        outcomes = [r for r in selectors.outcomes_per_day(days=14) if r["status"] != "missed"]
         days = sorted({row["day"] for row in outcomes})
         statuses = [s for s in charts.COLORS if any(r["status"] == s for r in outcomes)]
         series = {
@@ -889,26 +1023,65 @@ class JobAdmin(RunsInProgressMixin, admin.ModelAdmin):
             job = Job.objects.filter(name=slow[0]["job"]).first()
         stats = selectors.job_statistics(job=job, since=since, until=until) if job else None
         points = (
-            [(p["at"], p["duration"], p["status"]) for p in selectors.duration_series(job=job)]
+            [
+                (display.exact(dt.datetime.fromisoformat(p["at"])), p["duration"], p["status"])
+                for p in selectors.duration_series(job=job)
+            ]
             if job
             else []
         )
+        failures = selectors.failures_per_job(since=since, until=until)
+        missed = [
+            {
+                **row,
+                "first": display.moment_html(row["first"]),
+                "last": display.moment_html(row["last"]),
+            }
+            for row in selectors.missed_by_cause(since=since, until=until)
+        ]
+        now = timezone.now()
         context = {
             **self.admin_site.each_context(request),
             "title": _("Dashboard"),
             "opts": self.model._meta,
             "window": window,
-            "windows": list(selectors.WINDOWS),
+            "windows": self.DASHBOARD_WINDOWS,
+            "zone": f"{timezone.get_current_timezone_name()} ({display.offset(timezone.localtime(now))})",
+            "since": display.exact(since),
+            "until": display.exact(until),
             "slow_chart": charts.horizontal_bars(
                 [(row["job"], row["avg"]) for row in slow], title=str(_("Slowest jobs (average)"))
             ),
             "outcome_chart": charts.stacked_columns(days, series, title=str(_("Outcomes per day"))),
+            "failure_chart": charts.horizontal_bars(
+                [(row["job"], row["failures"]) for row in failures],
+                title=str(_("Failures per job")),
+                unit="",
+            ),
+            "heat_map": charts.heat_map(
+                selectors.fire_time_heat_map(since=since, until=until),
+                title=str(_("Fire times by minute of the hour")),
+                unit=str(_("runs")),
+            ),
             "duration_chart": charts.line(points, title=str(_("Duration over time"))),
+            "missed": missed,
             "job": job,
             "jobs": Job.objects.order_by("name").values_list("name", flat=True),
             "stats": stats,
-            "slow_report": selectors.slow_jobs(since=since, until=until),
-            "upcoming": selectors.upcoming_runs(),
+            "stats_shown": {
+                key: display.duration(stats[key])
+                for key in ("min", "avg", "max", "p50", "p95", "p99")
+            }
+            if stats
+            else None,
+            "slow_report": [
+                {**row, "avg": display.duration(row["avg"]), "max": display.duration(row["max"])}
+                for row in selectors.slow_jobs(since=since, until=until)
+            ],
+            "upcoming": [
+                (upcoming, display.moment_html(upcoming.next_run_at, upcoming.timezone))
+                for upcoming in selectors.upcoming_runs()
+            ],
             "firing": JobAlertStatus.objects.filter(firing=True).select_related("job"),
         }
         return TemplateResponse(request, "scheduling/dashboard.html", context)
@@ -951,7 +1124,7 @@ class JobAdmin(RunsInProgressMixin, admin.ModelAdmin):
         return JsonResponse(
             {
                 "description": job.describe_trigger(),
-                "next_runs": [_local(run, job.timezone) for run in runs],
+                "next_runs": [display.exact(run, job.timezone) for run in runs],
                 "window": _window_words(job),
             }
         )
@@ -995,31 +1168,33 @@ class JobExecutionAdmin(RunsInProgressMixin, ReadOnlyAdminMixin, admin.ModelAdmi
     paginator = EstimatedCountPaginator
     actions = ("cancel_runs", "terminate_runs", "drop_waiting_runs", "rerun_runs")
     list_display = (
-        "job_name",
+        "job_name_s",
         "trigger",
-        "status",
+        "status_badge",
         "fire_time_s",
-        "started_at",
         "duration_s",
         "lateness_s",
-        "progress_s",
-        "worker",
-        "reason",
+        "worker_s",
+        "reason_s",
     )
+    list_display_links = ("job_name_s",)
+    list_per_page = 50
     list_filter = ("status", "trigger", "started_at", "job")
     search_fields = ("job_name", "task", "exception")
-    list_select_related = False
+    list_select_related = ("job",)  # its timezone; the other relations are not shown
     show_full_result_count = False
     readonly_fields = (
+        "timeline",
+        "related_runs",
         "job",
         "job_name",
         "task",
         "trigger",
         "status",
         "fire_time_s",
-        "started_at",
-        "finished_at",
-        "duration",
+        "started_s",
+        "finished_s",
+        "duration_s",
         "lateness_s",
         "worker",
         "reason",
@@ -1037,7 +1212,21 @@ class JobExecutionAdmin(RunsInProgressMixin, ReadOnlyAdminMixin, admin.ModelAdmi
         "traceback_block",
         "task_result_link",
     )
-    exclude = ("traceback", "task_result", "kwargs")
+    # The times are shown by the *_s fields (to the second in the job's zone) and the timeline.
+    exclude = (
+        "traceback",
+        "task_result",
+        "kwargs",
+        "scheduled_at",
+        "started_at",
+        "finished_at",
+        "duration",
+    )
+
+    def get_fields(self, request, obj=None):
+        """The timeline and the related runs first: what a run's page is read for."""
+        first = ["timeline", "related_runs"]
+        return first + [f for f in super().get_fields(request, obj) if f not in first]
 
     @admin.display(description=_("keyword arguments of this run"))
     def masked_run_kwargs(self, execution: JobExecution) -> str:
@@ -1116,10 +1305,6 @@ class JobExecutionAdmin(RunsInProgressMixin, ReadOnlyAdminMixin, admin.ModelAdmi
     def shows_runs(self, execution: JobExecution, runs: list[JobExecution]) -> bool:
         return bool(runs)
 
-    @admin.display(description=_("progress"))
-    def progress_s(self, execution: JobExecution) -> str:
-        return execution.progress_text or "—"
-
     # --- cancel and terminate ------------------------------------------------------------
     def has_cancel_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm("scheduling.cancel_run")
@@ -1170,8 +1355,40 @@ class JobExecutionAdmin(RunsInProgressMixin, ReadOnlyAdminMixin, admin.ModelAdmi
                 self.admin_site.admin_view(self.stop_view),
                 name="scheduling_jobexecution_stop",
             ),
+            path(
+                "running/",
+                self.admin_site.admin_view(self.running_view),
+                name="scheduling_running",
+            ),
             *super().get_urls(),
         ]
+
+    def running_view(self, request: HttpRequest):
+        """Running now: every run in progress, its elapsed time, worker and progress, with
+        cancel / terminate buttons (``scheduling.cancel_run``). ``?rows=1`` answers the
+        table only: the page's script fetches it every 2 s."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        now = timezone.now()
+        runs = [
+            {
+                "run": run,
+                "status": display.badge(run.status, run.get_status_display()),
+                "started": display.moment_html(run.started_at, self._zone(run)),
+                "elapsed": display.duration((now - run.started_at).total_seconds()),
+            }
+            for run in selectors.execution_in_progress_list()
+        ]
+        context = {
+            **self.admin_site.each_context(request),
+            "title": _("Running now"),
+            "opts": self.model._meta,
+            "runs": runs,
+            "now": display.exact(now),
+            "may_cancel_runs": self.has_cancel_permission(request),
+        }
+        template = "scheduling/running_rows.html" if request.GET.get("rows") else None
+        return TemplateResponse(request, template or "scheduling/running.html", context)
 
     def progress_view(self, request: HttpRequest, pk: int) -> JsonResponse:
         """JSON: the run's status and progress, for the live view of a run in progress."""
@@ -1212,33 +1429,136 @@ class JobExecutionAdmin(RunsInProgressMixin, ReadOnlyAdminMixin, admin.ModelAdmi
         )
         return HttpResponseRedirect(back)
 
+    # --- list columns and times: formatted by scheduling.display --------------------------
+    job_name_s = clipped_column("job_name", _("job name"))
+    worker_s = clipped_column("worker", _("worker"))
+    reason_s = clipped_column("reason", _("reason"))
+    started_s = moment_column("started_at", _("started at"))
+    finished_s = moment_column("finished_at", _("finished at"))
+
+    @admin.display(description=_("status"), ordering="status")
+    def status_badge(self, execution: JobExecution) -> str:
+        """The outcome as a badge; a run in progress with the progress it reported."""
+        badge = display.badge(execution.status, execution.get_status_display())
+        if not execution.in_progress or not execution.progress_text:
+            return badge
+        return format_html("{} {}", badge, display.clipped(execution.progress_text))
+
+    _zone = staticmethod(display.run_zone)
+
     @admin.display(description=_("scheduled at"), ordering="scheduled_at")
-    def fire_time_s(self, execution: JobExecution) -> str | dt.datetime | None:
+    def fire_time_s(self, execution: JobExecution) -> str:
         """The fire time; for a summary of fire times beat did not send, their span."""
+        tz_name = self._zone(execution)
         if execution.scheduled_at is None or execution.missed_until is None:
-            return execution.scheduled_at
-        first = timezone.localtime(execution.scheduled_at)
-        last = timezone.localtime(execution.missed_until)
-        return _("missed %(count)s fire times, %(first)s to %(last)s") % {
-            "count": execution.missed_count,
-            "first": first.strftime("%Y-%m-%d %H:%M:%S"),
-            "last": last.strftime(
-                "%H:%M:%S" if last.date() == first.date() else "%Y-%m-%d %H:%M:%S"
-            ),
-        }
+            return display.moment_html(execution.scheduled_at, tz_name)
+        return format_html(
+            '<span title="{}">{} {}</span>',
+            _("missed %(count)s fire times, %(first)s to %(last)s")
+            % {
+                "count": execution.missed_count,
+                "first": display.exact(execution.scheduled_at, tz_name),
+                "last": display.exact(execution.missed_until, tz_name),
+            },
+            display.exact(execution.scheduled_at, tz_name),
+            display.badge(ExecutionStatus.MISSED, f"×{execution.missed_count}"),  # noqa: RUF001
+        )
 
-    @admin.display(description=_("duration (s)"), ordering="duration")
+    @admin.display(description=_("duration"), ordering="duration")
     def duration_s(self, execution: JobExecution) -> str:
-        return f"{execution.duration:.3f}" if execution.duration is not None else "—"
+        return display.duration(execution.duration)
 
-    @admin.display(description=_("lateness (s)"))
+    @admin.display(description=_("lateness"))
     def lateness_s(self, execution: JobExecution) -> str:
-        late = execution.lateness
-        return f"{late:.3f}" if late is not None else "—"
+        return display.duration(execution.lateness)
+
+    class Media:
+        css = {"all": ("scheduling/console.css",)}
+        js = ("scheduling/copy.js",)
+
+    @admin.display(description=_("timeline"))
+    def timeline(self, execution: JobExecution) -> str:
+        """Fire time → sent → started → finished, each to the second, with the lateness
+        and the duration between them; waiting and a cancel where they happened."""
+        tz_name = display.run_zone(execution)
+        fire = execution.scheduled_at
+        sent = fire + dt.timedelta(seconds=execution.jitter) if fire and execution.jitter else None
+        steps = [
+            (_("fire time"), fire, ""),
+            (_("sent (after its jitter)"), sent, ""),
+            (_("waiting for a free slot"), execution.waiting_since, ""),
+            (
+                _("started"),
+                execution.started_at,
+                _("%(late)s late") % {"late": display.duration(execution.lateness)}
+                if execution.lateness is not None
+                else "",
+            ),
+            (
+                _("cancel requested"),
+                execution.cancel_requested_at,
+                execution.cancelled_by,
+            ),
+            (
+                _("finished"),
+                execution.finished_at,
+                _("took %(took)s") % {"took": display.duration(execution.duration)}
+                if execution.duration is not None
+                else "",
+            ),
+        ]
+        items = format_html_join(
+            "",
+            '<li><span class="step">{}</span> {} <span class="duration">{}</span></li>',
+            (
+                (label, display.moment_html(moment, tz_name), note)
+                for label, moment, note in steps
+                if moment is not None
+            ),
+        )
+        return format_html(
+            '<ol id="run-timeline" class="timeline">{}</ol><p>{}</p>',
+            items,
+            display.badge(execution.status, execution.get_status_display()),
+        )
+
+    @admin.display(description=_("related"))
+    def related_runs(self, execution: JobExecution) -> str:
+        """Links to the job, the Celery task result and the run's other attempts."""
+        links = []
+        if execution.job_id:
+            links.append(
+                (reverse("admin:scheduling_job_change", args=[execution.job_id]), _("the job"))
+            )
+        if execution.task_result_id:
+            links.append(
+                (
+                    reverse("admin:django_celery_results_taskresult_changelist")
+                    + f"?task_id={execution.task_result_id}",
+                    _("Celery task result"),
+                )
+            )
+        first = execution.retry_of or execution
+        attempts = [first, *first.retries.order_by("attempt")]
+        if len(attempts) > 1:
+            for attempt in attempts:
+                if attempt.pk != execution.pk:
+                    label = _("attempt %(n)d") % {"n": attempt.attempt + 1}
+                    links.append(
+                        (reverse("admin:scheduling_jobexecution_change", args=[attempt.pk]), label)
+                    )
+        return format_html_join(" · ", '<a href="{}">{}</a>', links) or display.EMPTY
 
     @admin.display(description=_("traceback"))
     def traceback_block(self, execution: JobExecution) -> str:
-        return format_html("<pre>{}</pre>", execution.traceback) if execution.traceback else "—"
+        if not execution.traceback:
+            return display.EMPTY
+        return format_html(
+            '<button type="button" class="button" data-copy="run-traceback">{}</button>'
+            '<pre id="run-traceback">{}</pre>',
+            _("Copy"),
+            execution.traceback,
+        )
 
     @admin.display(description=_("Celery task result"))
     def task_result_link(self, execution: JobExecution) -> str:

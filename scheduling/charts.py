@@ -33,11 +33,12 @@ def horizontal_bars(items: list[tuple[str, float]], *, title: str, unit: str = "
     for index, (label, value) in enumerate(items):
         y = index * row
         length = (width - label_w - 80) * value / top
+        shown = f"{value:.2f}{unit}" if unit else f"{value:g}"  # no unit: a count
         body.append(
             f'<text x="{label_w - 6}" y="{y + 15}" text-anchor="end" font-size="12">{escape(label[:32])}</text>'
             f'<rect x="{label_w}" y="{y + 4}" width="{length:.1f}" height="{row - 8}" fill="#417690">'
-            f"<title>{escape(label)}: {value:.3f}{unit}</title></rect>"
-            f'<text x="{label_w + length + 4:.1f}" y="{y + 15}" font-size="11">{value:.2f}{unit}</text>'
+            f"<title>{escape(label)}: {shown}</title></rect>"
+            f'<text x="{label_w + length + 4:.1f}" y="{y + 15}" font-size="11">{shown}</text>'
         )
     return _svg(width, row * len(items) + 4, "".join(body), title)
 
@@ -102,8 +103,33 @@ def line(points: list[tuple[str, float, str]], *, title: str, unit: str = "s") -
             f"<title>{escape(label)}: {value:.3f}{unit} ({escape(status)})</title></circle>"
         )
     body.append(
-        f'<text x="{left}" y="{height - 4}" font-size="10">{escape(points[0][0][:19])}</text>'
+        f'<text x="{left}" y="{height - 4}" font-size="10">{escape(points[0][0])}</text>'
         f'<text x="{width - 4}" y="{height - 4}" font-size="10" text-anchor="end">'
-        f"{escape(points[-1][0][:19])}</text>"
+        f"{escape(points[-1][0])}</text>"
     )
     return _svg(width, height, "".join(body), title)
+
+
+def heat_map(grid: list[list[int]], *, title: str, unit: str = "runs") -> SafeString:
+    """Counts by hour of the day (rows) and minute of the hour (columns), darker for more."""
+    if not any(any(row) for row in grid):
+        return mark_safe("")
+    cell_w, cell_h, left, top_margin = 10, 7, 30, 14
+    top = max(max(row) for row in grid)
+    body = [
+        f'<text x="{left + minute * cell_w}" y="10" font-size="10">:{minute:02d}</text>'
+        for minute in (0, 15, 30, 45)
+    ]
+    for hour, row in enumerate(grid):
+        y = top_margin + hour * cell_h
+        if hour % 3 == 0:
+            body.append(f'<text x="0" y="{y + cell_h}" font-size="10">{hour:02d}h</text>')
+        for minute, count in enumerate(row):
+            if not count:
+                continue
+            body.append(
+                f'<rect x="{left + minute * cell_w}" y="{y}" width="{cell_w - 1}" '
+                f'height="{cell_h - 1}" fill="#417690" fill-opacity="{0.15 + 0.85 * count / top:.2f}">'
+                f"<title>{hour:02d}:{minute:02d}: {count} {escape(unit)}</title></rect>"
+            )
+    return _svg(left + 60 * cell_w, top_margin + 24 * cell_h + 2, "".join(body), title)

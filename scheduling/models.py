@@ -1297,7 +1297,8 @@ class JobExecution(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.job_name} @ {self.started_at:%Y-%m-%d %H:%M:%S} ({self.status})"
+        # In UTC, said so: a model's name has no job timezone to hand (the admin pages do).
+        return f"{self.job_name} @ {self.started_at.astimezone(dt.UTC):%Y-%m-%d %H:%M:%S} UTC ({self.status})"
 
     @property
     def in_progress(self) -> bool:

@@ -397,11 +397,74 @@ def upcoming_runs(*, limit: int = 15, jobs: QuerySet[Job] | None = None) -> list
     )
 
 
-def execution_in_progress_list(*, job: Job) -> QuerySet[JobExecution]:
-    """The runs of ``job`` in progress (running, or asked to stop), oldest first."""
-    return JobExecution.objects.filter(job=job, status__in=IN_PROGRESS_STATUSES).order_by(
-        "started_at"
+def execution_in_progress_list(*, job: Job | None = None) -> QuerySet[JobExecution]:
+    """The runs in progress (running, or asked to stop), of ``job`` or of every job, oldest
+    first."""
+    runs = JobExecution.objects.filter(status__in=IN_PROGRESS_STATUSES).select_related("job")
+    if job is not None:
+        runs = runs.filter(job=job)
+    return runs.order_by("started_at", "pk")
+
+
+def fire_time_heat_map(*, since: dt.datetime, until: dt.datetime) -> list[list[int]]:
+    """Fire times in the window by hour of the day (rows, the operator's zone) and minute
+    of the hour (columns): where runs pile up (the top of the hour). An outage's summary
+    row counts once, at its first fire time."""
+    from django.db.models import Count
+    from django.db.models.functions import ExtractHour, ExtractMinute
+
+    grid = [[0] * 60 for _hour in range(24)]
+    rows = (
+        JobExecution.objects.filter(scheduled_at__gte=since, scheduled_at__lt=until)
+        .annotate(
+            hour=ExtractHour("scheduled_at", tzinfo=timezone.get_current_timezone()),
+            minute=ExtractMinute("scheduled_at", tzinfo=timezone.get_current_timezone()),
+        )
+        .values("hour", "minute")
+        .annotate(runs=Count("pk"))
     )
+    for row in rows:
+        grid[row["hour"]][row["minute"]] += row["runs"]
+    return grid
+
+
+def failures_per_job(
+    *, since: dt.datetime, until: dt.datetime, limit: int = 15
+) -> list[dict[str, Any]]:
+    """The jobs with the most failed runs (failure, timeout, lost) in the window."""
+    from django.db.models import Count
+
+    rows = (
+        JobExecution.objects.filter(
+            started_at__gte=since, started_at__lt=until, status__in=FAILED_STATUSES
+        )
+        .values("job_name")
+        .annotate(failures=Count("pk"))
+        .order_by("-failures", "job_name")[:limit]
+    )
+    return [{"job": row["job_name"], "failures": row["failures"]} for row in rows]
+
+
+def missed_by_cause(*, since: dt.datetime, until: dt.datetime) -> list[dict[str, Any]]:
+    """Missed fire times in the window grouped by cause (the reason recorded): one line per
+    cause, however many rows and jobs it touched, so that a stopped runner is one event."""
+    from django.db.models import Count, Max, Min, Sum
+    from django.db.models.functions import Coalesce
+
+    rows = (
+        JobExecution.objects.filter(
+            status=ExecutionStatus.MISSED, scheduled_at__gte=since, scheduled_at__lt=until
+        )
+        .values("reason")
+        .annotate(
+            fire_times=Sum(Coalesce("missed_count", 1)),
+            jobs=Count("job_name", distinct=True),
+            first=Min("scheduled_at"),
+            last=Max(Coalesce("missed_until", "scheduled_at")),
+        )
+        .order_by("-last")
+    )
+    return list(rows)
 
 
 def api_key_find(*, raw: str) -> ApiKey | None:

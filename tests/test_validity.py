@@ -528,8 +528,8 @@ def test_the_live_preview_stops_at_the_end_time_and_after_the_runs_left(admin_cl
             "end_at": "2099-01-01 02:00:00",
         },
     ).json()
-    assert answer["next_runs"] == ["2099-01-01 01:00:00 EST", "2099-01-01 02:00:00 EST"]
-    assert "Until 2099-01-01 02:00:00 EST" in answer["window"]
+    assert answer["next_runs"] == ["2099-01-01 01:00:00 -05:00", "2099-01-01 02:00:00 -05:00"]
+    assert "Until 2099-01-01 02:00:00 -05:00" in answer["window"]
     capped = admin_client.get(
         url, {"trigger_type": "cron", "cron_expression": "0 0 * * * *", "max_runs": "2"}
     ).json()
