@@ -1,10 +1,11 @@
-"""Our own receivers of the job events: the audit trail and the alerts."""
+"""Our own receivers of the job events: the audit trail, the alerts, pause on failure and
+chains (the next jobs a finished run starts)."""
 
 import logging
 
 from django.dispatch import receiver
 
-from scheduling import alerts, services, signals
+from scheduling import alerts, chain_services, services, signals
 from scheduling.models import JobChange
 
 logger = logging.getLogger(__name__)
@@ -54,6 +55,14 @@ def on_run_finished(sender, *, execution, firing_alerts=None, retrying=False, **
     alerts.on_run(execution, firing=firing_alerts)
     if execution.job_id is not None and execution.job.pause_after_failures is not None:
         services.job_track_failures(execution=execution, retrying=retrying)
+    if signal_starts_chain(kwargs.get("signal")):
+        chain_services.chain_start(execution=execution, retrying=retrying)
+
+
+def signal_starts_chain(signal) -> bool:
+    """Whether a run event can start a chain: a success or a failure (a missed or
+    skipped fire time never ran)."""
+    return signal in (signals.run_succeeded, signals.run_failed)
 
 
 @receiver(signals.job_resumed, dispatch_uid="scheduling.job.resumed")
