@@ -22,6 +22,7 @@ from django.utils.formats import date_format
 from django.utils.functional import cached_property
 from django.utils.html import format_html, format_html_join
 from django.utils.http import url_has_allowed_host_and_scheme
+from django.utils.safestring import mark_safe
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 from django_celery_beat import models as beat_models
@@ -730,6 +731,8 @@ class JobAdmin(RunsInProgressMixin, admin.ModelAdmin):
     def save_formset(self, request, form, formset, change):
         if isinstance(formset, JobLinkFormSet):
             chain_services.job_set_links(job=form.instance, links=formset.specs())
+            # The audit trail has the change; the admin's own log message lists none.
+            formset.new_objects, formset.changed_objects, formset.deleted_objects = [], [], []
             return
         super().save_formset(request, form, formset, change)
 
@@ -1138,7 +1141,7 @@ class JobExecutionAdmin(RunsInProgressMixin, ReadOnlyAdminMixin, admin.ModelAdmi
         children = execution.children.order_by("started_at")[:50]
         return (
             format_html_join(
-                format_html("<br>"),
+                mark_safe("<br>"),
                 '<a href="{}">{}</a> ({}, {})',
                 (
                     (
