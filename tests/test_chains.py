@@ -79,7 +79,7 @@ def test_a_job_that_starts_itself_is_a_cycle():
 
 
 def test_a_diamond_is_not_a_cycle_and_replacing_links_replaces_them():
-    a, b, c, d = (make_job(name=n) for n in "abcd")
+    a, b, c, _d = (make_job(name=n) for n in "abcd")
     link(a, LinkSpec("b"), LinkSpec("c"))
     link(b, LinkSpec("d"))
     link(c, LinkSpec("d"))
@@ -155,7 +155,7 @@ def test_a_failed_attempt_that_is_retried_starts_nothing(sent):
 
 
 def test_a_paused_next_job_is_not_started(sent):
-    a, b, c = make_job(name="a"), make_job(name="b", enabled=False), make_job(name="c")
+    a, _b, c = make_job(name="a"), make_job(name="b", enabled=False), make_job(name="c")
     link(a, LinkSpec("b"), LinkSpec("c"))
     chain_services.chain_start(execution=make_record(a, ExecutionStatus.SUCCESS, timezone.now()))
     assert sent.jobs() == [c.pk]
