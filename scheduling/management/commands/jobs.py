@@ -61,7 +61,8 @@ EXAMPLES = {
         "  manage.py jobs modify report --queue reports --priority 9\n"
         "  manage.py jobs modify report --end-at '2027-01-01 00:00:00' --max-runs 10\n"
         "  manage.py jobs modify report --start-at '' --end-at '' --max-runs ''   # no window\n"
-        "  manage.py jobs modify report --overlap buffer_one --max-instances 1"
+        "  manage.py jobs modify report --overlap buffer_one --max-instances 1\n"
+        "  manage.py jobs modify extract --then load:as=rows --then alert-ops:failure   # chain"
     ),
     "pause": (
         "  manage.py jobs pause report --reason 'upstream API down, ticket OPS-42'\n"
