@@ -55,14 +55,15 @@ def on_run_finished(sender, *, execution, firing_alerts=None, retrying=False, **
     alerts.on_run(execution, firing=firing_alerts)
     if execution.job_id is not None and execution.job.pause_after_failures is not None:
         services.job_track_failures(execution=execution, retrying=retrying)
-    if signal_starts_chain(kwargs.get("signal")):
-        chain_services.chain_start(execution=execution, retrying=retrying)
 
 
-def signal_starts_chain(signal) -> bool:
-    """Whether a run event can start a chain: a success or a failure (a missed or
-    skipped fire time never ran)."""
-    return signal in (signals.run_succeeded, signals.run_failed)
+@receiver(signals.run_succeeded, dispatch_uid="scheduling.chain.succeeded")
+@receiver(signals.run_failed, dispatch_uid="scheduling.chain.failed")
+def on_run_ended(sender, *, execution, retrying=False, **kwargs) -> None:
+    """Start the next jobs of a chain: once per finished run, after its last attempt
+    (the event is sent once the run's record has committed). Its own receiver, so an
+    alert that cannot be sent does not stop a chain."""
+    chain_services.chain_start(execution=execution, retrying=retrying)
 
 
 @receiver(signals.job_resumed, dispatch_uid="scheduling.job.resumed")

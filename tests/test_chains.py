@@ -40,7 +40,8 @@ class Sent:
         # A failing function's error is recorded on its run.
         with contextlib.suppress(Exception):
             run_job.apply(kwargs=kwargs, task_id=options["task_id"])
-        return JobExecution.objects.get(task_result_id=options["task_id"])
+        runs = JobExecution.objects.filter(task_result_id=options["task_id"])
+        return runs.order_by("-attempt").first()  # the last attempt
 
     def jobs(self) -> list[int]:
         return [kwargs["job_id"] for kwargs, _options in self.messages]
@@ -152,6 +153,23 @@ def test_a_failed_attempt_that_is_retried_starts_nothing(sent):
     assert chain_services.chain_start(execution=run, retrying=True) == []
     assert chain_services.chain_start(execution=run) != []
     assert sent.jobs() == [b.pk]
+
+
+def test_a_run_retried_to_success_starts_the_success_link_once_and_no_failure_link(sent):
+    a = make_job(
+        name="a",
+        task="tests.flaky",
+        kwargs={"key": f"chain-{timezone.now().timestamp()}", "failures": 1},
+        max_retries=2,
+        retry_backoff=0,
+    )
+    ok, bad = make_job(name="ok"), make_job(name="bad")
+    link(a, LinkSpec("ok"), LinkSpec("bad", "failure"))
+    services.job_run_now(job=a)
+    sent.run(0)
+    attempts = JobExecution.objects.filter(job=a).order_by("attempt")
+    assert [r.status for r in attempts] == ["failure", "success"]
+    assert sent.jobs() == [a.pk, ok.pk] and bad.pk not in sent.jobs()
 
 
 def test_a_paused_next_job_is_not_started(sent):
