@@ -1014,6 +1014,11 @@ def _import_chain_problems(*, specs: list[JobSpec], prune: bool) -> list[str]:
     ]
 
 
+def _links_differ(job: Job, spec: JobSpec) -> bool:
+    before = [link.as_entry() for link in chain_services.job_links(job)]
+    return before != [link.as_entry() for link in sorted(spec.then, key=lambda link: link.job)]
+
+
 def _import_chains(
     *, specs: list[JobSpec], report: ImportReport, only_missing: bool, existing: dict[str, Job]
 ) -> None:
@@ -1024,9 +1029,9 @@ def _import_chains(
         if only_missing and spec.name in existing:
             continue
         job = Job.objects.get(name=spec.name)
-        before = [link.as_entry() for link in chain_services.job_links(job)]
-        after = [link.as_entry() for link in sorted(spec.then, key=lambda link: link.job)]
-        if before != after:
+        if _links_differ(job, spec):
+            before = [link.as_entry() for link in chain_services.job_links(job)]
+            after = [link.as_entry() for link in sorted(spec.then, key=lambda link: link.job)]
             changing.append((job, spec, before, after))
     for job, _spec, _before, _after in changing:
         chain_services.job_set_links(job=job, links=[])
@@ -1055,6 +1060,8 @@ def _import_permissions_check(
             needs["add_job"].append(spec.name)
             continue
         changes = {} if only_missing else spec_differences(job, spec)
+        if not only_missing and _links_differ(job, spec):
+            changes["then"] = None  # its chain links change: an edit of the job
         if "enabled" in changes:
             needs["pause_job"].append(spec.name)
         if set(changes) - {"enabled"}:

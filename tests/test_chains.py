@@ -270,6 +270,20 @@ def test_export_then_import_keeps_the_links_and_changes_nothing_twice():
     assert "a" in again.unchanged
 
 
+def test_import_that_changes_links_needs_the_change_permission():
+    from django.contrib.auth.models import Permission, User
+    from django.core.exceptions import PermissionDenied
+
+    a, _b = make_job(name="a"), make_job(name="b")
+    data = selectors.config_export()
+    next(e for e in data["jobs"] if e["task_id"] == "a")["options"]["then"] = [{"job": "b"}]
+    user = User.objects.create_user("viewer")
+    user.user_permissions.add(Permission.objects.get(codename="add_job"))
+    with pytest.raises(PermissionDenied, match="change_job"):
+        services.config_import(data=data, user=User.objects.get(pk=user.pk))
+    assert chain_services.job_links(a) == []
+
+
 def test_import_refuses_a_cycle_or_an_unknown_next_job_and_writes_nothing():
     def entry(name, then):
         return {

@@ -82,6 +82,9 @@ def test_a_success_starts_b_with_its_result_and_a_failure_starts_c(celery_proces
     assert run_b.status == "success", run_b.exception or run_b.reason
     assert run_b.trigger == "chain" and run_b.parent_id == first_ok.pk
     assert run_b.scheduled_at == first_ok.scheduled_at
+    latency = (run_b.started_at - first_ok.finished_at).total_seconds()
+    print(f"chain latency: B started {latency:.3f}s after A finished")
+    assert 0 <= latency < 10
     [seen_b] = _seen("b")
     assert seen_b["trigger"] == "chain"
     assert seen_b["value"] == json.loads(first_ok.result)  # A's result, as stored
