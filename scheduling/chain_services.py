@@ -218,6 +218,8 @@ def job_set_links(*, job: Job, links: Iterable[LinkSpec]) -> Job:
     if before == after:
         return job
     JobLink.objects.filter(upstream=job).delete()
+    Job.objects.filter(pk=job.pk).update(has_links=bool(links))
+    job.has_links = bool(links)
     JobLink.objects.bulk_create(
         JobLink(
             upstream=job,
@@ -266,8 +268,8 @@ def chain_start(*, execution: JobExecution, retrying: bool = False) -> list[str]
     from scheduling.services import job_run_now
 
     outcome = None if retrying or execution.job_id is None else outcome_of(execution)
-    if outcome is None:
-        return []
+    if outcome is None or not execution.job.has_links:
+        return []  # no query for a job without links (the per-run cost stays as it was)
     links = list(
         JobLink.objects.filter(upstream_id=execution.job_id, condition__in=_MET[outcome])
         .select_related("downstream")

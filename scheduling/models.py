@@ -774,6 +774,14 @@ class Job(models.Model):
         editable=False,
         help_text=_("Whether the job names any calendar: beat reads calendars only then."),
     )
+    has_links = models.BooleanField(
+        _("starts other jobs"),
+        default=False,
+        editable=False,
+        help_text=_(
+            "Whether its finished runs start other jobs (chain): workers read its links only then."
+        ),
+    )
     skip_at = models.DateTimeField(
         _("skip the run at"),
         null=True,
