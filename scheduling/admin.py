@@ -21,6 +21,7 @@ from django.utils import timezone
 from django.utils.functional import cached_property
 from django.utils.html import format_html, format_html_join
 from django.utils.http import url_has_allowed_host_and_scheme
+from django.utils.safestring import mark_safe
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 from django_celery_beat import models as beat_models
@@ -28,6 +29,7 @@ from django_celery_beat import models as beat_models
 from scheduling import (
     backfills,
     calendar_services,
+    chain_services,
     charts,
     display,
     explain,
@@ -55,6 +57,7 @@ from scheduling.models import (
     JobChange,
     JobExecution,
     JobGroup,
+    JobLink,
     OverlapPolicy,
     SchedulerLease,
     TriggerType,
@@ -351,6 +354,67 @@ class BackfillForm(forms.Form):
         return data
 
 
+class JobLinkFormSet(forms.BaseInlineFormSet):
+    """The job's chain links as one whole: checked together (a next job named twice, a
+    cycle named) before anything is saved, then saved through the chain service."""
+
+    def specs(self) -> list[chain_services.LinkSpec]:
+        return [
+            chain_services.LinkSpec(
+                job=form.cleaned_data["downstream"].name,
+                condition=form.cleaned_data.get("condition") or "success",
+                pass_result_as=form.cleaned_data.get("pass_result_as") or "",
+            )
+            for form in self.forms
+            if form.cleaned_data
+            and not form.cleaned_data.get("DELETE")
+            and form.cleaned_data.get("downstream")
+        ]
+
+    def clean(self) -> None:
+        super().clean()
+        if any(form.errors for form in self.forms):
+            return
+        specs = self.specs()
+        problems = chain_services.links_problems(
+            {self.instance.name: specs},
+            {spec.job for spec in specs},
+            chain_services.stored_graph(exclude=[self.instance.name]),
+        )
+        if problems:
+            raise ValidationError(problems)
+
+
+class JobLinkInline(admin.TabularInline):
+    """The jobs this job's finished runs start (chain), on the job's page; editing them
+    needs the permission to change (or add) the job, as any other field of it."""
+
+    model = JobLink
+    formset = JobLinkFormSet
+    fk_name = "upstream"
+    fields = ("downstream", "condition", "pass_result_as")
+    autocomplete_fields = ("downstream",)
+    extra = 0
+    verbose_name = _("next job")
+    verbose_name_plural = _("Chain: jobs this job starts")
+
+    def has_view_permission(self, request, obj=None):
+        return request.user.has_perm("scheduling.view_job") or self._may_edit(request, obj)
+
+    def has_add_permission(self, request, obj=None):
+        return self._may_edit(request, obj)
+
+    def has_change_permission(self, request, obj=None):
+        return self._may_edit(request, obj)
+
+    def has_delete_permission(self, request, obj=None):
+        return self._may_edit(request, obj)
+
+    def _may_edit(self, request, obj) -> bool:
+        perm = "scheduling.add_job" if obj is None else "scheduling.change_job"
+        return request.user.has_perm(perm)
+
+
 @admin.register(Job)
 class JobAdmin(RunsInProgressMixin, admin.ModelAdmin):
     """Jobs: the list an operator scans, the form with its live preview, the actions and the dashboard."""
@@ -371,6 +435,7 @@ class JobAdmin(RunsInProgressMixin, admin.ModelAdmin):
     search_fields = ("name", "description", "task", "group")
     actions = ("pause_jobs", "resume_jobs", "run_jobs_now", "skip_next_runs")
     autocomplete_fields = ("calendars",)
+    inlines = (JobLinkInline,)
     status_fields = (
         "next_run_at",
         "last_run_at",
@@ -387,6 +452,7 @@ class JobAdmin(RunsInProgressMixin, admin.ModelAdmin):
     readonly_fields = (
         *OVERVIEW_FIELDS,
         "recent_changes",
+        "started_by_jobs",
         "schedule_preview",
         "fire_time_fates",
         "runs_left",
@@ -429,6 +495,7 @@ class JobAdmin(RunsInProgressMixin, admin.ModelAdmin):
         ),
         (_("Validity"), {"fields": (*Job.WINDOW_FIELDS, "runs_left")}),
         (_("Exclusion calendars"), {"fields": ("calendars",)}),
+        (_("Chain"), {"fields": ("started_by_jobs",)}),
         (_("Schedule preview"), {"fields": ("schedule_preview",)}),
         (
             _("Execution options"),
@@ -503,6 +570,26 @@ class JobAdmin(RunsInProgressMixin, admin.ModelAdmin):
     def executions_link(self, job: Job) -> str:
         url = reverse("admin:scheduling_jobexecution_changelist") + f"?job__id__exact={job.pk}"
         return format_html('<a href="{}">{}</a>', url, _("history"))
+
+    @admin.display(description=_("started by"))
+    def started_by_jobs(self, job: Job) -> str:
+        """The jobs whose finished runs start this one (the jobs it starts are the
+        inline table below)."""
+        if job.pk is None:
+            return "—"
+        links = job.links_in.select_related("upstream").order_by("upstream__name")
+        return format_html_join(
+            ", ",
+            '<a href="{}">{}</a> ({})',
+            (
+                (
+                    reverse("admin:scheduling_job_change", args=[link.upstream_id]),
+                    link.upstream.name,
+                    link.get_condition_display(),
+                )
+                for link in links
+            ),
+        ) or _("No job starts this one.")
 
     @admin.display(description=_("recent changes"))
     def recent_changes(self, job: Job) -> str:
@@ -764,6 +851,14 @@ class JobAdmin(RunsInProgressMixin, admin.ModelAdmin):
         super().save_related(request, form, formsets, change)
         if "calendars" in form.changed_data:
             calendar_services.job_calendars_changed(job=form.instance)
+
+    def save_formset(self, request, form, formset, change):
+        if isinstance(formset, JobLinkFormSet):
+            chain_services.job_set_links(job=form.instance, links=formset.specs())
+            # The audit trail has the change; the admin's own log message lists none.
+            formset.new_objects, formset.changed_objects, formset.deleted_objects = [], [], []
+            return
+        super().save_formset(request, form, formset, change)
 
     def delete_model(self, request, obj):
         services.job_remove(job=obj)
@@ -1204,6 +1299,7 @@ class JobExecutionAdmin(RunsInProgressMixin, ReadOnlyAdminMixin, admin.ModelAdmi
         "progress_message",
         "waiting_since",
         "parent",
+        "children_runs",
         "masked_run_kwargs",
         "backfill",
         "sent_at",
@@ -1227,6 +1323,27 @@ class JobExecutionAdmin(RunsInProgressMixin, ReadOnlyAdminMixin, admin.ModelAdmi
         """The timeline and the related runs first: what a run's page is read for."""
         first = ["timeline", "related_runs"]
         return first + [f for f in super().get_fields(request, obj) if f not in first]
+
+    @admin.display(description=_("runs it started"))
+    def children_runs(self, execution: JobExecution) -> str:
+        """The runs this one started (chain) and its re-runs, each linked."""
+        children = execution.children.order_by("started_at")[:50]
+        return (
+            format_html_join(
+                mark_safe("<br>"),
+                '<a href="{}">{}</a> ({}, {})',
+                (
+                    (
+                        reverse("admin:scheduling_jobexecution_change", args=[child.pk]),
+                        child.job_name,
+                        child.get_trigger_display(),
+                        child.get_status_display(),
+                    )
+                    for child in children
+                ),
+            )
+            or "—"
+        )
 
     @admin.display(description=_("keyword arguments of this run"))
     def masked_run_kwargs(self, execution: JobExecution) -> str:

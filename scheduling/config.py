@@ -57,7 +57,7 @@ ENTRY_KEYS = {
     "options",
 }
 REQUIRED_KEYS = ("task_id", "task_func", "trigger_type", "trigger_args")
-OPTION_KEYS = set(Job.OPTION_FIELDS) | set(Job.WINDOW_FIELDS) | {"calendars"}
+OPTION_KEYS = set(Job.OPTION_FIELDS) | set(Job.WINDOW_FIELDS) | {"calendars", "then"}
 #: The keys of a calendar's exclusion in a file (its fields; empty ones left out).
 RULE_KEYS = CalendarRule.FIELDS
 #: APScheduler's trigger arguments for the validity window, and the options they stand for.
@@ -96,6 +96,8 @@ class JobSpec:
     fields: dict[str, Any] = field(default_factory=dict)
     #: The names of its exclusion calendars (``options.calendars``; none if left out).
     calendars: list[str] = field(default_factory=list)
+    #: Its chain links (``options.then``, :mod:`scheduling.chain_services`; none if left out).
+    then: list[Any] = field(default_factory=list)
 
 
 @dataclass
@@ -327,6 +329,9 @@ def _entry_to_spec(entry: Any, where: str) -> tuple[JobSpec | None, list[str]]:
     calendars = options.get("calendars", [])
     if not isinstance(calendars, list) or not all(isinstance(c, str) for c in calendars):
         return None, [f"{where}: options.calendars must be a list of calendar names"]
+    then, then_problems = _then_from_options(options, where)
+    if then_problems:
+        return None, then_problems
     try:
         if fields["trigger_type"] == TriggerType.CRON:
             fields["cron_expression"] = cron_from_trigger_args(trigger_args)
@@ -355,7 +360,25 @@ def _entry_to_spec(entry: Any, where: str) -> tuple[JobSpec | None, list[str]]:
             for field_name, messages in exc.message_dict.items()
         ]
     fields["cron_expression"] = job.cron_expression
-    return JobSpec(name=name, fields=fields, calendars=sorted(set(calendars))), []
+    return JobSpec(name=name, fields=fields, calendars=sorted(set(calendars)), then=then), []
+
+
+def _then_from_options(options: dict[str, Any], where: str) -> tuple[list[Any], list[str]]:
+    """The links of ``options.then`` (a list of ``{"job", "on", "as"}``) and their
+    problems; the next jobs' names and cycles are checked with the whole document."""
+    from scheduling import chain_services
+
+    entries = options.get("then", [])
+    if not isinstance(entries, list):
+        return [], [f"{where}: options.then must be a list of links"]
+    links, problems = [], []
+    for index, entry in enumerate(entries):
+        spec, problem = chain_services.entry_parse(entry, f"{where}: options.then[{index}]")
+        if problem:
+            problems.append(problem)
+        else:
+            links.append(spec)
+    return links, problems
 
 
 def _option_default(name: str) -> Any:
@@ -508,8 +531,15 @@ def job_to_entry(job: Job) -> dict[str, Any]:
             "max_runs": job.max_runs,
             # Only when it has some: a file of jobs without calendars stays as it was.
             **({"calendars": names} if (names := _calendar_names(job)) else {}),
+            **({"then": links} if (links := _then_entries(job)) else {}),
         },
     }
+
+
+def _then_entries(job: Job) -> list[dict[str, str]]:
+    from scheduling import chain_services
+
+    return [spec.as_entry() for spec in chain_services.job_links(job)]
 
 
 def _calendar_names(job: Job) -> list[str]:

@@ -158,12 +158,30 @@ def kwargs_problem(kwargs) -> str | None:
 
 class ExecutionTrigger(models.TextChoices):
     """What sent a run: its schedule (beat), an operator (run now), a re-run of a past run,
-    or a backfill of a time range."""
+    a backfill of a time range, or a chain (another job's finished run started it)."""
 
     SCHEDULE = "schedule", _("Schedule")
     MANUAL = "manual", _("Manual")
     RERUN = "rerun", _("Re-run")
     BACKFILL = "backfill", _("Backfill")
+    CHAIN = "chain", _("Chain")
+
+
+class ChainCondition(models.TextChoices):
+    """Which outcome of a job's run starts the next job of a chain: a success, a failure
+    (failed, timed out or lost, after its last retry), or either."""
+
+    SUCCESS = "success", _("on success")
+    FAILURE = "failure", _("on failure")
+    ALWAYS = "always", _("always")
+
+
+kwarg_name_validator = RegexValidator(
+    r"^[A-Za-z_][A-Za-z0-9_]*$",
+    _(
+        "Use a Python name (letters, digits, _; not starting with a digit) for the keyword argument."
+    ),
+)
 
 
 class JobGroup(models.Model):
@@ -756,6 +774,14 @@ class Job(models.Model):
         editable=False,
         help_text=_("Whether the job names any calendar: beat reads calendars only then."),
     )
+    has_links = models.BooleanField(
+        _("starts other jobs"),
+        default=False,
+        editable=False,
+        help_text=_(
+            "Whether its finished runs start other jobs (chain): workers read its links only then."
+        ),
+    )
     skip_at = models.DateTimeField(
         _("skip the run at"),
         null=True,
@@ -1215,14 +1241,18 @@ class JobExecution(models.Model):
         blank=True,
         help_text=_("The message the function reported with its progress."),
     )
+    # One field for both origins: a run has one trigger, and it says which this is.
     parent = models.ForeignKey(
         "self",
-        verbose_name=_("re-run of"),
+        verbose_name=_("parent run"),
         null=True,
         blank=True,
         on_delete=models.SET_NULL,
-        related_name="reruns",
-        help_text=_("The past run this one re-runs, with its arguments and scheduled time."),
+        related_name="children",
+        help_text=_(
+            "Trigger re-run: the past run this one re-runs, with its arguments and scheduled "
+            "time. Trigger chain: the run whose outcome started this one."
+        ),
     )
     kwargs = models.JSONField(
         _("keyword arguments of this run"),
@@ -1325,6 +1355,44 @@ class JobExecution(models.Model):
         if self.scheduled_at is None:
             return None
         return (self.started_at - self.scheduled_at).total_seconds()
+
+
+class JobLink(models.Model):
+    """One step of a chain: a finished run of ``upstream`` whose outcome meets
+    ``condition`` starts a run of ``downstream`` (trigger chain, its parent the upstream
+    run), with the upstream run's result as the keyword argument ``pass_result_as`` when
+    that is set. Saved through :mod:`scheduling.chain_services`, which refuses a cycle."""
+
+    upstream = models.ForeignKey(
+        Job, verbose_name=_("job"), on_delete=models.CASCADE, related_name="links_out"
+    )
+    downstream = models.ForeignKey(
+        Job, verbose_name=_("then start"), on_delete=models.CASCADE, related_name="links_in"
+    )
+    condition = models.CharField(
+        _("when"), max_length=10, choices=ChainCondition.choices, default=ChainCondition.SUCCESS
+    )
+    pass_result_as = models.CharField(
+        _("pass the result as"),
+        max_length=100,
+        blank=True,
+        validators=[kwarg_name_validator],
+        help_text=_(
+            "Keyword argument that receives the run's result (its stored JSON; a result "
+            "too big or not JSON comes as that stored text); empty: not passed."
+        ),
+    )
+
+    class Meta:
+        verbose_name = _("next job")
+        verbose_name_plural = _("next jobs (chain)")
+        ordering = ["upstream", "downstream__name"]
+        constraints = [
+            models.UniqueConstraint(fields=["upstream", "downstream"], name="job_link_unique")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.upstream.name} -> {self.downstream.name} ({self.condition})"
 
 
 class RunOverride(models.Model):

@@ -1,10 +1,11 @@
-"""Our own receivers of the job events: the audit trail and the alerts."""
+"""Our own receivers of the job events: the audit trail, the alerts, pause on failure and
+chains (the next jobs a finished run starts)."""
 
 import logging
 
 from django.dispatch import receiver
 
-from scheduling import alerts, services, signals
+from scheduling import alerts, chain_services, services, signals
 from scheduling.models import JobChange
 
 logger = logging.getLogger(__name__)
@@ -54,6 +55,15 @@ def on_run_finished(sender, *, execution, firing_alerts=None, retrying=False, **
     alerts.on_run(execution, firing=firing_alerts)
     if execution.job_id is not None and execution.job.pause_after_failures is not None:
         services.job_track_failures(execution=execution, retrying=retrying)
+
+
+@receiver(signals.run_succeeded, dispatch_uid="scheduling.chain.succeeded")
+@receiver(signals.run_failed, dispatch_uid="scheduling.chain.failed")
+def on_run_ended(sender, *, execution, retrying=False, **kwargs) -> None:
+    """Start the next jobs of a chain: once per finished run, after its last attempt
+    (the event is sent once the run's record has committed). Its own receiver, so an
+    alert that cannot be sent does not stop a chain."""
+    chain_services.chain_start(execution=execution, retrying=retrying)
 
 
 @receiver(signals.job_resumed, dispatch_uid="scheduling.job.resumed")

@@ -28,7 +28,16 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
-from scheduling import alerts, audit, calendar_services, errors, masking, registry, signals
+from scheduling import (
+    alerts,
+    audit,
+    calendar_services,
+    chain_services,
+    errors,
+    masking,
+    registry,
+    signals,
+)
 from scheduling.config import (
     DEFAULT_JOBS,
     ConfigError,
@@ -445,8 +454,11 @@ def job_run_now(
     kwargs: dict[str, Any] | None = None,
     logical_at: dt.datetime | None = None,
     user: Any = None,
+    started_by: JobExecution | None = None,
 ) -> str:
     """Send one manual run of ``job`` to the workers now; return the Celery task id.
+    ``started_by``: the finished run of a chain that starts this one (trigger chain, that
+    run its ``parent``; :mod:`scheduling.chain_services`).
 
     The run follows the job's overlap policy (with every slot taken it is skipped, waits
     or starts anyway, as a fire time would), unless ``overlap`` names another policy for
@@ -484,10 +496,11 @@ def job_run_now(
         raise ValidationError({"logical_at": _("Give the logical time with its timezone.")})
     return _send_one(
         job=job,
-        trigger=ExecutionTrigger.MANUAL,
+        trigger=ExecutionTrigger.MANUAL if started_by is None else ExecutionTrigger.CHAIN,
         scheduled_at=logical_at or timezone.now(),
         kwargs=run_kwargs,
         overlap=overlap,
+        parent_id=None if started_by is None else started_by.pk,
     )
 
 
@@ -939,6 +952,9 @@ def config_import(
     ]
     if unknown:
         raise ConfigError(unknown)
+    chain_problems = _import_chain_problems(specs=specs, prune=prune)
+    if chain_problems:
+        raise ConfigError(chain_problems)
     report = ImportReport(dry_run=dry_run)
     outer = audit.current()
     source = outer.source if outer.source == "system" else "import"
@@ -972,6 +988,7 @@ def config_import(
             _import_one(
                 spec=spec, job=existing.get(spec.name), report=report, only_missing=only_missing
             )
+        _import_chains(specs=specs, report=report, only_missing=only_missing, existing=existing)
         for job in pruned:
             report.removed.append(job.name)
             report.diff.append(f"- {job.name}")
@@ -979,6 +996,52 @@ def config_import(
         if dry_run:
             transaction.set_rollback(True)
     return report
+
+
+def _import_chain_problems(*, specs: list[JobSpec], prune: bool) -> list[str]:
+    """The chain problems of a document (next jobs neither in it nor saved, a cycle
+    named), over the links saved for the jobs it leaves alone, as a save checks them."""
+    names = {spec.name for spec in specs}
+    known = names if prune else names | set(Job.objects.values_list("name", flat=True))
+    graph = chain_services.stored_graph(exclude=names)
+    if prune:
+        graph = {}
+    return [
+        f"options.then: {problem}"
+        for problem in chain_services.links_problems(
+            {spec.name: spec.then for spec in specs}, known, graph
+        )
+    ]
+
+
+def _links_differ(job: Job, spec: JobSpec) -> bool:
+    before = [link.as_entry() for link in chain_services.job_links(job)]
+    return before != [link.as_entry() for link in sorted(spec.then, key=lambda link: link.job)]
+
+
+def _import_chains(
+    *, specs: list[JobSpec], report: ImportReport, only_missing: bool, existing: dict[str, Job]
+) -> None:
+    """Give each job of the document its links: first clear those that change, then set
+    them, so no state in between holds a cycle the document does not."""
+    changing = []
+    for spec in specs:
+        if only_missing and spec.name in existing:
+            continue
+        job = Job.objects.get(name=spec.name)
+        if _links_differ(job, spec):
+            before = [link.as_entry() for link in chain_services.job_links(job)]
+            after = [link.as_entry() for link in sorted(spec.then, key=lambda link: link.job)]
+            changing.append((job, spec, before, after))
+    for job, _spec, _before, _after in changing:
+        chain_services.job_set_links(job=job, links=[])
+    for job, spec, before, after in changing:
+        chain_services.job_set_links(job=job, links=spec.then)
+        if spec.name in existing:
+            report.diff.append(f"~ {spec.name}: then: {before!r} -> {after!r}")
+            if spec.name in report.unchanged:
+                report.unchanged.remove(spec.name)
+                report.updated.append(spec.name)
 
 
 def _import_permissions_check(
@@ -997,6 +1060,8 @@ def _import_permissions_check(
             needs["add_job"].append(spec.name)
             continue
         changes = {} if only_missing else spec_differences(job, spec)
+        if not only_missing and _links_differ(job, spec):
+            changes["then"] = None  # its chain links change: an edit of the job
         if "enabled" in changes:
             needs["pause_job"].append(spec.name)
         if set(changes) - {"enabled"}:

@@ -49,6 +49,11 @@ def form_data(**overrides):
         "priority": "0",
         "exchange": "",
         "routing_key": "",
+        # The chain inline (no links).
+        "links_out-TOTAL_FORMS": "0",
+        "links_out-INITIAL_FORMS": "0",
+        "links_out-MIN_NUM_FORMS": "0",
+        "links_out-MAX_NUM_FORMS": "1000",
     }
     data.update(overrides)
     return data

@@ -20,6 +20,7 @@ from django.utils import timezone
 from scheduling import (
     backfills,
     calendar_services,
+    chain_services,
     errors,
     explain,
     group_services,
@@ -60,7 +61,8 @@ EXAMPLES = {
         "  manage.py jobs modify report --queue reports --priority 9\n"
         "  manage.py jobs modify report --end-at '2027-01-01 00:00:00' --max-runs 10\n"
         "  manage.py jobs modify report --start-at '' --end-at '' --max-runs ''   # no window\n"
-        "  manage.py jobs modify report --overlap buffer_one --max-instances 1"
+        "  manage.py jobs modify report --overlap buffer_one --max-instances 1\n"
+        "  manage.py jobs modify extract --then load:as=rows --then alert-ops:failure   # chain"
     ),
     "pause": (
         "  manage.py jobs pause report --reason 'upstream API down, ticket OPS-42'\n"
@@ -373,6 +375,14 @@ class Command(BaseCommand):
                 help="exclusion calendar (repeat for several; '' for none): its dates, in the "
                 "job's timezone, do not run",
             )
+            p.add_argument(
+                "--then",
+                action="append",
+                metavar="NAME[:success|failure|always][:as=KWARG]",
+                help="chain: a finished run of this job starts job NAME (default on success; "
+                "as=KWARG passes its result as that keyword argument). Repeat for several; "
+                "replaces the job's links; '' for none",
+            )
             if name == "add":
                 p.add_argument("--paused", action="store_true", help="create it paused")
         p = action("pause", "Pause a job: it keeps its definition but does not fire.")
@@ -612,6 +622,7 @@ class Command(BaseCommand):
         status["calendars"] = sorted(found.calendars.values_list("name", flat=True))
         status["excluded"] = calendar_services.job_excluded_upcoming(job=found)
         status["skip_at"] = found.skip_at.isoformat() if found.skip_at else None
+        status["then"] = [spec.as_entry() for spec in chain_services.job_links(found)]
         status["waiting"] = [
             self._execution(run) for run in selectors.execution_waiting_list(job=found)
         ]
@@ -694,6 +705,8 @@ class Command(BaseCommand):
             )
         if options.get("calendars"):
             calendar_services.job_set_calendars(job=created, names=options["calendars"])
+        if options.get("then"):
+            chain_services.job_set_links(job=created, links=_links_arg(options["then"]))
         status = selectors.job_status(job=created)
         self.emit(
             status,
@@ -707,13 +720,15 @@ class Command(BaseCommand):
         tz_name = fields.get("timezone") or found.timezone
         fields.update(self._trigger_fields(options, tz_name))
         fields.update(self._window_fields(options, tz_name))
-        if not fields and options.get("calendars") is None:
+        if not fields and options.get("calendars") is None and options.get("then") is None:
             raise CommandError("nothing to change: give a trigger, --args, --kwargs or an option")
         with transaction.atomic():
             if fields:
                 services.job_update(job=found, **fields)
             if options.get("calendars") is not None:
                 calendar_services.job_set_calendars(job=found, names=options["calendars"])
+            if options.get("then") is not None:
+                chain_services.job_set_links(job=found, links=_links_arg(options["then"]))
         status = selectors.job_status(job=found)
         self.emit(status, f"Modified job {found.name}; next run {status['next_run_time'] or '-'}")
 
@@ -1220,3 +1235,8 @@ class Command(BaseCommand):
             )
         )
         self.emit(report.as_dict(), "\n".join(lines))
+
+
+def _links_arg(values: list[str]) -> list["chain_services.LinkSpec"]:
+    """The links of ``--then`` (each ``NAME[:condition][:as=KWARG]``; '' alone: none)."""
+    return [chain_services.link_parse(value) for value in values if value]
