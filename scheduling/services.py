@@ -407,9 +407,15 @@ def job_track_failures(*, execution: JobExecution, retrying: bool = False) -> Jo
 
     A failed attempt that is retried does not count (its last attempt does); a success
     starts the count again; other outcomes (missed, skipped, cancelled) leave it.
+
+    An outcome recorded while the job is paused leaves the count too: the count is then
+    the one that paused it (the reason quotes it), and runs already in progress when it
+    paused itself (beat may have sent several fire times at once) are recorded as
+    failures without counting again. The order is that of this row lock, so of two runs
+    ending together, exactly the one that reaches the threshold pauses the job.
     """
     job = Job.objects.select_for_update().filter(pk=execution.job_id).first()
-    if job is None or job.pause_after_failures is None:
+    if job is None or job.pause_after_failures is None or not job.enabled:
         return None
     if execution.status == ExecutionStatus.SUCCESS:
         if job.consecutive_failures:
@@ -419,7 +425,7 @@ def job_track_failures(*, execution: JobExecution, retrying: bool = False) -> Jo
         return None
     job.consecutive_failures += 1
     Job.objects.filter(pk=job.pk).update(consecutive_failures=job.consecutive_failures)
-    if not job.enabled or job.consecutive_failures < job.pause_after_failures:
+    if job.consecutive_failures < job.pause_after_failures:
         return None
     reason = _("Paused by itself after %(count)d failed runs in a row; the last: %(detail)s") % {
         "count": job.consecutive_failures,

@@ -150,6 +150,30 @@ def test_pause_after_failures_counts_final_failures_only_and_a_success_resets():
     assert Alert.objects.filter(job=job, kind=AlertKind.PAUSED, state="resolved").exists()
 
 
+def test_runs_in_progress_when_the_job_paused_itself_do_not_count_again():
+    # Beat sent three fire times at once (catching up); the second failure pauses the
+    # job, the third run ends while it is paused: recorded, but the count stays the
+    # one that paused it, and nothing pauses or alerts twice.
+    job = make_job(pause_after_failures=2, alert_emails="ops@example.com")
+    in_progress = [failed(job, exception=f"Boom: {n}") for n in range(3)]
+    assert services.job_track_failures(execution=in_progress[0]) is None
+    assert services.job_track_failures(execution=in_progress[1]) is not None
+    assert services.job_track_failures(execution=in_progress[2]) is None
+    job.refresh_from_db()
+    assert (job.enabled, job.consecutive_failures) == (False, 2)
+    assert "2 failed runs in a row" in job.pause_reason and "Boom: 1" in job.pause_reason
+    assert JobChange.objects.filter(job=job, action="paused").count() == 1
+    assert Alert.objects.filter(job=job, kind=AlertKind.PAUSED).count() == 1
+    # A success ending while paused leaves it too; the resume starts it again.
+    services.job_track_failures(execution=run(job, ExecutionStatus.SUCCESS))
+    job.refresh_from_db()
+    assert job.consecutive_failures == 2
+    services.job_resume(job=job)
+    services.job_track_failures(execution=failed(job))
+    job.refresh_from_db()
+    assert (job.enabled, job.consecutive_failures) == (True, 1)
+
+
 def test_without_the_option_failures_are_not_counted():
     job = make_job()
     assert services.job_track_failures(execution=failed(job)) is None
