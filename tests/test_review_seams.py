@@ -7,7 +7,7 @@ from unittest import mock
 import pytest
 from django.db import transaction
 
-from scheduling import services
+from scheduling import calendar_services, services
 from scheduling.models import ExecutionStatus, JobExecution
 from scheduling.tasks import run_job
 from tests.factories import make_job
@@ -45,3 +45,21 @@ def test_a_retry_of_a_run_now_with_kwargs_runs_with_the_runs_own_kwargs(sent):
         (1, ExecutionStatus.FAILURE),
     ]
     assert attempts[1].kwargs == {"message": "the run's"}
+
+
+def test_a_backfill_plan_shows_the_calendar_excluded_fire_times_and_does_not_send_them():
+    job = make_job(cron_expression="0 0 2 * * *", timezone="UTC")
+    calendar_services.calendar_add(
+        name="holidays", rules=calendar_services.rules_parse(dates=["2026-11-10"])
+    )
+    calendar_services.job_set_calendars(job=job, names=["holidays"])
+    job.refresh_from_db()
+    backfill = services.job_backfill(
+        job=job,
+        start=dt.datetime(2026, 11, 9, tzinfo=UTC),
+        end=dt.datetime(2026, 11, 12, tzinfo=UTC),
+        dry_run=True,
+    )
+    plan = [(item["scheduled_at"].day, item["send"]) for item in backfill.plan]
+    assert plan == [(9, True), (10, False), (11, True)]
+    assert "holidays" in backfill.plan[1]["reason"]
