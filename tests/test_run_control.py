@@ -322,7 +322,9 @@ def test_backfill_sends_at_its_rate_below_the_jobs_priority_and_runs_each_fire_t
         assert run.trigger == "backfill" and run.backfill_id == backfill.pk
         assert run.status == ExecutionStatus.SUCCESS
     kwargs, options = sent.messages[0]
-    assert options["priority"] == 4 and kwargs["backfill_id"] == backfill.pk
+    # One step below the job's 5, as this broker numbers it (turned around on Redis).
+    expected = services.message_routing(job, run_job.app, priority=4)["priority"]
+    assert options["priority"] == expected and kwargs["backfill_id"] == backfill.pk
     assert [m[0]["scheduled_at"] for m in sent.messages] == [
         (start + dt.timedelta(hours=h)).isoformat() for h in range(3)
     ]
