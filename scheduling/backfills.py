@@ -8,6 +8,9 @@ priority, within its overlap policy, and cancellable.
    ``missing`` those that never ran (nothing on record, missed or skipped), ``failed``
    also those whose last run failed, timed out, was lost, cancelled or terminated,
    ``all`` every one. A fire time whose run is still going or waiting is never sent.
+   The fire times the job's calendars exclude (as beat excludes them) are not sent,
+   and each excluded window is in the plan (not sent, the calendar as the reason), so a
+   dry run shows why those times are left out rather than omitting them.
 2. **Create** (:func:`backfill_create`): a :class:`Backfill` row and one
    :class:`BackfillRun` per fire time, in one transaction (nothing with a dry run).
 3. **Send** (:func:`backfills_send_due`, every worker's housekeeping each
@@ -37,7 +40,7 @@ from django.db.models import F
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
-from scheduling import conf, registry, schedules, signals
+from scheduling import calendars, conf, registry, schedules, signals
 from scheduling.models import (
     FAILED_STATUSES,
     NOT_RUN_STATUSES,
@@ -92,6 +95,29 @@ def fire_times(job: Job, start: dt.datetime, end: dt.datetime) -> list[dt.dateti
     return times
 
 
+def excluded_windows(job: Job, start: dt.datetime, end: dt.datetime) -> list[dict[str, Any]]:
+    """The windows of the range that the job's calendars (or its skip next run) exclude,
+    inside its validity window: one entry each, its first fire time and why (how many
+    fire times when more than one), as :func:`scheduling.explain.job_explain` shows them."""
+    trigger = job.trigger()
+    inner = trigger.trigger if isinstance(trigger, schedules.Window) else trigger
+    if not isinstance(inner, calendars.Excluding):
+        return []
+    low = max(start, job.start_at) if job.start_at else start
+    high = min(end, job.end_at + dt.timedelta(microseconds=1)) if job.end_at else end
+    windows = []
+    for why, first, last, count in inner.excluded_spans(low, high) if low < high else []:
+        words = why.words()
+        if count > 1:
+            words = _("%(count)d fire times to %(last)s: %(why)s") % {
+                "count": count,
+                "last": last.isoformat(),
+                "why": words,
+            }
+        windows.append({"scheduled_at": first, "reason": words})
+    return windows
+
+
 def on_record(
     job: Job, start: dt.datetime, end: dt.datetime
 ) -> tuple[dict[dt.datetime, str], list[JobExecution]]:
@@ -120,7 +146,8 @@ def backfill_plan(
     *, job: Job, start: dt.datetime, end: dt.datetime, reprocess: str
 ) -> list[dict[str, Any]]:
     """Each fire time of the range: ``scheduled_at``, ``existing`` (the outcome on record,
-    or ``None``), ``send`` (whether the backfill sends it) and ``reason`` (why not)."""
+    or ``None``), ``send`` (whether the backfill sends it) and ``reason`` (why not); and
+    each excluded window (:func:`excluded_windows`), never sent."""
     record, summaries = on_record(job, start, end)
     plan = []
     for moment in fire_times(job, start, end):
@@ -141,6 +168,10 @@ def backfill_plan(
                 },
             )
         plan.append({"scheduled_at": moment, "existing": existing, "send": send, "reason": reason})
+    for window in excluded_windows(job, start, end):
+        existing = record.get(window["scheduled_at"])
+        plan.append({**window, "existing": existing, "send": False})
+    plan.sort(key=lambda item: item["scheduled_at"])
     return plan
 
 

@@ -57,7 +57,10 @@ ENTRY_KEYS = {
     "options",
 }
 REQUIRED_KEYS = ("task_id", "task_func", "trigger_type", "trigger_args")
-OPTION_KEYS = set(Job.OPTION_FIELDS) | set(Job.WINDOW_FIELDS) | {"calendars", "then"}
+#: Why and until when a paused job (``enabled`` false) is paused: ``options.pause_reason``
+#: and ``options.resume_at``, written only when set.
+PAUSE_KEYS = ("pause_reason", "resume_at")
+OPTION_KEYS = set(Job.OPTION_FIELDS) | set(Job.WINDOW_FIELDS) | {"calendars", "then", *PAUSE_KEYS}
 #: The keys of a calendar's exclusion in a file (its fields; empty ones left out).
 RULE_KEYS = CalendarRule.FIELDS
 #: APScheduler's trigger arguments for the validity window, and the options they stand for.
@@ -98,6 +101,8 @@ class JobSpec:
     calendars: list[str] = field(default_factory=list)
     #: Its chain links (``options.then``, :mod:`scheduling.chain_services`; none if left out).
     then: list[Any] = field(default_factory=list)
+    #: A paused job's ``pause_reason`` and ``resume_at`` (``None``: not given).
+    pause: dict[str, Any] | None = None
 
 
 @dataclass
@@ -332,6 +337,9 @@ def _entry_to_spec(entry: Any, where: str) -> tuple[JobSpec | None, list[str]]:
     then, then_problems = _then_from_options(options, where)
     if then_problems:
         return None, then_problems
+    pause, pause_problems = _pause_from_options(options, fields["enabled"], tz_name)
+    if pause_problems:
+        return None, [f"{where}: {problem}" for problem in pause_problems]
     try:
         if fields["trigger_type"] == TriggerType.CRON:
             fields["cron_expression"] = cron_from_trigger_args(trigger_args)
@@ -360,7 +368,16 @@ def _entry_to_spec(entry: Any, where: str) -> tuple[JobSpec | None, list[str]]:
             for field_name, messages in exc.message_dict.items()
         ]
     fields["cron_expression"] = job.cron_expression
-    return JobSpec(name=name, fields=fields, calendars=sorted(set(calendars)), then=then), []
+    return (
+        JobSpec(
+            name=name,
+            fields=fields,
+            calendars=sorted(set(calendars)),
+            then=then,
+            pause=pause,
+        ),
+        [],
+    )
 
 
 def _then_from_options(options: dict[str, Any], where: str) -> tuple[list[Any], list[str]]:
@@ -379,6 +396,29 @@ def _then_from_options(options: dict[str, Any], where: str) -> tuple[list[Any], 
         else:
             links.append(spec)
     return links, problems
+
+
+def _pause_from_options(
+    options: dict[str, Any], enabled: bool, tz_name: str
+) -> tuple[dict[str, Any] | None, list[str]]:
+    """A paused job's reason and resume time from its options (``None`` when neither is
+    given), and the problems: they need ``enabled`` false, a text, a date-time."""
+    if not any(key in options for key in PAUSE_KEYS):
+        return None, []
+    if enabled:
+        return None, ["options.pause_reason and options.resume_at need 'enabled': false"]
+    reason, until = options.get("pause_reason") or "", options.get("resume_at")
+    limit = Job._meta.get_field("pause_reason").max_length
+    if not isinstance(reason, str) or len(reason) > limit:
+        return None, [f"options.pause_reason must be a text of at most {limit} characters"]
+    if until is not None:
+        try:
+            until = schedules.parse_moment(until, tz_name) if isinstance(until, str) else None
+        except ValueError as exc:
+            return None, [f"options.resume_at: {exc}"]
+        if until is None:
+            return None, ["options.resume_at must be an ISO 8601 date-time"]
+    return {"reason": reason.strip(), "until": until}, []
 
 
 def _option_default(name: str) -> Any:
@@ -532,6 +572,13 @@ def job_to_entry(job: Job) -> dict[str, Any]:
             # Only when it has some: a file of jobs without calendars stays as it was.
             **({"calendars": names} if (names := _calendar_names(job)) else {}),
             **({"then": links} if (links := _then_entries(job)) else {}),
+            # Only for a paused job that says why or until when (likewise).
+            **({"pause_reason": job.pause_reason} if not job.enabled and job.pause_reason else {}),
+            **(
+                {"resume_at": _local_iso(job, job.resume_at)}
+                if not job.enabled and job.resume_at
+                else {}
+            ),
         },
     }
 

@@ -1068,7 +1068,7 @@ def _import_permissions_check(
         changes = {} if only_missing else spec_differences(job, spec)
         if not only_missing and _links_differ(job, spec):
             changes["then"] = None  # its chain links change: an edit of the job
-        if "enabled" in changes:
+        if "enabled" in changes or (not only_missing and _pause_differs(job, spec)):
             needs["pause_job"].append(spec.name)
         if set(changes) - {"enabled"}:
             needs["change_job"].append(spec.name)
@@ -1090,6 +1090,27 @@ def _import_permissions_check(
         )
 
 
+def _pause_differs(job: Job, spec: JobSpec) -> bool:
+    """Whether the file gives a paused job another reason or resume time than its own."""
+    if spec.pause is None or job.enabled or spec.fields.get("enabled"):
+        return False
+    return (job.pause_reason, job.resume_at) != (spec.pause["reason"], spec.pause["until"])
+
+
+def _import_pause(*, job: Job, spec: JobSpec, report: ImportReport) -> None:
+    """Give a job imported paused the file's reason and resume time (a resume time that
+    has passed is left out: the job stays paused, and the report says so)."""
+    if not _pause_differs(job, spec):
+        return
+    until = spec.pause["until"]
+    if until is not None and until <= timezone.now():
+        report.diff.append(
+            f"~ {spec.name}: resume_at {until.isoformat()} has passed: it stays paused"
+        )
+        until = None
+    job_pause(job=job, reason=spec.pause["reason"], until=until)
+
+
 def _import_one(
     *, spec: JobSpec, job: Job | None, report: ImportReport, only_missing: bool
 ) -> None:
@@ -1097,27 +1118,29 @@ def _import_one(
         job = job_create(name=spec.name, **spec.fields)
         if spec.calendars:
             calendar_services.job_set_calendars(job=job, names=spec.calendars)
+        _import_pause(job=job, spec=spec, report=report)
         report.created.append(spec.name)
         report.diff.append(f"+ {spec.name}")
         return
     changes = {} if only_missing else spec_differences(job, spec)
+    touched = bool(changes)
     calendars_before = sorted(job.calendars.values_list("name", flat=True))
     if not only_missing and calendars_before != spec.calendars:
         calendar_services.job_set_calendars(job=job, names=spec.calendars)
         report.diff.append(f"~ {spec.name}: calendars: {calendars_before!r} -> {spec.calendars!r}")
-        if not changes:
-            report.updated.append(spec.name)
-            return
-    if not changes:
-        report.unchanged.append(spec.name)
-        return
-    job_update(job=job, **{name: new for name, (_old, new) in changes.items()})
-    report.updated.append(spec.name)
+        touched = True
+    if changes:
+        job_update(job=job, **{name: new for name, (_old, new) in changes.items()})
     for name, (old, new) in sorted(changes.items()):
         # Secrets are masked on both sides; a change to a secret alone still shows as one.
         shown_old, shown_new = masking.mask(old), masking.mask(new)
         note = _(" (a secret changed)") if shown_old == shown_new else ""
         report.diff.append(f"~ {spec.name}: {name}: {shown_old!r} -> {shown_new!r}{note}")
+    if not only_missing and _pause_differs(job, spec):
+        _import_pause(job=job, spec=spec, report=report)
+        report.diff.append(f"~ {spec.name}: pause_reason: {spec.pause['reason']!r}")
+        touched = True
+    (report.updated if touched else report.unchanged).append(spec.name)
 
 
 @transaction.atomic

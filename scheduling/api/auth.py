@@ -10,13 +10,13 @@ import re
 from typing import Any
 
 from django.contrib.auth.models import AnonymousUser
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 from django.utils import timezone
 from django.utils.translation import gettext as _
 from rest_framework import authentication, exceptions, permissions, throttling
 
 from scheduling import conf, selectors, services
-from scheduling.models import ApiKey
+from scheduling.models import ApiKey, Job
 
 
 class ApiKeyAuthentication(authentication.BaseAuthentication):
@@ -109,9 +109,18 @@ class ApiAccess(permissions.BasePermission):
         return True
 
     def has_object_permission(self, request, view, obj) -> bool:
-        name = getattr(obj, "name", None) or getattr(obj, "job_name", "")
-        job_name_check(request, name)
+        job_name_check(request, reached_name(obj))
         return True
+
+
+def reached_name(obj: Any) -> str:
+    """The job name a key's glob is matched against for ``obj``: a job's own, else (a run,
+    a backfill) its job's name as it is now, since a row keeps the name its job had when it
+    was written; the name on the row only once the job was removed."""
+    if isinstance(obj, Job):
+        return obj.name
+    job = getattr(obj, "job", None)
+    return job.name if job is not None else getattr(obj, "job_name", "")
 
 
 def access_needed(request, view) -> tuple[str, str]:
@@ -143,11 +152,17 @@ def glob_regex(glob: str) -> str:
 
 def scope(request, queryset: QuerySet, field: str) -> QuerySet:
     """``queryset`` limited to the jobs the request's key reaches (``field``: the job
-    name's column)."""
+    name's column; ``job_name`` of a run: its job's name now, that column once the job was
+    removed, as :func:`reached_name`)."""
     key = request_key(request)
     if key is None or key.jobs in {"", "*"}:
         return queryset
-    return queryset.filter(**{f"{field}__regex": glob_regex(key.jobs)})
+    pattern = glob_regex(key.jobs)
+    if field == "job_name":
+        return queryset.filter(
+            Q(job__name__regex=pattern) | Q(job__isnull=True, job_name__regex=pattern)
+        )
+    return queryset.filter(**{f"{field}__regex": pattern})
 
 
 class ApiKeyThrottle(throttling.SimpleRateThrottle):

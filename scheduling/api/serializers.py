@@ -43,6 +43,18 @@ class MomentField(serializers.Field):
     }
 
 
+class CalendarNamesField(serializers.ListField):
+    """A job's exclusion calendars by name (sorted), as ``options.calendars`` of a config
+    file and ``jobs add|modify --calendar`` name them; an unknown one is refused by the
+    service that sets them (:func:`scheduling.calendar_services.job_set_calendars`)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(child=serializers.CharField(), **kwargs)
+
+    def get_attribute(self, job: Job) -> list[str]:
+        return sorted(job.calendars.values_list("name", flat=True)) if job.pk else []
+
+
 class JobSerializer(serializers.ModelSerializer):
     """A job: its definition (writable) and its state (read-only). ``version`` is the
     conflict token: an update that sends one older than the job's is refused (409)."""
@@ -50,6 +62,9 @@ class JobSerializer(serializers.ModelSerializer):
     run_at = MomentField(required=False, allow_null=True)
     start_at = MomentField(required=False, allow_null=True)
     end_at = MomentField(required=False, allow_null=True)
+    calendars = CalendarNamesField(
+        required=False, help_text="The names of the job's exclusion calendars ([] for none)."
+    )
     version = serializers.IntegerField(
         required=False,
         min_value=1,
@@ -65,6 +80,7 @@ class JobSerializer(serializers.ModelSerializer):
         fields = (
             "id",
             *Job.EDITABLE_FIELDS,
+            "calendars",
             "version",
             "trigger_description",
             "next_run_at",
@@ -106,8 +122,9 @@ class JobSerializer(serializers.ModelSerializer):
 
     def model_fields(self, *, timezone: str) -> dict[str, Any]:
         """The validated data as model field values: date-times read in ``timezone``
-        (``ValidationError`` naming the field), ``version`` left out."""
-        fields = {k: v for k, v in self.validated_data.items() if k != "version"}
+        (``ValidationError`` naming the field), ``version`` and ``calendars`` (not a
+        field the job's services set) left out."""
+        fields = {k: v for k, v in self.validated_data.items() if k not in {"version", "calendars"}}
         problems = {}
         try:
             schedules.get_timezone(timezone)

@@ -22,7 +22,16 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 from rest_framework.views import exception_handler as drf_exception_handler
 
-from scheduling import audit, backfills, maintenance, masking, schedules, selectors, services
+from scheduling import (
+    audit,
+    backfills,
+    calendar_services,
+    maintenance,
+    masking,
+    schedules,
+    selectors,
+    services,
+)
 from scheduling.api import auth
 from scheduling.api.serializers import (
     BackfillSerializer,
@@ -188,8 +197,12 @@ class JobViewSet(ApiView, viewsets.ModelViewSet):
         timezone = serializer.validated_data.get("timezone") or Job().timezone
         fields = serializer.model_fields(timezone=timezone)
         fields.setdefault("trigger_type", Job._meta.get_field("trigger_type").default)
-        with self.audited():
+        with transaction.atomic(), self.audited():
             job = services.job_create(**fields)
+            if serializer.validated_data.get("calendars"):
+                job = calendar_services.job_set_calendars(
+                    job=job, names=serializer.validated_data["calendars"]
+                )
         return Response(self.get_serializer(job).data, status=status.HTTP_201_CREATED)
 
     @extend_schema(responses={200: JobSerializer, 409: OpenApiTypes.OBJECT})
@@ -222,6 +235,10 @@ class JobViewSet(ApiView, viewsets.ModelViewSet):
             changed = {k: v for k, v in fields.items() if getattr(job, k) != v}
             if changed:
                 services.job_update(job=job, **changed)
+            if "calendars" in serializer.validated_data:
+                job = calendar_services.job_set_calendars(
+                    job=job, names=serializer.validated_data["calendars"]
+                )
         return Response(self.get_serializer(job).data)
 
     @extend_schema(responses={200: JobSerializer, 409: OpenApiTypes.OBJECT})

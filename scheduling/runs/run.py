@@ -122,9 +122,18 @@ def execution_run(
 
 
 def _override_kwargs(task_id: str | None) -> dict:
-    """The keyword arguments a run with overrides was sent with (``JobNotFoundError``
-    when they are not on record: its run was started already, or never stored)."""
+    """The keyword arguments a run with overrides was sent with: waiting under its task id
+    (:class:`RunOverride`) until its first start, then on its row, which is where a retry
+    or a message delivered again finds them (Celery sends those with the same
+    ``override``). ``JobNotFoundError`` when they are in neither place (never stored)."""
     found = RunOverride.objects.filter(task_id=task_id).values_list("kwargs", flat=True).first()
+    if found is None and task_id:
+        found = (
+            JobExecution.objects.filter(task_result_id=task_id, kwargs__isnull=False)
+            .order_by("-pk")
+            .values_list("kwargs", flat=True)
+            .first()
+        )
     if found is None:
         raise JobNotFoundError(f"The keyword arguments of run {task_id} are not on record.")
     return found

@@ -161,3 +161,23 @@ def test_a_backfill_cancelled_half_way_sends_no_more_and_explains_every_fire_tim
         assert by_task[item.task_id].status == "success"
     for item in items[sent:]:
         assert item.reason == "Cancelled by alice before it was sent."
+
+
+def test_a_run_now_with_kwargs_is_retried_with_them_by_a_real_worker(celery_processes):
+    key = f"override-retry-{time.time_ns()}"
+    job = make_job(
+        task="tests.flaky",
+        kwargs={"key": key, "failures": 99},  # the job's own: never succeeds
+        cron_expression="0 0 3 1 1 *",
+        max_retries=2,
+        retry_backoff=1,
+        retry_jitter=False,
+    )
+    celery_processes.start_worker()
+    task_id = services.job_run_now(job=job, kwargs={"failures": 1})  # fails once, then not
+    runs = _finished(celery_processes, 2, job=job)
+    assert [(run.attempt, run.status) for run in runs] == [(0, "failure"), (1, "success")], [
+        run.reason or run.exception for run in runs
+    ]
+    assert {run.task_result_id for run in runs} == {task_id}
+    assert all(run.kwargs == {"key": key, "failures": 1} for run in runs)
