@@ -55,6 +55,35 @@ class CalendarNamesField(serializers.ListField):
         return sorted(job.calendars.values_list("name", flat=True)) if job.pk else []
 
 
+class LinksField(serializers.ListField):
+    """A job's chain links (the jobs its finished runs start), as ``jobs show --json``'s
+    ``then``; checked, cycles named, by the service that sets them
+    (:func:`scheduling.chain_services.job_set_links`)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(child=serializers.DictField(), **kwargs)
+
+    def get_attribute(self, job: Job) -> list[dict[str, str]]:
+        from scheduling import chain_services
+
+        return [link.as_entry() for link in chain_services.job_links(job)] if job.pk else []
+
+    def to_internal_value(self, data: Any) -> list[Any]:
+        from scheduling import chain_services
+
+        entries = super().to_internal_value(data)
+        links, problems = [], []
+        for index, entry in enumerate(entries):
+            spec, problem = chain_services.entry_parse(entry, f"then[{index}]")
+            if problem:
+                problems.append(problem)
+            else:
+                links.append(spec)
+        if problems:
+            raise serializers.ValidationError(problems)
+        return links
+
+
 class JobSerializer(serializers.ModelSerializer):
     """A job: its definition (writable) and its state (read-only). ``version`` is the
     conflict token: an update that sends one older than the job's is refused (409)."""
@@ -64,6 +93,11 @@ class JobSerializer(serializers.ModelSerializer):
     end_at = MomentField(required=False, allow_null=True)
     calendars = CalendarNamesField(
         required=False, help_text="The names of the job's exclusion calendars ([] for none)."
+    )
+    then = LinksField(
+        required=False,
+        help_text='Chain links: [{"job": "next", "on": "success|failure|always", "as": '
+        '"kwarg or empty"}] ([] for none).',
     )
     version = serializers.IntegerField(
         required=False,
@@ -81,6 +115,7 @@ class JobSerializer(serializers.ModelSerializer):
             "id",
             *Job.EDITABLE_FIELDS,
             "calendars",
+            "then",
             "version",
             "trigger_description",
             "next_run_at",
@@ -122,9 +157,13 @@ class JobSerializer(serializers.ModelSerializer):
 
     def model_fields(self, *, timezone: str) -> dict[str, Any]:
         """The validated data as model field values: date-times read in ``timezone``
-        (``ValidationError`` naming the field), ``version`` and ``calendars`` (not a
-        field the job's services set) left out."""
-        fields = {k: v for k, v in self.validated_data.items() if k not in {"version", "calendars"}}
+        (``ValidationError`` naming the field), ``version``, ``calendars`` and ``then``
+        (not fields the job's services set) left out."""
+        fields = {
+            k: v
+            for k, v in self.validated_data.items()
+            if k not in {"version", "calendars", "then"}
+        }
         problems = {}
         try:
             schedules.get_timezone(timezone)

@@ -26,6 +26,7 @@ from scheduling import (
     audit,
     backfills,
     calendar_services,
+    chain_services,
     maintenance,
     masking,
     schedules,
@@ -203,6 +204,8 @@ class JobViewSet(ApiView, viewsets.ModelViewSet):
                 job = calendar_services.job_set_calendars(
                     job=job, names=serializer.validated_data["calendars"]
                 )
+            if serializer.validated_data.get("then"):
+                job = chain_services.job_set_links(job=job, links=serializer.validated_data["then"])
         return Response(self.get_serializer(job).data, status=status.HTTP_201_CREATED)
 
     @extend_schema(responses={200: JobSerializer, 409: OpenApiTypes.OBJECT})
@@ -239,6 +242,8 @@ class JobViewSet(ApiView, viewsets.ModelViewSet):
                 job = calendar_services.job_set_calendars(
                     job=job, names=serializer.validated_data["calendars"]
                 )
+            if "then" in serializer.validated_data:
+                job = chain_services.job_set_links(job=job, links=serializer.validated_data["then"])
         return Response(self.get_serializer(job).data)
 
     @extend_schema(responses={200: JobSerializer, 409: OpenApiTypes.OBJECT})

@@ -266,3 +266,29 @@ def test_a_nul_in_the_path_or_the_key_is_a_4xx(api):
     assert (
         APIClient().get("/api/v1/jobs/", HTTP_AUTHORIZATION="Bearer sj_a\x00b_c").status_code == 401
     )
+
+
+def test_a_jobs_chain_links_are_read_and_set_cycles_refused_naming_the_cycle(api):
+    make_job(name="load")
+    make_job(name="report")
+    created = api.post(
+        "/api/v1/jobs/",
+        {**NEW, "then": [{"job": "load", "on": "success", "as": "rows"}]},
+        format="json",
+    )
+    assert created.status_code == 201, created.json()
+    assert created.json()["then"] == [{"job": "load", "on": "success", "as": "rows"}]
+    bad = api.patch(
+        "/api/v1/jobs/nightly/", {"then": [{"job": "load", "on": "sometimes"}]}, format="json"
+    )
+    assert bad.status_code == 400 and "then" in bad.json(), bad.json()
+    cycle = api.patch(
+        "/api/v1/jobs/load/", {"then": [{"job": "nightly", "on": "always"}]}, format="json"
+    )
+    assert cycle.status_code == 400 and "then" in cycle.json(), cycle.json()
+    assert "load -> nightly -> load" in str(
+        cycle.json()["then"]
+    ) or "nightly -> load -> nightly" in str(cycle.json()["then"])
+    assert api.get("/api/v1/jobs/load/").json()["then"] == []
+    cleared = api.patch("/api/v1/jobs/nightly/", {"then": []}, format="json")
+    assert cleared.status_code == 200 and cleared.json()["then"] == []
