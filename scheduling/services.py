@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 
 from celery.utils.saferepr import saferepr
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.db import transaction
+from django.db import OperationalError, transaction
 from django.db.models import F
 from django.utils import timezone
 from django.utils.translation import gettext as _
@@ -67,6 +67,9 @@ from scheduling.models import (
 from scheduling.runs.cancel import stop_request
 
 logger = logging.getLogger(__name__)
+
+#: How many times a job's removal is tried when PostgreSQL fails it to break a deadlock.
+REMOVE_TRIES = 3
 
 # What each permission lets an import do, for its refusal message.
 IMPORT_ACTIONS = {
@@ -446,8 +449,21 @@ def job_remove(*, job: Job) -> None:
     finds the job gone, never in between.
     """
     pk = job.pk
-    list(Job.objects.select_for_update().filter(pk=pk).values_list("pk", flat=True))
-    job.delete()
+    for attempt in range(1, REMOVE_TRIES + 1):
+        try:
+            # A savepoint: a deadlock given up here leaves a caller's transaction usable.
+            with transaction.atomic():
+                list(Job.objects.select_for_update().filter(pk=pk).values_list("pk", flat=True))
+                job.delete()
+            break
+        except OperationalError as exc:
+            # A worker's finish locks its run's row, then the job's; the delete takes the
+            # job's, then its runs' (to keep them without their job). PostgreSQL breaks the
+            # deadlock by failing one side: when it is this one, its locks are gone, the
+            # finish goes on, and the delete is tried again.
+            if attempt == REMOVE_TRIES or getattr(exc.__cause__, "sqlstate", None) != "40P01":
+                raise
+            logger.info("Job %s: removal met a run being recorded; trying again", job.name)
     job.pk = pk  # receivers see which job it was
     _emit(signals.job_removed, job, {})
 

@@ -207,3 +207,56 @@ def test_a_run_recorded_while_its_job_is_removed_is_kept():
     worker.join(10)
     run = JobExecution.objects.get(job_name="removed-while-starting")
     assert run.job_id is None and not Job.objects.filter(pk=job.pk).exists()
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="deadlocks: PostgreSQL")
+def test_a_job_removed_while_a_run_of_it_is_recorded_is_removed_after_a_deadlock():
+    # A worker's finish holds its run's row and then wants the job's row (to write the
+    # job's last outcome) while the job is being removed: the removal holds the job's row
+    # and wants the run's (to keep it on record without its job). PostgreSQL breaks the
+    # deadlock by failing the removal's statement; the removal tries again and succeeds.
+    import psycopg
+
+    job = make_job(name="removed-while-finishing")
+    run = make_running(job)
+    params = connection.get_connection_params()
+    wanted = {
+        key: params[key]
+        for key in ("dbname", "user", "password", "host", "port")
+        if params.get(key)
+    }
+    outcome: dict[str, BaseException | None] = {}
+
+    def remove() -> None:
+        try:
+            services.job_remove(job=Job.objects.get(pk=job.pk))
+            outcome["error"] = None
+        except BaseException as exc:
+            outcome["error"] = exc
+        finally:
+            connection.close()
+
+    with psycopg.connect(**wanted) as worker:
+        worker.execute("SET deadlock_timeout = '60s'")  # the removal is the one to give way
+        worker.execute(
+            "UPDATE scheduling_jobexecution SET reason = 'finishing' WHERE id = %s", [run.pk]
+        )
+        remover = threading.Thread(target=remove)
+        remover.start()
+        # The removal now holds the job's row and waits for the run's.
+        deadline = dt.datetime.now() + dt.timedelta(seconds=10)
+        while dt.datetime.now() < deadline:
+            worker.execute("SELECT pg_stat_clear_snapshot()")  # a fresh look, in a transaction
+            waiting = worker.execute(
+                "SELECT state, wait_event_type, wait_event, left(query, 120) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            ).fetchall()
+            if any(wait == "Lock" for _state, wait, _event, _query in waiting):
+                break
+        worker.execute("UPDATE scheduling_job SET last_status = 'success' WHERE id = %s", [job.pk])
+        worker.commit()
+    remover.join(30)
+    assert outcome == {"error": None}, outcome
+    assert not Job.objects.filter(pk=job.pk).exists()
+    kept = JobExecution.objects.get(pk=run.pk)
+    assert (kept.job_id, kept.reason) == (None, "finishing")
