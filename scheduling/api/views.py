@@ -451,7 +451,8 @@ class BackfillViewSet(ApiView, mixins.RetrieveModelMixin, viewsets.GenericViewSe
     yet are cancelled)."""
 
     queryset = Backfill.objects.all()
-    lookup_value_regex = "[0-9]+"
+    lookup_value_regex = "[^/]+"  # a malformed id is the API's JSON 404, not Django's page
+    metadata_class = None  # OPTIONS: 405 (its answers are those of jobs/{job}/backfill/)
     access = {
         "retrieve": ("read", "view_job"),
         "cancel": ("run", "run_job"),

@@ -114,3 +114,10 @@ def test_backfill_bad_input_names_the_field(api, client_for):
         format="json",
     )
     assert denied.status_code == 403
+
+
+def test_a_malformed_backfill_id_is_a_json_404_and_options_no_server_error(api):
+    for path in ("/api/v1/backfills/%C3%AA/", "/api/v1/backfills/%C3%AA/cancel/"):
+        answer = api.get(path) if path.endswith("s/%C3%AA/") else api.post(path, format="json")
+        assert answer.status_code == 404 and answer["Content-Type"] == "application/json"
+    assert api.options("/api/v1/backfills/0/cancel/").status_code in (404, 405)

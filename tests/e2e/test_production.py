@@ -35,6 +35,7 @@ class FormFields(HTMLParser):
         self._select: str | None = None
         self._selected: str | None = None
         self._first: str | None = None
+        self._multiple = False
         self._textarea: str | None = None
         self._text = ""
 
@@ -50,11 +51,14 @@ class FormFields(HTMLParser):
                 self.fields.append((name, a.get("value", "")))
         elif tag == "select" and name:
             self._select, self._selected, self._first = name, None, None
+            self._multiple = "multiple" in a
         elif tag == "option" and self._select:
             value = a.get("value", "")
             self._first = value if self._first is None else self._first
             if "selected" in a:
                 self._selected = value
+                if self._multiple:  # a browser sends each selected option, none if none
+                    self.fields.append((self._select, value))
         elif tag == "textarea" and name:
             self._textarea, self._text = name, ""
 
@@ -64,8 +68,9 @@ class FormFields(HTMLParser):
 
     def handle_endtag(self, tag):
         if tag == "select" and self._select:
-            chosen = self._selected if self._selected is not None else self._first
-            self.fields.append((self._select, chosen or ""))
+            if not self._multiple:
+                chosen = self._selected if self._selected is not None else self._first
+                self.fields.append((self._select, chosen or ""))
             self._select = None
         elif tag == "textarea" and self._textarea:
             self.fields.append((self._textarea, self._text.lstrip("\n")))
@@ -169,10 +174,10 @@ def test_production_topology_serves_runs_and_stops_cleanly(tmp_path, production_
             (job_id,) = db.execute(
                 "SELECT id FROM scheduling_job WHERE name = 'every second'"
             ).fetchone()
-        _status, _url, page = browser.post(
-            "/admin/scheduling/job/",
-            [("action", "run_jobs_now"), ("_selected_action", str(job_id)), ("index", "0")],
-        )
+        chosen = [("action", "run_jobs_now"), ("_selected_action", str(job_id)), ("index", "0")]
+        _status, _url, page = browser.post("/admin/scheduling/job/", chosen)
+        assert "Run now" in page  # the action asks for this run's options first
+        _status, _url, page = browser.post("/admin/scheduling/job/", [*chosen, ("apply", "1")])
         assert "1 run sent to the workers." in page
 
         # Flower answers only with its password.

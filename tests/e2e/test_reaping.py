@@ -68,7 +68,11 @@ FAKETIME = next(iter(sorted(glob.glob("/usr/lib/*/faketime/libfaketime.so.1"))),
 )
 def test_a_worker_whose_clock_is_ahead_reaps_no_live_run(celery_processes):
     lease = {"SCHEDULING_LEASE_SECONDS": "6"}
-    job = make_job(task="demo.sleep", kwargs={"seconds": 12}, max_instances=2)
+    # The grace is wide: a worker 30 s ahead finds any run 30 s late (lateness is read on
+    # the worker's clock), and this test is about its reaper, not its grace.
+    job = make_job(
+        task="demo.sleep", kwargs={"seconds": 12}, max_instances=2, misfire_grace_time=300
+    )
     celery_processes.start_worker("w1", concurrency=1, env=lease)
     services.job_run_now(job=job)
     first = wait_for(
