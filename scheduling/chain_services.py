@@ -106,6 +106,19 @@ def entry_parse(entry: Any, where: str) -> tuple[LinkSpec | None, str | None]:
     return (None, f"{where}: {problem}") if problem else (spec, None)
 
 
+def entries_parse(entries: list[Any], where: str) -> tuple[list[LinkSpec], list[str]]:
+    """The links of a list of entries (:func:`entry_parse`, the ``index``-th named
+    ``where[index]``) and the problems with them."""
+    links, problems = [], []
+    for index, entry in enumerate(entries):
+        spec, problem = entry_parse(entry, f"{where}[{index}]")
+        if problem:
+            problems.append(problem)
+        else:
+            links.append(spec)
+    return links, problems
+
+
 def spec_problem(spec: LinkSpec) -> str | None:
     """What is wrong with one link on its own (condition, keyword name), or ``None``."""
     if not isinstance(spec.condition, str) or spec.condition not in ChainCondition.values:

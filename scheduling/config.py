@@ -388,14 +388,7 @@ def _then_from_options(options: dict[str, Any], where: str) -> tuple[list[Any], 
     entries = options.get("then", [])
     if not isinstance(entries, list):
         return [], [f"{where}: options.then must be a list of links"]
-    links, problems = [], []
-    for index, entry in enumerate(entries):
-        spec, problem = chain_services.entry_parse(entry, f"{where}: options.then[{index}]")
-        if problem:
-            problems.append(problem)
-        else:
-            links.append(spec)
-    return links, problems
+    return chain_services.entries_parse(entries, f"{where}: options.then")
 
 
 def _pause_from_options(

@@ -23,6 +23,19 @@ from scheduling.models import (
 )
 
 MOMENT_FIELDS = ("run_at", "start_at", "end_at")
+#: A job's state, read-only in the API: what its runs and pauses made of it.
+STATE_FIELDS = (
+    "next_run_at",
+    *Job.PAUSE_FIELDS,
+    "last_run_at",
+    "last_status",
+    "last_duration",
+    "total_run_count",
+    "consecutive_failures",
+    "scheduled_run_count",
+    "created_at",
+    "updated_at",
+)
 
 
 @extend_schema_field(OpenApiTypes.DATETIME)
@@ -71,14 +84,7 @@ class LinksField(serializers.ListField):
     def to_internal_value(self, data: Any) -> list[Any]:
         from scheduling import chain_services
 
-        entries = super().to_internal_value(data)
-        links, problems = [], []
-        for index, entry in enumerate(entries):
-            spec, problem = chain_services.entry_parse(entry, f"then[{index}]")
-            if problem:
-                problems.append(problem)
-            else:
-                links.append(spec)
+        links, problems = chain_services.entries_parse(super().to_internal_value(data), "then")
         if problems:
             raise serializers.ValidationError(problems)
         return links
@@ -118,29 +124,9 @@ class JobSerializer(serializers.ModelSerializer):
             "then",
             "version",
             "trigger_description",
-            "next_run_at",
-            *Job.PAUSE_FIELDS,
-            "last_run_at",
-            "last_status",
-            "last_duration",
-            "total_run_count",
-            "consecutive_failures",
-            "scheduled_run_count",
-            "created_at",
-            "updated_at",
+            *STATE_FIELDS,
         )
-        read_only_fields = (
-            "next_run_at",
-            *Job.PAUSE_FIELDS,
-            "last_run_at",
-            "last_status",
-            "last_duration",
-            "total_run_count",
-            "consecutive_failures",
-            "scheduled_run_count",
-            "created_at",
-            "updated_at",
-        )
+        read_only_fields = STATE_FIELDS
         # The model's checks say these (full_clean, in the service), as everywhere: the
         # unique name, the queue and exchange name patterns.
         extra_kwargs = {
