@@ -453,8 +453,16 @@ class JobScheduler(DatabaseScheduler):
                 self._resume_due()
                 return 0.0  # look again at once: the resumed jobs may be due
             if due_at is None or due_at > now:
-                self._check_ledger()
-                now = self._record_pending_missed(now, due_at)
+                # Bookkeeping stops between its transactions, as a pass between batches:
+                # a signal raised inside one could be swallowed by a receiver it runs.
+                self._in_pass = True
+                try:
+                    self._check_ledger()
+                    now = self._record_pending_missed(now, due_at)
+                finally:
+                    self._in_pass = False
+                if self._stop_requested:
+                    self._stop_now()
                 wait = min(
                     (moment - now).total_seconds()
                     for moment in (
@@ -954,6 +962,8 @@ class JobScheduler(DatabaseScheduler):
                 Job.objects.filter(pk__in=[job.pk for job in jobs]).update(
                     missed_from=None, missed_before=None
                 )
+            if self._stop_requested:
+                break
         return timezone.now()
 
     def _stop(self, job: Job, error: Exception) -> str:
@@ -1010,7 +1020,11 @@ class JobScheduler(DatabaseScheduler):
                 scheduled_at__in={entry.scheduled_at for entry in overdue},
             ).values_list("job_id", "scheduled_at")
         )
+        checked = []
         for entry in overdue:
+            if self._stop_requested:
+                break  # the rest waits for the next leader
+            checked.append(entry.pk)
             job = jobs.get(entry.job_id)
             if job is None or (entry.job_id, entry.scheduled_at) in arrived:
                 continue
@@ -1024,7 +1038,7 @@ class JobScheduler(DatabaseScheduler):
                 f"grace ({job.misfire_grace_time}s) with no worker taking it, or the message was "
                 "lost (e.g. the broker restarted without persistence).",
             )
-        SentFireTime.objects.filter(pk__in=[entry.pk for entry in overdue]).delete()
+        SentFireTime.objects.filter(pk__in=checked).delete()
 
     def _heartbeat(self) -> None:
         """Record that this beat is alive, at most every few seconds."""

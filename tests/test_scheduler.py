@@ -691,6 +691,62 @@ def test_sigterm_in_the_middle_of_a_statement_or_transaction_does_not_hang_beat(
     assert SchedulerLease.objects.get().holder == ""
 
 
+def test_sigterm_while_beat_records_an_outage_stops_it_between_transactions(
+    scheduler, sent, monkeypatch
+):
+    """Recording an outage runs receivers (alerts, statistics) inside its transactions: a
+    SystemExit raised there by the signal handler can be replaced by the error of the
+    connection it interrupted and swallowed by ``send_robust``, and beat went on. The
+    signal stops the recording after its current transaction, as it stops a pass."""
+    import os
+    import signal
+
+    from django.db import connection
+
+    from scheduling import runs
+    from scheduling import scheduler as scheduler_module
+
+    monkeypatch.setattr(scheduler_module, "RECORD_BATCH", 1)
+    monkeypatch.setattr(scheduler_module, "RECORD_BUDGET", 30.0)
+    jobs = interval_jobs(3)
+    fire = now_s() - dt.timedelta(hours=1)
+    Job.objects.filter(pk__in=[j.pk for j in jobs]).update(
+        next_run_at=fire, dispatch_at=fire, schedule_anchor=fire - dt.timedelta(seconds=10)
+    )
+    scheduler.dispatch_due(timezone.now())
+    later = timezone.now() + dt.timedelta(minutes=1)
+    Job.objects.update(next_run_at=later, dispatch_at=later)  # nothing due: it records
+    assert Job.objects.filter(missed_from__isnull=False).count() == 3
+    record = runs.execution_record_missed_summaries
+
+    def record_then_signal(**kwargs):
+        record(**kwargs)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(runs, "execution_record_missed_summaries", record_then_signal)
+    exits = []
+
+    def celery_handler(signum, frame):
+        exits.append(len(connection.atomic_blocks) > scheduler._atomic_depth)
+        raise SystemExit
+
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGALRM)}
+    try:
+        signal.signal(signal.SIGTERM, celery_handler)
+        signal.signal(signal.SIGINT, celery_handler)
+        scheduler.install_stop()
+        with pytest.raises(SystemExit):
+            scheduler.tick()
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
+    assert exits == [False]  # once, outside the recording's transaction
+    # The transaction the signal came in committed; the rest waits for the next leader.
+    assert JobExecution.objects.filter(status="missed").count() == 1
+    assert Job.objects.filter(missed_from__isnull=False).count() == 2
+
+
 def test_the_ledger_leaves_a_sent_fire_time_another_beat_summarized_alone(scheduler):
     """A fire time sent, then inside the summary another beat recorded of an outage: the
     ledger must not explain it a second time ("never started")."""

@@ -12,7 +12,9 @@ EMBEDDED_ONLY = pytest.mark.skipif(
     reason="independent of the suite's database and broker: runs in the embedded configuration",
 )
 
-#: A test of the web server, whatever the broker: runs with Redis, not again with RabbitMQ.
+#: A test whose subject does not touch the broker's part (the web server, beat's own
+#: bookkeeping in the database, calendars, pauses, the workers' clocks): runs with Redis,
+#: not again with RabbitMQ, whose pass keeps to what a broker changes.
 NOT_ON_AMQP = pytest.mark.skipif(
     os.environ.get("CELERY_BROKER_URL", "").startswith("amqp"),
     reason="independent of the broker: runs with Redis",

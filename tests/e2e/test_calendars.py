@@ -15,10 +15,11 @@ import pytest
 
 from scheduling import calendar_services, schedules
 from scheduling.models import JobExecution
+from tests.e2e.configs import NOT_ON_AMQP
 from tests.e2e.processes import wait_for
 from tests.factories import make_job
 
-pytestmark = [pytest.mark.e2e]
+pytestmark = [pytest.mark.e2e, NOT_ON_AMQP]
 
 ZONE = "Test/SpringForward"
 

@@ -7,10 +7,11 @@ import pytest
 
 from scheduling import services
 from scheduling.models import Alert, AlertKind, Job, JobChange, JobExecution
+from tests.e2e.configs import NOT_ON_AMQP
 from tests.e2e.processes import wait_for
 from tests.factories import make_job
 
-pytestmark = [pytest.mark.e2e]
+pytestmark = [pytest.mark.e2e, NOT_ON_AMQP]
 
 
 def test_beat_resumes_a_paused_job_at_its_resume_time(celery_processes):

@@ -13,10 +13,11 @@ from django.utils import timezone
 
 from scheduling import services
 from scheduling.models import JobExecution
+from tests.e2e.configs import NOT_ON_AMQP
 from tests.e2e.processes import wait_for
 from tests.factories import make_job
 
-pytestmark = [pytest.mark.e2e]
+pytestmark = [pytest.mark.e2e, NOT_ON_AMQP]
 
 
 def test_a_one_off_jobs_dead_run_is_reaped_without_another_start(celery_processes):

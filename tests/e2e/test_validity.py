@@ -8,12 +8,13 @@ import pytest
 from django.utils import timezone
 
 from scheduling.models import Job, JobChange, JobExecution
+from tests.e2e.configs import NOT_ON_AMQP
 from tests.e2e.fates import wait_until_settled
 from tests.e2e.processes import wait_for
 from tests.e2e.test_beat_and_worker import wait_for_beat_past
 from tests.factories import make_job
 
-pytestmark = [pytest.mark.e2e]
+pytestmark = [pytest.mark.e2e, NOT_ON_AMQP]
 
 
 def scheduled_rows(job: Job) -> list[JobExecution]:
