@@ -20,7 +20,15 @@ from django_celery_results.models import TaskResult
 
 from scheduling import conf, selectors, services
 from scheduling.audit import audit_context
-from scheduling.models import BeatHeartbeat, Job, JobExecution, TriggerType
+from scheduling.models import (
+    Backfill,
+    BackfillState,
+    BeatHeartbeat,
+    Job,
+    JobExecution,
+    RunOverride,
+    TriggerType,
+)
 
 
 def backup_dir() -> Path:
@@ -28,14 +36,16 @@ def backup_dir() -> Path:
 
 
 def _delete_in_batches(queryset: QuerySet, batch_size: int) -> int:
-    """Delete rows a batch at a time, each in its own short transaction."""
+    """Delete rows a batch at a time, each in its own short transaction; return how many of
+    the queryset's own rows went (the rows they cascade to are not counted)."""
     deleted = 0
+    label = queryset.model._meta.label
     while True:
         pks = list(queryset.values_list("pk", flat=True)[:batch_size])
         if not pks:
             return deleted
         with transaction.atomic():
-            deleted += queryset.model.objects.filter(pk__in=pks).delete()[0]
+            deleted += queryset.model.objects.filter(pk__in=pks).delete()[1].get(label, 0)
 
 
 def cleanup(
@@ -45,8 +55,9 @@ def cleanup(
     batch_size: int | None = None,
     backup_retention_days: int | None = None,
 ) -> dict[str, Any]:
-    """Delete old executions (keeping each job's last runs) and task results, disable
-    finished one-off jobs and remove old backup files."""
+    """Delete old executions (keeping each job's last runs), task results, run overrides
+    never used and finished backfills, disable finished one-off jobs and remove old backup
+    files."""
     retention_days = (
         retention_days if retention_days is not None else conf.get("EXECUTION_RETENTION_DAYS")
     )
@@ -84,6 +95,17 @@ def cleanup(
     results_deleted = _delete_in_batches(
         TaskResult.objects.filter(date_done__lt=cutoff).order_by("date_done"), batch_size
     )
+    # A run's override waits for its first start; one older than the history never started
+    # (its message expired or was lost). A finished backfill goes with its explanations.
+    overrides_deleted = _delete_in_batches(
+        RunOverride.objects.filter(created_at__lt=cutoff).order_by("created_at"), batch_size
+    )
+    backfills_deleted = _delete_in_batches(
+        Backfill.objects.exclude(state=BackfillState.RUNNING)
+        .filter(finished_at__lt=cutoff)
+        .order_by("finished_at"),
+        batch_size,
+    )
 
     disabled = []
     finished = Job.objects.filter(
@@ -106,6 +128,8 @@ def cleanup(
     return {
         "executions_deleted": executions_deleted,
         "task_results_deleted": results_deleted,
+        "run_overrides_deleted": overrides_deleted,
+        "backfills_deleted": backfills_deleted,
         "one_off_jobs_disabled": disabled,
         "backup_files_removed": removed_files,
         "retention_days": retention_days,

@@ -57,6 +57,42 @@ def test_cleanup_deletes_old_task_results_and_orphan_runs():
     assert not JobExecution.objects.exists()
 
 
+def test_cleanup_deletes_unused_run_overrides_and_finished_backfills():
+    """A run's override is deleted at its first start; one whose message never started
+    stays, and so does every backfill with its explanations, until the cleanup."""
+    from scheduling.models import Backfill, BackfillRun, BackfillState, RunOverride
+
+    old = timezone.now() - dt.timedelta(days=40)
+    job = make_job(name="filled")
+    RunOverride.objects.create(task_id="never-started", kwargs={"x": 1})
+    RunOverride.objects.create(task_id="waiting", kwargs={"x": 2})
+    RunOverride.objects.filter(task_id="never-started").update(created_at=old)
+
+    def backfill(state, finished_at):
+        made = Backfill.objects.create(
+            job=job,
+            job_name=job.name,
+            start=old,
+            end=old + dt.timedelta(hours=1),
+            timezone="UTC",
+            reprocess="missing",
+            state=state,
+            finished_at=finished_at,
+        )
+        BackfillRun.objects.create(backfill=made, scheduled_at=old, state="sent")
+        return made
+
+    done = backfill(BackfillState.DONE, old)
+    recent = backfill(BackfillState.DONE, timezone.now())
+    sending = backfill(BackfillState.RUNNING, None)
+    report = maintenance.cleanup(retention_days=30, keep_last=10)
+    assert list(RunOverride.objects.values_list("task_id", flat=True)) == ["waiting"]
+    assert report["run_overrides_deleted"] == 1
+    assert set(Backfill.objects.values_list("pk", flat=True)) == {recent.pk, sending.pk}
+    assert report["backfills_deleted"] == 1
+    assert not BackfillRun.objects.filter(backfill_id=done.pk).exists()
+
+
 def test_cleanup_disables_finished_one_off_jobs():
     job = services.job_register_date(
         name="once", task="demo.echo", run_at=timezone.now() + dt.timedelta(seconds=1)
