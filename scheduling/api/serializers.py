@@ -272,3 +272,10 @@ class HealthSerializer(serializers.Serializer):
     ok = serializers.BooleanField()
     checks = HealthCheckSerializer(many=True)
     beat_leader = serializers.CharField(allow_null=True)
+
+
+class SkipNextSerializer(serializers.Serializer):
+    """The answer of skip-next: the fire time that will not run, and the job after it."""
+
+    skipped = serializers.DateTimeField()
+    job = JobSerializer()

@@ -43,6 +43,7 @@ from scheduling.api.serializers import (
     PauseSerializer,
     RunNowSerializer,
     RunStartedSerializer,
+    SkipNextSerializer,
     UpcomingSerializer,
 )
 from scheduling.models import (
@@ -158,6 +159,7 @@ class JobViewSet(ApiView, viewsets.ModelViewSet):
         "destroy": ("edit", "delete_job"),
         "pause": ("pause", "pause_job"),
         "resume": ("pause", "pause_job"),
+        "skip_next": ("pause", "pause_job"),
         "run": ("run", "run_job"),
         "backfill": ("run", "run_job"),
         "metadata": ("read", "view_job"),
@@ -301,6 +303,20 @@ class JobViewSet(ApiView, viewsets.ModelViewSet):
         with self.audited():
             job = services.job_resume(job=job)
         return Response(self.get_serializer(job).data)
+
+    @extend_schema(
+        request=None,
+        responses={200: SkipNextSerializer},
+        description="Skip the job's next fire time, once (as `jobs skip-next`): it is recorded "
+        "as skipped when it comes. A job with nothing due, or already skipping one, is a 400.",
+    )
+    @action(detail=True, methods=["post"], url_path="skip-next")
+    def skip_next(self, request, *args, **kwargs):
+        job = self.get_object()
+        with self.audited():
+            skipped = calendar_services.job_skip_next(job=job)
+        job.refresh_from_db()
+        return Response({"skipped": skipped, "job": self.get_serializer(job).data})
 
     @extend_schema(request=RunNowSerializer, responses={202: RunStartedSerializer})
     @action(detail=True, methods=["post"])

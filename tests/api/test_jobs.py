@@ -292,3 +292,21 @@ def test_a_jobs_chain_links_are_read_and_set_cycles_refused_naming_the_cycle(api
     assert api.get("/api/v1/jobs/load/").json()["then"] == []
     cleared = api.patch("/api/v1/jobs/nightly/", {"then": []}, format="json")
     assert cleared.status_code == 200 and cleared.json()["then"] == []
+
+
+def test_skip_next(api, client_for):
+    job = make_job(name="nightly")
+    due = job.next_run_at
+    answer = api.post("/api/v1/jobs/nightly/skip-next/", format="json")
+    assert answer.status_code == 200, answer.content
+    body = answer.json()
+    assert dt.datetime.fromisoformat(body["skipped"]) == due
+    assert dt.datetime.fromisoformat(body["job"]["next_run_at"]) > due
+    assert JobChange.objects.filter(job=job, source="api").exists()
+    again = api.post("/api/v1/jobs/nightly/skip-next/", format="json")
+    assert again.status_code == 400 and "already skips" in str(again.json())
+    assert client_for(["read", "run"]).post("/api/v1/jobs/nightly/skip-next/").status_code == 403
+    services.job_pause(job=Job.objects.get(pk=job.pk))
+    make_job(name="idle", enabled=False)
+    idle = api.post("/api/v1/jobs/idle/skip-next/", format="json")
+    assert idle.status_code == 400 and "no next run" in str(idle.json())
