@@ -418,7 +418,7 @@ def backfills_send_due(*, backfill_id: int | None = None) -> int:
                 .first()
             )
             if backfill is not None:
-                sent += _send_some(backfill, timezone.now())
+                sent += _send_some(backfill, db_now())  # the clock lateness is read on
     return sent
 
 

@@ -65,6 +65,7 @@ from scheduling.models import (
     overlap_problem,
 )
 from scheduling.runs.cancel import stop_request
+from scheduling.runs.lease import db_now
 
 logger = logging.getLogger(__name__)
 
@@ -847,7 +848,7 @@ def run_message(
     if overlap is not None:
         run_kwargs["overlap"] = overlap
     if trigger != ExecutionTrigger.SCHEDULE and expires:
-        run_kwargs["sent_at"] = timezone.now().isoformat()
+        run_kwargs["sent_at"] = db_now().isoformat()  # lateness is read on its clock
     for name, value in (("parent_id", parent_id), ("backfill_id", backfill_id)):
         if value is not None:
             run_kwargs[name] = value

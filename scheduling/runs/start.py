@@ -150,7 +150,6 @@ def _take_over_dead(
         decision = _decide(
             job,
             dead,
-            now,
             live=runs.filter(rules.slot_at(lease_now)).count(),
             waiting=runs.filter(status=ExecutionStatus.WAITING).count(),
             overlap=overlap,
@@ -220,19 +219,18 @@ def _cover_due_fire_times(job: Job, execution: JobExecution, now: dt.datetime) -
 def _decide(
     job: Job,
     execution: JobExecution,
-    now: dt.datetime,
     *,
     live: int,
     waiting: int,
     overlap: str | None,
 ) -> rules.Decision:
-    """The rules' decision on ``execution`` at ``now``; one that needs the runs going to
+    """The rules' decision on ``execution`` now; one that needs the runs going to
     be cancelled or terminated first (overlap policies cancel other and terminate other)
     has them asked to stop here, in the caller's transaction."""
     decision = rules.decide(
         job,
         scheduled_at=execution.scheduled_at,
-        late=_lateness(execution, now),
+        late=_lateness(execution),
         live=live,
         waiting=waiting,
         overlap=overlap,
@@ -298,9 +296,7 @@ def execution_start(
     )
     try:
         started = _start_at_once(job_id=job_id, overlap=overlap, **run) if attempt == 0 else None
-        if started is not None and not rules.misfired(
-            started.job, _lateness(started, timezone.now())
-        ):
+        if started is not None and not rules.misfired(started.job, _lateness(started)):
             announce(started)
             return started
         with transaction.atomic():
@@ -340,13 +336,15 @@ def execution_start(
     return None
 
 
-def _lateness(execution: JobExecution, now: dt.datetime) -> float | None:
+def _lateness(execution: JobExecution) -> float | None:
+    """How late ``execution`` starts, read on the database's clock, as leases are: the
+    clocks of the worker that starts it and of whoever sent it may be off."""
     return rules.lateness(
         trigger=execution.trigger,
         scheduled_at=execution.scheduled_at,
         jitter=execution.jitter,
         attempt=execution.attempt,
-        now=now,
+        now=db_now(),
         sent_at=execution.sent_at,
     )
 
@@ -379,7 +377,7 @@ def _start_at_once(*, job_id: int, overlap: str | None, **run: Any) -> JobExecut
     """
     now, lease_now = timezone.now(), db_now()
     execution = _running_row(now, job_id=job_id, attempt=0, **run)
-    late = _lateness(execution, now)
+    late = _lateness(execution)
     insert = sql.insert_select(
         execution,
         source=f"{Job._meta.db_table} j",
@@ -429,7 +427,7 @@ def _start_in_full(
         live, waiting_runs = live + sent, waiting_runs - sent
     now = timezone.now()
     execution = _running_row(now, job=job, job_name=job.name, task=job.task, attempt=attempt, **run)
-    decision = _decide(job, execution, now, live=live, waiting=waiting_runs, overlap=overlap)
+    decision = _decide(job, execution, live=live, waiting=waiting_runs, overlap=overlap)
     fields = dict(
         trigger=execution.trigger,
         scheduled_at=execution.scheduled_at,

@@ -69,11 +69,9 @@ FAKETIME = next(iter(sorted(glob.glob("/usr/lib/*/faketime/libfaketime.so.1"))),
 )
 def test_a_worker_whose_clock_is_ahead_reaps_no_live_run(celery_processes):
     lease = {"SCHEDULING_LEASE_SECONDS": "6"}
-    # The grace is wide: a worker 30 s ahead finds any run 30 s late (lateness is read on
-    # the worker's clock), and this test is about its reaper, not its grace.
-    job = make_job(
-        task="demo.sleep", kwargs={"seconds": 12}, max_instances=2, misfire_grace_time=300
-    )
+    # The default grace (15 s): lateness is read on the database's clock, not on that of
+    # the worker 30 s ahead, which would find the run 30 s late.
+    job = make_job(task="demo.sleep", kwargs={"seconds": 12}, max_instances=2)
     celery_processes.start_worker("w1", concurrency=1, env=lease)
     services.job_run_now(job=job)
     first = wait_for(
