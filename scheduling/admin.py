@@ -1999,9 +1999,12 @@ class SchedulerLeaseAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
 
 @admin.register(Backfill)
-class BackfillAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+class BackfillAdmin(JobZoneTimesMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
     """Backfills, read-only: their state and counts, each fire time with what became of
     it (linked to its run); the action cancels the ones still sending."""
+
+    def time_zone_of(self, obj: Backfill) -> str | None:
+        return obj.timezone  # the job's when the backfill was made
 
     list_display = (
         "pk",
