@@ -12,7 +12,7 @@ from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.paginator import Paginator
-from django.db import connection, transaction
+from django.db import connection, models, transaction
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponseNotAllowed, HttpResponseRedirect, JsonResponse
 from django.template.response import TemplateResponse
@@ -151,6 +151,79 @@ def moment_column(field: str, description) -> object:
         return display.moment_html(getattr(execution, field), display.run_zone(execution))
 
     return column
+
+
+class JobZoneTimesMixin:
+    """Live times, and the model's own date-times shown as every other time here.
+
+    A date-time field shown read-only (a job's next and last run, created and updated; a
+    run's sent time; every one on a page its user may only view) is shown to the second in
+    the job's timezone with its offset, UTC on hover (:func:`scheduling.display.moment_html`),
+    where the stock read-only field shows it in the server's zone to the minute: a
+    ``<field>_zoned`` callable of the admin takes the field's place in the fieldsets (with
+    the field's label and help text), and the field stays out of the form.
+
+    The pages load the JavaScript catalog and ``live_times.js``, which keeps their
+    relative times live."""
+
+    ZONED = "_zoned"
+
+    def time_zone_of(self, obj) -> str | None:
+        """The timezone of the object's job (``None``: the operator's)."""
+        raise NotImplementedError
+
+    def __init__(self, model, admin_site):
+        super().__init__(model, admin_site)
+        self.zoned_fields = {
+            f.name: f for f in model._meta.concrete_fields if isinstance(f, models.DateTimeField)
+        }
+        for field in self.zoned_fields.values():
+            setattr(self, field.name + self.ZONED, self._zoned_column(field))
+
+    def _zoned_column(self, field):
+        @admin.display(description=field.verbose_name)
+        def column(obj) -> str:
+            return display.moment_html(getattr(obj, field.name), self.time_zone_of(obj))
+
+        return column
+
+    @property
+    def media(self):
+        return super().media + forms.Media(
+            js=[reverse("scheduling-jsi18n"), "scheduling/live_times.js"]
+        )
+
+    def get_readonly_fields(self, request, obj=None):
+        # Every alias is read-only: never a form field, whichever the page shows.
+        fields = list(super().get_readonly_fields(request, obj))
+        return [*fields, *(name + self.ZONED for name in self.zoned_fields)]
+
+    def get_fields(self, request, obj=None):
+        return [f for f in super().get_fields(request, obj) if not f.endswith(self.ZONED)]
+
+    def get_fieldsets(self, request, obj=None):
+        if obj is not None and not self.has_change_permission(request, obj):
+            shown_read_only = set(self.zoned_fields)  # a view-only page: every field
+        else:
+            shown_read_only = set(super().get_readonly_fields(request, obj))
+        swapped = {name: name + self.ZONED for name in self.zoned_fields if name in shown_read_only}
+        return [
+            (
+                title,
+                {
+                    **options,
+                    "fields": list(dict.fromkeys(swapped.get(f, f) for f in options["fields"])),
+                },
+            )
+            for title, options in super().get_fieldsets(request, obj)
+        ]
+
+    def get_form(self, request, obj=None, change=False, **kwargs):
+        help_texts = {
+            name + self.ZONED: field.help_text for name, field in self.zoned_fields.items()
+        }
+        help_texts.update(getattr(getattr(self.form, "Meta", None), "help_texts", None) or {})
+        return super().get_form(request, obj, change=change, help_texts=help_texts, **kwargs)
 
 
 class ReadOnlyAdminMixin:
@@ -416,7 +489,7 @@ class JobLinkInline(admin.TabularInline):
 
 
 @admin.register(Job)
-class JobAdmin(RunsInProgressMixin, admin.ModelAdmin):
+class JobAdmin(JobZoneTimesMixin, RunsInProgressMixin, admin.ModelAdmin):
     """Jobs: the list an operator scans, the form with its live preview, the actions and the dashboard."""
 
     form = JobAdminForm
@@ -542,6 +615,9 @@ class JobAdmin(RunsInProgressMixin, admin.ModelAdmin):
 
     def runs_in_progress(self, job: Job) -> list[JobExecution]:
         return list(selectors.execution_in_progress_list(job=job))
+
+    def time_zone_of(self, obj: Job) -> str | None:
+        return obj.timezone
 
     # --- list columns ---------------------------------------------------------------------
     @admin.display(description=_("trigger"))
@@ -1092,11 +1168,41 @@ class JobAdmin(RunsInProgressMixin, admin.ModelAdmin):
     }
 
     def dashboard_view(self, request: HttpRequest):
-        """Charts in the operator's timezone over a window (1 h … 30 days): slowest jobs,
+        """Charts in the operator's timezone (the one chosen on the page, kept in the
+        session; else the server's) over a window (1 h … 30 days): slowest jobs,
         outcomes per day, failures per job, fire times by minute of the hour, one job's
         durations; missed fire times apart, one line per cause; upcoming runs."""
         if not self.has_view_permission(request):
             raise PermissionDenied
+        zone = self._operator_zone(request)
+        with timezone.override(zone):
+            response = self._dashboard(request, zone)
+            response.render()  # its times and charts in the operator's zone
+        return response
+
+    #: Where the dashboard keeps the timezone its operator chose.
+    ZONE_SESSION_KEY = "scheduling_dashboard_timezone"
+
+    def _operator_zone(self, request: HttpRequest) -> str:
+        """The timezone the operator chose for the dashboard (``?zone=``, kept in the
+        session; empty: back to the server's), else the server's."""
+        chosen = request.GET.get("zone")
+        if chosen == "":
+            request.session.pop(self.ZONE_SESSION_KEY, None)
+        elif chosen is not None and chosen in schedules.available_timezones():
+            request.session[self.ZONE_SESSION_KEY] = chosen
+        elif chosen is not None:
+            self.message_user(
+                request,
+                _("Unknown timezone %(zone)s: choose one from the list.") % {"zone": chosen},
+                messages.ERROR,
+            )
+        stored = request.session.get(self.ZONE_SESSION_KEY)
+        if stored in schedules.available_timezones():
+            return stored
+        return timezone.get_default_timezone_name()
+
+    def _dashboard(self, request: HttpRequest, zone: str) -> TemplateResponse:
         window = request.GET.get("window", "day")
         if window not in self.DASHBOARD_WINDOWS:
             window = "day"
@@ -1141,7 +1247,10 @@ class JobAdmin(RunsInProgressMixin, admin.ModelAdmin):
             "opts": self.model._meta,
             "window": window,
             "windows": self.DASHBOARD_WINDOWS,
-            "zone": f"{timezone.get_current_timezone_name()} ({display.offset(timezone.localtime(now))})",
+            "zone": f"{zone} ({display.offset(timezone.localtime(now))})",
+            "zone_chosen": request.session.get(self.ZONE_SESSION_KEY, ""),
+            "zones": sorted(schedules.available_timezones()),
+            "server_zone": timezone.get_default_timezone_name(),
             "since": display.exact(since),
             "until": display.exact(until),
             "slow_chart": charts.horizontal_bars(
@@ -1255,7 +1364,9 @@ class DropForm(forms.Form):
 
 
 @admin.register(JobExecution)
-class JobExecutionAdmin(RunsInProgressMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
+class JobExecutionAdmin(
+    JobZoneTimesMixin, RunsInProgressMixin, ReadOnlyAdminMixin, admin.ModelAdmin
+):
     """Every run, read-only: filter by job, outcome (waiting ones too), trigger and date; a run in progress
     shows its progress live and can be cancelled or terminated (``scheduling.cancel_run``);
     the runs waiting for a free slot can be dropped."""
@@ -1267,6 +1378,7 @@ class JobExecutionAdmin(RunsInProgressMixin, ReadOnlyAdminMixin, admin.ModelAdmi
         "trigger",
         "status_badge",
         "fire_time_s",
+        "started_ago",
         "duration_s",
         "lateness_s",
         "worker_s",
@@ -1492,7 +1604,7 @@ class JobExecutionAdmin(RunsInProgressMixin, ReadOnlyAdminMixin, admin.ModelAdmi
                 "run": run,
                 "status": display.badge(run.status, run.get_status_display()),
                 "started": display.moment_html(run.started_at, self._zone(run)),
-                "elapsed": display.duration((now - run.started_at).total_seconds()),
+                "elapsed": display.elapsed_html(run.started_at, now),
             }
             for run in selectors.execution_in_progress_list()
         ]
@@ -1555,22 +1667,37 @@ class JobExecutionAdmin(RunsInProgressMixin, ReadOnlyAdminMixin, admin.ModelAdmi
 
     @admin.display(description=_("status"), ordering="status")
     def status_badge(self, execution: JobExecution) -> str:
-        """The outcome as a badge; a run in progress with the progress it reported."""
-        badge = display.badge(execution.status, execution.get_status_display())
+        """The outcome as a badge (a summary of fire times not sent: with their count); a
+        run in progress with the progress it reported."""
+        label = execution.get_status_display()
+        if execution.missed_until is not None:
+            label = f"{label} ×{execution.missed_count}"  # noqa: RUF001
+        badge = display.badge(execution.status, label)
         if not execution.in_progress or not execution.progress_text:
             return badge
         return format_html("{} {}", badge, display.clipped(execution.progress_text))
 
     _zone = staticmethod(display.run_zone)
 
+    def time_zone_of(self, obj: JobExecution) -> str | None:
+        return display.run_zone(obj)
+
+    @admin.display(description=_("started"), ordering="started_at")
+    def started_ago(self, execution: JobExecution) -> str:
+        """When the run started, as a live relative time ("3 s ago"), exact on hover."""
+        return display.moment_html(
+            execution.started_at, display.run_zone(execution), relative_to_now=True
+        )
+
     @admin.display(description=_("scheduled at"), ordering="scheduled_at")
     def fire_time_s(self, execution: JobExecution) -> str:
-        """The fire time; for a summary of fire times beat did not send, their span."""
+        """The fire time; for a summary of fire times beat did not send, the first, their
+        span on hover (their count is on the status badge)."""
         tz_name = self._zone(execution)
         if execution.scheduled_at is None or execution.missed_until is None:
             return display.moment_html(execution.scheduled_at, tz_name)
         return format_html(
-            '<span title="{}">{} {}</span>',
+            '<span title="{}">{}</span>',
             _("missed %(count)s fire times, %(first)s to %(last)s")
             % {
                 "count": execution.missed_count,
@@ -1578,7 +1705,6 @@ class JobExecutionAdmin(RunsInProgressMixin, ReadOnlyAdminMixin, admin.ModelAdmi
                 "last": display.exact(execution.missed_until, tz_name),
             },
             display.exact(execution.scheduled_at, tz_name),
-            display.badge(ExecutionStatus.MISSED, f"×{execution.missed_count}"),  # noqa: RUF001
         )
 
     @admin.display(description=_("duration"), ordering="duration")
@@ -1596,13 +1722,21 @@ class JobExecutionAdmin(RunsInProgressMixin, ReadOnlyAdminMixin, admin.ModelAdmi
     @admin.display(description=_("timeline"))
     def timeline(self, execution: JobExecution) -> str:
         """Fire time → sent → started → finished, each to the second, with the lateness
-        and the duration between them; waiting and a cancel where they happened."""
+        and the duration between them; waiting and a cancel where they happened. Each step
+        is a recorded time: one not recorded is left out."""
         tz_name = display.run_zone(execution)
         fire = execution.scheduled_at
-        sent = fire + dt.timedelta(seconds=execution.jitter) if fire and execution.jitter else None
         steps = [
-            (_("fire time"), fire, ""),
-            (_("sent (after its jitter)"), sent, ""),
+            (
+                _("fire time"),
+                fire,
+                _("its jitter: %(jitter)s") % {"jitter": display.duration(execution.jitter)}
+                if fire and execution.jitter
+                else "",
+            ),
+            # The time a run was sent is recorded for runs not sent by the schedule (run
+            # now, re-run, backfill); a scheduled run's is not, and none is made up.
+            (_("sent"), execution.sent_at, ""),
             (_("waiting for a free slot"), execution.waiting_since, ""),
             (
                 _("started"),
@@ -1865,9 +1999,12 @@ class SchedulerLeaseAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
 
 @admin.register(Backfill)
-class BackfillAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+class BackfillAdmin(JobZoneTimesMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
     """Backfills, read-only: their state and counts, each fire time with what became of
     it (linked to its run); the action cancels the ones still sending."""
+
+    def time_zone_of(self, obj: Backfill) -> str | None:
+        return obj.timezone  # the job's when the backfill was made
 
     list_display = (
         "pk",

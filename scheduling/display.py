@@ -3,7 +3,10 @@
 - A time is shown to the second in the job's timezone with its UTC offset (``+08:00``:
   an abbreviation such as ``CST`` is ambiguous), and the same moment in UTC on hover.
 - A time an operator scans (next run, last run, elapsed) reads as a relative time ("in 2
-  min", "3 s ago"), the exact time on hover.
+  min", "3 s ago"), the exact time on hover. The page keeps it true without a reload:
+  ``scheduling/static/scheduling/live_times.js`` rewrites it every second from the moment
+  the element carries, with the same words (the JavaScript catalog's, for zh-hans) and the
+  same units as :func:`unit` (not precise).
 - A duration is in human units: ``850 ms``, ``2.4 s``, ``3 min 5 s``, ``1 h 2 min``.
 - An outcome is a coloured badge, in the colours of the dashboard's charts.
 """
@@ -104,17 +107,46 @@ def hover(moment: dt.datetime, tz_name: str | None = None) -> str:
 
 
 def moment_html(
-    moment: dt.datetime | None, tz_name: str | None = None, *, relative_to_now: bool = False
+    moment: dt.datetime | None,
+    tz_name: str | None = None,
+    *,
+    relative_to_now: bool = False,
+    now: dt.datetime | None = None,
 ) -> SafeString | str:
-    """A ``<time>`` element: the exact time (or, ``relative_to_now``, the relative one),
-    with the exact time and UTC on hover."""
+    """A ``<time>`` element: the exact time (or, ``relative_to_now``, the relative one,
+    kept live by the page's script), with the exact time and UTC on hover."""
     if moment is None:
         return EMPTY
-    text = relative(moment) if relative_to_now else exact(moment, tz_name)
+    now = now or timezone.now()
+    if not relative_to_now:
+        return format_html(
+            '<time datetime="{}" title="{}">{}</time>',
+            moment.astimezone(dt.UTC).isoformat(),
+            hover(moment, tz_name),
+            exact(moment, tz_name),
+        )
+    return live_html(moment, relative(moment, now), "relative", hover(moment, tz_name), now)
+
+
+def elapsed_html(since: dt.datetime, now: dt.datetime | None = None) -> SafeString:
+    """The time elapsed since ``since`` (a run's start), kept live by the page's script."""
+    now = now or timezone.now()
+    text = unit((now - since).total_seconds(), precise=False)
+    return live_html(since, text, "elapsed", hover(since), now)
+
+
+def live_html(
+    moment: dt.datetime, text: str, kind: str, title: str, now: dt.datetime | None
+) -> SafeString:
+    """A ``<time>`` the page's script rewrites every second (``data-live``: ``relative`` or
+    ``elapsed``); ``data-now``, the server's clock when it was written, lets the script
+    count on the server's clock rather than on the browser's."""
     return format_html(
-        '<time datetime="{}" title="{}">{}</time>',
+        '<time datetime="{}" title="{}" data-live="{}" data-now="{}">{}</time>',
         moment.astimezone(dt.UTC).isoformat(),
-        hover(moment, tz_name),
+        title,
+        kind,
+        (now or timezone.now()).astimezone(dt.UTC).isoformat(),
         text,
     )
 

@@ -69,7 +69,11 @@ def test_the_jobs_list_shows_relative_times_with_the_exact_time_on_hover(admin_c
     job.save(update_fields=["last_status", "last_duration", "last_run_at"])
     html = admin_client.get(reverse("admin:scheduling_job_changelist")).content.decode()
     row = html[html.index("field-next_run") :]
-    assert re.search(r'<time datetime="[^"]+" title="[^"]+ \+05:30 · [^"]+ UTC">in \d+', row)
+    assert re.search(
+        r'<time datetime="[^"]+" title="[^"]+ \+05:30 · [^"]+ UTC" data-live="relative"'
+        r' data-now="[^"]+">in \d+',
+        row,
+    )
     last = html[html.index('<td class="field-last_outcome">') :]
     assert 'class="badge badge-success"' in last[:400]
     assert re.search(r">\d+ s ago</time>", last[:600])
@@ -142,7 +146,8 @@ def test_the_job_page_shows_its_last_runs_as_ticks_its_statistics_and_alert_stat
     assert "since" in html[html.index('id="alert-state"') :][:500]
     next_runs = html[html.index("field-next_runs") :][:3000]
     assert (
-        len(re.findall(r'<time datetime="[^"]+" title="[^"]+ \+08:00 · [^"]+">in ', next_runs)) == 5
+        len(re.findall(r'title="[^"]+ \+08:00 · [^"]+" data-live="relative"[^>]*>in ', next_runs))
+        == 5
     )
 
 
@@ -163,8 +168,11 @@ def test_an_execution_page_reads_as_a_timeline_with_links_and_a_copyable_traceba
         html.index('id="run-timeline"') : html.index("</ol>", html.index("run-timeline"))
     ]
     steps = re.findall(r'<span class="step">([^<]+)</span>', timeline)
-    assert steps == ["fire time", "sent (after its jitter)", "started", "finished"]
-    assert len(SECONDS_WITH_OFFSET.findall(timeline)) >= 4
+    # A scheduled run's send time is not recorded: no "sent" step is made up from its
+    # fire time and jitter; the jitter is told with the fire time.
+    assert steps == ["fire time", "started", "finished"]
+    assert "its jitter: 200 ms" in timeline
+    assert len(SECONDS_WITH_OFFSET.findall(timeline)) >= 3
     assert "500 ms late" in timeline and "took 2.4 s" in timeline
     assert reverse("admin:scheduling_job_change", args=[job.pk]) in html
     assert reverse("admin:scheduling_jobexecution_change", args=[retry.pk]) in html
@@ -217,3 +225,93 @@ def test_the_dashboard_shows_missed_fire_times_apart_one_line_per_cause(admin_cl
     assert heat.count("<rect") >= 1 and "<svg" in heat
     assert re.search(r"Times in Asia/Shanghai \(\+08:00\); window \S+ \S+ \+08:00 to", html)
     assert '<option value="hour" selected>1 h</option>' in html
+
+
+def test_the_job_page_shows_its_own_times_in_the_jobs_zone_to_the_second(admin_client):
+    job = make_job(timezone="America/New_York")
+    moment = dt.datetime(2026, 7, 1, 12, 0, 5, tzinfo=UTC)  # 08:00:05 EDT, 20:00:05 in Shanghai
+    type(job).objects.filter(pk=job.pk).update(last_run_at=moment, paused_at=moment)
+    html = admin_client.get(reverse("admin:scheduling_job_change", args=[job.pk])).content.decode()
+    last = html[html.index('class="form-row field-last_run_at_zoned') :][:1200]
+    assert "2026-07-01 08:00:05 -04:00 · 2026-07-01 12:00:05 UTC" in last
+    assert ">2026-07-01 08:00:05 -04:00</time>" in last
+    created = html[html.index("field-created_at_zoned") :][:1200]
+    assert re.search(r">\d{4}-\d\d-\d\d \d\d:\d\d:\d\d -0[45]:00</time>", created)
+    # The field's label and help text stay; the stock field (server's zone) is not shown.
+    resume = html[html.index("field-resume_at_zoned") :][:3000]
+    assert "Resumes at:" in resume and "A paused job resumes by itself then" in resume
+    assert "field-last_run_at " not in html and 'field-last_run_at"' not in html
+    assert "scheduling/live_times.js" in html and reverse("scheduling-jsi18n") in html
+
+
+def test_a_view_only_user_sees_the_jobs_date_fields_in_its_zone(client, django_user_model):
+    user = django_user_model.objects.create_user("viewer", password="pw", is_staff=True)
+    user.user_permissions.add(Permission.objects.get(codename="view_job"))
+    client.force_login(user)
+    job = make_job(
+        timezone="Asia/Kolkata",
+        start_at=dt.datetime(2026, 1, 1, 0, 0, 7, tzinfo=UTC),
+    )
+    html = client.get(reverse("admin:scheduling_job_change", args=[job.pk])).content.decode()
+    start = html[html.index("field-start_at_zoned") :][:1200]
+    assert ">2026-01-01 05:30:07 +05:30</time>" in start
+
+
+def test_a_run_sent_by_hand_shows_when_it_was_sent_in_its_timeline(admin_client):
+    job = make_job(timezone="Asia/Kolkata")
+    sent = dt.datetime(2026, 3, 2, 10, 0, 1, tzinfo=UTC)
+    run = make_running(job, started_at=sent + dt.timedelta(seconds=2), sent_at=sent)
+    html = admin_client.get(
+        reverse("admin:scheduling_jobexecution_change", args=[run.pk])
+    ).content.decode()
+    timeline = html[
+        html.index('id="run-timeline"') : html.index("</ol>", html.index("run-timeline"))
+    ]
+    steps = re.findall(r'<span class="step">([^<]+)</span>', timeline)
+    assert steps == ["sent", "started"]
+    assert ">2026-03-02 15:30:01 +05:30</time>" in timeline
+    # The stock read-only field is in the job's zone too.
+    assert ">2026-03-02 15:30:01 +05:30</time>" in html[html.index("field-sent_at_zoned") :][:800]
+
+
+def test_live_times_are_marked_for_the_pages_script_and_their_words_translated(
+    admin_client,
+):
+    job = make_job(name="busy")
+    run = make_running(job, started_at=timezone.now() - dt.timedelta(seconds=65))
+    running = admin_client.get(reverse("admin:scheduling_running")).content.decode()
+    assert re.search(r'data-live="elapsed" data-now="[^"]+">1 min 5 s</time>', running)
+    assert "scheduling/live_times.js" in running and reverse("scheduling-jsi18n") in running
+    executions = admin_client.get(
+        reverse("admin:scheduling_jobexecution_changelist")
+    ).content.decode()
+    started = executions[executions.index('<td class="field-started_ago">') :][:400]
+    assert 'data-live="relative"' in started and re.search(r">1 min 5 s ago</time>", started)
+    assert "scheduling/live_times.js" in executions
+    assert run.pk
+    catalog = admin_client.get(
+        reverse("scheduling-jsi18n"), HTTP_ACCEPT_LANGUAGE="zh-Hans"
+    ).content.decode()
+    for words in ("%(span)s\\u540e", "%(span)s\\u524d", "\\u521a\\u521a", "\\u5206\\u949f"):
+        assert words in catalog, words
+
+
+def test_the_dashboard_shows_its_times_in_the_timezone_the_operator_chose(admin_client):
+    failing = make_job(name="failing")
+    make_finished_run(failing, 1, "failure")
+    url = reverse("admin:scheduling_dashboard")
+    html = admin_client.get(url).content.decode()
+    assert re.search(r"Times in Asia/Shanghai \(\+08:00\); window \S+ \S+ \+08:00 to", html)
+    html = admin_client.get(url, {"zone": "America/Sao_Paulo"}).content.decode()
+    assert re.search(r"Times in America/Sao_Paulo \(-03:00\); window \S+ \S+ -03:00 to", html)
+    assert "<option selected>America/Sao_Paulo</option>" in html
+    # Kept in the session for the next visit; an empty choice is the server's again.
+    html = admin_client.get(url).content.decode()
+    assert "Times in America/Sao_Paulo (-03:00)" in html
+    html = admin_client.get(url, {"zone": "Mars/Olympus_Mons"}).content.decode()
+    assert "Unknown timezone Mars/Olympus_Mons: choose one from the list." in html
+    assert "Times in America/Sao_Paulo (-03:00)" in html
+    html = admin_client.get(url, {"zone": ""}).content.decode()
+    assert "Times in Asia/Shanghai (+08:00)" in html
+    zh = admin_client.get(url, HTTP_ACCEPT_LANGUAGE="zh-Hans").content.decode()
+    assert "服务器的（Asia/Shanghai）" in zh  # noqa: RUF001

@@ -446,6 +446,10 @@ def test_admin_backfill_page_previews_then_starts_and_the_backfill_is_listed(adm
         reverse("admin:scheduling_backfill_change", args=[backfill.pk])
     ).content.decode()
     assert "2025-10-25T03:00:00+02:00" in page
+    # Its range in its timezone, to the second with the offset (not the server's zone).
+    start = page[page.index("field-start_zoned") :][:1000]
+    assert ">2025-10-25 00:00:00 +02:00</time>" in start
+    assert ">2025-10-27 00:00:00 +01:00</time>" in page[page.index("field-end_zoned") :][:1000]
     admin_client.post(
         reverse("admin:scheduling_backfill_changelist"),
         {"action": "cancel_backfills", "_selected_action": [backfill.pk]},

@@ -11,9 +11,9 @@ import datetime as dt
 import re
 
 import pytest
-from django.utils import timezone
+from django.utils import timezone, translation
 
-from scheduling import runs, services
+from scheduling import display, runs, services
 from scheduling.models import JobExecution
 from scheduling.runs.rules import Missed
 from tests.browser.test_admin_in_browser import (  # noqa: F401 (fixtures)
@@ -238,5 +238,85 @@ def test_running_now_follows_a_real_run_without_a_reload_and_cancels_it(
         processes=celery_processes,
     )
     page.locator("#running-list", has_text="No run in progress.").wait_for(timeout=20_000)
+    assert page.js_errors == [], page.js_errors
+    page.context.close()
+
+
+# A live time within 50 minutes of now: shown to the second ("1 min 15 s ago"), its text
+# changes every second.
+RECENT_LIVE_TIME_JS = """() => {
+  const now = Date.now();
+  const element = [...document.querySelectorAll("time[data-live]")].find(
+    (e) => Math.abs(Date.parse(e.getAttribute("datetime")) - now) < 3000000);
+  return element ? [element.getAttribute("datetime"), element.textContent] : null;
+}"""
+# The span of seconds the script's words are checked at against scheduling.display's.
+DELTAS = [0.3, 5, -5, 59.2, -61, 3599, -3600, 3725, -(2 * 86400 + 3 * 3600 + 5)]
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+def test_relative_times_stay_true_without_a_reload_in_both_languages(
+    browser,  # noqa: F811
+    operator,  # noqa: F811
+    language,
+):
+    jobs, _ = console_rows()
+    type(jobs[0]).objects.filter(pk=jobs[0].pk).update(
+        last_run_at=timezone.now() - dt.timedelta(seconds=5), last_status="success"
+    )
+    page = open_page(browser, "1366", language)
+    log_in_as_operator(page, operator)
+    targets = {
+        "jobs": ("admin:scheduling_job_changelist",),
+        "executions": ("admin:scheduling_jobexecution_changelist",),
+        "job": ("admin:scheduling_job_change", jobs[2].pk),  # every 2 s: next runs near
+        "running": ("admin:scheduling_running",),
+    }
+    for name, target in targets.items():
+        page.goto(url(operator, *target))
+        page.wait_for_load_state("load")
+        page.evaluate("window.notReloaded = true")
+        found = page.evaluate(RECENT_LIVE_TIME_JS)
+        assert found, f"{name}: no live time within 50 minutes of now"
+        moment, before = found
+        page.wait_for_function(
+            "([moment, before]) => { const e = document.querySelector("
+            "`time[data-live][datetime='${moment}']`); return e && e.textContent !== before; }",
+            arg=[moment, before],
+            timeout=5_000,
+        )
+        assert page.evaluate("window.notReloaded") is True, f"{name}: the page was reloaded"
+        if language == "zh":
+            assert re.search(r"[\u4e00-\u9fff]", before), f"{name}: {before!r} is not in Chinese"
+    # The script's words are scheduling.display's, in the page's language.
+    now = timezone.now()
+    with translation.override(LANGUAGES[language][1]):
+        expected = [display.relative(now + dt.timedelta(seconds=d), now) for d in DELTAS]
+    shown = page.evaluate("(ds) => ds.map((d) => window.schedulingLiveTimes.relative(d))", DELTAS)
+    assert shown == expected
+    assert page.js_errors == [], page.js_errors
+    page.context.close()
+
+
+def test_the_dashboard_shows_times_in_the_timezone_the_operator_picks(
+    browser,  # noqa: F811
+    operator,  # noqa: F811
+):
+    console_rows()
+    page = open_page(browser, "1366", "zh")
+    log_in_as_operator(page, operator)
+    page.goto(url(operator, "admin:scheduling_dashboard"))
+    assert "Asia/Shanghai (+08:00)" in page.locator("#dashboard-zone").inner_text()
+    page.select_option("#dashboard-zone-choice", "Asia/Kolkata")
+    page.locator("#dashboard-filter input[type=submit]").click()
+    page.wait_for_load_state("load")
+    zone = page.locator("#dashboard-zone").inner_text()
+    assert "Asia/Kolkata (+05:30)" in zone and zone.count("+05:30") == 3, zone
+    page.goto(url(operator, "admin:scheduling_dashboard"))  # kept for the next visit
+    assert "Asia/Kolkata (+05:30)" in page.locator("#dashboard-zone").inner_text()
+    hovers = [t.get_attribute("title") for t in page.locator("#missed time").all()]
+    assert hovers and all("+05:30" in h for h in hovers), hovers
+    assert page.evaluate(OVERFLOW_JS) == []
+    screenshot(page, "console-dashboard-zone-1366-zh.png")
     assert page.js_errors == [], page.js_errors
     page.context.close()
