@@ -3,18 +3,11 @@
 from django.contrib import admin
 from django.urls import include, path
 from django.views.generic import RedirectView
-from django.views.i18n import JavaScriptCatalog
 
 from scheduling import views
 
 urlpatterns = [
     path("admin/", admin.site.urls),
-    # The product's own strings for its scripts (live relative times), in the page's language.
-    path(
-        "jsi18n/scheduling/",
-        JavaScriptCatalog.as_view(packages=["scheduling"]),
-        name="scheduling-jsi18n",
-    ),
     path("api/v1/", include("scheduling.api.urls")),
     path("api/statistics/", views.statistics_json, name="scheduling-statistics"),
     path("metrics", views.metrics, name="scheduling-metrics"),

@@ -24,6 +24,7 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.safestring import mark_safe
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
+from django.views.i18n import JavaScriptCatalog
 from django_celery_beat import models as beat_models
 
 from scheduling import (
@@ -190,7 +191,7 @@ class JobZoneTimesMixin:
     @property
     def media(self):
         return super().media + forms.Media(
-            js=[reverse("scheduling-jsi18n"), "scheduling/live_times.js"]
+            js=[reverse("admin:scheduling_jsi18n"), "scheduling/live_times.js"]
         )
 
     def get_readonly_fields(self, request, obj=None):
@@ -1157,7 +1158,14 @@ class JobAdmin(JobZoneTimesMixin, RunsInProgressMixin, admin.ModelAdmin):
             self.admin_site.admin_view(self.backfill_view),
             name="scheduling_job_backfill",
         )
-        return [preview, dashboard, run_now, backfill, *super().get_urls()]
+        # The app's strings for its scripts (live relative times), in the page's language:
+        # served under the admin, so a project adding the app needs no URL of its own.
+        catalog = path(
+            "jsi18n/",
+            self.admin_site.admin_view(JavaScriptCatalog.as_view(packages=["scheduling"])),
+            name="scheduling_jsi18n",
+        )
+        return [preview, dashboard, run_now, backfill, catalog, *super().get_urls()]
 
     #: The dashboard's windows, as the select names them.
     DASHBOARD_WINDOWS = {

@@ -241,7 +241,7 @@ def test_the_job_page_shows_its_own_times_in_the_jobs_zone_to_the_second(admin_c
     resume = html[html.index("field-resume_at_zoned") :][:3000]
     assert "Resumes at:" in resume and "A paused job resumes by itself then" in resume
     assert "field-last_run_at " not in html and 'field-last_run_at"' not in html
-    assert "scheduling/live_times.js" in html and reverse("scheduling-jsi18n") in html
+    assert "scheduling/live_times.js" in html and reverse("admin:scheduling_jsi18n") in html
 
 
 def test_a_view_only_user_sees_the_jobs_date_fields_in_its_zone(client, django_user_model):
@@ -281,7 +281,7 @@ def test_live_times_are_marked_for_the_pages_script_and_their_words_translated(
     run = make_running(job, started_at=timezone.now() - dt.timedelta(seconds=65))
     running = admin_client.get(reverse("admin:scheduling_running")).content.decode()
     assert re.search(r'data-live="elapsed" data-now="[^"]+">1 min 5 s</time>', running)
-    assert "scheduling/live_times.js" in running and reverse("scheduling-jsi18n") in running
+    assert "scheduling/live_times.js" in running and reverse("admin:scheduling_jsi18n") in running
     executions = admin_client.get(
         reverse("admin:scheduling_jobexecution_changelist")
     ).content.decode()
@@ -290,7 +290,7 @@ def test_live_times_are_marked_for_the_pages_script_and_their_words_translated(
     assert "scheduling/live_times.js" in executions
     assert run.pk
     catalog = admin_client.get(
-        reverse("scheduling-jsi18n"), HTTP_ACCEPT_LANGUAGE="zh-Hans"
+        reverse("admin:scheduling_jsi18n"), HTTP_ACCEPT_LANGUAGE="zh-Hans"
     ).content.decode()
     for words in ("%(span)s\\u540e", "%(span)s\\u524d", "\\u521a\\u521a", "\\u5206\\u949f"):
         assert words in catalog, words
