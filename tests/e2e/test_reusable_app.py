@@ -65,6 +65,29 @@ def touch(path: str) -> dict:
     return {"wrote": path}
 '''
 
+#: Run in the new project's shell: each of the app's admin pages, as a logged-in superuser.
+ADMIN_PAGES = """
+from django.contrib.auth import get_user_model
+from django.test import Client
+from django.test.utils import setup_test_environment
+from django.urls import reverse
+from scheduling.models import Job
+
+setup_test_environment()
+client = Client()
+client.force_login(get_user_model().objects.create_superuser("op", "op@example.com", "pw"))
+job = Job.objects.get(name="touch")
+for name, args in (
+    ("admin:scheduling_job_changelist", []),
+    ("admin:scheduling_job_change", [job.pk]),
+    ("admin:scheduling_jobexecution_changelist", []),
+    ("admin:scheduling_running", []),
+    ("admin:scheduling_dashboard", []),
+    ("admin:scheduling_jsi18n", []),
+):
+    print(name, client.get(reverse(name, args=args)).status_code)
+"""
+
 
 def run(*args, cwd: Path, env: dict | None = None, timeout: float = 600) -> str:
     result = subprocess.run(
@@ -178,6 +201,11 @@ def test_the_wheel_installs_into_a_fresh_project_and_runs_a_job(tmp_path):
         assert marker.read_text() == "ran"
         assert json.loads(history[0]["result"]) == {"wrote": str(marker)}
         assert history[0]["worker"]
+        # The app's admin pages answer in that project, with its URLs (admin only).
+        pages = run(
+            bin_dir / "python", "manage.py", "shell", "-c", ADMIN_PAGES, cwd=site, env=env
+        )  # fmt: skip
+        assert pages.count(" 200") == 6, pages
     finally:
         for proc in procs.values():
             os.killpg(proc.pid, signal.SIGTERM)
