@@ -182,7 +182,7 @@ class JobZoneTimesMixin:
             setattr(self, field.name + self.ZONED, self._zoned_column(field))
 
     def _zoned_column(self, field):
-        @admin.display(description=field.verbose_name)
+        @admin.display(description=field.verbose_name, ordering=field.name)
         def column(obj) -> str:
             return display.moment_html(getattr(obj, field.name), self.time_zone_of(obj))
 
@@ -1919,10 +1919,14 @@ class JobGroupAdmin(admin.ModelAdmin):
 
 
 @admin.register(JobChange)
-class JobChangeAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+class JobChangeAdmin(JobZoneTimesMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
     """The audit trail, read-only and never deleted from the admin."""
 
-    list_display = ("at", "job_name", "action", "source", "actor", "summary")
+    def time_zone_of(self, obj: JobChange) -> str | None:
+        return obj.job.timezone if obj.job else None  # a removed job's: the operator's
+
+    list_display = ("at_zoned", "job_name", "action", "source", "actor", "summary")
+    list_select_related = ("job",)
     list_filter = ("action", "source", "job")
     search_fields = ("job_name", "actor")
     readonly_fields = ("job", "job_name", "action", "source", "actor", "at", "changes")
@@ -1936,10 +1940,14 @@ class JobChangeAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
 
 @admin.register(Alert)
-class AlertAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+class AlertAdmin(JobZoneTimesMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
     """Alerts and recovery notices, with how each delivery went."""
 
-    list_display = ("created_at", "job_name", "kind", "state", "message", "delivered")
+    def time_zone_of(self, obj: Alert) -> str | None:
+        return obj.job.timezone if obj.job else None  # a removed job's: the operator's
+
+    list_display = ("created_at_zoned", "job_name", "kind", "state", "message", "delivered")
+    list_select_related = ("job",)
     list_filter = ("kind", "state", "job")
     search_fields = ("job_name", "message")
     readonly_fields = (

@@ -315,3 +315,25 @@ def test_the_dashboard_shows_its_times_in_the_timezone_the_operator_chose(admin_
     assert "Times in Asia/Shanghai (+08:00)" in html
     zh = admin_client.get(url, HTTP_ACCEPT_LANGUAGE="zh-Hans").content.decode()
     assert "服务器的（Asia/Shanghai）" in zh  # noqa: RUF001
+
+
+def test_the_audit_trail_and_the_alerts_show_their_times_in_the_jobs_zone(admin_client):
+    from scheduling.models import Alert, JobChange
+
+    job = make_job(name="audited", timezone="America/New_York")
+    moment = dt.datetime(2026, 7, 1, 12, 0, 5, tzinfo=UTC)  # 08:00:05 EDT
+    change = JobChange.objects.filter(job=job).first()
+    JobChange.objects.filter(pk=change.pk).update(at=moment)
+    alert = Alert.objects.create(
+        job=job, job_name=job.name, kind="failure", state="firing", message="m", created_at=moment
+    )
+    shown = "2026-07-01 08:00:05 -04:00"
+    for page in (
+        reverse("admin:scheduling_jobchange_changelist"),
+        reverse("admin:scheduling_jobchange_change", args=[change.pk]),
+        reverse("admin:scheduling_alert_changelist"),
+        reverse("admin:scheduling_alert_change", args=[alert.pk]),
+    ):
+        html = admin_client.get(page).content.decode()
+        assert f">{shown}</time>" in html, page
+        assert "2026-07-01 12:00:05 UTC" in html, page  # on hover
