@@ -19,6 +19,8 @@ EMBEDDED = settings.CELERY_BROKER_URL.startswith("filesystem://")
 def test_a_group_cap_of_one_holds_across_two_workers(celery_processes):
     JobGroup.objects.create(name="capped", max_instances=1)
     # Each job would allow two runs at once on its own: the group's cap is what holds.
+    # The buffering one fires every 3 s, so that the skipping one gets the slot in between
+    # (a buffering job's waiting run takes the slot its own run frees).
     skipping = every_second(
         name="skipping", group="capped", kwargs={"seconds": 1.5}, overlap="skip"
     )
@@ -26,12 +28,17 @@ def test_a_group_cap_of_one_holds_across_two_workers(celery_processes):
         name="buffering", group="capped", kwargs={"seconds": 1.5}, overlap="buffer_one"
     )
     skipping, buffering = (
-        services.job_update(job=j, max_instances=2) for j in (skipping, buffering)
+        services.job_update(job=job, max_instances=2, **fields)
+        for job, fields in ((skipping, {}), (buffering, {"cron_expression": "*/3 * * * * *"}))
     )
     names = start(celery_processes, workers=2, jobs=[skipping, buffering])
 
     def enough():
         ran = JobExecution.objects.filter(job__group="capped", status="success")
+        # Checked on the way too: two runs at once fail at once, showing them.
+        assert max_overlap(list(ran)) <= 1, sorted(
+            (r.started_at, r.finished_at, r.job_name, r.worker) for r in ran
+        )
         return (
             ran.filter(job=skipping).count() >= 2
             and ran.filter(job=buffering, waiting_since__isnull=False).count() >= 2
@@ -81,3 +88,24 @@ def test_a_group_cap_of_one_holds_across_two_workers(celery_processes):
         what="two runs of the group at once without the cap",
         processes=celery_processes,
     )
+
+
+@pytest.mark.skipif(EMBEDDED, reason="a worker of one queue only: Redis or RabbitMQ")
+def test_beat_sends_a_job_without_a_queue_to_its_groups_queue(celery_processes):
+    from tests.e2e.test_routing import queue_name
+    from tests.factories import make_job
+
+    queue = queue_name()
+    JobGroup.objects.create(name="routed", queue=queue)
+    job = make_job(task="demo.noop", group="routed", cron_expression="*/1 * * * * *",
+                   enabled=False)  # fmt: skip
+    celery_processes.start_worker("w1", queues=[queue])  # only the group's queue
+    celery_processes.start_beat(ready=True)
+    services.job_resume(job=job)
+    run = wait_for(
+        lambda: JobExecution.objects.filter(job=job, status="success").first(),
+        timeout=60,
+        what="a scheduled run on the worker of the group's queue",
+        processes=celery_processes,
+    )
+    assert run.worker == "w1@e2e"
