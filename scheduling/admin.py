@@ -1877,13 +1877,40 @@ class CalendarAdmin(admin.ModelAdmin):
 
 @admin.register(JobGroup)
 class JobGroupAdmin(admin.ModelAdmin):
-    """Job groups on record: who paused one, when and why; actions pause and resume a
-    whole group (permission ``scheduling.pause_job``)."""
+    """Job groups on record: who paused one, when and why; its cap on runs at once and
+    its jobs' default queue and alert recipients (saved by
+    :func:`scheduling.group_services.group_save`); actions pause and resume a whole group
+    (permission ``scheduling.pause_job``)."""
 
-    list_display = ("name", "job_count", "paused_at", "paused_by", "pause_reason")
-    readonly_fields = ("paused_at", "paused_by", "pause_reason")
+    list_display = (
+        "name",
+        "job_count",
+        "max_instances",
+        "queue",
+        "paused_at",
+        "paused_by",
+        "pause_reason",
+    )
+    fields = (
+        "name",
+        "max_instances",
+        "queue",
+        "alert_emails",
+        "alert_webhooks",
+        "paused_at",
+        "paused_by",
+        "pause_reason",
+    )
     search_fields = ("name",)
     actions = ("pause_groups", "resume_groups")
+
+    def get_readonly_fields(self, request, obj=None):
+        # A group is its jobs' ``group`` value: renaming the row would leave them.
+        locked = ("name",) if obj is not None else ()
+        return (*locked, "paused_at", "paused_by", "pause_reason")
+
+    def save_model(self, request, obj, form, change):
+        group_services.group_save(group=obj)
 
     @admin.display(description=_("jobs"))
     def job_count(self, group: JobGroup) -> int:

@@ -13,7 +13,7 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
-from scheduling import deliveries, sql
+from scheduling import deliveries, selectors, sql
 from scheduling.models import (
     FAILED_STATUSES,
     Alert,
@@ -48,7 +48,7 @@ def alert_set(*, job: Job, kind: str, firing: bool, message: str) -> Alert | Non
             message=message,
             created_at=now,
         )
-    if any(job.alert_recipients):
+    if any(selectors.job_alert_recipients(job=job)):
         # Delivered by the alerts queue's task: a slow or dead receiver never holds up
         # the run (or check) that raised the alert.
         deliveries.alert_deliver_later(alert=alert)
@@ -173,7 +173,7 @@ def deadman_check(*, now: dt.datetime | None = None) -> list[str]:
     """
     now = now or timezone.now()
     overdue = []
-    for job in Job.objects.filter(enabled=True).exclude(alert_emails="", alert_webhooks=""):
+    for job in selectors.job_list_with_alert_recipients():
         period = expected_period(job)
         if period is None:
             continue

@@ -54,6 +54,7 @@ from scheduling.models import (
     ExecutionTrigger,
     Job,
     JobExecution,
+    JobGroup,
     OverlapPolicy,
     overlap_problem,
 )
@@ -315,15 +316,27 @@ def backfill_cancel(*, backfill: Backfill, actor: str = "") -> Backfill:
 
 
 def _free_slots(backfill: Backfill, job: Job) -> int | None:
-    """How many more of the backfill's runs may go now (``None``: no limit, *allow all*):
-    the job's free slots, counting its backfill's runs sent and not over."""
-    if (backfill.overlap or job.overlap) == OverlapPolicy.ALLOW_ALL:
-        return None
-    runs = JobExecution.objects.filter(job=job)
-    others = runs.filter(rules.slot_at(db_now())).exclude(backfill=backfill).count()
+    """How many more of the backfill's runs may go now (``None``: no limit, *allow all*
+    in a group without a cap): the job's free slots, and its group's if the group caps
+    its runs, counting its backfill's runs sent and not over."""
     sent = backfill.sent_count
-    over = runs.filter(backfill=backfill).exclude(status__in=UNFINISHED_STATUSES).count()
-    return max(0, job.max_instances - others - (sent - over))
+    going = (
+        sent
+        - JobExecution.objects.filter(backfill=backfill)
+        .exclude(status__in=UNFINISHED_STATUSES)
+        .count()
+    )
+    holding = JobExecution.objects.filter(rules.slot_at(db_now())).exclude(backfill=backfill)
+    cap = (
+        JobGroup.objects.filter(name=job.group, max_instances__isnull=False)
+        .values_list("max_instances", flat=True)
+        .first()
+    )
+    group_free = None if cap is None else cap - holding.filter(job__group=job.group).count() - going
+    if (backfill.overlap or job.overlap) == OverlapPolicy.ALLOW_ALL:
+        return None if group_free is None else max(0, group_free)
+    free = job.max_instances - holding.filter(job=job).count() - going
+    return max(0, free if group_free is None else min(free, group_free))
 
 
 def backfill_priority(job: Job) -> int:

@@ -44,9 +44,12 @@ def alert_deliver_later(*, alert: Alert) -> None:
 
 
 def _recipients(alert: Alert) -> tuple[list[str], list[str]]:
-    """The e-mail addresses and webhook URLs of the alert's job as they are now (an
-    operator who fixes a broken URL while its delivery is retried is heard)."""
-    return alert.job.alert_recipients if alert.job is not None else ([], [])
+    """The e-mail addresses and webhook URLs of the alert's job as they are now (its own,
+    else its group's; an operator who fixes a broken URL while its delivery is retried
+    is heard)."""
+    from scheduling import selectors
+
+    return selectors.job_alert_recipients(job=alert.job) if alert.job is not None else ([], [])
 
 
 def _settled(deliveries: list[dict[str, Any]], channel: str, to: Any) -> bool:

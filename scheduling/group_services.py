@@ -1,9 +1,12 @@
-"""Writes of job groups: pause and resume every job of a group at once.
+"""Writes of job groups: pause and resume every job of a group at once, and set its cap
+and the defaults of its jobs.
 
 A group is the jobs whose ``group`` field holds its name. Pausing it pauses each of its
 enabled jobs (through :func:`scheduling.services.job_pause`, so each has its audit entry)
-with a reason naming the group; resuming it resumes exactly those, so a job an operator
-had paused on its own before stays paused.
+with a reason naming the group; a job that joins it while it is paused (created in it,
+or moved into it) is paused with the same reason (:func:`scheduling.services.job_save`);
+resuming it resumes exactly those, so a job an operator had paused on its own before
+stays paused.
 """
 
 from django.core.exceptions import ValidationError
@@ -26,6 +29,67 @@ def _group(name: str) -> JobGroup:
     return group
 
 
+#: What :func:`group_update` sets: the cap on the group's runs at once, and the queue and
+#: alert recipients of its jobs that have none of their own.
+GROUP_FIELDS = frozenset({"max_instances", "queue", "alert_emails", "alert_webhooks"})
+
+
+@transaction.atomic
+def group_save(*, group: JobGroup) -> JobGroup:
+    """Validate and save ``group`` (``ValidationError`` naming the field; nothing is
+    saved then). Beat and the workers read a group as it is at each message and start,
+    so nothing is told."""
+    group.full_clean()
+    group.save()
+    return group
+
+
+@transaction.atomic
+def group_update(*, name: str, **fields) -> JobGroup:
+    """Set :data:`GROUP_FIELDS` of group ``name`` (a group on record, or the group of
+    some job)."""
+    unknown = set(fields) - GROUP_FIELDS
+    if unknown:
+        raise TypeError(f"Unknown group fields: {', '.join(sorted(unknown))}")
+    group = _group(name)
+    for field, value in fields.items():
+        setattr(group, field, value)
+    return group_save(group=group)
+
+
+def paused_group(*, name: str) -> JobGroup | None:
+    """Group ``name`` if it is paused (a job that joins it is paused with it)."""
+    return JobGroup.objects.filter(name=name, paused_at__isnull=False).first()
+
+
+def _pause_reason_check(group: JobGroup, reason: str) -> None:
+    """Refuse a reason longer than the group keeps, or one that would make its jobs'
+    pause reason (:meth:`JobGroup.job_pause_reason`) longer than a job keeps."""
+    limit = JobGroup._meta.get_field("pause_reason").max_length
+    if len(reason) > limit:
+        raise ValidationError(
+            {
+                "pause_reason": _(
+                    "The pause reason is %(length)d characters; keep it to %(limit)d."
+                )
+                % {"length": len(reason), "limit": limit}
+            }
+        )
+    job_limit = Job._meta.get_field("pause_reason").max_length
+    length = len(group.job_pause_reason())
+    if length > job_limit:
+        raise ValidationError(
+            {
+                "pause_reason": _(
+                    "The pause reason would make its jobs' pause reason %(length)d "
+                    "characters (the group's name and who paused it come first); a job "
+                    "keeps %(limit)d: shorten it."
+                )
+                % {"length": length, "limit": job_limit}
+            }
+        )
+
+
 @transaction.atomic
 def group_pause(*, name: str, reason: str = "") -> list[Job]:
     """Pause every enabled job of group ``name``; return them. A group paused already
@@ -39,7 +103,8 @@ def group_pause(*, name: str, reason: str = "") -> list[Job]:
         )
     group.paused_at = timezone.now()
     group.paused_by = audit.current().actor
-    group.pause_reason = (reason or "").strip()[:300]
+    group.pause_reason = (reason or "").strip()
+    _pause_reason_check(group, group.pause_reason)
     group.save()
     words = group.job_pause_reason()
     return [

@@ -184,11 +184,56 @@ kwarg_name_validator = RegexValidator(
 )
 
 
+def recipient_lines(text: str) -> list[str]:
+    """The addresses or URLs of an alert recipients field: one per line or comma-separated."""
+    return [line.strip() for line in (text or "").replace(",", "\n").splitlines() if line.strip()]
+
+
 class JobGroup(models.Model):
-    """A group of jobs (the jobs whose ``group`` is its name), paused and resumed as a
-    whole: the row keeps who paused it, when and why."""
+    """A group of jobs (the jobs whose ``group`` is its name): paused and resumed as a
+    whole (the row keeps who paused it, when and why), a cap on its runs at once across
+    every worker, and the queue and alert recipients of its jobs that have none of their
+    own (:func:`scheduling.selectors.job_routed_queue`,
+    :func:`scheduling.selectors.job_alert_recipients`)."""
 
     name = models.CharField(_("name"), max_length=100, unique=True)
+    max_instances = models.PositiveSmallIntegerField(
+        _("max instances"),
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1)],
+        help_text=_(
+            "Most runs of the group's jobs at the same time, across all workers (empty: no "
+            "cap). A run that finds the group full follows its job's overlap policy, as one "
+            "that finds its job's max instances reached."
+        ),
+    )
+    queue = models.CharField(
+        _("queue"),
+        max_length=200,
+        blank=True,
+        validators=[broker_name_validator],
+        help_text=_(
+            "Celery queue of the group's jobs that have no queue of their own (empty: the "
+            "default queue)."
+        ),
+    )
+    alert_emails = models.TextField(
+        _("alert e-mails"),
+        blank=True,
+        help_text=_(
+            "Addresses told of the alerts of the group's jobs that have no alert recipients "
+            "of their own; one per line."
+        ),
+    )
+    alert_webhooks = models.TextField(
+        _("alert webhooks"),
+        blank=True,
+        help_text=_(
+            "URLs that receive the alerts of the group's jobs that have no alert recipients "
+            "of their own, as a JSON POST; one per line."
+        ),
+    )
     paused_at = models.DateTimeField(_("paused at"), null=True, blank=True, editable=False)
     paused_by = models.CharField(_("paused by"), max_length=150, blank=True, editable=False)
     pause_reason = models.CharField(_("pause reason"), max_length=300, blank=True, editable=False)
@@ -204,6 +249,15 @@ class JobGroup(models.Model):
     @property
     def paused(self) -> bool:
         return self.paused_at is not None
+
+    @property
+    def alert_recipients(self) -> tuple[list[str], list[str]]:
+        """The group's alert e-mail addresses and webhook URLs."""
+        return recipient_lines(self.alert_emails), recipient_lines(self.alert_webhooks)
+
+    def clean(self) -> None:
+        if self.alert_webhooks:
+            webhooks.webhook_urls_validate(text=self.alert_webhooks)
 
     def job_pause_reason(self) -> str:
         """The pause reason its jobs carry while the group pause holds them: how a resume
@@ -947,16 +1001,9 @@ class Job(models.Model):
 
     @property
     def alert_recipients(self) -> tuple[list[str], list[str]]:
-        """The alert e-mail addresses and webhook URLs, one per line or comma-separated."""
-
-        def lines(text: str) -> list[str]:
-            return [
-                line.strip()
-                for line in (text or "").replace(",", "\n").splitlines()
-                if line.strip()
-            ]
-
-        return lines(self.alert_emails), lines(self.alert_webhooks)
+        """The job's own alert e-mail addresses and webhook URLs, one per line or
+        comma-separated (with its group's: :func:`scheduling.selectors.job_alert_recipients`)."""
+        return recipient_lines(self.alert_emails), recipient_lines(self.alert_webhooks)
 
     def compute_next_run(self, after: dt.datetime | None = None) -> dt.datetime | None:
         return self.trigger().next_after(after or dj_timezone.now())

@@ -78,7 +78,7 @@ from django.utils import timezone
 from django_celery_beat.schedulers import DatabaseScheduler
 from kombu.exceptions import OperationalError as KombuOperationalError
 
-from scheduling import conf, publish, runs, services, sql
+from scheduling import conf, publish, runs, selectors, services, sql
 from scheduling.audit import audit_context
 from scheduling.models import (
     AuditSource,
@@ -608,8 +608,12 @@ class JobScheduler(DatabaseScheduler):
             # checks (FOR KEY SHARE) of rows that name these jobs, so a worker recording a
             # run of one of them (an expired message, a day's statistics) does not wait
             # for this pass's publishing.
+            # With their group's queue, which routes the runs of a job with none of its
+            # own (:func:`selectors.job_routed_queue`).
             jobs = list(
-                Job.objects.select_for_update(skip_locked=True, no_key=True)
+                selectors.with_group_queue(
+                    Job.objects.select_for_update(skip_locked=True, no_key=True, of=("self",))
+                )
                 .filter(enabled=True, dispatch_at__lte=now)
                 .order_by("dispatch_at")[: self.batch_size]
             )
@@ -1034,7 +1038,7 @@ class JobScheduler(DatabaseScheduler):
                 job=job,
                 fire_times=[entry.scheduled_at],
                 reason="Sent to the broker but not started within its grace: it expired in "
-                f"the queue {job.queue or self.app.conf.task_default_queue!r} after its misfire "
+                f"the queue {selectors.job_queue(job=job)!r} after its misfire "
                 f"grace ({job.misfire_grace_time}s) with no worker taking it, or the message was "
                 "lost (e.g. the broker restarted without persistence).",
             )

@@ -19,6 +19,7 @@ from scheduling.models import (
     ExecutionStatus,
     Job,
     JobExecution,
+    JobGroup,
 )
 
 
@@ -116,11 +117,63 @@ def execution_waiting_list(*, job: Job) -> QuerySet[JobExecution]:
     ).order_by("scheduled_at", "pk")
 
 
+def job_group(*, job: Job) -> JobGroup | None:
+    """The row of ``job``'s group (``None``: the group has none)."""
+    return JobGroup.objects.filter(name=job.group).first()
+
+
+#: The attribute of a job read with :func:`with_group_queue`: its group's queue.
+GROUP_QUEUE = "group_queue"
+
+
+def with_group_queue(jobs: QuerySet[Job]) -> QuerySet[Job]:
+    """``jobs`` read with their group's queue (:func:`job_routed_queue` then asks no
+    query more: beat, which builds many messages a pass)."""
+    from django.db.models import OuterRef, Subquery, Value
+    from django.db.models.functions import Coalesce
+
+    queue = JobGroup.objects.filter(name=OuterRef("group")).values("queue")[:1]
+    return jobs.annotate(**{GROUP_QUEUE: Coalesce(Subquery(queue), Value(""))})
+
+
+def job_routed_queue(*, job: Job) -> str:
+    """The queue a run of ``job`` is sent to: the job's own, else its group's (empty:
+    Celery's default queue). Beat, run now, re-run, backfill and a waiting run sent on
+    all route through this."""
+    if job.queue:
+        return job.queue
+    if not hasattr(job, GROUP_QUEUE):
+        found = JobGroup.objects.filter(name=job.group).values_list("queue", flat=True).first()
+        setattr(job, GROUP_QUEUE, found or "")
+    return getattr(job, GROUP_QUEUE)
+
+
 def job_queue(*, job: Job) -> str:
-    """The queue ``job``'s runs are sent to: its own, or Celery's default queue."""
+    """The queue ``job``'s runs are sent to, by name (:func:`job_routed_queue`, else
+    Celery's default queue)."""
     from celery import current_app
 
-    return job.queue or current_app.conf.task_default_queue
+    return job_routed_queue(job=job) or current_app.conf.task_default_queue
+
+
+def job_list_with_alert_recipients() -> QuerySet[Job]:
+    """The enabled jobs whose alerts go somewhere (:func:`job_alert_recipients`): their
+    own recipients, or their group's."""
+    from django.db.models import Q
+
+    groups = JobGroup.objects.exclude(alert_emails="", alert_webhooks="").values("name")
+    own = ~Q(alert_emails="", alert_webhooks="")
+    return Job.objects.filter(own | Q(group__in=groups), enabled=True)
+
+
+def job_alert_recipients(*, job: Job) -> tuple[list[str], list[str]]:
+    """Who ``job``'s alerts go to, as (e-mail addresses, webhook URLs): its own
+    recipients, or, when it has none (neither e-mail nor webhook), its group's."""
+    own = job.alert_recipients
+    if any(own):
+        return own
+    group = job_group(job=job)
+    return group.alert_recipients if group is not None else ([], [])
 
 
 def _trigger_ok(job: Job) -> bool:
@@ -483,7 +536,8 @@ def api_key_find(*, raw: str) -> ApiKey | None:
 
 def group_list() -> list[dict[str, Any]]:
     """Every job group (a group name some job has, or a group on record): how many jobs,
-    how many enabled, and who paused it, when and why (``None``: not paused)."""
+    how many enabled, who paused it, when and why (``None``: not paused), its cap on
+    runs at once (``None``: none) and its jobs' default queue and alert recipients."""
     from django.db.models import Count, Q
 
     from scheduling.models import JobGroup
@@ -505,6 +559,10 @@ def group_list() -> list[dict[str, Any]]:
                 "enabled": counts.get(name, {}).get("enabled", 0),
                 "paused": group.job_pause_reason() if group and group.paused else None,
                 "paused_at": group.paused_at.isoformat() if group and group.paused else None,
+                "max_instances": group.max_instances if group else None,
+                "queue": group.queue if group else "",
+                "alert_emails": group.alert_recipients[0] if group else [],
+                "alert_webhooks": group.alert_recipients[1] if group else [],
             }
         )
     return rows

@@ -34,8 +34,10 @@ from scheduling import (
     calendar_services,
     chain_services,
     errors,
+    group_services,
     masking,
     registry,
+    selectors,
     signals,
 )
 from scheduling.config import (
@@ -59,6 +61,7 @@ from scheduling.models import (
     InstalledDefault,
     Job,
     JobExecution,
+    JobGroup,
     RunOverride,
     TriggerType,
     kwargs_problem,
@@ -90,7 +93,9 @@ def job_save(*, job: Job, changed: Iterable[str] | None = None) -> Job:
     """Validate and save ``job``; recompute its next run when its schedule changed.
 
     ``changed`` names the fields that changed (``None``: a new job, or treat all as
-    changed). Raises ``ValidationError`` naming the field; nothing is saved then.
+    changed). Raises ``ValidationError`` naming the field; nothing is saved then. An
+    enabled job that joins a paused group (created in it, or moved into it) is paused as
+    the group's pause paused its jobs, so the group's resume resumes it.
     """
     creating = job.pk is None
     changed_set = set(EDITABLE_FIELDS if changed is None or creating else changed)
@@ -104,6 +109,12 @@ def job_save(*, job: Job, changed: Iterable[str] | None = None) -> Job:
         if "enabled" not in changed_set:
             job.enabled = before.enabled
     job.full_clean()
+    held_by = None
+    if job.enabled and (creating or before.group != job.group):
+        held_by = group_services.paused_group(name=job.group)
+        if held_by is not None:
+            job.enabled = False
+            changed_set.add("enabled")
     now = timezone.now()
     if creating or changed_set & TRIGGER_FIELDS:
         job.schedule_anchor = now
@@ -111,7 +122,9 @@ def job_save(*, job: Job, changed: Iterable[str] | None = None) -> Job:
     if reschedule:
         job_schedule_next(job=job, now=now)
     if creating:
-        if not job.enabled:
+        if held_by is not None:
+            _set_pause_state(job, paused=True, reason=held_by.job_pause_reason())
+        elif not job.enabled:
             _set_pause_state(job, paused=True, reason=job.pause_reason, until=job.resume_at)
         job.save()
         _emit(
@@ -125,7 +138,8 @@ def job_save(*, job: Job, changed: Iterable[str] | None = None) -> Job:
         if reschedule:
             fields |= {"next_run_at", "dispatch_at", "excluded_from"}
         if before.enabled != job.enabled:
-            _set_pause_state(job, paused=not job.enabled)
+            reason = held_by.job_pause_reason() if held_by is not None else ""
+            _set_pause_state(job, paused=not job.enabled, reason=reason)
             fields |= {*Job.PAUSE_FIELDS, "consecutive_failures"}
         job.save(update_fields=sorted(fields))
         diff = {
@@ -179,8 +193,9 @@ def job_bulk_create(*, jobs: list[Job], batch_size: int = 1000) -> list[Job]:
     """Validate and insert many new jobs at once (benchmarks, provisioning scripts).
 
     Each job is validated like in :func:`job_save` (``ValidationError`` names the job and
-    the field; nothing is inserted then) and gets its next fire time. No per-job events
-    are sent: one ``job_added`` per job would dominate the cost.
+    the field; nothing is inserted then) and gets its next fire time; one created in a
+    paused group is paused with it, as :func:`job_save` does. No per-job events are
+    sent: one ``job_added`` per job would dominate the cost.
     """
     now = timezone.now()
     counts = collections.Counter(job.name for job in jobs)
@@ -194,6 +209,12 @@ def job_bulk_create(*, jobs: list[Job], batch_size: int = 1000) -> list[Job]:
         raise ValidationError(
             {"name": f"Job names already used: {', '.join(sorted(taken | repeated))}"}
         )
+    paused = {
+        group.name: group
+        for group in JobGroup.objects.filter(
+            name__in={job.group for job in jobs}, paused_at__isnull=False
+        )
+    }
     for job in jobs:
         try:
             job.full_clean(validate_unique=False)
@@ -204,6 +225,10 @@ def job_bulk_create(*, jobs: list[Job], batch_size: int = 1000) -> list[Job]:
                     for field, messages in exc.message_dict.items()
                 }
             ) from exc
+        held_by = paused.get(job.group)
+        if job.enabled and held_by is not None:
+            job.enabled = False
+            _set_pause_state(job, paused=True, reason=held_by.job_pause_reason())
         job.schedule_anchor = now
         job.set_next_run(job.compute_next_run(now) if job.enabled else None)
     return Job.objects.bulk_create(jobs, batch_size=batch_size)
@@ -893,8 +918,9 @@ EXPIRED_FIRE_TIME_HEADER = "scheduling_fire_time"  # Celery's own limit for args
 
 
 def message_routing(job: Job, app: Any, priority: int | None = None) -> dict[str, Any]:
-    """The queue, priority (``priority``: instead of the job's), exchange and routing key
-    of a run of ``job``.
+    """The queue (:func:`scheduling.selectors.job_routed_queue`: the job's, else its
+    group's), priority (``priority``: instead of the job's), exchange and routing key of
+    a run of ``job``.
 
     A job's priority means the same on every broker: 9 is the most urgent. RabbitMQ takes
     higher numbers first; kombu's Redis transport takes its lowest step first, so there
@@ -904,8 +930,9 @@ def message_routing(job: Job, app: Any, priority: int | None = None) -> dict[str
     options: dict[str, Any] = {"priority": priority}
     if broker_is_redis(app.conf.broker_url or ""):
         options["priority"] = MAX_PRIORITY - priority
-    if job.queue:
-        options["queue"] = job.queue
+    queue = selectors.job_routed_queue(job=job)
+    if queue:
+        options["queue"] = queue
     if job.exchange:
         options["exchange"] = job.exchange
     if job.routing_key:

@@ -27,7 +27,7 @@ from django.utils import timezone
 
 from scheduling import alerts, conf, masking, sql, stats
 from scheduling.models import STOPPED_STATUSES, ExecutionStatus, Job, JobExecution
-from scheduling.runs import rules, waiting
+from scheduling.runs import groups, rules, waiting
 from scheduling.runs.events import announce
 from scheduling.task_results import TaskMessage, task_result_record
 
@@ -170,16 +170,18 @@ def _stop_fields(execution: JobExecution) -> dict[str, Any]:
 
 def promote_after(execution: JobExecution) -> None:
     """The run ended and freed its slot: send the job's oldest waiting run, if its policy
-    buffers. A database that does not answer leaves it to the housekeeping
+    buffers, and those of the other jobs of its group, if the group caps its runs. A
+    database that does not answer leaves it to the housekeeping
     (:func:`scheduling.runs.waiting.executions_promote_due`)."""
     if execution.job is None:
         return
-    # A stopped run may have been stopped for a run waiting under a run's own override
-    # (run now with cancel other): rare enough to look whatever the job's policy.
-    if not rules.buffers(execution.job) and execution.status not in STOPPED_STATUSES:
-        return
     try:
-        waiting.execution_promote_waiting(job_id=execution.job_id)
+        # A stopped run may have been stopped for a run waiting under a run's own override
+        # (run now with cancel other): rare enough to look whatever the job's policy.
+        if rules.buffers(execution.job) or execution.status in STOPPED_STATUSES:
+            waiting.execution_promote_waiting(job_id=execution.job_id)
+        for job_id in groups.group_waiting_job_ids(execution=execution):
+            waiting.execution_promote_waiting(job_id=job_id)
     except (DatabaseError, InterfaceError):
         logger.warning("Job %s: waiting runs not sent now; later", execution.job_name)
         connection.close()

@@ -110,19 +110,39 @@ BUFFERING = frozenset(
 )
 
 
+@dataclasses.dataclass(frozen=True)
+class GroupSlots:
+    """The slots of a job group that caps its runs, as counted under its row lock
+    (:mod:`scheduling.runs.groups`): its name, its max instances (``cap``) and how many
+    runs of its jobs hold a slot (``live``)."""
+
+    name: str
+    cap: int
+    live: int
+
+    @property
+    def free(self) -> int:
+        return max(0, self.cap - self.live)
+
+    def taking(self, runs: int) -> "GroupSlots":
+        """The group once ``runs`` more of its runs hold a slot."""
+        return dataclasses.replace(self, live=self.live + runs)
+
+
 def buffers(job: Job) -> bool:
     """Whether ``job``'s runs may wait for a free slot (their promotion is due when one
     of its runs ends)."""
     return job.overlap in BUFFERING
 
 
-def promotable(job: Job, *, live: int, waiting: int) -> int:
+def promotable(job: Job, *, live: int, waiting: int, group: GroupSlots | None = None) -> int:
     """How many of the ``waiting`` runs of ``job`` may be sent to the workers now that
     ``live`` runs hold a slot: as many as slots are free (all, under *allow all*), oldest
-    fire time first."""
-    if job.overlap == OverlapPolicy.ALLOW_ALL:
-        return waiting
-    return max(0, min(waiting, job.max_instances - live))
+    fire time first, and no more than its ``group`` has free."""
+    free = waiting if job.overlap == OverlapPolicy.ALLOW_ALL else job.max_instances - live
+    if group is not None:
+        free = min(free, group.free)
+    return max(0, min(waiting, free))
 
 
 def decide(
@@ -135,6 +155,7 @@ def decide(
     overlap: str | None = None,
     retry: bool = False,
     scheduled: bool = True,
+    group: GroupSlots | None = None,
 ) -> Decision:
     """Start, miss, coalesce, skip or keep waiting a run that is ``late``
     (:func:`lateness`) while ``live`` runs of ``job`` hold a slot (a live lease, or sent
@@ -150,6 +171,11 @@ def decide(
        (skipped); *cancel other* → the runs going are cancelled and it waits for them to
        stop (unless one waits already: skipped); *terminate other* → the runs going are
        terminated and it starts. A ``retry`` never waits: it is skipped instead.
+    4. **group**: a run its job lets start while its ``group`` (one that caps its runs)
+       has every slot taken by runs of its jobs: under a policy that buffers (buffer one,
+       buffer all, cancel other) it waits, without stopping any run; under any other
+       (*allow all* too: it ignores the job's max instances, not its group's) it is
+       skipped. The reason names the group.
 
     A run not sent by the schedule (``scheduled`` false: run now, re-run, backfill) is
     late since it was sent, and never coalesced.
@@ -169,7 +195,18 @@ def decide(
             )
     policy = overlap or job.overlap
     if policy == OverlapPolicy.ALLOW_ALL or (live < job.max_instances and not waiting):
-        return Decision(ExecutionStatus.RUNNING)
+        if group is None or group.free:
+            return Decision(ExecutionStatus.RUNNING)
+        full = (
+            f"group {group.name} is full: {group.live} run(s) of its jobs going; its max "
+            f"instances is {group.cap}"
+        )
+        if policy in BUFFERING and not retry:
+            return Decision(
+                ExecutionStatus.WAITING,
+                f"Waiting for a free slot: {full} (overlap policy {policy}).",
+            )
+        return Decision(ExecutionStatus.SKIPPED, f"{full[0].upper()}{full[1:]}.")
     going = f"{live} run(s) still going; max instances is {job.max_instances}"
     ahead = f" and {waiting} run(s) waiting" if waiting else ""
     if policy == OverlapPolicy.TERMINATE_OTHER:

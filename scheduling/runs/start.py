@@ -23,8 +23,8 @@ from django.db.models import Q
 from django.utils import timezone
 
 from scheduling import sql, stats
-from scheduling.models import ExecutionStatus, ExecutionTrigger, Job, JobExecution
-from scheduling.runs import rules, waiting
+from scheduling.models import ExecutionStatus, ExecutionTrigger, Job, JobExecution, JobGroup
+from scheduling.runs import groups, rules, waiting
 from scheduling.runs.events import announce
 from scheduling.runs.lease import db_now, lease_term
 from scheduling.runs.records import (
@@ -137,6 +137,7 @@ def _take_over_dead(
     ``None``), instead of dropping the message as a duplicate; ``_NOT_DEAD`` when the run
     on record is finished or alive elsewhere."""
     with transaction.atomic():
+        group = groups.lock_group(job_id)
         job = Job.objects.select_for_update().filter(pk=job_id).first()
         now, lease_now = timezone.now(), db_now()
         dead = (
@@ -153,6 +154,7 @@ def _take_over_dead(
             live=runs.filter(rules.slot_at(lease_now)).count(),
             waiting=runs.filter(status=ExecutionStatus.WAITING).count(),
             overlap=overlap,
+            group=group,
         )
         dead.job = job
         if decision.waits:
@@ -174,6 +176,7 @@ def _take_over_dead(
         dead.worker, dead.started_at, dead.lease_until = worker, now, lease_now + lease_term()
         dead.task_result_id = task_id or dead.task_result_id
         dead.save(update_fields=["worker", "started_at", "lease_until", "task_result"])
+        setattr(dead, groups.CAPPED, group is not None)
         logger.warning("Job %s: run %s of a dead worker taken over by %s", job, dead.pk, worker)
         announce(dead)
         return dead
@@ -223,10 +226,12 @@ def _decide(
     live: int,
     waiting: int,
     overlap: str | None,
+    group: rules.GroupSlots | None = None,
 ) -> rules.Decision:
-    """The rules' decision on ``execution`` now; one that needs the runs going to
-    be cancelled or terminated first (overlap policies cancel other and terminate other)
-    has them asked to stop here, in the caller's transaction."""
+    """The rules' decision on ``execution`` now (``group``: the slots of its job's group,
+    if it caps its runs); one that needs the runs going to be cancelled or terminated first
+    (overlap policies cancel other and terminate other) has them asked to stop here, in the
+    caller's transaction."""
     decision = rules.decide(
         job,
         scheduled_at=execution.scheduled_at,
@@ -236,6 +241,7 @@ def _decide(
         overlap=overlap,
         retry=execution.attempt > 0,
         scheduled=execution.trigger == ExecutionTrigger.SCHEDULE,
+        group=group,
     )
     if decision.others is not None:
         _stop_others(job, execution, terminate=decision.others == rules.Others.TERMINATE)
@@ -364,6 +370,12 @@ def _running_row(now: dt.datetime, **fields: Any) -> JobExecution:
     )
 
 
+#: The job's group (if it has a row) does not cap its runs.
+_UNCAPPED_WHERE = f"""NOT EXISTS (
+    SELECT 1 FROM {JobGroup._meta.db_table} g
+    WHERE g.name = j.{connection.ops.quote_name("group")} AND g.max_instances IS NOT NULL)"""
+
+
 def _start_at_once(*, job_id: int, overlap: str | None, **run: Any) -> JobExecution | None:
     """Start a first attempt in one transaction sent in one round trip, if the rules let
     it start; ``None`` when they may not (the full start then decides what to record).
@@ -373,7 +385,8 @@ def _start_at_once(*, job_id: int, overlap: str | None, **run: Any) -> JobExecut
     The job's row is locked and read, its runs counted (for leases to reap) and the
     running row inserted only if :data:`rules.STARTS_WHERE` holds, all sent at once: each
     statement runs once the lock is held. A coalescing job never starts here: its run
-    also marks the fire times it covers.
+    also marks the fire times it covers; nor does a job whose group caps its runs: its
+    start locks the group first (:mod:`scheduling.runs.groups`).
     """
     now, lease_now = timezone.now(), db_now()
     execution = _running_row(now, job_id=job_id, attempt=0, **run)
@@ -382,7 +395,7 @@ def _start_at_once(*, job_id: int, overlap: str | None, **run: Any) -> JobExecut
         execution,
         source=f"{Job._meta.db_table} j",
         computed={"job": "j.id", "job_name": "j.name", "task": "j.task"},
-        where=f"j.id = %s AND NOT j.coalesce AND {rules.STARTS_WHERE}",
+        where=f"j.id = %s AND NOT j.coalesce AND {_UNCAPPED_WHERE} AND {rules.STARTS_WHERE}",
         params=[
             job_id,
             *rules.starts_params(
@@ -409,6 +422,7 @@ def _start_at_once(*, job_id: int, overlap: str | None, **run: Any) -> JobExecut
         with transaction.atomic():
             lock_job(job_id)  # reaps the runs whose lease expired
     execution.job, execution.job_name, execution.task = job, job.name, job.task
+    setattr(execution, groups.CAPPED, False)
     return sql.inserted(execution, inserted[0])
 
 
@@ -418,16 +432,20 @@ def _start_in_full(
     """Apply the rules under the job's lock and write the running row, or the row that
     records why the run does not start (or that it waits); inside the caller's
     transaction. Runs that wait while a slot is free (the run that held it was reaped
-    here) are sent on."""
+    here) are sent on. A job whose group caps its runs has the group's row locked first."""
+    group = groups.lock_group(job_id)
     job, live, waiting_runs = lock_job(job_id)
     if job is None:
         raise JobNotFoundError(f"Job {job_id} does not exist (removed before it ran).")
-    if rules.promotable(job, live=live, waiting=waiting_runs):
+    if rules.promotable(job, live=live, waiting=waiting_runs, group=group):
         sent = waiting.execution_promote_waiting(job_id=job.pk)
         live, waiting_runs = live + sent, waiting_runs - sent
+        group = group.taking(sent) if group is not None else None
     now = timezone.now()
     execution = _running_row(now, job=job, job_name=job.name, task=job.task, attempt=attempt, **run)
-    decision = _decide(job, execution, live=live, waiting=waiting_runs, overlap=overlap)
+    decision = _decide(
+        job, execution, live=live, waiting=waiting_runs, overlap=overlap, group=group
+    )
     fields = dict(
         trigger=execution.trigger,
         scheduled_at=execution.scheduled_at,
@@ -457,6 +475,7 @@ def _start_in_full(
         record_not_run(job, decision.status, decision.reason, message, **fields)
         return None
     _cover_due_fire_times(job, execution, now)
+    setattr(execution, groups.CAPPED, group is not None)
     if attempt > 0 and execution.task_result_id:
         execution.retry_of = JobExecution.objects.filter(
             task_result_id=execution.task_result_id, attempt=0

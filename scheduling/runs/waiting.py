@@ -32,7 +32,7 @@ from django.utils import timezone
 
 from scheduling import conf, sql
 from scheduling.models import ExecutionStatus, Job, JobExecution
-from scheduling.runs import rules
+from scheduling.runs import groups, rules
 from scheduling.runs.events import announce
 from scheduling.runs.lease import db_now
 from scheduling.runs.records import fire_time_row
@@ -59,7 +59,9 @@ def _resend_after() -> dt.datetime:
 @transaction.atomic
 def execution_promote_waiting(*, job_id: int) -> int:
     """Send the oldest waiting runs of the job, as many as it has free slots
-    (:func:`rules.promotable`); return how many were sent."""
+    (:func:`rules.promotable`: no more than its group, if it caps its runs, has free);
+    return how many were sent."""
+    group = groups.lock_group(job_id)
     job = Job.objects.select_for_update().filter(pk=job_id).first()
     if job is None:
         return 0
@@ -73,7 +75,7 @@ def execution_promote_waiting(*, job_id: int) -> int:
             status=ExecutionStatus.CANCELLING, cancelled_by=rules.CANCEL_OTHER_ACTOR
         ).count()
     )
-    free = rules.promotable(job, live=live, waiting=waiting.count())
+    free = rules.promotable(job, live=live, waiting=waiting.count(), group=group)
     promoted = []
     for execution in waiting.order_by("scheduled_at", "pk")[:free]:
         task_id = execution.task_result_id or str(uuid.uuid4())

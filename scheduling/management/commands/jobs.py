@@ -109,6 +109,7 @@ EXAMPLES = {
     "group": (
         "  manage.py jobs group list\n"
         "  manage.py jobs group pause reports --reason 'warehouse migration'\n"
+        "  manage.py jobs group set reports --max-instances 2 --queue reports\n"
         "  manage.py jobs group resume reports"
     ),
     "calendar": (
@@ -187,7 +188,7 @@ PERMISSIONS = {
     "adopt-beat": "add_job",
     "api-key": "view_apikey",  # per api-key action: API_KEY_PERMISSIONS
     "skip-next": "pause_job",
-    "group": "pause_job",
+    "group": "pause_job",  # set needs change_job too (checked in the action)
     # list and show; add needs add_calendar (change_calendar to extend one), remove
     # delete_calendar (checked in the action).
     "calendar": "view_calendar",
@@ -481,11 +482,36 @@ class Command(BaseCommand):
         p = action(
             "group",
             "Job groups as a whole: list them, pause every job of one, resume the jobs its "
-            "pause paused.",
+            "pause paused, set its cap on runs at once and its jobs' default queue and alert "
+            "recipients.",
         )
-        p.add_argument("op", choices=["list", "pause", "resume"])
+        p.add_argument("op", choices=["list", "pause", "resume", "set"])
         p.add_argument("name", nargs="?", help="group name (the jobs' --group)")
         p.add_argument("--reason", default="", help="why (kept on the group and its jobs)")
+        p.add_argument(
+            "--max-instances",
+            dest="group_max_instances",
+            metavar="N",
+            help="set: most runs of the group's jobs at once, across all workers ('' for no "
+            "cap); a run that finds it full follows its job's overlap policy",
+        )
+        p.add_argument(
+            "--queue",
+            dest="group_queue",
+            help="set: Celery queue of the group's jobs with none of their own ('' to clear)",
+        )
+        p.add_argument(
+            "--alert-emails",
+            dest="group_alert_emails",
+            help="set: alert e-mails of the group's jobs with no alert recipients of their "
+            "own, comma-separated ('' to clear)",
+        )
+        p.add_argument(
+            "--alert-webhooks",
+            dest="group_alert_webhooks",
+            help="set: alert webhook URLs of the group's jobs with no alert recipients of "
+            "their own, comma-separated ('' to clear)",
+        )
         p = action(
             "calendar",
             "Exclusion calendars: add (creates one, or adds to it), list, show, remove. Dates "
@@ -761,19 +787,24 @@ class Command(BaseCommand):
             f"Skipping the run of {found.name} at {data['skipped']}; next run {data['next_run_time'] or '-'}",
         )
 
-    def do_group(self, op: str, name: str | None = None, reason: str = "", **_):
+    def do_group(self, op: str, name: str | None = None, reason: str = "", **options):
         if op == "list":
             self._emit_table(
                 selectors.group_list(),
-                f"{'GROUP':<24} {'JOBS':>4} {'ON':>4}  PAUSED",
+                f"{'GROUP':<24} {'JOBS':>4} {'ON':>4} {'MAX':>4}  PAUSED",
                 lambda row: (
-                    f"{row['name'][:24]:<24} {row['jobs']:>4} {row['enabled']:>4}  "
-                    f"{row['paused'] or '-'}"
+                    f"{row['name'][:24]:<24} {row['jobs']:>4} {row['enabled']:>4} "
+                    f"{row['max_instances'] or '-':>4}  {row['paused'] or '-'}"
                 ),
             )
             return
         if not name:
             raise CommandError(f"group {op}: give the group's name")
+        if op == "set":
+            if self.user is not None:
+                self._check_permission(self.user.get_username(), "group set", "change_job")
+            self._group_set(name, options)
+            return
         if op == "pause":
             jobs = group_services.group_pause(name=name, reason=reason)
             words = "Paused group"
@@ -785,6 +816,26 @@ class Command(BaseCommand):
             {"group": name, "jobs": names},
             f"{words} {name}: {len(names)} job(s){': ' + ', '.join(names) if names else ''}",
         )
+
+    def _group_set(self, name: str, options: dict[str, Any]) -> None:
+        fields: dict[str, Any] = {}
+        for field in sorted(group_services.GROUP_FIELDS):
+            value = options.get(f"group_{field}")
+            if value is not None:
+                fields[field] = value.strip()
+        if not fields:
+            raise CommandError(
+                "group set: give --max-instances, --queue, --alert-emails or --alert-webhooks"
+            )
+        cap = fields.get("max_instances")
+        if cap is not None:
+            try:
+                fields["max_instances"] = int(cap) if cap else None
+            except ValueError:
+                raise CommandError(f"--max-instances {cap!r} is not a whole number") from None
+        group = group_services.group_update(name=name, **fields)
+        row = next(row for row in selectors.group_list() if row["name"] == group.name)
+        self.emit(row, f"Group {group.name}: " + ", ".join(f"{k} {v!r}" for k, v in fields.items()))
 
     def do_calendar(self, op: str, name: str | None = None, **options):
         if self.user is not None and op in CALENDAR_PERMISSIONS:
