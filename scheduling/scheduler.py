@@ -108,6 +108,12 @@ STOP_GRACE = 3.0
 # Runs sent in one pipelined batch (Redis: one round trip). The lease is checked before
 # each batch; a batch of 200 takes a few tens of milliseconds to build and send.
 PUBLISH_BATCH = 200
+# A pass locks its due rows BEAT_BATCH_SIZE at a time, sending each lot before reading the
+# next, and stores the following fire times of all of them once they are sent: a storm of
+# up to PASS_LOTS x BEAT_BATCH_SIZE runs due at once goes out before any of its writes.
+# Bounded so that what follows the last message (planning and writing every job's next fire
+# time) stays well inside the transaction's idle and statement time-outs.
+PASS_LOTS = 10
 # The fire times an outage left unsent are recorded after the catch-up, in passes with
 # nothing due: for at most this long a pass (seconds), and never past the next due fire
 # time, in transactions of RECORD_BATCH jobs (each: a summary row, its statistics, and its
@@ -268,6 +274,22 @@ class Lease:
             expires_at=None, holder=""
         )
         self.token = None
+
+
+def _next_after(trigger: Any, fire_time: dt.datetime) -> dt.datetime | None:
+    """``trigger.next_after(fire_time)``, computed once for jobs that share a trigger
+    (triggers are frozen dataclasses, equal when their fields are): in a storm many jobs
+    have the same expression and fire time, and croniter takes a few hundred
+    microseconds a job, the largest cost of a pass after its messages."""
+    try:
+        return _shared_next_after(trigger, fire_time)
+    except TypeError:  # a trigger holding something unhashable
+        return trigger.next_after(fire_time)
+
+
+@functools.lru_cache(maxsize=1024)
+def _shared_next_after(trigger: Any, fire_time: dt.datetime) -> dt.datetime | None:
+    return trigger.next_after(fire_time)
 
 
 class PassOver(Exception):
@@ -594,26 +616,31 @@ class JobScheduler(DatabaseScheduler):
         ends = time.monotonic() + self.pass_seconds
         sent: list[tuple[dt.datetime, int, dt.datetime]] = []
         unreachable: BrokerUnreachable | None = None
+        jobs: list[Job] = []
+        plans: list[Plan | None] = []
+        handled: list[bool] = []
         with transaction.atomic(), self._sent_events():
-            # FOR NO KEY UPDATE, the lock beat's own UPDATE of the rows takes: it still
-            # keeps other beats, workers' starts and edits off them, but not the foreign-key
-            # checks (FOR KEY SHARE) of rows that name these jobs, so a worker recording a
-            # run of one of them (an expired message, a day's statistics) does not wait
-            # for this pass's publishing.
-            jobs = list(
-                Job.objects.select_for_update(skip_locked=True, no_key=True)
-                .filter(enabled=True, dispatch_at__lte=now)
-                .order_by("dispatch_at")[: self.batch_size]
-            )
-            # Send first, plan after: the runs due on time go out before anything else is
-            # computed (the last of a burst is not delayed by the planning of the others),
-            # then the late, coalescing or broken ones, then every following fire time.
-            plans = [self._plan_on_time(job, now) for job in jobs]
-            handled = [False] * len(jobs)
             try:
-                self._send_in_batches(
-                    jobs, plans, handled, sent, ends, (i for i, p in enumerate(plans) if p)
-                )
+                # Send first, plan after: the runs due on time go out before anything else
+                # is computed (the last of a storm is not delayed by the planning or the
+                # writes of the others), then the late, coalescing or broken ones, then
+                # every following fire time. The due rows are locked BEAT_BATCH_SIZE at a
+                # time, each lot sent before the next is read, up to PASS_LOTS lots.
+                for _ in range(PASS_LOTS):
+                    start = len(jobs)
+                    jobs += self._lock_due(now, jobs[-1] if jobs else None)
+                    plans += [self._plan_on_time(job, now) for job in jobs[start:]]
+                    handled += [False] * (len(jobs) - start)
+                    self._send_in_batches(
+                        jobs,
+                        plans,
+                        handled,
+                        sent,
+                        ends,
+                        (i for i in range(start, len(jobs)) if plans[i]),
+                    )
+                    if len(jobs) - start < self.batch_size:
+                        break
                 # The calendars of the jobs that have some, for what follows (no query when
                 # none has: ``has_calendars``).
                 prefetch_related_objects(
@@ -656,6 +683,25 @@ class JobScheduler(DatabaseScheduler):
         if unreachable is not None:
             self._step_down(unreachable)
         return len(sent)
+
+    def _lock_due(self, now: dt.datetime, after: Job | None) -> list[Job]:
+        """Lock the next ``BEAT_BATCH_SIZE`` due rows in dispatch order, after ``after``
+        (the last row this pass locked: rows a transaction has locked are not skipped by
+        its own ``SKIP LOCKED``).
+
+        FOR NO KEY UPDATE, the lock beat's own UPDATE of the rows takes: it still keeps
+        other beats, workers' starts and edits off them, but not the foreign-key checks
+        (FOR KEY SHARE) of rows that name these jobs, so a worker recording a run of one of
+        them (an expired message, a day's statistics) does not wait for this pass."""
+        due = Job.objects.select_for_update(skip_locked=True, no_key=True).filter(
+            enabled=True, dispatch_at__lte=now
+        )
+        if after is not None:
+            due = due.filter(
+                Q(dispatch_at__gt=after.dispatch_at)
+                | Q(dispatch_at=after.dispatch_at, pk__gt=after.pk)
+            )
+        return list(due.order_by("dispatch_at", "pk")[: self.batch_size])
 
     def _may_publish(self, ends: float) -> None:
         """Raise :class:`PassOver` unless one more message may go out in this pass: the pass
@@ -851,7 +897,7 @@ class JobScheduler(DatabaseScheduler):
         if plan.send is not None:
             try:
                 trigger = plan.trigger or job.trigger()
-                plan.following = trigger.next_after(plan.send)
+                plan.following = _next_after(trigger, plan.send)
             except Exception as exc:
                 # Sent on time (its fire time was stored when the job was sound), but what
                 # follows cannot be computed.
