@@ -5,6 +5,7 @@ Messages go through a real kombu connection (the in-memory transport, and Redis 
 answers at ``TEST_REDIS_URL``) and are read back off their queues.
 """
 
+import dataclasses
 import datetime as dt
 import json
 import os
@@ -114,3 +115,71 @@ def test_on_redis_a_batch_is_pipelined_onto_each_priority_list():
         assert client.llen("publish-test") == 3 and client.llen("publish-test\x06\x169") == 3
     finally:
         client.delete("publish-test", "publish-test\x06\x169")
+
+
+@pytest.mark.skipif(not redis_answers(), reason="needs Redis")
+def test_on_redis_a_pushed_message_is_byte_for_byte_what_kombu_pushes():
+    """The batch's own LPUSH writes kombu's envelope: the same JSON, on the same priority
+    list, as kombu's Producer.publish (all but the random delivery tag)."""
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL)
+    fire = timezone.now().replace(microsecond=0) + dt.timedelta(minutes=1)
+    jobs = [
+        make_job(name=f"w{i}", queue="wire-test", priority=i * 3, kwargs={"n": i}) for i in range(4)
+    ]
+    built = messages()
+    now = timezone.now()
+    batch = [
+        built.build(kwargs=run_of(job, fire)[0], now=now, **run_of(job, fire)[1]) for job in jobs
+    ]
+    keys = ["wire-test", *(f"wire-test\x06\x16{step}" for step in range(1, 10))]
+    client.delete(*keys)
+    with Connection(REDIS_URL, transport_options={"priority_steps": list(range(10))}) as conn:
+        producer = app.amqp.Producer(conn, auto_declare=False)
+        assert publish.redis_pushes_apply(producer.channel, batch)
+        publish.messages_publish(producer, batch)
+        ours = {key: client.lrange(key, 0, -1) for key in keys}
+        client.delete(*keys)
+        for message in batch:  # kombu's own path, one at a time
+            producer.publish(
+                message.body,
+                exchange=message.route.exchange,
+                routing_key=message.route.routing_key,
+                delivery_mode=message.route.delivery_mode,
+                content_type=message.content_type,
+                content_encoding=message.content_encoding,
+                headers=message.headers,
+                retry=False,
+                **message.properties,
+            )
+        theirs = {key: client.lrange(key, 0, -1) for key in keys}
+    client.delete(*keys)
+
+    def without_tag(raw: bytes) -> bytes:
+        envelope = json.loads(raw)
+        assert envelope["properties"].pop("delivery_tag")
+        return json.dumps(envelope).encode()
+
+    assert {k: [without_tag(m) for m in v] for k, v in ours.items() if v} == {
+        k: [without_tag(m) for m in v] for k, v in theirs.items() if v
+    }
+    assert sum(len(v) for v in ours.values()) == 4 and len([v for v in ours.values() if v]) == 4
+
+
+@pytest.mark.skipif(not redis_answers(), reason="needs Redis")
+def test_on_redis_a_message_to_a_named_exchange_goes_through_kombu():
+    built = messages()
+    fire = timezone.now() + dt.timedelta(minutes=1)
+    job = make_job(name="x1")
+    message = built.build(kwargs=run_of(job, fire)[0], **run_of(job, fire)[1])
+    routed = dataclasses.replace(
+        message, route=dataclasses.replace(message.route, exchange="fanout-x")
+    )
+    with Connection(REDIS_URL) as conn:
+        producer = app.amqp.Producer(conn, auto_declare=False)
+        assert publish.redis_pushes_apply(producer.channel, [message])
+        assert not publish.redis_pushes_apply(producer.channel, [message, routed])
+    with Connection("memory://") as conn:
+        producer = app.amqp.Producer(conn, auto_declare=False)
+        assert not publish.redis_pushes_apply(producer.channel, [message])
