@@ -16,12 +16,14 @@ from kombu import Connection
 
 from project.celery import app
 from scheduling import publish, services
+from scheduling.scheduler import beat_broker_options
 from scheduling.tasks import run_job
 from tests.factories import make_job
 
 pytestmark = pytest.mark.django_db
 
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/2")
+AMQP_URL = os.environ.get("TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672//")
 
 
 def messages() -> publish.Messages:
@@ -87,9 +89,9 @@ def test_a_route_is_resolved_once_per_queue_and_a_batch_keeps_each_messages_own(
     assert [m.headers["periodic_task_name"] for m in default] == ["j1", "j3"]
 
 
-def redis_answers() -> bool:
+def redis_answers(url: str = REDIS_URL) -> bool:
     try:
-        with Connection(REDIS_URL, connect_timeout=1) as connection:
+        with Connection(url, connect_timeout=1) as connection:
             connection.ensure_connection(max_retries=1)
     except Exception:
         return False
@@ -183,3 +185,49 @@ def test_on_redis_a_message_to_a_named_exchange_goes_through_kombu():
     with Connection("memory://") as conn:
         producer = app.amqp.Producer(conn, auto_declare=False)
         assert not publish.redis_pushes_apply(producer.channel, [message])
+
+
+def amqp_connection() -> Connection:
+    """A connection with beat's options: publisher confirms, bounded reads."""
+    return Connection(AMQP_URL, transport_options=beat_broker_options("amqp", 2.0))
+
+
+@pytest.mark.skipif(not redis_answers(AMQP_URL), reason="needs RabbitMQ")
+def test_on_rabbitmq_a_batch_waits_once_for_all_its_confirms_and_each_message_arrives():
+    fire = timezone.now() + dt.timedelta(minutes=1)
+    queue = f"confirm-test-{os.getpid()}"
+    jobs = [make_job(name=f"c{i}", queue=queue, priority=i % 10) for i in range(30)]
+    built = messages()
+    batch = [built.build(kwargs=run_of(job, fire)[0], **run_of(job, fire)[1]) for job in jobs]
+    with amqp_connection() as conn:
+        producer = app.amqp.Producer(conn, auto_declare=False)
+        try:
+            publish.messages_publish(producer, batch[:20])
+            confirms = producer.channel.__dict__["_scheduling_confirms"]
+            assert confirms.highest == 20 and not confirms.outstanding
+            # What kombu publishes on the same channel, one at a time (the run, and its
+            # task-sent event when those are on), keeps the count.
+            kwargs, options = run_of(jobs[0], fire)
+            run_job.apply_async(kwargs=kwargs, producer=producer, **options)
+            assert confirms.highest > 20
+            before = confirms.highest
+            publish.messages_publish(producer, batch[20:])
+            assert confirms.highest == before + 10 and not confirms.outstanding
+            got = take(conn, queue, 31)
+        finally:
+            producer.channel.queue_delete(queue)
+    names = sorted(m.headers["periodic_task_name"] for m in got)
+    assert names == sorted([f"c{i}" for i in range(30)] + ["c0"])
+    assert {m.properties["priority"] for m in got} == set(range(10))
+
+
+@pytest.mark.skipif(not redis_answers(AMQP_URL), reason="needs RabbitMQ")
+def test_on_rabbitmq_a_channel_confirmed_before_is_published_one_at_a_time():
+    with amqp_connection() as conn:
+        producer = app.amqp.Producer(conn, auto_declare=False)
+        channel = producer.channel
+        channel._confirm_selected = True  # as kombu leaves it after its first publish
+        channel.confirm_select()
+        assert publish._confirms(channel) is None
+    with Connection(AMQP_URL) as conn:  # no confirms: kombu's way
+        assert publish._confirms(app.amqp.Producer(conn, auto_declare=False).channel) is None
