@@ -1056,35 +1056,18 @@ def fmt_storm(r: Storm, cap: float) -> str:
     return f"{text}, {rate:,.0f} msg/s from the fire time"
 
 
-def storm(size: int, due: int, cap: float, before: str) -> bool:
+def storm(
+    size: int, due: int, cap: float, before: str, only: str | None = None, repeat: int = 1
+) -> bool:
     """Stock, ours before (the commit ``before``; none when empty) and ours now, each
     meeting ``due`` of ``size`` jobs due at once; return whether ours sent every one."""
     results: list[Storm] = []
     started = time.time()
-    # Ours, before and now, on the same rows (seeded once; reset after each).
-    empty_database()
-    ours = OurJobs()
-    seeded = time.perf_counter()
-    ours.seed(size)
-    print(f"[storm] {size:,} jobs (ours) created in {time.perf_counter() - seeded:.1f} s")
-    if before:
-        tree, commit = before_tree(before)
-        results.append(storm_once(ours, f"ours before ({commit[:7]})", size, due, cap, tree))
-    else:
-        print("[storm] ours before: no commit to compare with (--before, or a main branch)")
-    now = storm_once(ours, "ours", size, due, cap)
-    results.append(now)
-    # Stock: at the same size, and at a tenth of it (a tenth due) until it makes the cap.
-    stock_size, stock_due = size, due
-    while True:
-        empty_database()
-        stock = StockJobs()
-        stock.seed(stock_size)
-        result = storm_once(stock, "stock", stock_size, stock_due, cap)
-        results.append(result)
-        if (result.count == result.due and not result.note) or stock_size <= 1000:
-            break
-        stock_size, stock_due = stock_size // 10, max(stock_due // 10, 1)
+    now = Storm("ours", size, due, note="not run (--only stock)")
+    if only != "stock":
+        now = storm_ours(results, size, due, cap, before, repeat)
+    if only != "ours":
+        storm_stock(results, size, due, cap)
     empty_database()
     print(
         f"\nStorm: jobs due at the same second, PostgreSQL + Redis; one beat each, on a fresh "
@@ -1104,7 +1087,42 @@ def storm(size: int, due: int, cap: float, before: str) -> bool:
         "of the size while it misses the cap; ours: a cron with seconds. "
         f"Whole storm run: {(time.time() - started) / 60:.1f} min"
     )
-    return now.count == now.due and not now.note
+    return only == "stock" or (now.count == now.due and not now.note)
+
+
+def storm_ours(
+    results: list[Storm], size: int, due: int, cap: float, before: str, repeat: int
+) -> Storm:
+    """Ours, before and now, on the same rows (seeded once; reset after each)."""
+    empty_database()
+    ours = OurJobs()
+    seeded = time.perf_counter()
+    ours.seed(size)
+    print(f"[storm] {size:,} jobs (ours) created in {time.perf_counter() - seeded:.1f} s")
+    tree, commit = before_tree(before) if before else (None, "")
+    if not before:
+        print("[storm] ours before: no commit to compare with (--before, or a main branch)")
+    for _ in range(repeat):  # alternately: the machine's load changes over minutes
+        if tree is not None:
+            label = f"ours before ({commit[:7]})"
+            results.append(storm_once(ours, label, size, due, cap, tree))
+        now = storm_once(ours, "ours", size, due, cap)
+        results.append(now)
+    return now
+
+
+def storm_stock(results: list[Storm], size: int, due: int, cap: float) -> None:
+    """Stock: at the same size, and at a tenth of it (a tenth due) until it makes the cap."""
+    stock_size, stock_due = size, due
+    while True:
+        empty_database()
+        stock = StockJobs()
+        stock.seed(stock_size)
+        result = storm_once(stock, "stock", stock_size, stock_due, cap)
+        results.append(result)
+        if (result.count == result.due and not result.note) or stock_size <= 1000:
+            break
+        stock_size, stock_due = stock_size // 10, max(stock_due // 10, 1)
 
 
 def main() -> None:
@@ -1118,6 +1136,7 @@ def main() -> None:
     parser.add_argument("--storm-size", type=int, default=100_000)
     parser.add_argument("--storm-due", type=int, default=10_000)
     parser.add_argument("--storm-cap", type=float, default=120.0)
+    parser.add_argument("--storm-repeat", type=int, default=1, help="ours before/now, N times")
     parser.add_argument("--short", action="store_true", help="--storm at 2,000 jobs, 500 due")
     parser.add_argument("--before", default="", help="our code before (default: merge base)")
     args = parser.parse_args()
@@ -1147,7 +1166,8 @@ def main() -> None:
                 ["git", "merge-base", "HEAD", "main"], cwd=ROOT, capture_output=True, text=True
             ).stdout.strip()
         )
-        if not storm(args.storm_size, args.storm_due, args.storm_cap, before):
+        storm_args = (args.storm_size, args.storm_due, args.storm_cap, before, args.only)
+        if not storm(*storm_args, repeat=args.storm_repeat):
             sys.exit(1)
         return
     kinds = [StockJobs, OurJobs]

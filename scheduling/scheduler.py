@@ -13,10 +13,11 @@ schedule**. Each job row stores its next fire time (``next_run_at``) and when to
 2. when something is due: renews its lease (the fence: a beat that lost the lease sends
    nothing), then in **one transaction** locks the due rows (``FOR NO KEY UPDATE SKIP
    LOCKED``; a row an operator is saving right now waits for the next pass; a worker
-   recording a run of one of them does not), sends each due run, then
-   stores every job's following fire time, in batches of ``BEAT_BATCH_SIZE``. A pass
-   publishes for a fifth of the lease at most, and a message only while the lease surely
-   outlasts it (:meth:`JobScheduler.dispatch_due`).
+   recording a run of one of them does not), ``BEAT_BATCH_SIZE`` at a time, and sends
+   each lot before reading the next, up to ``PASS_LOTS`` lots; once all are sent it
+   stores every job's following fire time (one statement). A pass publishes for a fifth
+   of the lease at most, and a message only while the lease surely outlasts it
+   (:meth:`JobScheduler.dispatch_due`).
 
 Edits need no change detection at all: the services write the new fire time on the row,
 and beat reads only rows that are due. Deletes and pauses simply drop rows from the index.
@@ -45,8 +46,8 @@ once. When no fire time is left (the end passed, or ``max_runs`` were sent) the 
 found it disables the job through :func:`scheduling.services.job_finish`, with the reason
 in its audit trail.
 
-Messages go out in batches (:mod:`scheduling.publish`: built once, one pipelined round
-trip per batch on Redis), the lease checked before each; SIGTERM stops a pass after its
+Messages go out in batches (:mod:`scheduling.publish`: built once, one round trip per
+batch on Redis and on RabbitMQ), the lease checked before each; SIGTERM stops a pass after its
 batch (:meth:`JobScheduler.install_stop`).
 
 Fire times that could not be sent in time (beat down, no leader) follow the job's misfire
@@ -598,16 +599,18 @@ class JobScheduler(DatabaseScheduler):
         return sql.from_db(Job, "dispatch_at", due_at), sql.from_db(Job, "resume_at", resume_at)
 
     def dispatch_due(self, now: dt.datetime) -> int:
-        """Send the runs due by ``now`` (one batch, one bounded pass), store what follows;
-        return how many runs were sent.
+        """Send the runs due by ``now`` (up to ``PASS_LOTS`` lots, one bounded pass), store
+        what follows; return how many runs were sent.
 
         1. Renew the lease, in a statement of its own: the lease row is never locked
            while messages go out, so a standby's take-over never waits for this pass.
-        2. Lock the due rows and publish, each message only while the lease surely has
-           time left for it (:meth:`_may_publish`: the fence, by this beat's clock, as no
-           lock on the lease is held), and for at most ``pass_seconds``. A job not reached
-           keeps its fire time, for the next pass or the next leader.
-        3. Store the following fire time of every job handled, and commit.
+        2. Lock the due rows, a lot at a time (:meth:`_lock_due`), and publish, each
+           message only while the lease surely has time left for it
+           (:meth:`_may_publish`: the fence, by this beat's clock, as no lock on the lease
+           is held), and for at most ``pass_seconds``. A job not reached keeps its fire
+           time, for the next pass or the next leader.
+        3. Once every lot is sent, store the following fire time of every job handled,
+           and commit.
         4. A publish that failed for the broker's sake stops the pass; once committed, this
            beat hands the lease over (:meth:`_step_down`).
         """

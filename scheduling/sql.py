@@ -21,7 +21,7 @@ from contextlib import ExitStack, contextmanager, suppress
 from typing import Any
 
 import psycopg
-from django.db import DatabaseError, connection, transaction
+from django.db import DEFAULT_DB_ALIAS, DatabaseError, connection, connections, transaction
 from django.db.backends.utils import CursorWrapper
 from django.db.models import Field, Model
 from psycopg.waiting import Wait
@@ -251,11 +251,9 @@ def _insert_sql(model: type[Model]) -> tuple[str, list[Field]]:
     return sql, fields
 
 
-def _insert_values(instance: Model, fields: list[Field]) -> list[Any]:
+def _insert_values(instance: Model, fields: list[Field], db: Any = connection) -> list[Any]:
     """``instance``'s values of ``fields`` for an insert, as the ORM prepares them."""
-    return [
-        field.get_db_prep_save(field.pre_save(instance, add=True), connection) for field in fields
-    ]
+    return [field.get_db_prep_save(field.pre_save(instance, add=True), db) for field in fields]
 
 
 def inserted(instance: Model, pk: Any) -> Model:
@@ -361,8 +359,9 @@ def rows_update(instances: Iterable[Model], names: Iterable[str]) -> None:
         with cursor() as c:
             c.executemany(_update_sql(model, names, (), ""), rows)
         return
+    db = connections[DEFAULT_DB_ALIAS]  # not the proxy: a look-up less for each value
     columns = [
-        [field.get_db_prep_save(getattr(obj, field.attname), connection) for obj in instances]
+        [field.get_db_prep_save(getattr(obj, field.attname), db) for obj in instances]
         for field in fields
     ]
     columns.append([obj.pk for obj in instances])
@@ -408,7 +407,8 @@ def rows_insert(instances: Iterable[Model], *, ignore_conflicts: bool = False) -
     conflict = " ON CONFLICT DO NOTHING" if ignore_conflicts else ""
     table = quote(model._meta.db_table)
     if connection.vendor == "postgresql":
-        rows = [_insert_values(obj, fields) for obj in instances]
+        db = connections[DEFAULT_DB_ALIAS]  # not the proxy: a look-up less for each value
+        rows = [_insert_values(obj, fields, db) for obj in instances]
         with cursor() as c:
             c.execute(
                 f"INSERT INTO {table} ({columns})"
