@@ -27,7 +27,8 @@ that work so that a burst of due runs goes out at the broker client's pace:
    kombu's ``Producer.publish`` as usual, but without waiting for each confirm: the
    broker's acks of the whole batch are awaited once it is all written (its delivery tags
    counted on the channel, whose every confirm is seen here from its ``confirm.select``
-   on). One round trip a batch instead of one a message. A nack, or a channel whose
+   on, and from 1 again when py-amqp reopens it after a channel error). One round trip a
+   batch instead of one a message. A nack, or a channel whose
    confirms were selected before this module saw it, has the batch raise or go one
    message at a time, as kombu does.
 
@@ -255,6 +256,12 @@ class _Confirms:
             self.nacked = True
         self.ack(delivery_tag, multiple)
 
+    def restart(self) -> None:
+        """The channel was reopened (py-amqp does so in place after a channel error): the
+        server counts delivery tags from 1 again, once confirms are selected anew."""
+        self.highest = 0
+        self.outstanding = set()
+
 
 def _confirms(channel: Any) -> _Confirms | None:
     """The confirms of ``channel`` if it is a py-amqp channel in confirm mode whose every
@@ -264,15 +271,22 @@ def _confirms(channel: Any) -> _Confirms | None:
     if publish_confirm is None or channel.basic_publish != publish_confirm:
         return None  # not py-amqp, or not in confirm mode: kombu's way
     confirms = channel.__dict__.get("_scheduling_confirms")
-    if confirms is not None and confirms.ack in channel.events["basic_ack"]:
-        return confirms
-    if channel._confirm_selected:
-        return None  # confirmed publishes this module did not count: one at a time
-    confirms = channel.__dict__["_scheduling_confirms"] = _Confirms()
-    channel.events["basic_ack"].add(confirms.ack)
-    channel.events["basic_nack"].add(confirms.nack)
-    channel._confirm_selected = True
-    channel.confirm_select()
+    if confirms is None or confirms.ack not in channel.events["basic_ack"]:
+        if channel._confirm_selected:
+            return None  # confirmed publishes this module did not count: one at a time
+        confirms = channel.__dict__["_scheduling_confirms"] = _Confirms()
+        channel.events["basic_ack"].add(confirms.ack)
+        channel.events["basic_nack"].add(confirms.nack)
+        reopen = channel._do_revive  # after a channel error: the same object, reopened
+
+        def reopened() -> None:
+            confirms.restart()
+            reopen()
+
+        channel._do_revive = reopened
+    if not channel._confirm_selected:  # new, or reopened since (tags restart from 1)
+        channel._confirm_selected = True
+        channel.confirm_select()
     return confirms
 
 
