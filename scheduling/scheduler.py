@@ -14,7 +14,7 @@ schedule**. Each job row stores its next fire time (``next_run_at``) and when to
    nothing), then in **one transaction** locks the due rows (``FOR NO KEY UPDATE SKIP
    LOCKED``; a row an operator is saving right now waits for the next pass; a worker
    recording a run of one of them does not), ``BEAT_BATCH_SIZE`` at a time, and sends
-   each lot before reading the next, up to ``PASS_LOTS`` lots; once all are sent it
+   each lot before reading the next, up to ``PASS_ROWS`` rows; once all are sent it
    stores every job's following fire time (one statement). A pass publishes for a fifth
    of the lease at most, and a message only while the lease surely outlasts it
    (:meth:`JobScheduler.dispatch_due`).
@@ -111,10 +111,11 @@ STOP_GRACE = 3.0
 PUBLISH_BATCH = 200
 # A pass locks its due rows BEAT_BATCH_SIZE at a time, sending each lot before reading the
 # next, and stores the following fire times of all of them once they are sent: a storm of
-# up to PASS_LOTS x BEAT_BATCH_SIZE runs due at once goes out before any of its writes.
-# Bounded so that what follows the last message (planning and writing every job's next fire
-# time) stays well inside the transaction's idle and statement time-outs.
-PASS_LOTS = 10
+# up to PASS_ROWS runs due at once goes out before any of its writes. Bounded so that what
+# follows the last message (planning and writing every job's next fire time, a few hundred
+# milliseconds at 10,000) stays well inside the transaction's idle and statement time-outs,
+# whatever BEAT_BATCH_SIZE is.
+PASS_ROWS = 10_000
 # The fire times an outage left unsent are recorded after the catch-up, in passes with
 # nothing due: for at most this long a pass (seconds), and never past the next due fire
 # time, in transactions of RECORD_BATCH jobs (each: a summary row, its statistics, and its
@@ -599,7 +600,7 @@ class JobScheduler(DatabaseScheduler):
         return sql.from_db(Job, "dispatch_at", due_at), sql.from_db(Job, "resume_at", resume_at)
 
     def dispatch_due(self, now: dt.datetime) -> int:
-        """Send the runs due by ``now`` (up to ``PASS_LOTS`` lots, one bounded pass), store
+        """Send the runs due by ``now`` (up to ``PASS_ROWS`` rows, one bounded pass), store
         what follows; return how many runs were sent.
 
         1. Renew the lease, in a statement of its own: the lease row is never locked
@@ -628,8 +629,8 @@ class JobScheduler(DatabaseScheduler):
                 # is computed (the last of a storm is not delayed by the planning or the
                 # writes of the others), then the late, coalescing or broken ones, then
                 # every following fire time. The due rows are locked BEAT_BATCH_SIZE at a
-                # time, each lot sent before the next is read, up to PASS_LOTS lots.
-                for _ in range(PASS_LOTS):
+                # time, each lot sent before the next is read, up to PASS_ROWS rows.
+                for _ in range(max(1, PASS_ROWS // self.batch_size)):
                     start = len(jobs)
                     jobs += self._lock_due(now, jobs[-1] if jobs else None)
                     plans += [self._plan_on_time(job, now) for job in jobs[start:]]

@@ -142,9 +142,9 @@ def test_a_storm_is_locked_a_lot_at_a_time_and_sent_in_one_pass_before_any_write
 ):
     """Due rows are read BEAT_BATCH_SIZE at a time (rows this transaction locked are not
     skipped by its own SKIP LOCKED: each lot starts after the last), all sent before the
-    pass writes anything, up to PASS_LOTS lots a pass; the rest waits for the next pass."""
+    pass writes anything, up to PASS_ROWS rows a pass; the rest waits for the next pass."""
     monkeypatch.setattr(scheduler, "batch_size", 3)
-    monkeypatch.setattr(scheduler_module, "PASS_LOTS", 4)
+    monkeypatch.setattr(scheduler_module, "PASS_ROWS", 12)
     fire = now_s()
     jobs = [make_job(name=f"storm-{i:02}", cron_expression="*/1 * * * * *") for i in range(14)]
     for job in jobs:
