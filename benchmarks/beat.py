@@ -16,6 +16,14 @@ run a thin subclass of their scheduler that only times ``tick()`` and appends it
 
     DJANGO_DEBUG=1 .venv/bin/python benchmarks/beat.py [--sizes 1000,10000,100000] [--only stock|ours]
 
+``--storm`` measures instead a storm (issue 18): ``--storm-due`` of ``--storm-size`` jobs
+(default 10,000 of 100,000) due at the same second, each scheduler in its own beat on the
+same rows, from the fire time to the last message in Redis: stock (at that size, and at a
+tenth of it while it misses the cap of ``--storm-cap`` seconds), ours as it was before
+(``--before``, default the merge base with ``main``: that commit's tree is extracted into
+``var/bench/beat/before-<commit>`` and its beat runs from there) and ours now.
+``--storm --short`` (2,000 jobs, 500 due; under a minute) is the version for CI.
+
 Uses the database ``bench_beat`` on the server of $BENCH_DATABASE_URL (created and migrated
 when missing; ``--recreate`` drops it first) and Redis $BENCH_REDIS_URL (default
 redis://127.0.0.1:6379/12); both are emptied as it goes. Beat logs and tick files are kept
@@ -207,8 +215,9 @@ class Consumer(threading.Thread):
 class Beat:
     """One ``celery beat`` process with a timed scheduler; its log and tick file are kept."""
 
-    def __init__(self, scheduler: str, tag: str) -> None:
+    def __init__(self, scheduler: str, tag: str, root: Path = ROOT) -> None:
         self.scheduler = scheduler
+        self.root = root  # the tree beat runs from (the code before a change, for --storm)
         self.log_path = OUT_DIR / f"{tag}.log"
         self.tick_path = OUT_DIR / f"{tag}.ticks"
         self.proc: subprocess.Popen | None = None
@@ -222,7 +231,7 @@ class Beat:
             "DATABASE_URL": DATABASE_URL,
             "CELERY_BROKER_URL": REDIS_URL,
             "DJANGO_DEBUG": "1",
-            "PYTHONPATH": str(ROOT),  # so beat can import benchmarks.beat
+            "PYTHONPATH": str(self.root),  # so beat can import benchmarks.beat
             "PYTHONUNBUFFERED": "1",
             TICK_LOG_ENV: str(self.tick_path),
         }
@@ -233,7 +242,7 @@ class Beat:
             self.launched = time.time()
             self.proc = subprocess.Popen(
                 command,
-                cwd=ROOT,
+                cwd=self.root,
                 env=env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -959,6 +968,163 @@ within 5 minutes, so it holds about 2/3 of the jobs in memory ("entries" below).
 """
 
 
+# --- the storm (issue 18) -------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Storm:
+    label: str
+    size: int
+    due: int
+    count: int = 0
+    first_s: float | None = None
+    last_s: float | None = None
+    ready_before: bool = True
+    rss_mb: float | None = None
+    passes: int = 0
+    note: str = ""
+
+
+def before_tree(ref: str) -> tuple[Path, str]:
+    """The tree of commit ``ref`` (our code before the change), extracted once."""
+    commit = subprocess.run(
+        ["git", "rev-parse", "--verify", f"{ref}^{{commit}}"],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    tree = OUT_DIR / f"before-{commit[:10]}"
+    if not (tree / "manage.py").exists():
+        tree.mkdir(parents=True, exist_ok=True)
+        archive = subprocess.run(
+            ["git", "archive", commit], cwd=ROOT, check=True, capture_output=True
+        ).stdout
+        subprocess.run(["tar", "-x", "-C", str(tree)], input=archive, check=True)
+    return tree, commit
+
+
+def storm_once(
+    jobs: "StockJobs | OurJobs", label: str, size: int, due: int, cap: float, root: Path = ROOT
+) -> Storm:
+    """One beat (of ``jobs``' scheduler, run from ``root``) meets ``due`` jobs due at once."""
+    result = Storm(label, size, due)
+    indices = list(range(due))
+    empty_broker_and_leases()
+    consumer = Consumer()
+    consumer.start()
+    beat = Beat(jobs.scheduler, f"storm-{label.replace(' ', '-')}-{size}", root)
+    beat.start()
+    try:
+        # Due once beat is surely up: its first tick, plus a margin.
+        wait_until(lambda: beat.ready_at() is not None, beat.launched + START_CAP, beat)
+        if beat.ready_at() is None:
+            result.note = f"no tick within {START_CAP:.0f} s:\n{beat.log_tail()}"
+            return result
+        at = jobs.burst_time(time.time() + 3)
+        jobs.set_burst(indices, at)
+        names = {job_name(i) for i in indices}
+
+        def arrivals() -> list[float]:
+            return [m.arrived for m in consumer.messages() if m.name in names]
+
+        print(f"[storm {label} {size:,}] {due:,} due in {at - time.time():.0f} s", flush=True)
+        wait_until(lambda: len(arrivals()) >= due, at + cap, beat)
+        times = arrivals()
+        result.count = len(times)
+        if times:
+            result.first_s, result.last_s = min(times) - at, max(times) - at
+        result.passes = sum(1 for t in beat.ticks() if t.start >= at - 0.5 and t.delay == 0)
+        beat.read_peak_rss()
+        result.rss_mb = beat.peak_rss_mb
+        print(f"[storm {label} {size:,}] {fmt_storm(result, cap)}", flush=True)
+    finally:
+        beat.stop()
+        consumer.stop()
+        jobs.reset(indices)
+    return result
+
+
+def fmt_storm(r: Storm, cap: float) -> str:
+    if r.note:
+        return r.note.splitlines()[0]
+    if not r.count:
+        return f"none within {cap:.0f} s (0/{r.due:,})"
+    last = f"{r.last_s:+.2f} s" if r.count == r.due else f"> {cap:.0f} s"
+    text = f"{r.first_s:+.2f} / {last} ({r.count:,}/{r.due:,})"
+    rate = r.count / max(r.last_s, 1e-3) if r.count == r.due else r.count / cap
+    return f"{text}, {rate:,.0f} msg/s from the fire time"
+
+
+def storm(
+    size: int, due: int, cap: float, before: str, only: str | None = None, repeat: int = 1
+) -> bool:
+    """Stock, ours before (the commit ``before``; none when empty) and ours now, each
+    meeting ``due`` of ``size`` jobs due at once; return whether ours sent every one."""
+    results: list[Storm] = []
+    started = time.time()
+    now = Storm("ours", size, due, note="not run (--only stock)")
+    if only != "stock":
+        now = storm_ours(results, size, due, cap, before, repeat)
+    if only != "ours":
+        storm_stock(results, size, due, cap)
+    empty_database()
+    print(
+        f"\nStorm: jobs due at the same second, PostgreSQL + Redis; one beat each, on a fresh "
+        f"Redis list; fire time -> arrival of the first / last message (cap {cap:.0f} s)"
+    )
+    table = [["scheduler", "jobs", "due", "first / last message after the fire time", "RSS"]]
+    for r in results:
+        rss = "-" if r.rss_mb is None else f"{r.rss_mb:.0f} MB"
+        table.append([r.label, f"{r.size:,}", f"{r.due:,}", fmt_storm(r, cap), rss])
+    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
+    for number, row in enumerate(table):
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)))
+        if number == 0:
+            print("  ".join("-" * width for width in widths))
+    print(
+        "stock: a crontab on the storm's minute (no seconds in crontab), tried at a tenth "
+        "of the size while it misses the cap; ours: a cron with seconds. "
+        f"Whole storm run: {(time.time() - started) / 60:.1f} min"
+    )
+    return only == "stock" or (now.count == now.due and not now.note)
+
+
+def storm_ours(
+    results: list[Storm], size: int, due: int, cap: float, before: str, repeat: int
+) -> Storm:
+    """Ours, before and now, on the same rows (seeded once; reset after each)."""
+    empty_database()
+    ours = OurJobs()
+    seeded = time.perf_counter()
+    ours.seed(size)
+    print(f"[storm] {size:,} jobs (ours) created in {time.perf_counter() - seeded:.1f} s")
+    tree, commit = before_tree(before) if before else (None, "")
+    if not before:
+        print("[storm] ours before: no commit to compare with (--before, or a main branch)")
+    for _ in range(repeat):  # alternately: the machine's load changes over minutes
+        if tree is not None:
+            label = f"ours before ({commit[:7]})"
+            results.append(storm_once(ours, label, size, due, cap, tree))
+        now = storm_once(ours, "ours", size, due, cap)
+        results.append(now)
+    return now
+
+
+def storm_stock(results: list[Storm], size: int, due: int, cap: float) -> None:
+    """Stock: at the same size, and at a tenth of it (a tenth due) until it makes the cap."""
+    stock_size, stock_due = size, due
+    while True:
+        empty_database()
+        stock = StockJobs()
+        stock.seed(stock_size)
+        result = storm_once(stock, "stock", stock_size, stock_due, cap)
+        results.append(result)
+        if (result.count == result.due and not result.note) or stock_size <= 1000:
+            break
+        stock_size, stock_due = stock_size // 10, max(stock_due // 10, 1)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -966,6 +1132,13 @@ def main() -> None:
     parser.add_argument("--sizes", default="1000,10000,100000")
     parser.add_argument("--only", choices=["stock", "ours"])
     parser.add_argument("--recreate", action="store_true", help="drop and recreate bench_beat")
+    parser.add_argument("--storm", action="store_true", help="the storm instead (issue 18)")
+    parser.add_argument("--storm-size", type=int, default=100_000)
+    parser.add_argument("--storm-due", type=int, default=10_000)
+    parser.add_argument("--storm-cap", type=float, default=120.0)
+    parser.add_argument("--storm-repeat", type=int, default=1, help="ours before/now, N times")
+    parser.add_argument("--short", action="store_true", help="--storm at 2,000 jobs, 500 due")
+    parser.add_argument("--before", default="", help="our code before (default: merge base)")
     args = parser.parse_args()
     sizes = [int(s.replace("_", "")) for s in args.sizes.split(",") if s.strip()]
 
@@ -984,6 +1157,19 @@ def main() -> None:
 
     logging.getLogger("scheduling").setLevel(logging.WARNING)
 
+    if args.storm:
+        if args.short:
+            args.storm_size, args.storm_due, args.storm_cap = 2000, 500, 30.0
+        before = (
+            args.before
+            or subprocess.run(
+                ["git", "merge-base", "HEAD", "main"], cwd=ROOT, capture_output=True, text=True
+            ).stdout.strip()
+        )
+        storm_args = (args.storm_size, args.storm_due, args.storm_cap, before, args.only)
+        if not storm(*storm_args, repeat=args.storm_repeat):
+            sys.exit(1)
+        return
     kinds = [StockJobs, OurJobs]
     if args.only:
         kinds = [k for k in kinds if k.label == args.only]

@@ -14,12 +14,19 @@ building the messages and publishing them.
 4. as 3, with the building and publishing split over 2 threads, each with its own
    connection.
 
-    DJANGO_DEBUG=1 .venv/bin/python benchmarks/publish.py [--messages 10000]
+On Redis, 3 is beat's own pipeline (kombu's envelopes, an ``LPUSH`` per priority list);
+``--kombu-batch`` adds 3 as it was before, through ``Producer.batch()``. With ``--amqp
+URL`` the same on RabbitMQ (beat's connection: publisher confirms): 1, 3 as before (each
+message waits for its confirm: the channel's confirms selected before the batch path saw
+it) and 3 (a batch's confirms awaited at once).
+
+    DJANGO_DEBUG=1 .venv/bin/python benchmarks/publish.py [--messages 10000] [--amqp URL]
 
 Uses Redis $BENCH_REDIS_URL (default db 6) and needs no database.
 """
 
 import argparse
+import contextlib
 import datetime as dt
 import os
 import sys
@@ -62,17 +69,34 @@ def jobs(count: int) -> list:
     ]
 
 
+BROKER = {"url": ""}  # --amqp: RabbitMQ instead of Redis
+
+
 def producer():
     from project.celery import app
     from scheduling.scheduler import beat_broker_options
 
+    url = BROKER["url"] or None
+    driver = "amqp" if url else "redis"
     connection = app.connection_for_write(
-        connect_timeout=0.5, transport_options=beat_broker_options("redis", 0.5)
+        url, connect_timeout=0.5, transport_options=beat_broker_options(driver, 0.5)
     )
     return app.amqp.Producer(connection, auto_declare=False)
 
 
 def empty() -> int:
+    if BROKER["url"]:
+        from kombu import Connection
+
+        count = 0
+        with Connection(BROKER["url"]) as connection:
+            for queue in ("celery", "bench"):
+                channel = connection.channel()
+                with contextlib.suppress(Exception):  # not declared yet
+                    count += channel.queue_purge(queue) or 0
+                with contextlib.suppress(Exception):
+                    channel.close()
+        return count
     import redis
 
     client = redis.Redis.from_url(REDIS_URL)
@@ -144,6 +168,44 @@ def prebuilt(all_jobs, fire) -> dict:
     return {"total": ended - started, "build": middle - started, "publish": ended - middle}
 
 
+def prebuilt_one_confirm_at_a_time(all_jobs, fire) -> dict:
+    """3 as it was before on RabbitMQ: kombu's Producer.batch(), which there publishes
+    each message at once and waits for its confirm (the channel's confirms selected before
+    scheduling.publish saw it, so it takes kombu's way)."""
+    sender = producer()
+    sender.channel._confirm_selected = True
+    sender.channel.confirm_select()
+    return _timed_prebuilt(sender, all_jobs, fire)
+
+
+def prebuilt_kombu_batch(all_jobs, fire) -> dict:
+    """3 as it was before on Redis: each message through kombu's Producer.batch()."""
+    from scheduling import publish
+
+    sender = producer()
+    original = publish.redis_pushes_apply
+    publish.redis_pushes_apply = lambda channel, messages: False
+    try:
+        return _timed_prebuilt(sender, all_jobs, fire)
+    finally:
+        publish.redis_pushes_apply = original
+
+
+def _timed_prebuilt(sender, all_jobs, fire) -> dict:
+    from project.celery import app
+    from scheduling import publish
+    from scheduling.tasks import run_job
+
+    messages = publish.Messages(app, run_job._get_current_object())
+    started = time.perf_counter()
+    built = build(all_jobs, fire, messages)
+    middle = time.perf_counter()
+    for start in range(0, len(built), BATCH):
+        publish.messages_publish(sender, built[start : start + BATCH])
+    ended = time.perf_counter()
+    return {"total": ended - started, "build": middle - started, "publish": ended - middle}
+
+
 def threaded(all_jobs, fire, threads: int = 2) -> dict:
     from project.celery import app
     from scheduling import publish
@@ -175,18 +237,30 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--messages", type=int, default=10_000)
+    parser.add_argument("--amqp", default="", help="RabbitMQ URL: measure there instead")
+    parser.add_argument("--kombu-batch", action="store_true", help="Redis: 3 as before too")
     args = parser.parse_args()
     setup()
+    BROKER["url"] = args.amqp
     all_jobs = jobs(args.messages)
     fire = dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)  # no expiry during the run
     empty()
-    print(f"{args.messages:,} run messages to {REDIS_URL}, one process")
-    for label, technique in [
+    print(f"{args.messages:,} run messages to {args.amqp or REDIS_URL}, one process")
+    techniques = [
         ("1. apply_async, one at a time", one_at_a_time),
         ("2. apply_async inside Producer.batch()", apply_async_batched),
         ("3. Messages.build + messages_publish", prebuilt),
         ("4. as 3, 2 threads", threaded),
-    ]:
+    ]
+    if args.kombu_batch:
+        techniques.insert(2, ("3 before: through Producer.batch()", prebuilt_kombu_batch))
+    if args.amqp:
+        techniques = [
+            techniques[0],
+            ("3 before: a confirm per message", prebuilt_one_confirm_at_a_time),
+            ("3. Messages.build + messages_publish", prebuilt),
+        ]
+    for label, technique in techniques:
         figures = technique(all_jobs, fire)
         arrived = empty()
         split = ""

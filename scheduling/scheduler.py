@@ -13,10 +13,11 @@ schedule**. Each job row stores its next fire time (``next_run_at``) and when to
 2. when something is due: renews its lease (the fence: a beat that lost the lease sends
    nothing), then in **one transaction** locks the due rows (``FOR NO KEY UPDATE SKIP
    LOCKED``; a row an operator is saving right now waits for the next pass; a worker
-   recording a run of one of them does not), sends each due run, then
-   stores every job's following fire time, in batches of ``BEAT_BATCH_SIZE``. A pass
-   publishes for a fifth of the lease at most, and a message only while the lease surely
-   outlasts it (:meth:`JobScheduler.dispatch_due`).
+   recording a run of one of them does not), ``BEAT_BATCH_SIZE`` at a time, and sends
+   each lot before reading the next, up to ``PASS_ROWS`` rows; once all are sent it
+   stores every job's following fire time (one statement). A pass publishes for a fifth
+   of the lease at most, and a message only while the lease surely outlasts it
+   (:meth:`JobScheduler.dispatch_due`).
 
 Edits need no change detection at all: the services write the new fire time on the row,
 and beat reads only rows that are due. Deletes and pauses simply drop rows from the index.
@@ -45,8 +46,8 @@ once. When no fire time is left (the end passed, or ``max_runs`` were sent) the 
 found it disables the job through :func:`scheduling.services.job_finish`, with the reason
 in its audit trail.
 
-Messages go out in batches (:mod:`scheduling.publish`: built once, one pipelined round
-trip per batch on Redis), the lease checked before each; SIGTERM stops a pass after its
+Messages go out in batches (:mod:`scheduling.publish`: built once, one round trip per
+batch on Redis and on RabbitMQ), the lease checked before each; SIGTERM stops a pass after its
 batch (:meth:`JobScheduler.install_stop`).
 
 Fire times that could not be sent in time (beat down, no leader) follow the job's misfire
@@ -108,6 +109,13 @@ STOP_GRACE = 3.0
 # Runs sent in one pipelined batch (Redis: one round trip). The lease is checked before
 # each batch; a batch of 200 takes a few tens of milliseconds to build and send.
 PUBLISH_BATCH = 200
+# A pass locks its due rows BEAT_BATCH_SIZE at a time, sending each lot before reading the
+# next, and stores the following fire times of all of them once they are sent: a storm of
+# up to PASS_ROWS runs due at once goes out before any of its writes. Bounded so that what
+# follows the last message (planning and writing every job's next fire time, a few hundred
+# milliseconds at 10,000) stays well inside the transaction's idle and statement time-outs,
+# whatever BEAT_BATCH_SIZE is.
+PASS_ROWS = 10_000
 # The fire times an outage left unsent are recorded after the catch-up, in passes with
 # nothing due: for at most this long a pass (seconds), and never past the next due fire
 # time, in transactions of RECORD_BATCH jobs (each: a summary row, its statistics, and its
@@ -268,6 +276,22 @@ class Lease:
             expires_at=None, holder=""
         )
         self.token = None
+
+
+def _next_after(trigger: Any, fire_time: dt.datetime) -> dt.datetime | None:
+    """``trigger.next_after(fire_time)``, computed once for jobs that share a trigger
+    (triggers are frozen dataclasses, equal when their fields are): in a storm many jobs
+    have the same expression and fire time, and croniter takes a few hundred
+    microseconds a job, the largest cost of a pass after its messages."""
+    try:
+        return _shared_next_after(trigger, fire_time)
+    except TypeError:  # a trigger holding something unhashable
+        return trigger.next_after(fire_time)
+
+
+@functools.lru_cache(maxsize=1024)
+def _shared_next_after(trigger: Any, fire_time: dt.datetime) -> dt.datetime | None:
+    return trigger.next_after(fire_time)
 
 
 class PassOver(Exception):
@@ -584,16 +608,18 @@ class JobScheduler(DatabaseScheduler):
         return sql.from_db(Job, "dispatch_at", due_at), sql.from_db(Job, "resume_at", resume_at)
 
     def dispatch_due(self, now: dt.datetime) -> int:
-        """Send the runs due by ``now`` (one batch, one bounded pass), store what follows;
-        return how many runs were sent.
+        """Send the runs due by ``now`` (up to ``PASS_ROWS`` rows, one bounded pass), store
+        what follows; return how many runs were sent.
 
         1. Renew the lease, in a statement of its own: the lease row is never locked
            while messages go out, so a standby's take-over never waits for this pass.
-        2. Lock the due rows and publish, each message only while the lease surely has
-           time left for it (:meth:`_may_publish`: the fence, by this beat's clock, as no
-           lock on the lease is held), and for at most ``pass_seconds``. A job not reached
-           keeps its fire time, for the next pass or the next leader.
-        3. Store the following fire time of every job handled, and commit.
+        2. Lock the due rows, a lot at a time (:meth:`_lock_due`), and publish, each
+           message only while the lease surely has time left for it
+           (:meth:`_may_publish`: the fence, by this beat's clock, as no lock on the lease
+           is held), and for at most ``pass_seconds``. A job not reached keeps its fire
+           time, for the next pass or the next leader.
+        3. Once every lot is sent, store the following fire time of every job handled,
+           and commit.
         4. A publish that failed for the broker's sake stops the pass; once committed, this
            beat hands the lease over (:meth:`_step_down`).
         """
@@ -602,30 +628,31 @@ class JobScheduler(DatabaseScheduler):
         ends = time.monotonic() + self.pass_seconds
         sent: list[tuple[dt.datetime, int, dt.datetime]] = []
         unreachable: BrokerUnreachable | None = None
+        jobs: list[Job] = []
+        plans: list[Plan | None] = []
+        handled: list[bool] = []
         with transaction.atomic(), self._sent_events():
-            # FOR NO KEY UPDATE, the lock beat's own UPDATE of the rows takes: it still
-            # keeps other beats, workers' starts and edits off them, but not the foreign-key
-            # checks (FOR KEY SHARE) of rows that name these jobs, so a worker recording a
-            # run of one of them (an expired message, a day's statistics) does not wait
-            # for this pass's publishing.
-            # With their group's queue, which routes the runs of a job with none of its
-            # own (:func:`selectors.job_routed_queue`).
-            jobs = list(
-                selectors.with_group_queue(
-                    Job.objects.select_for_update(skip_locked=True, no_key=True, of=("self",))
-                )
-                .filter(enabled=True, dispatch_at__lte=now)
-                .order_by("dispatch_at")[: self.batch_size]
-            )
-            # Send first, plan after: the runs due on time go out before anything else is
-            # computed (the last of a burst is not delayed by the planning of the others),
-            # then the late, coalescing or broken ones, then every following fire time.
-            plans = [self._plan_on_time(job, now) for job in jobs]
-            handled = [False] * len(jobs)
             try:
-                self._send_in_batches(
-                    jobs, plans, handled, sent, ends, (i for i, p in enumerate(plans) if p)
-                )
+                # Send first, plan after: the runs due on time go out before anything else
+                # is computed (the last of a storm is not delayed by the planning or the
+                # writes of the others), then the late, coalescing or broken ones, then
+                # every following fire time. The due rows are locked BEAT_BATCH_SIZE at a
+                # time, each lot sent before the next is read, up to PASS_ROWS rows.
+                for _ in range(max(1, PASS_ROWS // self.batch_size)):
+                    start = len(jobs)
+                    jobs += self._lock_due(now, jobs[-1] if jobs else None)
+                    plans += [self._plan_on_time(job, now) for job in jobs[start:]]
+                    handled += [False] * (len(jobs) - start)
+                    self._send_in_batches(
+                        jobs,
+                        plans,
+                        handled,
+                        sent,
+                        ends,
+                        (i for i in range(start, len(jobs)) if plans[i]),
+                    )
+                    if len(jobs) - start < self.batch_size:
+                        break
                 # The calendars of the jobs that have some, for what follows (no query when
                 # none has: ``has_calendars``).
                 prefetch_related_objects(
@@ -668,6 +695,28 @@ class JobScheduler(DatabaseScheduler):
         if unreachable is not None:
             self._step_down(unreachable)
         return len(sent)
+
+    def _lock_due(self, now: dt.datetime, after: Job | None) -> list[Job]:
+        """Lock the next ``BEAT_BATCH_SIZE`` due rows in dispatch order, after ``after``
+        (the last row this pass locked: rows a transaction has locked are not skipped by
+        its own ``SKIP LOCKED``).
+
+        FOR NO KEY UPDATE, the lock beat's own UPDATE of the rows takes: it still keeps
+        other beats, workers' starts and edits off them, but not the foreign-key checks
+        (FOR KEY SHARE) of rows that name these jobs, so a worker recording a run of one of
+        them (an expired message, a day's statistics) does not wait for this pass.
+
+        With their group's queue, which routes the runs of a job with none of its own
+        (:func:`selectors.job_routed_queue`)."""
+        due = selectors.with_group_queue(
+            Job.objects.select_for_update(skip_locked=True, no_key=True, of=("self",))
+        ).filter(enabled=True, dispatch_at__lte=now)
+        if after is not None:
+            due = due.filter(
+                Q(dispatch_at__gt=after.dispatch_at)
+                | Q(dispatch_at=after.dispatch_at, pk__gt=after.pk)
+            )
+        return list(due.order_by("dispatch_at", "pk")[: self.batch_size])
 
     def _may_publish(self, ends: float) -> None:
         """Raise :class:`PassOver` unless one more message may go out in this pass: the pass
@@ -863,7 +912,7 @@ class JobScheduler(DatabaseScheduler):
         if plan.send is not None:
             try:
                 trigger = plan.trigger or job.trigger()
-                plan.following = trigger.next_after(plan.send)
+                plan.following = _next_after(trigger, plan.send)
             except Exception as exc:
                 # Sent on time (its fire time was stored when the job was sound), but what
                 # follows cannot be computed.

@@ -896,7 +896,10 @@ def message_display(job: Job, kwargs: dict[str, Any] | None = None) -> dict[str,
     return {
         "shadow": job.task,
         **_arguments_display(
-            json.dumps(job.args or [], sort_keys=True), json.dumps(shown, sort_keys=True)
+            # The key of the cache; most jobs have no arguments (a storm of them: two
+            # encodings saved a message).
+            json.dumps(job.args, sort_keys=True) if job.args else "[]",
+            json.dumps(shown, sort_keys=True) if shown else "{}",
         ),
     }
 

@@ -137,6 +137,61 @@ def test_a_pass_costs_the_same_whatever_the_number_of_jobs(
     assert len(sent) == 2
 
 
+def test_a_storm_is_locked_a_lot_at_a_time_and_sent_in_one_pass_before_any_write(
+    scheduler, sent, monkeypatch
+):
+    """Due rows are read BEAT_BATCH_SIZE at a time (rows this transaction locked are not
+    skipped by its own SKIP LOCKED: each lot starts after the last), all sent before the
+    pass writes anything, up to PASS_ROWS rows a pass; the rest waits for the next pass."""
+    monkeypatch.setattr(scheduler, "batch_size", 3)
+    monkeypatch.setattr(scheduler_module, "PASS_ROWS", 12)
+    fire = now_s()
+    jobs = [make_job(name=f"storm-{i:02}", cron_expression="*/1 * * * * *") for i in range(14)]
+    for job in jobs:
+        make_due(job, fire)
+    writes: list[int] = []
+    update = scheduler_module.sql.rows_update
+
+    def rows_update(instances, names):
+        writes.append(len(sent))  # how many were sent when the writes began
+        update(instances, names)
+
+    monkeypatch.setattr(scheduler_module.sql, "rows_update", rows_update)
+    assert scheduler.dispatch_due(timezone.now()) == 12  # 4 lots of 3
+    assert writes == [12]
+    assert sorted(name for name, *_ in sent) == [f"storm-{i:02}" for i in range(12)]
+    assert scheduler.dispatch_due(timezone.now()) == 2
+    assert sorted(name for name, *_ in sent) == [job.name for job in jobs]  # each once
+    following = set(Job.objects.values_list("next_run_at", flat=True))
+    assert following == {fire + dt.timedelta(seconds=1)}
+    assert SentFireTime.objects.filter(scheduled_at=fire).count() == 14
+
+
+def test_jobs_sharing_a_trigger_compute_their_following_fire_time_once(scheduler, sent):
+    from scheduling import schedules
+
+    fire = now_s()
+    for i in range(5):
+        make_due(make_job(name=f"shared-{i}", cron_expression="*/1 * * * * *"), fire)
+    scheduler_module._shared_next_after.cache_clear()
+    calls = []
+    original = schedules.CronTrigger.next_after
+
+    def counted(self, moment):
+        calls.append(moment)
+        return original(self, moment)
+
+    schedules.CronTrigger.next_after = counted
+    try:
+        assert scheduler.dispatch_due(timezone.now()) == 5
+    finally:
+        schedules.CronTrigger.next_after = original
+    assert calls == [fire]
+    assert set(Job.objects.values_list("next_run_at", flat=True)) == {
+        fire + dt.timedelta(seconds=1)
+    }
+
+
 def test_an_idle_pass_reads_one_row_and_sleeps_until_the_next_fire_time(
     scheduler, sent, django_assert_max_num_queries
 ):
