@@ -205,7 +205,7 @@ def config_export(
     file keeps the stored secrets. The document holds no timestamp of its own, so
     exporting the same jobs twice gives the same file.
     """
-    from scheduling.config import FORMAT, calendar_to_entry, job_to_entry
+    from scheduling.config import FORMAT, calendar_to_entry, group_to_entry, job_to_entry
     from scheduling.models import Calendar
 
     entries = [
@@ -220,6 +220,9 @@ def config_export(
     ]
     if calendars:  # only when there are some: a file of jobs alone stays as it was
         document["calendars"] = calendars
+    groups = [group_to_entry(group) for group in JobGroup.objects.order_by("name")]
+    if groups:  # likewise
+        document["groups"] = groups
     if history_days is not None:
         since = timezone.now() - dt.timedelta(days=history_days)
         document["executions"] = [
