@@ -427,3 +427,23 @@ def test_importing_groups_needs_change_and_pause_permissions():
     with pytest.raises(PermissionDenied, match=r"pause_job.*group reports"):
         services.config_import(data=_with_groups(paused), user=user)
     assert not JobGroup.objects.get(name="reports").paused
+
+
+def test_jobs_import_command_shows_the_groups_diff_and_names_a_bad_group(tmp_path):
+    import io
+
+    from django.core.management import call_command
+    from django.core.management.base import CommandError
+
+    path = tmp_path / "jobs.json"
+    path.write_text(json.dumps(_with_groups({**REPORTS, "paused": True, "pause_reason": "m"})))
+    out = io.StringIO()
+    call_command("jobs", "import", str(path), "--dry-run", stdout=out)
+    assert "+ group reports" in out.getvalue()
+    assert "~ group reports: paused: 'm' (0 job(s))" in out.getvalue()
+    assert "~ nightly: stays paused: its group reports is paused" in out.getvalue()
+    assert not JobGroup.objects.exists() and not Job.objects.exists()
+    path.write_text(json.dumps(_with_groups({**REPORTS, "max_instances": -1})))
+    with pytest.raises(CommandError, match=r"groups\[0\] \(reports\): max_instances"):
+        call_command("jobs", "import", str(path), stdout=io.StringIO())
+    assert not Job.objects.exists()
