@@ -40,7 +40,7 @@ from typing import Any
 from django.core.exceptions import ValidationError
 
 from scheduling import conf, schedules
-from scheduling.models import CalendarRule, Job, TriggerType
+from scheduling.models import CalendarRule, Job, JobGroup, TriggerType
 
 FORMAT = "scheduled-jobs/v1"
 ENTRY_KEYS = {
@@ -63,6 +63,13 @@ PAUSE_KEYS = ("pause_reason", "resume_at")
 OPTION_KEYS = set(Job.OPTION_FIELDS) | set(Job.WINDOW_FIELDS) | {"calendars", "then", *PAUSE_KEYS}
 #: The keys of a calendar's exclusion in a file (its fields; empty ones left out).
 RULE_KEYS = CalendarRule.FIELDS
+#: A group's settings in a file (what ``jobs group set`` sets), each a field of
+#: :class:`~scheduling.models.JobGroup`, and what one left out means.
+GROUP_SETTINGS = ("max_instances", "queue", "alert_emails", "alert_webhooks")
+GROUP_DEFAULTS = {key: JobGroup._meta.get_field(key).get_default() for key in GROUP_SETTINGS}
+#: Why, by whom and since when a paused group (``"paused": true``) is paused.
+GROUP_PAUSE_KEYS = ("pause_reason", "paused_by", "paused_at")
+GROUP_KEYS = ("name", *GROUP_SETTINGS, "paused", *GROUP_PAUSE_KEYS)
 #: APScheduler's trigger arguments for the validity window, and the options they stand for.
 APS_WINDOW_KEYS = {"start_date": "start_at", "end_date": "end_at"}
 CRON_KEYS = ("second", "minute", "hour", "day", "month", "day_of_week", "year", "week")
@@ -102,6 +109,16 @@ class JobSpec:
     #: Its chain links (``options.then``, :mod:`scheduling.chain_services`; none if left out).
     then: list[Any] = field(default_factory=list)
     #: A paused job's ``pause_reason`` and ``resume_at`` (``None``: not given).
+    pause: dict[str, Any] | None = None
+
+
+@dataclass
+class GroupSpec:
+    """One job group read from a config file: its settings (:data:`GROUP_SETTINGS`) and,
+    when the file says it is paused, ``{"reason", "by", "at"}`` (``None``: not paused)."""
+
+    name: str
+    fields: dict[str, Any] = field(default_factory=dict)
     pause: dict[str, Any] | None = None
 
 
@@ -419,14 +436,15 @@ def _option_default(name: str) -> Any:
     return Job._meta.get_field(name).get_default()
 
 
-def _type_problems(fields: dict[str, Any]) -> list[str]:
-    """Values of the wrong JSON type. Checked strictly: the model would convert them
-    silently (5 to "5", "5" to 5), and a re-import would then never find the job unchanged."""
+def _type_problems(fields: dict[str, Any], model: Any = Job) -> list[str]:
+    """Values of the wrong JSON type for ``model``'s fields. Checked strictly: the model
+    would convert them silently (5 to "5", "5" to 5), and a re-import would then never
+    find the row unchanged."""
     from django.db import models
 
     problems = []
     for name, value in fields.items():
-        field = Job._meta.get_field(name)
+        field = model._meta.get_field(name)
         if value is None:
             if not field.null:
                 problems.append(f"{name}: must not be null")
@@ -514,6 +532,100 @@ def calendar_to_entry(calendar: Any) -> dict[str, Any]:
         "description": calendar.description,
         "rules": [rule_to_entry(rule) for rule in calendar.rules.all()],
     }
+
+
+def groups_parse(data: Any) -> list[GroupSpec]:
+    """The ``"groups"`` list of a config document (absent: none), validated as a save of
+    each group would validate it; raise :class:`ConfigError` listing every problem,
+    naming the group and the field."""
+    from scheduling import audit
+    from scheduling.group_services import pause_reason_problem
+
+    entries = data.get("groups", []) if isinstance(data, dict) else []
+    if not isinstance(entries, list):
+        raise ConfigError(["'groups' must be a list"])
+    specs, problems, seen = [], [], set()
+    for index, entry in enumerate(entries):
+        where = f"groups[{index}]"
+        name = entry.get("name") if isinstance(entry, dict) else None
+        if not isinstance(name, str) or not name.strip() or "\x00" in name:
+            problems.append(f"{where}: must be an object with a non-empty 'name'")
+            continue
+        where = f"{where} ({name})"
+        unknown = sorted(set(entry) - set(GROUP_KEYS))
+        if unknown:
+            problems += [f"{where}: unknown key {key!r}" for key in unknown]
+            continue
+        if name in seen:
+            problems.append(f"{where}: appears twice")
+        seen.add(name)
+        fields = {key: entry.get(key, GROUP_DEFAULTS[key]) for key in GROUP_SETTINGS}
+        entry_problems = _type_problems(fields, JobGroup)
+        paused = entry.get("paused", False)
+        if not isinstance(paused, bool):
+            entry_problems.append("paused: must be true or false")
+        pause_given = [key for key in GROUP_PAUSE_KEYS if key in entry]
+        if pause_given and paused is not True:
+            entry_problems += [f"{key}: needs 'paused': true" for key in pause_given]
+        pause = None
+        if paused is True and not entry_problems:
+            pause, pause_problems = _group_pause_from_entry(entry)
+            entry_problems += pause_problems
+        if not entry_problems:
+            group = JobGroup(name=name, **fields)
+            try:
+                group.full_clean(validate_unique=False)
+            except ValidationError as exc:
+                entry_problems += [f"{f}: {' '.join(m)}" for f, m in exc.message_dict.items()]
+        if not entry_problems and pause is not None:
+            group.paused_by = audit.current().actor if pause["by"] is None else pause["by"]
+            group.pause_reason = pause["reason"]
+            problem = pause_reason_problem(group)
+            if problem:
+                entry_problems.append(f"pause_reason: {problem}")
+        problems += [f"{where}: {problem}" for problem in entry_problems]
+        if not entry_problems:
+            specs.append(GroupSpec(name=name, fields=fields, pause=pause))
+    if problems:
+        raise ConfigError(problems)
+    return specs
+
+
+def _group_pause_from_entry(entry: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """A paused group's reason, who paused it and when (``by`` and ``at`` ``None`` when
+    left out: the importer, now), and the problems."""
+    problems = []
+    reason, by, at = (entry.get(key) for key in ("pause_reason", "paused_by", "paused_at"))
+    for key, value in (("pause_reason", reason), ("paused_by", by)):
+        if value is not None and (not isinstance(value, str) or "\x00" in value):
+            problems.append(f"{key}: must be a string")
+    limit = JobGroup._meta.get_field("paused_by").max_length
+    if isinstance(by, str) and len(by) > limit:
+        problems.append(f"paused_by: must be at most {limit} characters")
+    if at is not None:
+        moment = None
+        if isinstance(at, str):
+            try:
+                moment = dt.datetime.fromisoformat(at)
+            except ValueError:
+                moment = None
+        if moment is None or moment.tzinfo is None:
+            problems.append("paused_at: must be an ISO 8601 date-time with an offset")
+        at = moment
+    by = by.strip() if isinstance(by, str) else None
+    return {"reason": (reason or "").strip(), "by": by, "at": at}, problems
+
+
+def group_to_entry(group: Any) -> dict[str, Any]:
+    """One group in the config format (the inverse of :func:`groups_parse`): its
+    settings, whether it is paused and, when it is, why, by whom and since when."""
+    entry = {"name": group.name, **{key: getattr(group, key) for key in GROUP_SETTINGS}}
+    entry["paused"] = group.paused
+    if group.paused:
+        entry["pause_reason"] = group.pause_reason
+        entry["paused_by"] = group.paused_by
+        entry["paused_at"] = group.paused_at.isoformat()
+    return entry
 
 
 def config_parse(data: Any) -> list[JobSpec]:

@@ -9,6 +9,9 @@ resuming it resumes exactly those, so a job an operator had paused on its own be
 stays paused.
 """
 
+import datetime as dt
+from typing import Any
+
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
@@ -62,38 +65,37 @@ def paused_group(*, name: str) -> JobGroup | None:
     return JobGroup.objects.filter(name=name, paused_at__isnull=False).first()
 
 
-def _pause_reason_check(group: JobGroup, reason: str) -> None:
-    """Refuse a reason longer than the group keeps, or one that would make its jobs'
-    pause reason (:meth:`JobGroup.job_pause_reason`) longer than a job keeps."""
+def pause_reason_problem(group: JobGroup) -> str | None:
+    """What is wrong with the pause reason of ``group`` (``None``: nothing): longer than
+    the group keeps, or making its jobs' pause reason (:meth:`JobGroup.job_pause_reason`,
+    after the group's name and who paused it) longer than a job keeps."""
+    reason = group.pause_reason
     limit = JobGroup._meta.get_field("pause_reason").max_length
     if len(reason) > limit:
-        raise ValidationError(
-            {
-                "pause_reason": _(
-                    "The pause reason is %(length)d characters; keep it to %(limit)d."
-                )
-                % {"length": len(reason), "limit": limit}
-            }
-        )
+        return _("The pause reason is %(length)d characters; keep it to %(limit)d.") % {
+            "length": len(reason),
+            "limit": limit,
+        }
     job_limit = Job._meta.get_field("pause_reason").max_length
     length = len(group.job_pause_reason())
     if length > job_limit:
-        raise ValidationError(
-            {
-                "pause_reason": _(
-                    "The pause reason would make its jobs' pause reason %(length)d "
-                    "characters (the group's name and who paused it come first); a job "
-                    "keeps %(limit)d: shorten it."
-                )
-                % {"length": length, "limit": job_limit}
-            }
-        )
+        return _(
+            "The pause reason would make its jobs' pause reason %(length)d "
+            "characters (the group's name and who paused it come first); a job "
+            "keeps %(limit)d: shorten it."
+        ) % {"length": length, "limit": job_limit}
+    return None
 
 
 @transaction.atomic
-def group_pause(*, name: str, reason: str = "") -> list[Job]:
+def group_pause(
+    *, name: str, reason: str = "", by: str | None = None, at: dt.datetime | None = None
+) -> list[Job]:
     """Pause every enabled job of group ``name``; return them. A group paused already
-    is refused (resume it first), so the reason on record is never overwritten."""
+    is refused (resume it first), so the reason on record is never overwritten.
+
+    ``by`` and ``at`` (default: the audit context's actor, now) say who paused it and
+    when: an import restores them from its file."""
     from scheduling.services import job_pause
 
     group = _group(name)
@@ -101,10 +103,12 @@ def group_pause(*, name: str, reason: str = "") -> list[Job]:
         raise ValidationError(
             {"group": _("Group %(name)s is paused already.") % {"name": group.name}}
         )
-    group.paused_at = timezone.now()
-    group.paused_by = audit.current().actor
+    group.paused_at = at or timezone.now()
+    group.paused_by = audit.current().actor if by is None else by
     group.pause_reason = (reason or "").strip()
-    _pause_reason_check(group, group.pause_reason)
+    problem = pause_reason_problem(group)
+    if problem:
+        raise ValidationError({"pause_reason": problem})
     group.save()
     words = group.job_pause_reason()
     return [
@@ -132,3 +136,65 @@ def group_resume(*, name: str) -> list[Job]:
     group.paused_at, group.paused_by, group.pause_reason = None, "", ""
     group.save()
     return resumed
+
+
+def group_import_changes(*, spec: Any) -> tuple[dict[str, tuple[Any, Any]], str]:
+    """What importing ``spec`` (:class:`scheduling.config.GroupSpec`) would change in
+    group ``spec.name``: its settings (``{field: (old, new)}``; all of them for a group not
+    on record), and its pause: ``"pause"``, ``"resume"``, ``"repause"`` (paused for another
+    reason, or by someone else) or ``""``."""
+    group = JobGroup.objects.filter(name=spec.name).first() or JobGroup(name=spec.name)
+    settings = {
+        key: (getattr(group, key), value)
+        for key, value in spec.fields.items()
+        if group.pk is None or getattr(group, key) != value
+    }
+    wanted = spec.pause
+    if not group.paused:
+        pause = "pause" if wanted is not None else ""
+    elif wanted is None:
+        pause = "resume"
+    elif wanted["reason"] != group.pause_reason or wanted["by"] not in (None, group.paused_by):
+        pause = "repause"
+    else:
+        pause = ""
+    return settings, pause
+
+
+@transaction.atomic
+def group_import(*, spec: Any, only_missing: bool = False) -> list[str]:
+    """Make group ``spec.name`` what a config file says: its settings, and paused (by
+    :func:`group_pause`, with the file's reason, who and when) or resumed (by
+    :func:`group_resume`) as the file says. Return the lines of the import's diff.
+    ``only_missing`` leaves a group on record as it is."""
+    exists = JobGroup.objects.select_for_update().filter(name=spec.name).exists()
+    if exists and only_missing:
+        return []
+    settings, pause = group_import_changes(spec=spec)
+    lines = [] if exists else [f"+ group {spec.name}"]
+    if settings:
+        group = JobGroup.objects.filter(name=spec.name).first() or JobGroup(name=spec.name)
+        for key, (_old, new) in settings.items():
+            setattr(group, key, new)
+        group_save(group=group)
+        if exists:
+            lines += [
+                f"~ group {spec.name}: {key}: {old!r} -> {new!r}"
+                for key, (old, new) in sorted(settings.items())
+            ]
+    if pause in {"resume", "repause"}:
+        resumed = group_resume(name=spec.name)
+        lines.append(
+            f"~ group {spec.name}: " + _("resumed (%(count)d job(s))") % {"count": len(resumed)}
+        )
+    if pause in {"pause", "repause"}:
+        wanted = spec.pause
+        paused = group_pause(
+            name=spec.name, reason=wanted["reason"], by=wanted["by"], at=wanted["at"]
+        )
+        lines.append(
+            f"~ group {spec.name}: "
+            + _("paused: %(reason)r (%(count)d job(s))")
+            % {"reason": wanted["reason"], "count": len(paused)}
+        )
+    return lines

@@ -2,6 +2,7 @@
 
 import datetime as dt
 import hmac
+from collections.abc import Iterable
 from typing import Any
 
 from django.core.exceptions import ValidationError
@@ -205,7 +206,7 @@ def config_export(
     file keeps the stored secrets. The document holds no timestamp of its own, so
     exporting the same jobs twice gives the same file.
     """
-    from scheduling.config import FORMAT, calendar_to_entry, job_to_entry
+    from scheduling.config import FORMAT, calendar_to_entry, group_to_entry, job_to_entry
     from scheduling.models import Calendar
 
     entries = [
@@ -220,6 +221,9 @@ def config_export(
     ]
     if calendars:  # only when there are some: a file of jobs alone stays as it was
         document["calendars"] = calendars
+    groups = [group_to_entry(group) for group in JobGroup.objects.order_by("name")]
+    if groups:  # likewise
+        document["groups"] = groups
     if history_days is not None:
         since = timezone.now() - dt.timedelta(days=history_days)
         document["executions"] = [
@@ -534,35 +538,48 @@ def api_key_find(*, raw: str) -> ApiKey | None:
     return key if hmac.compare_digest(expected.encode(), key.key_hash.encode()) else None
 
 
-def group_list() -> list[dict[str, Any]]:
-    """Every job group (a group name some job has, or a group on record): how many jobs,
-    how many enabled, who paused it, when and why (``None``: not paused), its cap on
-    runs at once (``None``: none) and its jobs' default queue and alert recipients."""
+def group_rows(*, names: Iterable[str] | None = None) -> list[JobGroup]:
+    """Every job group (a group name some job has, or a group on record; ``names``: only
+    those), by name: its row (unsaved for a group only its jobs name), with ``jobs`` and
+    ``enabled``, how many jobs it has and how many of them are enabled."""
     from django.db.models import Count, Q
 
-    from scheduling.models import JobGroup
-
+    jobs = Job.objects.exclude(group="")
+    groups = JobGroup.objects.all()
+    if names is not None:
+        names = [name for name in names if "\x00" not in name]  # PostgreSQL cannot compare it
+        jobs, groups = jobs.filter(group__in=names), groups.filter(name__in=names)
     counts = {
         row["group"]: row
-        for row in Job.objects.exclude(group="")
-        .values("group")
-        .annotate(jobs=Count("pk"), enabled=Count("pk", filter=Q(enabled=True)))
-    }
-    groups = {group.name: group for group in JobGroup.objects.all()}
-    rows = []
-    for name in sorted(set(counts) | set(groups)):
-        group = groups.get(name)
-        rows.append(
-            {
-                "name": name,
-                "jobs": counts.get(name, {}).get("jobs", 0),
-                "enabled": counts.get(name, {}).get("enabled", 0),
-                "paused": group.job_pause_reason() if group and group.paused else None,
-                "paused_at": group.paused_at.isoformat() if group and group.paused else None,
-                "max_instances": group.max_instances if group else None,
-                "queue": group.queue if group else "",
-                "alert_emails": group.alert_recipients[0] if group else [],
-                "alert_webhooks": group.alert_recipients[1] if group else [],
-            }
+        for row in jobs.values("group").annotate(
+            jobs=Count("pk"), enabled=Count("pk", filter=Q(enabled=True))
         )
+    }
+    stored = {group.name: group for group in groups}
+    rows = []
+    for name in sorted(set(counts) | set(stored)):
+        group = stored.get(name) or JobGroup(name=name)
+        group.jobs = counts.get(name, {}).get("jobs", 0)
+        group.enabled = counts.get(name, {}).get("enabled", 0)
+        rows.append(group)
     return rows
+
+
+def group_list() -> list[dict[str, Any]]:
+    """Every job group (:func:`group_rows`): how many jobs, how many enabled, who paused
+    it, when and why (``None``: not paused), its cap on runs at once (``None``: none) and
+    its jobs' default queue and alert recipients."""
+    return [
+        {
+            "name": group.name,
+            "jobs": group.jobs,
+            "enabled": group.enabled,
+            "paused": group.job_pause_reason() if group.paused else None,
+            "paused_at": group.paused_at.isoformat() if group.paused else None,
+            "max_instances": group.max_instances,
+            "queue": group.queue,
+            "alert_emails": group.alert_recipients[0],
+            "alert_webhooks": group.alert_recipients[1],
+        }
+        for group in group_rows()
+    ]

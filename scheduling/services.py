@@ -43,9 +43,11 @@ from scheduling import (
 from scheduling.config import (
     DEFAULT_JOBS,
     ConfigError,
+    GroupSpec,
     JobSpec,
     calendars_parse,
     config_parse,
+    groups_parse,
     spec_differences,
 )
 from scheduling.models import (
@@ -994,6 +996,7 @@ def config_import(
     """
     specs = config_parse(data)
     calendar_specs = calendars_parse(data)
+    group_specs = groups_parse(data)
     known = {spec.name for spec in calendar_specs} | set(
         Calendar.objects.values_list("name", flat=True)
     )
@@ -1026,7 +1029,12 @@ def config_import(
         pruned = list(Job.objects.exclude(name__in=names).order_by("name")) if prune else []
         if user is not None:
             _import_permissions_check(
-                user=user, specs=specs, existing=existing, pruned=pruned, only_missing=only_missing
+                user=user,
+                specs=specs,
+                existing=existing,
+                pruned=pruned,
+                only_missing=only_missing,
+                group_specs=group_specs,
             )
         if user is not None and calendar_specs and not user.has_perm("scheduling.change_calendar"):
             raise PermissionDenied(
@@ -1037,6 +1045,10 @@ def config_import(
             change = calendar_services.calendar_import(spec=calendar_spec)
             if change:
                 report.diff.append(f"{change} calendar {calendar_spec.name}")
+        # Groups before jobs: a job the file says is enabled joins its group as the file
+        # leaves the group (paused or not), see _import_one.
+        for group_spec in group_specs:
+            report.diff += group_services.group_import(spec=group_spec, only_missing=only_missing)
         for spec in specs:
             _import_one(
                 spec=spec, job=existing.get(spec.name), report=report, only_missing=only_missing
@@ -1104,9 +1116,20 @@ def _import_permissions_check(
     existing: dict[str, Job],
     pruned: list[Job],
     only_missing: bool,
+    group_specs: list[GroupSpec] = (),
 ) -> None:
-    """Refuse the whole import when ``user`` lacks a permission one of its parts needs."""
+    """Refuse the whole import when ``user`` lacks a permission one of its parts needs
+    (for a group: change to set its settings, pause to pause or resume it)."""
     needs: dict[str, list[str]] = collections.defaultdict(list)
+    stored_groups = set(JobGroup.objects.values_list("name", flat=True))
+    for group_spec in group_specs:
+        if only_missing and group_spec.name in stored_groups:
+            continue
+        settings, pause = group_services.group_import_changes(spec=group_spec)
+        if settings:
+            needs["change_job"].append(f"group {group_spec.name}")
+        if pause:
+            needs["pause_job"].append(f"group {group_spec.name}")
     for spec in specs:
         job = existing.get(spec.name)
         if job is None:
@@ -1158,6 +1181,12 @@ def _import_pause(*, job: Job, spec: JobSpec, report: ImportReport) -> None:
     job_pause(job=job, reason=spec.pause["reason"], until=until)
 
 
+def _held_words(group: JobGroup) -> str:
+    return _("stays paused: its group %(group)s is paused (the group's resume resumes it)") % {
+        "group": group.name
+    }
+
+
 def _import_one(
     *, spec: JobSpec, job: Job | None, report: ImportReport, only_missing: bool
 ) -> None:
@@ -1168,8 +1197,16 @@ def _import_one(
         _import_pause(job=job, spec=spec, report=report)
         report.created.append(spec.name)
         report.diff.append(f"+ {spec.name}")
+        if spec.fields["enabled"] and not job.enabled:  # created in a paused group
+            report.diff.append(
+                f"~ {spec.name}: " + _held_words(group_services.paused_group(name=job.group))
+            )
         return
     changes = {} if only_missing else spec_differences(job, spec)
+    if changes.get("enabled", (None, False))[1]:
+        group = changes["group"][1] if "group" in changes else job.group
+        if group_services.paused_group(name=group) is not None:
+            del changes["enabled"]  # held by its group: see below
     touched = bool(changes)
     calendars_before = sorted(job.calendars.values_list("name", flat=True))
     if not only_missing and calendars_before != spec.calendars:
@@ -1177,7 +1214,18 @@ def _import_one(
         report.diff.append(f"~ {spec.name}: calendars: {calendars_before!r} -> {spec.calendars!r}")
         touched = True
     if changes:
-        job_update(job=job, **{name: new for name, (_old, new) in changes.items()})
+        job = job_update(job=job, **{name: new for name, (_old, new) in changes.items()})
+    # Enabled in the file, but its group is paused (and the file leaves it paused): the
+    # job stays paused, held by the group as its pause holds its jobs, so the group's
+    # resume resumes it; a job paused on its own before is handed over to the group.
+    held_by = None
+    if not only_missing and spec.fields["enabled"] and not job.enabled:
+        held_by = group_services.paused_group(name=job.group)
+    if held_by is not None:
+        report.diff.append(f"~ {spec.name}: " + _held_words(held_by))
+        if job.pause_reason != held_by.job_pause_reason():
+            job_pause(job=job, reason=held_by.job_pause_reason())
+            touched = True
     for name, (old, new) in sorted(changes.items()):
         # Secrets are masked on both sides; a change to a secret alone still shows as one.
         shown_old, shown_new = masking.mask(old), masking.mask(new)

@@ -240,3 +240,210 @@ def test_the_overlap_policy_is_exported_and_imported_skip_when_left_out():
     Job.objects.all().delete()
     services.config_import(data=exported)
     assert Job.objects.get(name="poll").overlap == "buffer_all"
+
+
+# --- job groups in the file ---------------------------------------------------------------
+
+from django.contrib.auth.models import Permission, User  # noqa: E402
+from django.core.exceptions import PermissionDenied  # noqa: E402
+
+from scheduling import group_services  # noqa: E402
+from scheduling.audit import audit_context  # noqa: E402
+from scheduling.models import JobGroup  # noqa: E402
+
+REPORTS = {
+    "name": "reports",
+    "max_instances": 2,
+    "queue": "reports",
+    "alert_emails": "ops@example.com\nlead@example.com",
+    "alert_webhooks": "https://hooks.example.com/jobs",
+}
+
+
+def _with_groups(*groups):
+    return {"jobs": copy.deepcopy(GOOD), "groups": list(groups)}
+
+
+def test_groups_round_trip_export_wipe_import_restores_them_exactly():
+    services.config_import(data=GOOD)
+    make_job(name="own-pause", group="reports")
+    services.job_pause(job=Job.objects.get(name="own-pause"), reason="broken on its own")
+    group_services.group_update(name="reports", max_instances=2, queue="reports")
+    JobGroup.objects.create(name="etl", alert_emails="etl@example.com")
+    with audit_context(source="command", actor="alice"):
+        group_services.group_pause(name="reports", reason="warehouse migration")
+    first = selectors.config_export()
+    [etl, reports] = first["groups"]
+    assert etl == {
+        "name": "etl",
+        "max_instances": None,
+        "queue": "",
+        "alert_emails": "etl@example.com",
+        "alert_webhooks": "",
+        "paused": False,
+    }
+    assert reports["paused"] is True and reports["paused_by"] == "alice"
+    assert reports["pause_reason"] == "warehouse migration"
+    text = json.dumps(first, sort_keys=True)
+    Job.objects.all().delete()
+    JobGroup.objects.all().delete()
+    services.config_import(data=json.loads(text))
+    assert json.dumps(selectors.config_export(), sort_keys=True) == text
+    group = JobGroup.objects.get(name="reports")
+    assert (group.max_instances, group.queue, group.paused_by) == (2, "reports", "alice")
+    assert group.paused_at.isoformat() == reports["paused_at"]
+    # The group's resume still finds the jobs its pause holds, and only those.
+    resumed = group_services.group_resume(name="reports")
+    assert [job.name for job in resumed] == ["nightly"]
+    assert Job.objects.get(name="own-pause").pause_reason == "broken on its own"
+
+
+def test_a_file_without_groups_leaves_them_and_a_file_of_jobs_alone_exports_as_before():
+    services.config_import(data=GOOD)
+    assert "groups" not in selectors.config_export()
+    JobGroup.objects.create(name="reports", queue="reports")
+    services.config_import(data=GOOD)
+    assert JobGroup.objects.get(name="reports").queue == "reports"
+
+
+def test_import_sets_group_settings_with_a_diff_and_dry_run_writes_nothing():
+    services.config_import(data=GOOD)
+    dry = services.config_import(data=_with_groups(REPORTS), dry_run=True)
+    assert "+ group reports" in dry.diff
+    assert not JobGroup.objects.exists()
+    services.config_import(data=_with_groups(REPORTS))
+    group = JobGroup.objects.get(name="reports")
+    assert (group.max_instances, group.queue) == (2, "reports")
+    assert group.alert_recipients == (
+        ["ops@example.com", "lead@example.com"],
+        ["https://hooks.example.com/jobs"],
+    )
+    again = services.config_import(data=_with_groups(REPORTS))
+    assert not [line for line in again.diff if "group" in line]
+    changed = {**REPORTS, "max_instances": 3}
+    del changed["queue"]  # left out: the default (no queue of its own)
+    report = services.config_import(data=_with_groups(changed), dry_run=True)
+    assert "~ group reports: max_instances: 2 -> 3" in report.diff
+    assert "~ group reports: queue: 'reports' -> ''" in report.diff
+    assert JobGroup.objects.get(name="reports").max_instances == 2
+
+
+@pytest.mark.parametrize(
+    "change, problem",
+    [
+        ({"max_instance": 2}, "groups[0] (reports): unknown key 'max_instance'"),
+        ({"max_instances": 0}, "groups[0] (reports): max_instances: "),
+        ({"max_instances": "2"}, "groups[0] (reports): max_instances: must be a whole number"),
+        ({"queue": "bad queue!"}, "groups[0] (reports): queue: "),
+        ({"alert_webhooks": "http://127.0.0.1/x"}, "groups[0] (reports): alert_webhooks: "),
+        ({"alert_emails": 5}, "groups[0] (reports): alert_emails: must be a string"),
+        ({"paused": "yes"}, "groups[0] (reports): paused: must be true or false"),
+        ({"pause_reason": "why"}, "groups[0] (reports): pause_reason: needs 'paused': true"),
+        (
+            {"paused": True, "pause_reason": "x" * 301},
+            "groups[0] (reports): pause_reason: The pause reason is 301 characters",
+        ),
+        (
+            {"paused": True, "paused_at": "2026-12-01 10:00"},
+            "groups[0] (reports): paused_at: must be an ISO 8601 date-time with an offset",
+        ),
+        ({"name": ""}, "groups[0]: must be an object with a non-empty 'name'"),
+    ],
+)
+def test_a_bad_group_is_named_with_its_field_and_nothing_is_written(change, problem):
+    make_job(name="kept", group="reports", max_retries=0)
+    bad = {**REPORTS, **change}
+    data = {"jobs": [{**GOOD[1]}], "groups": [bad]}
+    with pytest.raises(ConfigError) as caught:
+        services.config_import(data=data)
+    assert any(p.startswith(problem) for p in caught.value.problems), caught.value.problems
+    assert not JobGroup.objects.exists()
+    assert not Job.objects.filter(name="poll").exists()
+
+
+def test_a_group_named_twice_is_refused():
+    with pytest.raises(ConfigError, match=r"groups\[1\] \(reports\): appears twice"):
+        services.config_import(data=_with_groups(REPORTS, REPORTS))
+
+
+def test_a_file_that_pauses_a_group_pauses_its_jobs_and_one_that_resumes_it_resumes_them():
+    services.config_import(data=GOOD)
+    paused = {**REPORTS, "paused": True, "pause_reason": "migration", "paused_by": "bob"}
+    report = services.config_import(data=_with_groups(paused))
+    assert "~ group reports: paused: 'migration' (1 job(s))" in report.diff
+    nightly = Job.objects.get(name="nightly")
+    assert not nightly.enabled
+    assert nightly.pause_reason == "Group reports paused by bob: migration"
+    # The same file again: the job stays paused (held by the group), nothing changes.
+    again = services.config_import(data=_with_groups(paused))
+    assert "nightly" in again.unchanged
+    assert not Job.objects.get(name="nightly").enabled
+    resumed = services.config_import(data=_with_groups(REPORTS))
+    assert "~ group reports: resumed (1 job(s))" in resumed.diff
+    assert Job.objects.get(name="nightly").enabled
+    assert not JobGroup.objects.get(name="reports").paused
+
+
+def test_a_job_the_file_enables_stays_paused_while_its_group_is_paused():
+    services.config_import(data=GOOD)
+    group_services.group_pause(name="reports", reason="migration")
+    # An older file, without groups, says the job is enabled: the group's pause holds it.
+    report = services.config_import(data=GOOD)
+    nightly = Job.objects.get(name="nightly")
+    assert not nightly.enabled
+    assert nightly.pause_reason == JobGroup.objects.get(name="reports").job_pause_reason()
+    assert any("stays paused: its group reports is paused" in line for line in report.diff)
+    assert "nightly" in report.unchanged
+    # A job paused on its own that the file enables is handed over to the group's pause.
+    services.job_pause(job=nightly, reason="its own")
+    services.config_import(data=GOOD)
+    assert Job.objects.get(name="nightly").pause_reason.startswith("Group reports paused")
+    # So the group's resume resumes it.
+    group_services.group_resume(name="reports")
+    assert Job.objects.get(name="nightly").enabled
+
+
+def test_a_job_created_enabled_in_a_group_the_file_pauses_is_paused_with_it():
+    paused = {**REPORTS, "paused": True, "pause_reason": "migration"}
+    with audit_context(source="command", actor="carol"):
+        report = services.config_import(data=_with_groups(paused))
+    nightly = Job.objects.get(name="nightly")
+    assert not nightly.enabled
+    assert nightly.pause_reason == "Group reports paused by carol: migration"
+    assert any(line.startswith("~ nightly: stays paused") for line in report.diff)
+    assert Job.objects.get(name="poll").enabled  # another group
+
+
+def test_importing_groups_needs_change_and_pause_permissions():
+    services.config_import(data=GOOD)
+    user = User.objects.create_user("dev", is_staff=True)
+    user.user_permissions.add(Permission.objects.get(codename="view_job"))
+    with pytest.raises(PermissionDenied, match=r"change_job.*group reports"):
+        services.config_import(data=_with_groups(REPORTS), user=user)
+    user.user_permissions.add(Permission.objects.get(codename="change_job"))
+    user = User.objects.get(pk=user.pk)
+    services.config_import(data=_with_groups(REPORTS), user=user)
+    paused = {**REPORTS, "paused": True}
+    with pytest.raises(PermissionDenied, match=r"pause_job.*group reports"):
+        services.config_import(data=_with_groups(paused), user=user)
+    assert not JobGroup.objects.get(name="reports").paused
+
+
+def test_jobs_import_command_shows_the_groups_diff_and_names_a_bad_group(tmp_path):
+    import io
+
+    from django.core.management import call_command
+    from django.core.management.base import CommandError
+
+    path = tmp_path / "jobs.json"
+    path.write_text(json.dumps(_with_groups({**REPORTS, "paused": True, "pause_reason": "m"})))
+    out = io.StringIO()
+    call_command("jobs", "import", str(path), "--dry-run", stdout=out)
+    assert "+ group reports" in out.getvalue()
+    assert "~ group reports: paused: 'm' (0 job(s))" in out.getvalue()
+    assert "~ nightly: stays paused: its group reports is paused" in out.getvalue()
+    assert not JobGroup.objects.exists() and not Job.objects.exists()
+    path.write_text(json.dumps(_with_groups({**REPORTS, "max_instances": -1})))
+    with pytest.raises(CommandError, match=r"groups\[0\] \(reports\): max_instances"):
+        call_command("jobs", "import", str(path), stdout=io.StringIO())
+    assert not Job.objects.exists()

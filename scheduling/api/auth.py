@@ -165,6 +165,36 @@ def scope(request, queryset: QuerySet, field: str) -> QuerySet:
     return queryset.filter(**{f"{field}__regex": pattern})
 
 
+def groups_reached(request, groups: list[Any]) -> list[Any]:
+    """The groups (:func:`scheduling.selectors.group_rows`) the request's key reaches: with
+    a job glob, a group only when it has jobs and every one of them is inside the glob (a
+    group's settings and pause act on all its jobs, and one it reaches shows no job it
+    does not); without one (``*``), every group."""
+    key = request_key(request)
+    if key is None or key.jobs in {"", "*"}:
+        return groups
+    outside = set(
+        Job.objects.filter(group__in=[group.name for group in groups])
+        .exclude(name__regex=glob_regex(key.jobs))
+        .values_list("group", flat=True)
+    )
+    return [group for group in groups if group.jobs and group.name not in outside]
+
+
+def group_check(request, group: Any) -> None:
+    """403 when the request's key does not reach ``group`` (:func:`groups_reached`)."""
+    key = request_key(request)
+    if key is not None and not groups_reached(request, [group]):
+        raise exceptions.PermissionDenied(
+            _(
+                "The API key %(key)s does not reach the group %(group)s: a key with a job "
+                "glob reaches a group only when every job of it is inside the glob (its "
+                "jobs: %(glob)s)."
+            )
+            % {"key": key.name, "group": group.name, "glob": key.jobs}
+        )
+
+
 class ApiKeyThrottle(throttling.SimpleRateThrottle):
     """At most ``SCHEDULING['API_RATE']`` requests per key (or per session user), e.g.
     ``600/minute``; over it, 429 with ``Retry-After``. Counted in Django's cache (the

@@ -7,8 +7,8 @@ from drf_spectacular.extensions import OpenApiAuthenticationExtension
 ERRORS = {
     "400": "Bad input: each field (or parameter) with its messages.",
     "401": "No API key, or a wrong, expired or revoked one.",
-    "403": "The key lacks the privilege, or the job is outside its glob.",
-    "404": "No such job or run.",
+    "403": "The key lacks the privilege, or the job (a job of the group) is outside its glob.",
+    "404": "No such job, group or run.",
     "405": "The method is not allowed here.",
     "406": "Only JSON is served.",
     "415": "Only JSON is read.",

@@ -19,6 +19,7 @@ from scheduling.models import (
     ExecutionTrigger,
     Job,
     JobExecution,
+    JobGroup,
     OverlapPolicy,
 )
 
@@ -279,3 +280,46 @@ class SkipNextSerializer(serializers.Serializer):
 
     skipped = serializers.DateTimeField()
     job = JobSerializer()
+
+
+class GroupSerializer(serializers.ModelSerializer):
+    """A job group: its settings (writable: the cap on its jobs' runs at once, and the
+    queue and alert recipients of its jobs that have none of their own; checked by the
+    model when the group service saves them) and its state (read-only)."""
+
+    jobs = serializers.IntegerField(read_only=True, help_text="How many jobs are in it.")
+    enabled = serializers.IntegerField(read_only=True, help_text="How many of them are enabled.")
+    paused = serializers.BooleanField(read_only=True)
+
+    class Meta:
+        model = JobGroup
+        fields = (
+            "name",
+            "jobs",
+            "enabled",
+            "max_instances",
+            "queue",
+            "alert_emails",
+            "alert_webhooks",
+            "paused",
+            "pause_reason",
+            "paused_by",
+            "paused_at",
+        )
+        read_only_fields = ("name", "pause_reason", "paused_by", "paused_at")
+        # The model's checks say these (full_clean, in the service), as for a job.
+        extra_kwargs = {"name": {"validators": []}, "queue": {"validators": []}}
+
+
+class GroupPauseSerializer(serializers.Serializer):
+    """A group's pause: why (kept on the group, and in its jobs' pause reason)."""
+
+    reason = serializers.CharField(required=False, allow_blank=True, default="")
+
+
+class GroupActionSerializer(serializers.Serializer):
+    """What a group's pause or resume answers: the group after it, and the jobs it paused
+    or resumed."""
+
+    group = GroupSerializer()
+    jobs = serializers.ListField(child=serializers.CharField())

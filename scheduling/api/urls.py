@@ -1,5 +1,5 @@
-"""Routes of the API under ``/api/v1/``: jobs, executions, statistics, upcoming runs,
-backfills, health, the OpenAPI schema and its interactive docs (served from this server)."""
+"""Routes of the API under ``/api/v1/``: jobs, job groups, executions, statistics, upcoming
+runs, backfills, health, the OpenAPI schema and its interactive docs (served from this server)."""
 
 from django.urls import path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
@@ -13,6 +13,7 @@ router = SimpleRouter()
 router.register("jobs", views.JobViewSet, basename="api-job")
 router.register("executions", views.ExecutionViewSet, basename="api-execution")
 router.register("backfills", views.BackfillViewSet, basename="api-backfill")
+router.register("groups", views.GroupViewSet, basename="api-group")
 
 urlpatterns = [
     path("statistics/", views.StatisticsView.as_view(), name="api-statistics"),

@@ -27,6 +27,7 @@ from scheduling import (
     backfills,
     calendar_services,
     chain_services,
+    group_services,
     maintenance,
     masking,
     schedules,
@@ -38,6 +39,9 @@ from scheduling.api.serializers import (
     BackfillSerializer,
     CancelSerializer,
     ExecutionSerializer,
+    GroupActionSerializer,
+    GroupPauseSerializer,
+    GroupSerializer,
     HealthSerializer,
     JobSerializer,
     PauseSerializer,
@@ -377,6 +381,91 @@ class JobViewSet(ApiView, viewsets.ModelViewSet):
         count = query(CountSerializer, request)["count"]
         times = selectors.job_upcoming_runs(job=job, count=count)
         return Response({"name": job.name, "upcoming": [t.isoformat() for t in times]})
+
+
+GROUP_LOOKUP = OpenApiParameter(
+    "name", OpenApiTypes.STR, OpenApiParameter.PATH, description="The group's name."
+)
+
+
+@extend_schema(parameters=[GROUP_LOOKUP])
+class GroupViewSet(ApiView, viewsets.GenericViewSet):
+    """Job groups (a group name some job has, or a group on record): list, read, update
+    the settings (through :mod:`scheduling.group_services`), and pause or resume every
+    job of one. A key with a job glob reaches a group only when every job of it is inside
+    the glob (:func:`scheduling.api.auth.groups_reached`)."""
+
+    serializer_class = GroupSerializer
+    pagination_class = JobPagination
+    lookup_field = "name"
+    lookup_value_regex = "[^/]+"
+    access = {
+        "list": ("read", "view_job"),
+        "retrieve": ("read", "view_job"),
+        "update": ("edit", "change_job"),
+        "partial_update": ("edit", "change_job"),
+        "pause": ("pause", "pause_job"),
+        "resume": ("pause", "pause_job"),
+        "metadata": ("read", "view_job"),
+    }
+
+    def get_object(self):
+        name = self.kwargs["name"]
+        found = selectors.group_rows(names=[name])
+        if not found:
+            raise exceptions.NotFound(_("No job group named %(name)r.") % {"name": name})
+        auth.group_check(self.request, found[0])
+        return found[0]
+
+    def _answer(self, name: str) -> dict[str, Any]:
+        return self.get_serializer(selectors.group_rows(names=[name])[0]).data
+
+    def list(self, request, *args, **kwargs):
+        groups = auth.groups_reached(request, selectors.group_rows())
+        page = self.paginate_queryset(groups)
+        return self.get_paginated_response(self.get_serializer(page, many=True).data)
+
+    def retrieve(self, request, *args, **kwargs):
+        return Response(self.get_serializer(self.get_object()).data)
+
+    def update(self, request, *args, partial: bool = False, **kwargs):
+        group = self.get_object()
+        serializer = self.get_serializer(group, data=request.data, partial=partial)
+        serializer.is_valid(raise_exception=True)
+        if serializer.validated_data:
+            with self.audited():
+                group_services.group_update(name=group.name, **serializer.validated_data)
+        return Response(self._answer(group.name))
+
+    def partial_update(self, request, *args, **kwargs):
+        return self.update(request, *args, partial=True, **kwargs)
+
+    @extend_schema(request=GroupPauseSerializer, responses={200: GroupActionSerializer})
+    @action(detail=True, methods=["post"])
+    def pause(self, request, *args, **kwargs):
+        group = self.get_object()
+        body = GroupPauseSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        try:
+            with self.audited():
+                jobs = group_services.group_pause(
+                    name=group.name, reason=body.validated_data["reason"]
+                )
+        except DjangoValidationError as exc:
+            # The body's field is ``reason``; the group keeps it as its pause reason.
+            detail = exc.message_dict if hasattr(exc, "error_dict") else {"detail": exc.messages}
+            if "pause_reason" in detail:
+                detail["reason"] = detail.pop("pause_reason")
+            raise exceptions.ValidationError(detail) from None
+        return Response({"group": self._answer(group.name), "jobs": [job.name for job in jobs]})
+
+    @extend_schema(request=None, responses={200: GroupActionSerializer})
+    @action(detail=True, methods=["post"])
+    def resume(self, request, *args, **kwargs):
+        group = self.get_object()
+        with self.audited():
+            jobs = group_services.group_resume(name=group.name)
+        return Response({"group": self._answer(group.name), "jobs": [job.name for job in jobs]})
 
 
 class ExecutionPagination(pagination.CursorPagination):

@@ -1,5 +1,6 @@
 """The REST API under a fuzzer: schemathesis against the real web server (a separate
-process on the test database), every operation, with a key that may do everything.
+process on the test database), every operation (jobs, job groups, runs, backfills...),
+with a key that may do everything.
 
 No answer is a 5xx, every answer's status, content type, headers and body conform to
 the schema at ``/api/v1/schema/``. Examples per operation are bounded
@@ -20,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from scheduling import services
+from scheduling.models import JobGroup
 from tests.e2e.configs import NOT_ON_AMQP
 from tests.e2e.processes import ROOT, database_url
 from tests.factories import make_finished_run, make_job, make_running, make_waiting
@@ -77,7 +79,9 @@ def web_server(transactional_db, tmp_path):
 
 
 def test_schemathesis_finds_no_server_error_and_no_answer_off_the_schema(web_server, tmp_path):
-    jobs = [make_job(name=f"fuzz-{n}") for n in range(5)]
+    jobs = [make_job(name=f"fuzz-{n}", group=f"fuzz-group-{n % 2}") for n in range(5)]
+    JobGroup.objects.create(name="fuzz-empty", max_instances=2, queue="fuzz")
+    groups = ["fuzz-group-0", "fuzz-group-1", "fuzz-empty"]
     runs = [make_finished_run(jobs[0], 1.5), make_running(jobs[1]), make_waiting(jobs[2])]
     _key, raw = services.api_key_create(name="fuzzer", privileges=["read", "run", "pause", "edit"])
     idents = [job.name for job in jobs] + [str(job.pk) for job in jobs]
@@ -87,8 +91,11 @@ def test_schemathesis_finds_no_server_error_and_no_answer_off_the_schema(web_ser
         f"values = [{', '.join(repr(i).replace(chr(39), chr(34)) for i in idents)}]\n"
         "[dictionaries.runs]\n"
         f"values = [{', '.join(str(run.pk) for run in runs)}]\n"
+        "[dictionaries.groups]\n"
+        f"values = [{', '.join(f'{chr(34)}{name}{chr(34)}' for name in groups)}]\n"
         "[parameters]\n"
         '"path.job" = { dictionary = "jobs", probability = 0.7 }\n'
+        '"path.name" = { dictionary = "groups", probability = 0.7 }\n'
         '"path.id" = { dictionary = "runs", probability = 0.7 }\n'
     )
     started = time.monotonic()
