@@ -1742,8 +1742,7 @@ class JobExecutionAdmin(
                 if fire and execution.jitter
                 else "",
             ),
-            # The time a run was sent is recorded for runs not sent by the schedule (run
-            # now, re-run, backfill); a scheduled run's is not, and none is made up.
+            # As recorded by its sender (runs sent before runs carried it have none).
             (_("sent"), execution.sent_at, ""),
             (_("waiting for a free slot"), execution.waiting_since, ""),
             (

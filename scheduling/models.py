@@ -1323,8 +1323,9 @@ class JobExecution(models.Model):
         null=True,
         blank=True,
         help_text=_(
-            "When a run not sent by the schedule (run now, re-run, backfill) was sent: its "
-            "misfire grace counts from then, not from its scheduled (logical) time."
+            "When the run was sent to the broker (by beat, for a scheduled run). A run not "
+            "sent by the schedule (run now, re-run, backfill) counts its misfire grace from "
+            "then, not from its scheduled (logical) time."
         ),
     )
     task_result = models.ForeignKey(

@@ -846,9 +846,10 @@ def run_message(
     """The keyword arguments and the Celery options of the message of one run of ``job``
     (see :func:`job_dispatch`); beat's batches build the same (:mod:`scheduling.publish`).
 
-    A run not sent by the schedule carries when it was sent (``sent_at``: its misfire
-    grace counts from then), and where it came from; never its keyword arguments, which
-    wait for its worker in the database (``override``)."""
+    A run carries when it was sent (``sent_at``: the execution's timeline shows it; for a
+    run not sent by the schedule its misfire grace counts from then), a run not sent by the
+    schedule where it came from; never its keyword arguments, which wait for its worker in
+    the database (``override``)."""
     options: dict[str, Any] = {
         "headers": {"periodic_task_name": job.name},
         **message_display(job, kwargs if kwargs is not None else display_kwargs),
@@ -874,7 +875,7 @@ def run_message(
     }
     if overlap is not None:
         run_kwargs["overlap"] = overlap
-    if trigger != ExecutionTrigger.SCHEDULE and expires:
+    if expires:  # a first send (a waiting run sent on keeps its own)
         run_kwargs["sent_at"] = db_now().isoformat()  # lateness is read on its clock
     for name, value in (("parent_id", parent_id), ("backfill_id", backfill_id)):
         if value is not None:

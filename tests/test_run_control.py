@@ -124,6 +124,26 @@ def test_a_run_not_sent_by_the_schedule_is_late_since_it_was_sent(sent):
     assert "after it was sent; the grace is 5s" in run.reason
 
 
+def test_a_scheduled_run_records_when_it_was_sent_and_is_late_by_its_fire_time(sent):
+    """The timeline's "sent" for a scheduled run: its sender's time, recorded on the run;
+    its lateness still counts from its fire time, not from then."""
+    job = make_job(task="demo.echo", misfire_grace_time=5)
+    fire = timezone.now().replace(microsecond=0) - dt.timedelta(seconds=2)
+    services.job_dispatch(job=job, trigger="schedule", scheduled_at=fire, jitter=0)
+    kwargs, _options = sent.messages[0]
+    assert dt.datetime.fromisoformat(kwargs["sent_at"]) >= fire
+    run_job.apply(kwargs=kwargs)
+    run = JobExecution.objects.get(job=job, scheduled_at=fire)
+    assert run.status == ExecutionStatus.SUCCESS and run.trigger == "schedule"
+    assert run.sent_at == dt.datetime.fromisoformat(kwargs["sent_at"])
+    assert run.lateness >= 2
+    # Sent long after its fire time (beat behind): late by the fire time, so missed.
+    late = fire - dt.timedelta(seconds=60)
+    services.job_dispatch(job=job, trigger="schedule", scheduled_at=late, jitter=0)
+    run_job.apply(kwargs=sent.messages[-1][0])
+    assert JobExecution.objects.get(job=job, scheduled_at=late).status == ExecutionStatus.MISSED
+
+
 def test_lateness_of_runs_not_sent_by_the_schedule_counts_from_their_send():
     now = timezone.now()
     old = now - dt.timedelta(days=300)
