@@ -34,3 +34,27 @@ def test_review_a_cap_set_while_a_run_goes_still_sends_the_groups_waiting_run_at
     setattr(running, groups.CAPPED, False)
     finish.promote_after(running)
     assert sent == ["b"]
+
+
+# review: a job held by its group's pause (paused with the group's words) that is moved
+# out of the group stays paused for ever: the group's resume looks for its held jobs in
+# the group only, and nothing else resumes it; its pause reason still says the group
+# holds it. (Moving a job into a paused group pauses it; the reverse is not handled.)
+@pytest.mark.django_db
+def test_review_a_job_moved_out_of_a_paused_group_is_resumed_with_the_group():
+    from scheduling.audit import audit_context
+    from scheduling.models import Job
+
+    make_job(name="a", group="reports")
+    with audit_context(source="command", actor="alice"):
+        group_services.group_pause(name="reports", reason="migration")
+    held = Job.objects.get(name="a")
+    assert not held.enabled and held.pause_reason == "Group reports paused by alice: migration"
+    services.job_update(job=held, group="etl")
+    group_services.group_resume(name="reports")
+    moved = Job.objects.get(name="a")
+    # Either resumed with its old group, or no longer claiming to be held by it.
+    assert moved.enabled or not moved.pause_reason.startswith("Group reports paused"), (
+        moved.enabled,
+        moved.pause_reason,
+    )
