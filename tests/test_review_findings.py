@@ -58,3 +58,57 @@ def test_review_a_job_moved_out_of_a_paused_group_is_resumed_with_the_group():
         moved.enabled,
         moved.pause_reason,
     )
+
+
+# review: job_save reads whether the job's new group is paused without locking the group's
+# row (group_services.paused_group), while group_pause locks the group's row and pauses
+# the jobs it then finds in the group. A job moved into the group while the pause runs is
+# read "not paused" and committed after the pause's job query: it stays enabled in a
+# paused group (the pause and the move each succeed). Needs PostgreSQL (row locks; SQLite
+# serialises the two writers).
+@pytest.mark.django_db(transaction=True)
+def test_review_a_job_moved_into_a_group_while_it_is_paused_is_paused_too(monkeypatch):
+    import threading
+
+    from django.db import connection, connections
+
+    from scheduling.models import Job
+
+    if connection.vendor != "postgresql":
+        pytest.skip("needs PostgreSQL")
+    make_job(name="a", group="reports")
+    mover = make_job(name="m", group="etl")
+    read, paused = threading.Event(), threading.Event()
+    original = group_services.paused_group
+
+    def slow_paused_group(*, name):
+        found = original(name=name)
+        if threading.current_thread().name == "move":
+            read.set()
+            paused.wait(10)
+        return found
+
+    monkeypatch.setattr(group_services, "paused_group", slow_paused_group)
+    errors = []
+
+    def move():
+        try:
+            services.job_update(job=Job.objects.get(pk=mover.pk), group="reports")
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=move, name="move")
+    thread.start()
+    assert read.wait(10)
+    try:
+        group_services.group_pause(name="reports", reason="migration")
+    finally:
+        paused.set()
+        thread.join(20)
+    assert not errors
+    moved = Job.objects.get(pk=mover.pk)
+    assert moved.group == "reports"
+    assert JobGroup.objects.get(name="reports").paused
+    assert not moved.enabled, "enabled in a paused group"
