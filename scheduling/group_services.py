@@ -13,7 +13,7 @@ import datetime as dt
 from typing import Any
 
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
@@ -60,6 +60,16 @@ def group_update(*, name: str, **fields) -> JobGroup:
     return group_save(group=group)
 
 
+def hold_group(*, name: str) -> None:
+    """Hold group ``name`` until this transaction ends, row on record or not (PostgreSQL:
+    an advisory lock on its name; SQLite runs one writer at a time): a pause or resume of
+    the group and a job joining it wait for each other, so neither misses the other."""
+    if not name or connection.vendor != "postgresql":
+        return
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [f"scheduling.group:{name}"])
+
+
 def paused_group(*, name: str) -> JobGroup | None:
     """Group ``name`` if it is paused (a job that joins it is paused with it)."""
     return JobGroup.objects.filter(name=name, paused_at__isnull=False).first()
@@ -98,6 +108,7 @@ def group_pause(
     when: an import restores them from its file."""
     from scheduling.services import job_pause
 
+    hold_group(name=name)
     group = _group(name)
     if group.paused:
         raise ValidationError(
@@ -124,6 +135,7 @@ def group_resume(*, name: str) -> list[Job]:
     named and nothing is resumed."""
     from scheduling.services import job_resume
 
+    hold_group(name=name)
     group = _group(name)
     if not group.paused:
         raise ValidationError({"group": _("Group %(name)s is not paused.") % {"name": group.name}})

@@ -90,6 +90,12 @@ TRIGGER_FIELDS = frozenset(Job.TRIGGER_FIELDS)
 EDITABLE_FIELDS = frozenset(Job.EDITABLE_FIELDS)
 
 
+def _held_by_group(job: Job) -> bool:
+    """Whether ``job`` (as on record) is paused by its group's pause, not on its own."""
+    group = group_services.paused_group(name=job.group) if job.group else None
+    return not job.enabled and group is not None and job.pause_reason == group.job_pause_reason()
+
+
 @transaction.atomic
 def job_save(*, job: Job, changed: Iterable[str] | None = None) -> Job:
     """Validate and save ``job``; recompute its next run when its schedule changed.
@@ -101,6 +107,11 @@ def job_save(*, job: Job, changed: Iterable[str] | None = None) -> Job:
     """
     creating = job.pk is None
     changed_set = set(EDITABLE_FIELDS if changed is None or creating else changed)
+    # The group it is in after the save, held before the job's row is locked: a pause of
+    # that group meanwhile is either committed, and seen here, or waits for this save and
+    # then finds the job in the group.
+    group_services.hold_group(name=job.group)
+    group = JobGroup.objects.filter(name=job.group).first() if job.group else None
     # Under the row lock from here on, so two concurrent edits never share a version
     # number, beat's version guard always sees the newer one, and what beat wrote
     # meanwhile (the runs it counted, a job it finished) is what the edit is validated and
@@ -110,13 +121,20 @@ def job_save(*, job: Job, changed: Iterable[str] | None = None) -> Job:
         job.scheduled_run_count = before.scheduled_run_count
         if "enabled" not in changed_set:
             job.enabled = before.enabled
+            # A job its group's pause holds that leaves the group leaves the pause too
+            # (the new group's, if that one is paused, holds it below).
+            if not job.enabled and before.group != job.group and _held_by_group(before):
+                job.enabled = True
+                changed_set.add("enabled")
     job.full_clean()
     held_by = None
-    if job.enabled and (creating or before.group != job.group):
-        held_by = group_services.paused_group(name=job.group)
-        if held_by is not None:
+    if (creating or before.group != job.group) and group is not None and group.paused:
+        if job.enabled:
+            held_by = group
             job.enabled = False
             changed_set.add("enabled")
+        elif before is not None and _held_by_group(before):
+            held_by = group  # from one paused group's hold to the other's
     now = timezone.now()
     if creating or changed_set & TRIGGER_FIELDS:
         job.schedule_anchor = now
@@ -139,7 +157,7 @@ def job_save(*, job: Job, changed: Iterable[str] | None = None) -> Job:
         fields = (changed_set & EDITABLE_FIELDS) | {"version", "updated_at", "schedule_anchor"}
         if reschedule:
             fields |= {"next_run_at", "dispatch_at", "excluded_from"}
-        if before.enabled != job.enabled:
+        if before.enabled != job.enabled or held_by is not None:
             reason = held_by.job_pause_reason() if held_by is not None else ""
             _set_pause_state(job, paused=not job.enabled, reason=reason)
             fields |= {*Job.PAUSE_FIELDS, "consecutive_failures"}

@@ -181,18 +181,42 @@ def groups_reached(request, groups: list[Any]) -> list[Any]:
     return [group for group in groups if group.jobs and group.name not in outside]
 
 
+def _group_denied(key: ApiKey, name: str) -> exceptions.PermissionDenied:
+    return exceptions.PermissionDenied(
+        _(
+            "The API key %(key)s does not reach the group %(group)s: a key with a job "
+            "glob reaches a group only when every job of it is inside the glob (its "
+            "jobs: %(glob)s)."
+        )
+        % {"key": key.name, "group": name, "glob": key.jobs}
+    )
+
+
 def group_check(request, group: Any) -> None:
     """403 when the request's key does not reach ``group`` (:func:`groups_reached`)."""
     key = request_key(request)
     if key is not None and not groups_reached(request, [group]):
-        raise exceptions.PermissionDenied(
-            _(
-                "The API key %(key)s does not reach the group %(group)s: a key with a job "
-                "glob reaches a group only when every job of it is inside the glob (its "
-                "jobs: %(glob)s)."
-            )
-            % {"key": key.name, "group": group.name, "glob": key.jobs}
-        )
+        raise _group_denied(key, group.name)
+
+
+def group_join_check(request, name: str, job: Any = None) -> None:
+    """403 when the request's key would put a job (``job``, or a new one) into group
+    ``name`` it does not reach: a group whose settings act on all its jobs (a row on
+    record: a cap, a queue, recipients, a pause) takes the new job into them, and would
+    then hold a job outside the glob of the keys that reach it. A group that is only a
+    label (the default one, say) may be joined."""
+    key = request_key(request)
+    if key is None or key.jobs in {"", "*"}:
+        return
+    from scheduling.models import JobGroup
+
+    if not JobGroup.objects.filter(name=name).exists():
+        return
+    others = Job.objects.filter(group=name)
+    if job is not None:
+        others = others.exclude(pk=job.pk)
+    if others.exclude(name__regex=glob_regex(key.jobs)).exists():
+        raise _group_denied(key, name)
 
 
 class ApiKeyThrottle(throttling.SimpleRateThrottle):

@@ -204,6 +204,7 @@ class JobViewSet(ApiView, viewsets.ModelViewSet):
         timezone = serializer.validated_data.get("timezone") or Job().timezone
         fields = serializer.model_fields(timezone=timezone)
         fields.setdefault("trigger_type", Job._meta.get_field("trigger_type").default)
+        auth.group_join_check(request, fields.get("group") or Job().group)
         with transaction.atomic(), self.audited():
             job = services.job_create(**fields)
             if serializer.validated_data.get("calendars"):
@@ -235,6 +236,8 @@ class JobViewSet(ApiView, viewsets.ModelViewSet):
             )
             if "name" in fields:
                 auth.job_name_check(request, fields["name"])
+            if "group" in fields and fields["group"] != job.group:
+                auth.group_join_check(request, fields["group"], job)
             if "enabled" in fields and fields["enabled"] != job.enabled:
                 self._pause_check(request)
             if "kwargs" in fields:
