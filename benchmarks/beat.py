@@ -1160,12 +1160,12 @@ def main() -> None:
     if args.storm:
         if args.short:
             args.storm_size, args.storm_due, args.storm_cap = 2000, 500, 30.0
-        before = (
-            args.before
-            or subprocess.run(
+        # The short version (CI, on main) compares with stock only, unless told a commit.
+        before = args.before
+        if not before and not args.short:
+            before = subprocess.run(
                 ["git", "merge-base", "HEAD", "main"], cwd=ROOT, capture_output=True, text=True
             ).stdout.strip()
-        )
         storm_args = (args.storm_size, args.storm_due, args.storm_cap, before, args.only)
         if not storm(*storm_args, repeat=args.storm_repeat):
             sys.exit(1)
