@@ -479,14 +479,9 @@ class JobScheduler(DatabaseScheduler):
             if due_at is None or due_at > now:
                 # Bookkeeping stops between its transactions, as a pass between batches:
                 # a signal raised inside one could be swallowed by a receiver it runs.
-                self._in_pass = True
-                try:
+                with self._stoppable():
                     self._check_ledger()
                     now = self._record_pending_missed(now, due_at)
-                finally:
-                    self._in_pass = False
-                if self._stop_requested:
-                    self._stop_now()
                 wait = min(
                     (moment - now).total_seconds()
                     for moment in (
@@ -499,13 +494,8 @@ class JobScheduler(DatabaseScheduler):
                 if self._missed_pending:
                     wait = 0.0  # more outages to record: look again at once
                 return max(wait, 0.0)
-            self._in_pass = True
-            try:
+            with self._stoppable():
                 self.dispatch_due(now)
-            finally:
-                self._in_pass = False
-            if self._stop_requested:
-                self._stop_now()
             return 0.0  # look again at once: more may be due
         except DB_ERRORS:
             logger.exception("JobScheduler: database error; trying again in a second")
@@ -534,6 +524,19 @@ class JobScheduler(DatabaseScheduler):
 
         for sig in previous:
             signal.signal(sig, on_stop)
+
+    @contextlib.contextmanager
+    def _stoppable(self) -> Iterator[None]:
+        """A section a SIGTERM or SIGINT stops at its next check (a batch sent, a
+        transaction committed: ``_stop_requested``) rather than where it lands; beat
+        exits once the section is over."""
+        self._in_pass = True
+        try:
+            yield
+        finally:
+            self._in_pass = False
+        if self._stop_requested:
+            self._stop_now()
 
     def _stop_now(self) -> None:
         signal.setitimer(signal.ITIMER_REAL, 0)

@@ -16,7 +16,7 @@ from django.utils.translation import gettext as _
 from rest_framework import authentication, exceptions, permissions, throttling
 
 from scheduling import conf, selectors, services
-from scheduling.models import ApiKey, Job
+from scheduling.models import ApiKey, Job, JobGroup
 
 
 class ApiKeyAuthentication(authentication.BaseAuthentication):
@@ -208,8 +208,6 @@ def group_join_check(request, name: str, job: Any = None) -> None:
     key = request_key(request)
     if key is None or key.jobs in {"", "*"}:
         return
-    from scheduling.models import JobGroup
-
     if not JobGroup.objects.filter(name=name).exists():
         return
     others = Job.objects.filter(group=name)
